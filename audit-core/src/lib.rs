@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod error;
+pub mod event;
+pub mod retry;
+pub mod validate;
+
+pub use error::{ApiError, ApiFieldError, Error};
+pub use event::{
+    Action, Actor, Context, CreateEvent, Event, InvalidValue, Metadata, MetadataValue, OrganizationId, Target,
+};
+pub use retry::RetryPolicy;
+pub use validate::{FieldError, FieldErrorKind, ValidationErrors};
