@@ -1,8 +1,12 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod client;
+pub mod client_ip;
+pub mod emitter;
 pub mod error;
 pub mod event;
+pub mod request;
 pub mod retry;
 pub mod validate;
 
@@ -12,3 +16,7 @@ pub use event::{
 };
 pub use retry::RetryPolicy;
 pub use validate::{FieldError, FieldErrorKind, ValidationErrors};
+// client re-exports
+// emitter re-exports
+// client_ip re-exports
+// request re-exports

@@ -1,2 +1,51 @@
-//! placeholder
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>`: `demo`, `verify`, `ci`, `bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod ci;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    let result = match task.as_deref() {
+        Some("ci") => ci::run(&rest),
+        Some("help") | Some("--help") | Some("-h") | None => {
+            print_help();
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task {other:?}; run `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask <task>\n\n\
+         tasks:\n  \
+         demo     run the axum example against an embedded audit-testkit and show the events it recorded\n  \
+         verify   run the WorkOS verification checklist (add --local to run it against audit-testkit)\n  \
+         ci       everything CI checks: fmt, clippy, tests, SDK compatibility tests, docs\n  \
+         bench    every benchmark, as JSON lines and a table"
+    );
+}
+
+/// The workspace root.
+pub(crate) fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The cargo that runs this task.
+pub(crate) fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}

@@ -1,0 +1,1 @@
+//! The WorkOS Audit Logs API client.

@@ -1,0 +1,1 @@
+//! Client-IP rules: which address of a request is the client.

@@ -1,0 +1,1 @@
+//! The framework-neutral per-request audit record.

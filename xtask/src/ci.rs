@@ -1,0 +1,90 @@
+//! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
+//!
+//! 1. `cargo fmt --check`
+//! 2. `cargo clippy --workspace --all-targets --all-features -- -D warnings`
+//! 3. `cargo test --workspace --all-features`
+//! 4. the official WorkOS SDKs (Node and Python) against audit-testkit (`sdk-tests/`)
+//! 5. `cargo doc --workspace --no-deps --all-features` with `-D warnings`
+//!
+//! `--skip-sdk` leaves out step 4 (for a machine without Node or Python); on CI (`CI=true`) the SDK
+//! tests are never skipped silently: missing installs are an error.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::{cargo, project_root};
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let skip_sdk = args.iter().any(|a| a == "--skip-sdk");
+    let root = project_root();
+    step("fmt", Command::new(cargo()).args(["fmt", "--all", "--", "--check"]).current_dir(&root))?;
+    step(
+        "clippy",
+        Command::new(cargo())
+            .args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])
+            .current_dir(&root),
+    )?;
+    step(
+        "test",
+        Command::new(cargo()).args(["test", "--workspace", "--all-features"]).current_dir(&root),
+    )?;
+    if skip_sdk {
+        println!("xtask ci: SDK compatibility tests skipped (--skip-sdk)");
+    } else {
+        sdk_tests(&root)?;
+    }
+    step(
+        "doc",
+        Command::new(cargo())
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .current_dir(&root),
+    )?;
+    println!("xtask ci: all checks passed");
+    Ok(())
+}
+
+fn step(name: &str, command: &mut Command) -> Result<(), String> {
+    println!("\n==> xtask ci: {name}");
+    let status = command.status().map_err(|e| format!("{name}: could not start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed ({status})"))
+    }
+}
+
+/// Runs the official SDKs' tests against the audit-testkit binary.
+fn sdk_tests(root: &Path) -> Result<(), String> {
+    let on_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let node_modules = root.join("sdk-tests/node/node_modules");
+    let python = root.join("sdk-tests/python/.venv/bin/python");
+    if !node_modules.is_dir() || !python.is_file() {
+        let hint = "install them with `bash .ci/install-sdks` (npm ci and a Python venv)";
+        if on_ci {
+            return Err(format!("the SDK test dependencies are not installed; {hint}"));
+        }
+        println!("xtask ci: SDK compatibility tests skipped: dependencies not installed; {hint}");
+        return Ok(());
+    }
+    step(
+        "build audit-testkit",
+        Command::new(cargo()).args(["build", "-p", "audit-testkit", "--bin", "audit-testkit"]).current_dir(root),
+    )?;
+    let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    let bin = target_dir.join("debug/audit-testkit");
+    step(
+        "Node SDK against audit-testkit",
+        Command::new("node")
+            .args(["--test", "sdk-tests/node/"])
+            .env("AUDIT_TESTKIT_BIN", &bin)
+            .current_dir(root),
+    )?;
+    step(
+        "Python SDK against audit-testkit",
+        Command::new(&python)
+            .args(["-m", "pytest", "-q", "sdk-tests/python"])
+            .env("AUDIT_TESTKIT_BIN", &bin)
+            .current_dir(root),
+    )
+}
