@@ -1,1 +1,136 @@
-//! placeholder
+//! Handler attributes that name a route's WorkOS audit-log action.
+//!
+//! Use them through the adapters, which re-export them as `action`:
+//! `#[audit_tower::action("team.created")]` for axum and `#[audit_actix::action("team.created")]`
+//! for actix-web. Both are one mechanism:
+//!
+//! - the action name is checked at compile time (an invalid name does not compile), by evaluating
+//!   `audit_core::Action::from_static` in a `const`;
+//! - the attribute adds one hidden extractor argument to the handler, provided by the adapter,
+//!   which finds the request's audit record (created by the adapter's layer or middleware),
+//!   records the action, and turns the named path parameters into targets;
+//! - a handler whose request has no audit record (the layer was forgotten) is answered by that
+//!   extractor with a 500 whose body names the missing layer, so the mistake fails loudly in the
+//!   first test that calls the route instead of silently emitting nothing.
+//!
+//! Syntax:
+//!
+//! ```text
+//! #[action("team.deleted")]
+//! #[action("team.deleted", targets(team = "id"))]               // path parameter {id} → target of type "team"
+//! #[action("member.removed", targets(team = "team_id", user = "user_id"))]
+//! #[action("doc.shared", targets("google-doc" = "doc"))]         // string keys for types that are not identifiers
+//! ```
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::quote;
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{FnArg, ItemFn, LitStr, Token, parse_macro_input, parse_quote};
+
+/// The action attribute for axum handlers; re-exported as `audit_tower::action`.
+#[proc_macro_attribute]
+pub fn tower_action(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, quote!(::audit_tower::__private))
+}
+
+/// The action attribute for actix-web handlers; re-exported as `audit_actix::action`.
+#[proc_macro_attribute]
+pub fn actix_action(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, quote!(::audit_actix::__private))
+}
+
+struct TargetParam {
+    kind: String,
+    param: LitStr,
+}
+
+impl Parse for TargetParam {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let kind = if input.peek(LitStr) {
+            input.parse::<LitStr>()?.value()
+        } else {
+            input.call(syn::Ident::parse_any)?.to_string()
+        };
+        input.parse::<Token![=]>()?;
+        let param: LitStr = input.parse()?;
+        if kind.trim().is_empty() {
+            return Err(syn::Error::new(param.span(), "the target type must not be empty"));
+        }
+        if param.value().is_empty() {
+            return Err(syn::Error::new(param.span(), "the path parameter name must not be empty"));
+        }
+        Ok(Self { kind, param })
+    }
+}
+
+struct Args {
+    action: LitStr,
+    targets: Vec<TargetParam>,
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.is_empty() {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "expected the action name, e.g. #[action(\"team.created\")]",
+            ));
+        }
+        let action: LitStr = input.parse()?;
+        let mut targets = Vec::new();
+        while !input.is_empty() {
+            input.parse::<Token![,]>()?;
+            if input.is_empty() {
+                break;
+            }
+            let key: syn::Ident = input.parse()?;
+            if key != "targets" {
+                return Err(syn::Error::new(
+                    key.span(),
+                    "unknown argument; expected `targets(type = \"path_param\", ...)`",
+                ));
+            }
+            let content;
+            syn::parenthesized!(content in input);
+            let list = Punctuated::<TargetParam, Token![,]>::parse_terminated(&content)?;
+            targets.extend(list);
+        }
+        Ok(Self { action, targets })
+    }
+}
+
+fn expand(attr: TokenStream, item: TokenStream, private: TokenStream2) -> TokenStream {
+    let args = parse_macro_input!(attr as Args);
+    let mut func = parse_macro_input!(item as ItemFn);
+    match rewrite(&args, &mut func, &private) {
+        Ok(()) => quote!(#func).into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn rewrite(args: &Args, func: &mut ItemFn, private: &TokenStream2) -> syn::Result<()> {
+    if func.sig.asyncness.is_none() {
+        return Err(syn::Error::new_spanned(
+            func.sig.fn_token,
+            "#[action] goes on an `async fn` handler",
+        ));
+    }
+    if let Some(FnArg::Receiver(r)) = func.sig.inputs.first() {
+        return Err(syn::Error::new_spanned(r, "#[action] handlers cannot take `self`"));
+    }
+    let action = &args.action;
+    let kinds = args.targets.iter().map(|t| LitStr::new(&t.kind, t.param.span()));
+    let params = args.targets.iter().map(|t| &t.param);
+    let annotation: FnArg = parse_quote!(__audit_annotation: #private::Annotation);
+    func.sig.inputs.insert(0, annotation);
+    let body = &func.block;
+    func.block = Box::new(parse_quote!({
+        const __AUDIT_ACTION: #private::Action = #private::Action::from_static(#action);
+        __audit_annotation.apply(__AUDIT_ACTION, &[#((#kinds, #params)),*]);
+        #body
+    }));
+    Ok(())
+}
