@@ -1,1 +1,21 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod api;
+pub mod bench;
+mod csv_export;
+mod db;
+pub mod fault;
+mod kit;
+mod model;
+mod server;
+mod state;
+mod util;
+mod validate;
+
+pub use fault::{FaultAction, FaultRule, FaultWhen};
+pub use kit::{Error, TestKit, TestKitBuilder};
+pub use model::{RecordedRequest, StoredEvent};
+
+/// The CSV columns an export always has, in order; per-target columns
+/// (`target_id_N`, `target_type_N`, `target_name_N`, `target_metadata_N`) follow.
+pub const EXPORT_CSV_FIXED_COLUMNS: [&str; 9] = csv_export::FIXED_COLUMNS;

@@ -1,0 +1,826 @@
+//! The WorkOS Audit Logs endpoints and the `/_testkit/` inspection API.
+
+use crate::fault::FaultRule;
+use crate::state::{ExportRec, Idem, Shared, lock};
+use crate::util::{
+    format_ts, json_bytes_response, json_response, message, now, org_not_found, parse_ts, token,
+    ulid, validation_failed,
+};
+use crate::validate::{CompiledSchema, Problem};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type S = State<Arc<Shared>>;
+type Res = Response<Body>;
+
+/// Builds the router of every endpoint.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/audit_logs/events", post(create_event))
+        .route("/audit_logs/exports", post(create_export))
+        .route("/audit_logs/exports/{id}", get(get_export))
+        .route(
+            "/audit_logs/actions/{action}/schemas",
+            post(create_schema).get(list_schemas),
+        )
+        .route("/audit_logs/actions", get(list_actions))
+        .route(
+            "/organizations/{id}/audit_logs_retention",
+            get(get_retention).put(put_retention),
+        )
+        .route(
+            "/organizations/{id}/audit_log_configuration",
+            get(get_configuration),
+        )
+        .route("/portal/generate_link", post(generate_link))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
+    let testkit = Router::new()
+        .route("/_testkit/health", get(health))
+        .route("/_testkit/events", get(tk_events))
+        .route("/_testkit/requests", get(tk_requests))
+        .route(
+            "/_testkit/faults",
+            post(tk_add_fault).get(tk_list_faults).delete(tk_clear_faults),
+        )
+        .route("/_testkit/reset", post(tk_reset))
+        .route("/_testkit/exports/{file}", get(tk_export_csv))
+        .route("/portal", get(portal_page));
+    api.merge(testkit)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(shared)
+}
+
+async fn not_found() -> Res {
+    message(StatusCode::NOT_FOUND, "Not Found")
+}
+
+async fn method_not_allowed() -> Res {
+    message(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
+
+fn unauthorized() -> Res {
+    message(StatusCode::UNAUTHORIZED, "Unauthorized")
+}
+
+/// Bearer-key check and per-key rate limit for the WorkOS endpoints.
+async fn auth(State(s): S, req: Request, next: Next) -> Res {
+    let Some(value) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return unauthorized();
+    };
+    let Some(key) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+    else {
+        return unauthorized();
+    };
+    let allowed = if s.config.api_keys.is_empty() {
+        key.starts_with("sk_") && key.len() > 3
+    } else {
+        s.config.api_keys.iter().any(|k| k == key)
+    };
+    if !allowed {
+        return unauthorized();
+    }
+    if let Err(secs) = s.rate_check(key) {
+        let mut res = json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"message": "Too many requests.", "code": "rate_limit_exceeded"}),
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return res;
+    }
+    next.run(req).await
+}
+
+/// Parses a JSON request body, insisting on a JSON content type.
+fn parse_json(headers: &HeaderMap, body: &[u8]) -> Result<Value, Res> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !(mime.eq_ignore_ascii_case("application/json")
+        || (mime.starts_with("application/") && mime.ends_with("+json")))
+    {
+        return Err(json_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &json!({"message": format!("Unsupported Content-Type '{ct}': send application/json."), "code": "unsupported_media_type"}),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"message": format!("Malformed JSON body: {e}."), "code": "invalid_json"}),
+        )
+    })
+}
+
+fn invalid_event(errors: Vec<Value>) -> Res {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"message": "Invalid Audit Log event.", "code": "invalid_audit_log_event", "errors": errors}),
+    )
+}
+
+fn idempotency_conflict() -> Res {
+    json_response(
+        StatusCode::CONFLICT,
+        &json!({
+            "message": "This Idempotency-Key was already used with a different request body.",
+            "code": "idempotency_error",
+        }),
+    )
+}
+
+fn replay(status: u16, body: Vec<u8>) -> Res {
+    let mut res = json_bytes_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        body,
+    );
+    res.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    res
+}
+
+const SUCCESS: &[u8] = b"{\"success\":true}";
+
+// ---- 1. create event ----------------------------------------------------------------------
+
+async fn create_event(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
+    let mut body = match parse_json(&headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned);
+    if let Some(k) = &key {
+        match Shared::idem_lookup(&lock(&s.data), k, &body) {
+            Idem::Miss => {}
+            Idem::Replay(st, b) => return replay(st, b),
+            Idem::Conflict => return idempotency_conflict(),
+        }
+    }
+    match s.validators.check_event_body(&body) {
+        Ok(()) => {}
+        Err(Problem::Structural(e)) => return validation_failed(e),
+        Err(Problem::Invalid(e)) => return invalid_event(e),
+    }
+    let org = body
+        .get("organization_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if !s.org_known(&org) {
+        return org_not_found(&org);
+    }
+    let event = body.get("event").cloned().unwrap_or(Value::Null);
+    if s.config.require_schemas {
+        if let Err(r) = check_against_schema(&s, &event) {
+            return r;
+        }
+    }
+    // Keep the full request only when a key needs it for comparison.
+    let request = key.as_ref().map(|_| std::mem::take(&mut body));
+    match s.store_event(org, event, key, request, SUCCESS) {
+        Idem::Miss => json_bytes_response(StatusCode::OK, SUCCESS.to_vec()),
+        Idem::Replay(st, b) => replay(st, b),
+        Idem::Conflict => idempotency_conflict(),
+    }
+}
+
+fn check_against_schema(s: &Shared, event: &Value) -> Result<(), Res> {
+    let action = event.get("action").and_then(Value::as_str).unwrap_or("");
+    let version = event.get("version").and_then(Value::as_i64).unwrap_or(1);
+    let compiled = {
+        let data = lock(&s.data);
+        let rec = data.action_index.get(action).map(|i| &data.actions[*i]);
+        match rec {
+            None => {
+                return Err(invalid_event(vec![json!({
+                    "instancePath": "/action",
+                    "keyword": "schema",
+                    "params": {"action": action},
+                    "message": format!("No schema is registered for action '{action}'; create one with POST /audit_logs/actions/{action}/schemas."),
+                })]));
+            }
+            Some(rec) => match rec.versions.iter().find(|v| v.version == version) {
+                None => {
+                    return Err(invalid_event(vec![json!({
+                        "instancePath": "/version",
+                        "keyword": "schema",
+                        "params": {"action": action, "version": version, "latest": rec.versions.len()},
+                        "message": format!("Action '{action}' has no schema version {version} (latest is {}).", rec.versions.len()),
+                    })]));
+                }
+                Some(v) => v.compiled.clone(),
+            },
+        }
+    };
+    let errs = compiled.check_event(event, action, version);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_event(errs))
+    }
+}
+
+// ---- 2, 3. exports ------------------------------------------------------------------------
+
+fn str_list(body: &Value, field: &str) -> Option<Vec<String>> {
+    body.get(field).and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
+    let body = match parse_json(&headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(e) = s.validators.check_export_body(&body) {
+        return validation_failed(e);
+    }
+    let org = body
+        .get("organization_id")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !s.org_known(org) {
+        return org_not_found(org);
+    }
+    let start = body.get("range_start").and_then(Value::as_str).and_then(parse_ts);
+    let end = body.get("range_end").and_then(Value::as_str).and_then(parse_ts);
+    let (start, end) = match (start, end) {
+        (Some(a), Some(b)) => (a, b),
+        (a, b) => {
+            let mut errs = Vec::new();
+            if a.is_none() {
+                errs.push(("invalid_date".to_owned(), "range_start".to_owned()));
+            }
+            if b.is_none() {
+                errs.push(("invalid_date".to_owned(), "range_end".to_owned()));
+            }
+            return validation_failed(errs);
+        }
+    };
+    if start > end {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"message": "Invalid date range", "code": "invalid_audit_log_export_range_date"}),
+        );
+    }
+    let actions = str_list(&body, "actions");
+    let mut actor_names = str_list(&body, "actor_names");
+    if let Some(old) = str_list(&body, "actors") {
+        actor_names.get_or_insert_with(Vec::new).extend(old);
+    }
+    let actor_ids = str_list(&body, "actor_ids");
+    let target_types = str_list(&body, "targets");
+    let csv = {
+        let data = lock(&s.data);
+        let mut matched: Vec<(time::OffsetDateTime, &Value)> = data
+            .events
+            .iter()
+            .filter(|e| e.organization_id == org)
+            .filter_map(|e| {
+                let ev = &e.event;
+                let at = ev.get("occurred_at").and_then(Value::as_str).and_then(parse_ts)?;
+                if at < start || at > end {
+                    return None;
+                }
+                let s_of = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
+                if let Some(a) = &actions {
+                    if !a.contains(&s_of(ev.get("action"))) {
+                        return None;
+                    }
+                }
+                let actor = ev.get("actor");
+                if let Some(n) = &actor_names {
+                    if !n.contains(&s_of(actor.and_then(|a| a.get("name")))) {
+                        return None;
+                    }
+                }
+                if let Some(ids) = &actor_ids {
+                    if !ids.contains(&s_of(actor.and_then(|a| a.get("id")))) {
+                        return None;
+                    }
+                }
+                if let Some(tt) = &target_types {
+                    let any = ev
+                        .get("targets")
+                        .and_then(Value::as_array)
+                        .is_some_and(|ts| ts.iter().any(|t| tt.contains(&s_of(t.get("type")))));
+                    if !any {
+                        return None;
+                    }
+                }
+                Some((at, ev))
+            })
+            .collect();
+        if matched.is_empty() {
+            return message(StatusCode::BAD_REQUEST, "No audit log events found");
+        }
+        matched.sort_by_key(|(at, _)| *at);
+        crate::csv_export::render(matched.iter().map(|(_, e)| *e))
+    };
+    let created = now();
+    let ready = created + s.config.export_delay;
+    let rec = ExportRec {
+        id: format!("audit_log_export_{}", ulid()),
+        organization_id: org.to_owned(),
+        created_at: format_ts(created),
+        ready_at: format_ts(ready),
+        csv,
+    };
+    if let Ok(text) = serde_json::to_string(&rec) {
+        s.with_db(|db| db.upsert_export(&rec.id, &text));
+    }
+    let out = export_json(&s, &rec);
+    lock(&s.data).exports.insert(rec.id.clone(), rec);
+    json_response(StatusCode::CREATED, &out)
+}
+
+fn export_json(s: &Shared, rec: &ExportRec) -> Value {
+    if rec.is_ready() {
+        let t = token();
+        let expires = now() + s.config.export_url_ttl;
+        lock(&s.data)
+            .export_tokens
+            .insert(t.clone(), (rec.id.clone(), expires));
+        json!({
+            "object": "audit_log_export", "id": rec.id, "state": "ready",
+            "url": format!("{}/_testkit/exports/{}.csv?token={t}", s.base_url, rec.id),
+            "created_at": rec.created_at, "updated_at": rec.ready_at,
+        })
+    } else {
+        json!({
+            "object": "audit_log_export", "id": rec.id, "state": "pending",
+            "created_at": rec.created_at, "updated_at": rec.created_at,
+        })
+    }
+}
+
+async fn get_export(State(s): S, Path(id): Path<String>) -> Res {
+    let rec = lock(&s.data).exports.get(&id).cloned();
+    match rec {
+        Some(rec) => json_response(StatusCode::OK, &export_json(&s, &rec)),
+        None => message(
+            StatusCode::NOT_FOUND,
+            format!("Audit Log Export not found: '{id}'."),
+        ),
+    }
+}
+
+// ---- 4, 5, 6. schemas and actions ---------------------------------------------------------
+
+async fn create_schema(
+    State(s): S,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let body = match parse_json(&headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if action.is_empty() || action.len() > 256 {
+        return validation_failed(vec![("invalid".into(), "action".into())]);
+    }
+    if let Err(e) = s.validators.check_schema_body(&body) {
+        return validation_failed(e);
+    }
+    let compiled = match CompiledSchema::compile(&body) {
+        Ok(c) => c,
+        Err(e) => return validation_failed(e),
+    };
+    let out = s.upsert_schema(&action, body, compiled);
+    json_response(StatusCode::CREATED, &out)
+}
+
+struct PageParams {
+    limit: usize,
+    before: Option<String>,
+    after: Option<String>,
+    desc: bool,
+}
+
+fn page_params(query: Option<String>) -> Result<PageParams, Res> {
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let mut errs = Vec::new();
+    let limit = match q.get("limit") {
+        None => 10,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                errs.push(json!({"code": "invalid_limit", "field": "limit", "message": "limit must be an integer between 1 and 100"}));
+                10
+            }
+        },
+    };
+    let desc = match q.get("order").map(String::as_str) {
+        None | Some("desc") => true,
+        Some("asc") | Some("normal") => false,
+        Some(_) => {
+            errs.push(json!({"code": "invalid_order", "field": "order", "message": "order must be one of normal, desc, asc"}));
+            true
+        }
+    };
+    let before = q.get("before").filter(|s| !s.is_empty()).cloned();
+    let after = q.get("after").filter(|s| !s.is_empty()).cloned();
+    if before.is_some() && after.is_some() {
+        errs.push(json!({"code": "invalid_cursor", "field": "before", "message": "send either before or after, not both"}));
+    }
+    if !errs.is_empty() {
+        return Err(json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"message": "Validation failed.", "errors": errs}),
+        ));
+    }
+    Ok(PageParams {
+        limit,
+        before,
+        after,
+        desc,
+    })
+}
+
+/// Pages through `(cursor, item)` pairs given in ascending creation order.
+fn paginate(mut items: Vec<(String, Value)>, p: &PageParams) -> Result<Value, Res> {
+    if p.desc {
+        items.reverse();
+    }
+    let len = items.len();
+    let find = |c: &str, field: &str| {
+        items.iter().position(|(id, _)| id == c).ok_or_else(|| {
+            json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"message": "Validation failed.", "errors": [{"code": "invalid_cursor", "field": field, "message": format!("unknown cursor '{c}'")}]}),
+            )
+        })
+    };
+    let (start, end) = if let Some(a) = &p.after {
+        let pos = find(a, "after")? + 1;
+        (pos, (pos + p.limit).min(len))
+    } else if let Some(b) = &p.before {
+        let pos = find(b, "before")?;
+        (pos.saturating_sub(p.limit), pos)
+    } else {
+        (0, p.limit.min(len))
+    };
+    let page = &items[start..end];
+    let before = (start > 0 && !page.is_empty()).then(|| page[0].0.clone());
+    let after = (end < len && !page.is_empty()).then(|| page[page.len() - 1].0.clone());
+    Ok(json!({
+        "object": "list",
+        "data": page.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+        "list_metadata": {"before": before, "after": after},
+    }))
+}
+
+async fn list_schemas(State(s): S, Path(action): Path<String>, RawQuery(q): RawQuery) -> Res {
+    let p = match page_params(q) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let items = {
+        let data = lock(&s.data);
+        match data.action_index.get(&action) {
+            None => {
+                return message(
+                    StatusCode::NOT_FOUND,
+                    format!("Audit Log Action not found: '{action}'."),
+                );
+            }
+            Some(i) => data.actions[*i]
+                .versions
+                .iter()
+                .map(|v| (v.id.clone(), v.to_json()))
+                .collect::<Vec<_>>(),
+        }
+    };
+    match paginate(items, &p) {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(r) => r,
+    }
+}
+
+async fn list_actions(State(s): S, RawQuery(q): RawQuery) -> Res {
+    let p = match page_params(q) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let items: Vec<(String, Value)> = lock(&s.data)
+        .actions
+        .iter()
+        .map(|a| (a.id.clone(), a.to_json()))
+        .collect();
+    match paginate(items, &p) {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(r) => r,
+    }
+}
+
+// ---- 7, 8, 9. retention and configuration -------------------------------------------------
+
+/// Default retention of an organization that never set one (UNCONFIRMED: WorkOS's default).
+const DEFAULT_RETENTION_DAYS: i64 = 30;
+
+fn retention_of(s: &Shared, org: &str) -> Option<i64> {
+    lock(&s.data)
+        .retention
+        .get(org)
+        .copied()
+        .unwrap_or(Some(DEFAULT_RETENTION_DAYS))
+}
+
+async fn get_retention(State(s): S, Path(org): Path<String>) -> Res {
+    if !s.org_known(&org) {
+        return org_not_found(&org);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"retention_period_in_days": retention_of(&s, &org)}),
+    )
+}
+
+fn valid_days(d: i64) -> bool {
+    (d >= 30 && d <= 330 && d % 30 == 0) || (d >= 365 && d <= 3650 && d % 365 == 0)
+}
+
+fn period_days(p: &str) -> Option<i64> {
+    let (n, unit) = p.split_once('_')?;
+    let n: i64 = n.parse().ok()?;
+    match unit {
+        "MONTH" if n == 1 => Some(30),
+        "MONTHS" if (2..=11).contains(&n) => Some(30 * n),
+        "YEAR" if n == 1 => Some(365),
+        "YEARS" if (2..=10).contains(&n) => Some(365 * n),
+        _ => None,
+    }
+}
+
+async fn put_retention(
+    State(s): S,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let body = match parse_json(&headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !s.org_known(&org) {
+        return org_not_found(&org);
+    }
+    let days = body.get("retention_period_in_days");
+    let period = body.get("retention_period");
+    let days = match (days, period) {
+        (Some(_), Some(_)) => {
+            return json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"message": "Validation failed.", "errors": [{"code": "mutually_exclusive", "field": "retention_period", "message": "send either retention_period_in_days or retention_period, not both"}]}),
+            );
+        }
+        (None, None) => {
+            return validation_failed(vec![(
+                "required".into(),
+                "retention_period_in_days".into(),
+            )]);
+        }
+        (Some(d), None) => match d.as_i64().filter(|d| valid_days(*d)) {
+            Some(d) => d,
+            None => {
+                return json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({"message": "Validation failed.", "errors": [{"code": "invalid_retention_period", "field": "retention_period_in_days", "message": "must be 30..330 in steps of 30 or 365..3650 in steps of 365"}]}),
+                );
+            }
+        },
+        (None, Some(p)) => match p.as_str().and_then(period_days) {
+            Some(d) => d,
+            None => {
+                return json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({"message": "Validation failed.", "errors": [{"code": "invalid_retention_period", "field": "retention_period", "message": "must be 1_MONTH, 2_MONTHS .. 11_MONTHS, 1_YEAR, 2_YEARS .. 10_YEARS"}]}),
+                );
+            }
+        },
+    };
+    lock(&s.data).retention.insert(org.clone(), Some(days));
+    s.with_db(|db| db.set_retention(&org, Some(days)));
+    json_response(StatusCode::OK, &json!({"retention_period_in_days": days}))
+}
+
+async fn get_configuration(State(s): S, Path(org): Path<String>) -> Res {
+    if !s.org_known(&org) {
+        return org_not_found(&org);
+    }
+    let mut out = json!({
+        "organization_id": org,
+        "retention_period_in_days": retention_of(&s, &org),
+        "state": "active",
+    });
+    if let Some((ty, state)) = &s.config.log_stream {
+        let suffix: String = org.trim_start_matches("org_").chars().take(26).collect();
+        out["log_stream"] = json!({
+            "id": format!("als_{suffix}"),
+            "type": ty,
+            "state": state,
+            "last_synced_at": if state == "active" { json!(format_ts(now())) } else { Value::Null },
+            "created_at": format_ts(s.started_at),
+        });
+    }
+    json_response(StatusCode::OK, &out)
+}
+
+// ---- 10. Admin Portal ---------------------------------------------------------------------
+
+async fn generate_link(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
+    let body = match parse_json(&headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(org) = body.get("organization").and_then(Value::as_str) else {
+        return validation_failed(vec![("required".into(), "organization".into())]);
+    };
+    let intent = body.get("intent").and_then(Value::as_str).unwrap_or("");
+    const ALL: [&str; 7] = [
+        "sso",
+        "dsync",
+        "audit_logs",
+        "log_streams",
+        "domain_verification",
+        "certificate_renewal",
+        "bring_your_own_key",
+    ];
+    if !ALL.contains(&intent) {
+        return validation_failed(vec![("invalid_intent".into(), "intent".into())]);
+    }
+    if intent != "audit_logs" && intent != "log_streams" {
+        return message(
+            StatusCode::BAD_REQUEST,
+            format!("Intent '{intent}' is not supported by audit-testkit (audit_logs, log_streams)."),
+        );
+    }
+    if !s.org_known(org) {
+        return org_not_found(org);
+    }
+    let t = token();
+    lock(&s.data)
+        .portal_tokens
+        .insert(t.clone(), (org.to_owned(), intent.to_owned()));
+    json_response(
+        StatusCode::CREATED,
+        &json!({"link": format!("{}/portal?token={t}&intent={intent}", s.base_url)}),
+    )
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn portal_page(State(s): S, RawQuery(q): RawQuery) -> Res {
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();
+    let found = q
+        .get("token")
+        .and_then(|t| lock(&s.data).portal_tokens.get(t).cloned());
+    let (status, body) = match found {
+        Some((org, intent)) => {
+            let count = lock(&s.data)
+                .events
+                .iter()
+                .filter(|e| e.organization_id == org)
+                .count();
+            (
+                StatusCode::OK,
+                format!(
+                    "<!doctype html><html><head><meta charset=\"utf-8\"><title>Admin Portal (audit-testkit)</title></head>\
+                     <body><h1>Admin Portal: {}</h1><p>Organization <code>{}</code> has {count} audit-log event(s).</p>\
+                     <p>This is audit-testkit's stand-in for the WorkOS Admin Portal.</p></body></html>",
+                    html_escape(&intent),
+                    html_escape(&org)
+                ),
+            )
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            "<!doctype html><html><body><h1>Unknown or expired portal link</h1></body></html>"
+                .to_owned(),
+        ),
+    };
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    res
+}
+
+// ---- /_testkit/ ---------------------------------------------------------------------------
+
+async fn health() -> Res {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+async fn tk_events(State(s): S, RawQuery(q): RawQuery) -> Res {
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();
+    let org = q.get("organization_id");
+    let data = lock(&s.data);
+    let list: Vec<&crate::StoredEvent> = data
+        .events
+        .iter()
+        .filter(|e| org.is_none_or(|o| &e.organization_id == o))
+        .collect();
+    json_response(StatusCode::OK, &json!({"data": list}))
+}
+
+async fn tk_requests(State(s): S) -> Res {
+    let g = lock(&s.requests);
+    json_response(StatusCode::OK, &json!({"data": g.1}))
+}
+
+async fn tk_add_fault(State(s): S, body: Bytes) -> Res {
+    let rule: FaultRule = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"message": format!("Invalid fault rule: {e}."), "code": "invalid_fault"}),
+            );
+        }
+    };
+    let out = json!({"rule": rule});
+    lock(&s.faults).push(crate::fault::ActiveFault::new(rule));
+    json_response(StatusCode::CREATED, &out)
+}
+
+async fn tk_list_faults(State(s): S) -> Res {
+    let rules: Vec<FaultRule> = lock(&s.faults).iter().map(|f| f.rule.clone()).collect();
+    json_response(StatusCode::OK, &json!({"data": rules}))
+}
+
+async fn tk_clear_faults(State(s): S) -> Res {
+    lock(&s.faults).clear();
+    json_response(StatusCode::OK, &json!({"cleared": true}))
+}
+
+async fn tk_reset(State(s): S) -> Res {
+    s.reset();
+    json_response(StatusCode::OK, &json!({"reset": true}))
+}
+
+async fn tk_export_csv(State(s): S, Path(file): Path<String>, RawQuery(q): RawQuery) -> Res {
+    let id = file.strip_suffix(".csv").unwrap_or(&file);
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();
+    let data = lock(&s.data);
+    let tok = q.get("token").and_then(|t| data.export_tokens.get(t));
+    let Some((eid, expires)) = tok else {
+        return message(StatusCode::FORBIDDEN, "Invalid export URL token.");
+    };
+    if eid != id {
+        return message(StatusCode::FORBIDDEN, "Invalid export URL token.");
+    }
+    if now() > *expires {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Export URL expired: GET the export again for a new URL.",
+        );
+    }
+    let Some(rec) = data.exports.get(id) else {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let mut res = Response::new(Body::from(rec.csv.clone()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    res
+}

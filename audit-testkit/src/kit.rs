@@ -1,0 +1,374 @@
+//! [`TestKit`] and its builder: the server on its own OS thread and tokio runtime.
+
+use crate::fault::{ActiveFault, FaultRule};
+use crate::model::{RecordedRequest, StoredEvent};
+use crate::state::{Config, Shared, lock};
+use crate::validate::Validators;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why a [`TestKit`] could not start or restart.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Binding the listening socket failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Starting the server thread or its runtime failed.
+    #[error("starting the server: {0}")]
+    Start(String),
+    /// The configuration is invalid (for example the data file cannot be opened).
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Builder of a [`TestKit`]; see [`TestKit::builder`].
+#[derive(Debug, Clone)]
+pub struct TestKitBuilder {
+    config: Config,
+    addr: SocketAddr,
+}
+
+impl Default for TestKitBuilder {
+    fn default() -> Self {
+        TestKitBuilder {
+            config: Config {
+                orgs: Vec::new(),
+                any_org: false,
+                api_keys: Vec::new(),
+                require_schemas: false,
+                export_delay: Duration::from_millis(200),
+                export_url_ttl: Duration::from_secs(600),
+                rate_limit: None,
+                log_stream: None,
+                max_body_bytes: 1024 * 1024,
+                max_recorded_requests: 10_000,
+                data_path: None,
+            },
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+impl TestKitBuilder {
+    /// Registers an organization (repeatable). With none, one `org_<26 chars>` is generated.
+    pub fn org(mut self, id: impl Into<String>) -> Self {
+        self.config.orgs.push(id.into());
+        self
+    }
+
+    /// Accept any organization id (no 404 for unknown organizations).
+    pub fn any_org(mut self, yes: bool) -> Self {
+        self.config.any_org = yes;
+        self
+    }
+
+    /// Accept this API key (repeatable). With none, any key starting with `sk_` is accepted.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.config.api_keys.push(key.into());
+        self
+    }
+
+    /// Validate events against the registered schema of their action and `version` (default 1),
+    /// rejecting actions without a schema.
+    pub fn require_schemas(mut self, yes: bool) -> Self {
+        self.config.require_schemas = yes;
+        self
+    }
+
+    /// How long an export stays `pending` before it is `ready` (default 200 ms).
+    pub fn export_delay(mut self, d: Duration) -> Self {
+        self.config.export_delay = d;
+        self
+    }
+
+    /// How long an export's download URL stays valid (default 10 minutes, as WorkOS's).
+    pub fn export_url_ttl(mut self, d: Duration) -> Self {
+        self.config.export_url_ttl = d;
+        self
+    }
+
+    /// Allow `n` requests per `per` for each API key (all endpoints together); more get 429.
+    pub fn rate_limit(mut self, n: u64, per: Duration) -> Self {
+        self.config.rate_limit = Some((n, per));
+        self
+    }
+
+    /// Report a log stream of this type (e.g. `Datadog`) and state (e.g. `active`) in the
+    /// configuration endpoint of every organization.
+    pub fn log_stream(mut self, kind: impl Into<String>, state: impl Into<String>) -> Self {
+        self.config.log_stream = Some((kind.into(), state.into()));
+        self
+    }
+
+    /// Keep state in this SQLite file, so that it survives restarts.
+    pub fn data_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.data_path = Some(path.into());
+        self
+    }
+
+    /// Listen on this address (default `127.0.0.1:0`, a free port).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Largest accepted request body (default 1 MiB); larger ones get 413.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.config.max_body_bytes = n;
+        self
+    }
+
+    /// How many received requests to keep for [`TestKit::requests`] (default 10,000; oldest
+    /// dropped first; 0 keeps none).
+    pub fn max_recorded_requests(mut self, n: usize) -> Self {
+        self.config.max_recorded_requests = n;
+        self
+    }
+
+    /// Starts the server. Callable from any runtime (or none): the server runs on its own thread.
+    pub async fn start(self) -> Result<TestKit, Error> {
+        self.start_blocking()
+    }
+
+    /// Starts the server without needing an async context.
+    pub fn start_blocking(mut self) -> Result<TestKit, Error> {
+        if self.config.orgs.is_empty() {
+            self.config.orgs.push(format!("org_{}", crate::util::ulid()));
+        }
+        let listener = StdListener::bind(self.addr).map_err(|source| Error::Bind {
+            addr: self.addr,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: self.addr,
+            source,
+        })?;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else if addr.is_ipv6() {
+            format!("[{}]", addr.ip())
+        } else {
+            addr.ip().to_string()
+        };
+        let base_url = format!("http://{host}:{}", addr.port());
+        let validators = Validators::load().map_err(Error::Config)?;
+        let shared = Arc::new(Shared::new(self.config, base_url, validators).map_err(Error::Config)?);
+        let router = crate::api::router(shared.clone());
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("audit-testkit")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Start(e.to_string()))?;
+        let handle = rt.handle().clone();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("audit-testkit".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = shutdown_rx.await;
+                });
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(|e| Error::Start(e.to_string()))?;
+        let kit = TestKit {
+            shared,
+            router,
+            addr,
+            handle,
+            listening: Mutex::new(None),
+            shutdown: Mutex::new(Some(shutdown_tx)),
+            thread: Mutex::new(Some(thread)),
+        };
+        kit.listen(listener)?;
+        Ok(kit)
+    }
+}
+
+struct Listening {
+    stop: watch::Sender<bool>,
+    stopped: std::sync::mpsc::Receiver<()>,
+}
+
+/// A running WorkOS-compatible Audit Logs server.
+///
+/// Every method is synchronous and safe to call from any thread or runtime (tokio with a paused
+/// clock, a current-thread runtime, actix-rt): the server has its own thread and runtime.
+pub struct TestKit {
+    shared: Arc<Shared>,
+    router: axum::Router,
+    addr: SocketAddr,
+    handle: tokio::runtime::Handle,
+    listening: Mutex<Option<Listening>>,
+    shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for TestKit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestKit")
+            .field("url", &self.shared.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestKit {
+    /// A builder with the defaults.
+    pub fn builder() -> TestKitBuilder {
+        TestKitBuilder::default()
+    }
+
+    /// Starts a testkit with the defaults (one generated organization, any `sk_` key).
+    pub async fn start() -> Result<TestKit, Error> {
+        TestKitBuilder::default().start_blocking()
+    }
+
+    fn listen(&self, listener: StdListener) -> Result<(), Error> {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::Start(e.to_string()))?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let shared = self.shared.clone();
+        let router = self.router.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    let _ = ready_tx.send(Ok(()));
+                    crate::server::accept_loop(l, shared, router, stop_rx, done_tx).await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|e| Error::Start(e.to_string()))?
+            .map_err(Error::Start)?;
+        *lock(&self.listening) = Some(Listening {
+            stop: stop_tx,
+            stopped: done_rx,
+        });
+        Ok(())
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The first registered (or the generated) organization.
+    pub fn organization_id(&self) -> &str {
+        self.shared
+            .config
+            .orgs
+            .first()
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// Every registered organization.
+    pub fn organization_ids(&self) -> &[String] {
+        &self.shared.config.orgs
+    }
+
+    /// Events stored for one organization, oldest first.
+    pub fn events(&self, organization_id: &str) -> Vec<StoredEvent> {
+        lock(&self.shared.data)
+            .events
+            .iter()
+            .filter(|e| e.organization_id == organization_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Every stored event, oldest first.
+    pub fn all_events(&self) -> Vec<StoredEvent> {
+        lock(&self.shared.data).events.clone()
+    }
+
+    /// Requests received on the WorkOS endpoints (not `/_testkit/`), oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).1.iter().cloned().collect()
+    }
+
+    /// Adds a scripted fault; rules are tried in the order added.
+    pub fn fault(&self, rule: FaultRule) {
+        lock(&self.shared.faults).push(ActiveFault::new(rule));
+    }
+
+    /// Removes every scripted fault.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// Forgets events, idempotency keys, schemas, exports, retention settings, recorded requests,
+    /// faults and rate-limit windows (also in the data file). Organizations and keys stay.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    /// Whether the server is currently accepting connections.
+    pub fn is_listening(&self) -> bool {
+        lock(&self.listening).is_some()
+    }
+
+    /// Stops listening and closes every open connection; the state is kept. Connections to the
+    /// port are refused until [`restart`](TestKit::restart).
+    pub fn stop(&self) {
+        let l = lock(&self.listening).take();
+        if let Some(l) = l {
+            let _ = l.stop.send(true);
+            let _ = l.stopped.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Listens again on the same port with the same state.
+    pub fn restart(&self) -> Result<(), Error> {
+        if self.is_listening() {
+            return Ok(());
+        }
+        let listener = StdListener::bind(self.addr).map_err(|source| Error::Bind {
+            addr: self.addr,
+            source,
+        })?;
+        self.listen(listener)
+    }
+
+    /// Stops the server and its thread. Dropping the `TestKit` does the same.
+    pub fn shutdown(self) {
+        self.shutdown_inner();
+    }
+
+    fn shutdown_inner(&self) {
+        self.stop();
+        if let Some(tx) = lock(&self.shutdown).take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestKit {
+    fn drop(&mut self) {
+        self.shutdown_inner();
+    }
+}

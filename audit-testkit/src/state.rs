@@ -1,0 +1,405 @@
+//! The testkit's shared state: configuration, stored data, recorded requests and faults.
+
+use crate::db::Db;
+use crate::fault::ActiveFault;
+use crate::model::{RecordedRequest, StoredEvent};
+use crate::util::{format_ts, now, parse_ts};
+use crate::validate::{CompiledSchema, Validators};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// How long idempotency keys are remembered.
+pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Configuration fixed at start.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) orgs: Vec<String>,
+    pub(crate) any_org: bool,
+    pub(crate) api_keys: Vec<String>,
+    pub(crate) require_schemas: bool,
+    pub(crate) export_delay: Duration,
+    pub(crate) export_url_ttl: Duration,
+    pub(crate) rate_limit: Option<(u64, Duration)>,
+    pub(crate) log_stream: Option<(String, String)>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_recorded_requests: usize,
+    pub(crate) data_path: Option<PathBuf>,
+}
+
+pub(crate) struct IdemRecord {
+    pub(crate) request: Value,
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+    pub(crate) created: OffsetDateTime,
+}
+
+pub(crate) struct SchemaRec {
+    pub(crate) id: String,
+    pub(crate) version: i64,
+    pub(crate) body: Value,
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) compiled: Arc<CompiledSchema>,
+}
+
+impl SchemaRec {
+    pub(crate) fn to_json(&self) -> Value {
+        let mut o = serde_json::Map::new();
+        o.insert("object".into(), json!("audit_log_schema"));
+        o.insert("version".into(), json!(self.version));
+        if let Some(a) = self.body.get("actor") {
+            o.insert("actor".into(), a.clone());
+        }
+        o.insert(
+            "targets".into(),
+            self.body.get("targets").cloned().unwrap_or(json!([])),
+        );
+        if let Some(m) = self.body.get("metadata") {
+            o.insert("metadata".into(), m.clone());
+        }
+        o.insert("created_at".into(), json!(format_ts(self.created_at)));
+        Value::Object(o)
+    }
+}
+
+pub(crate) struct ActionRec {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) versions: Vec<SchemaRec>,
+}
+
+impl ActionRec {
+    pub(crate) fn to_json(&self) -> Value {
+        let latest = self.versions.last();
+        json!({
+            "object": "audit_log_action",
+            "name": self.name,
+            "schema": latest.map(SchemaRec::to_json),
+            "created_at": format_ts(self.created_at),
+            "updated_at": format_ts(latest.map(|v| v.created_at).unwrap_or(self.created_at)),
+        })
+    }
+}
+
+/// An export; its state is derived from the clock.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ExportRec {
+    pub(crate) id: String,
+    pub(crate) organization_id: String,
+    pub(crate) created_at: String,
+    pub(crate) ready_at: String,
+    pub(crate) csv: String,
+}
+
+impl ExportRec {
+    pub(crate) fn is_ready(&self) -> bool {
+        parse_ts(&self.ready_at).is_none_or(|t| now() >= t)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Data {
+    pub(crate) events: Vec<StoredEvent>,
+    pub(crate) idem: HashMap<String, IdemRecord>,
+    pub(crate) actions: Vec<ActionRec>,
+    pub(crate) action_index: HashMap<String, usize>,
+    pub(crate) exports: HashMap<String, ExportRec>,
+    /// token -> (export id, expires)
+    pub(crate) export_tokens: HashMap<String, (String, OffsetDateTime)>,
+    pub(crate) retention: HashMap<String, Option<i64>>,
+    /// token -> (organization, intent)
+    pub(crate) portal_tokens: HashMap<String, (String, String)>,
+}
+
+/// Everything the server and the [`TestKit`](crate::TestKit) handle share.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) orgs: HashSet<String>,
+    pub(crate) validators: Validators,
+    pub(crate) base_url: String,
+    pub(crate) started_at: OffsetDateTime,
+    pub(crate) data: Mutex<Data>,
+    pub(crate) requests: Mutex<(u64, VecDeque<RecordedRequest>)>,
+    pub(crate) faults: Mutex<Vec<ActiveFault>>,
+    pub(crate) rate: Mutex<HashMap<String, (Instant, u64)>>,
+    pub(crate) db: Option<Mutex<Db>>,
+}
+
+/// Locks a mutex, recovering from poisoning (a panicking test thread must not wedge the server).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The outcome of an idempotency lookup.
+pub(crate) enum Idem {
+    /// No live record: process the request.
+    Miss,
+    /// Same key, same body: replay.
+    Replay(u16, Vec<u8>),
+    /// Same key, different body.
+    Conflict,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        base_url: String,
+        validators: Validators,
+    ) -> Result<Shared, String> {
+        let orgs: HashSet<String> = config.orgs.iter().cloned().collect();
+        let mut data = Data::default();
+        let db = match &config.data_path {
+            None => None,
+            Some(p) => {
+                let (db, loaded) =
+                    Db::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?;
+                load_into(&mut data, loaded);
+                Some(Mutex::new(db))
+            }
+        };
+        Ok(Shared {
+            config,
+            orgs,
+            validators,
+            base_url,
+            started_at: now(),
+            data: Mutex::new(data),
+            requests: Mutex::new((0, VecDeque::new())),
+            faults: Mutex::new(Vec::new()),
+            rate: Mutex::new(HashMap::new()),
+            db,
+        })
+    }
+
+    pub(crate) fn org_known(&self, org: &str) -> bool {
+        self.config.any_org || self.orgs.contains(org)
+    }
+
+    pub(crate) fn with_db(&self, f: impl FnOnce(&Db)) {
+        if let Some(db) = &self.db {
+            f(&lock(db));
+        }
+    }
+
+    pub(crate) fn idem_lookup(data: &Data, key: &str, body: &Value) -> Idem {
+        match data.idem.get(key) {
+            Some(r) if now() - r.created < IDEMPOTENCY_TTL => {
+                if &r.request == body {
+                    Idem::Replay(r.status, r.body.clone())
+                } else {
+                    Idem::Conflict
+                }
+            }
+            _ => Idem::Miss,
+        }
+    }
+
+    /// Stores an event (and its idempotency record) atomically, unless a concurrent request
+    /// with the same key won the race.
+    pub(crate) fn store_event(
+        &self,
+        org: String,
+        event: Value,
+        key: Option<String>,
+        request: Option<Value>,
+        response: &[u8],
+    ) -> Idem {
+        let at = now();
+        let mut data = lock(&self.data);
+        if let (Some(k), Some(req)) = (&key, &request) {
+            match Self::idem_lookup(&data, k, req) {
+                Idem::Miss => {}
+                other => return other,
+            }
+        }
+        if let Some(db) = &self.db {
+            let db = lock(db);
+            let ts = format_ts(at);
+            db.insert_event(&org, &event, key.as_deref(), &ts);
+            if let (Some(k), Some(req)) = (&key, &request) {
+                db.insert_idempotency(k, req, 200, response, &ts);
+            }
+        }
+        if let (Some(k), Some(req)) = (&key, request) {
+            data.idem.insert(
+                k.clone(),
+                IdemRecord {
+                    request: req,
+                    status: 200,
+                    body: response.to_vec(),
+                    created: at,
+                },
+            );
+        }
+        data.events.push(StoredEvent {
+            organization_id: org,
+            event,
+            idempotency_key: key,
+            received_at: at,
+        });
+        Idem::Miss
+    }
+
+    pub(crate) fn record_request(&self, mut r: RecordedRequest) -> u64 {
+        let mut g = lock(&self.requests);
+        g.0 += 1;
+        r.seq = g.0;
+        let seq = g.0;
+        if self.config.max_recorded_requests > 0 {
+            if g.1.len() >= self.config.max_recorded_requests {
+                g.1.pop_front();
+            }
+            g.1.push_back(r);
+        }
+        seq
+    }
+
+    pub(crate) fn set_request_status(&self, seq: u64, status: u16) {
+        let mut g = lock(&self.requests);
+        if let Some(r) = g.1.iter_mut().rev().find(|r| r.seq == seq) {
+            r.status = status;
+        }
+    }
+
+    /// Fixed-window rate limit per API key: `Err(retry_after_secs)` when exceeded.
+    pub(crate) fn rate_check(&self, key: &str) -> Result<(), u64> {
+        let Some((limit, per)) = self.config.rate_limit else {
+            return Ok(());
+        };
+        let mut g = lock(&self.rate);
+        let now = Instant::now();
+        let entry = g.entry(key.to_owned()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= per {
+            *entry = (now, 0);
+        }
+        if entry.1 >= limit {
+            let left = per.saturating_sub(now.duration_since(entry.0));
+            return Err(left.as_secs_f64().ceil().max(1.0) as u64);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    pub(crate) fn reset(&self) {
+        *lock(&self.data) = Data::default();
+        *lock(&self.requests) = (0, VecDeque::new());
+        lock(&self.faults).clear();
+        lock(&self.rate).clear();
+        self.with_db(Db::clear);
+    }
+
+    /// Adds a schema version (or returns the latest one when unchanged). Returns its JSON.
+    pub(crate) fn upsert_schema(
+        &self,
+        action: &str,
+        body: Value,
+        compiled: CompiledSchema,
+    ) -> Value {
+        let at = now();
+        let mut data = lock(&self.data);
+        let idx = match data.action_index.get(action) {
+            Some(i) => *i,
+            None => {
+                data.actions.push(ActionRec {
+                    id: format!("audit_log_action_{}", crate::util::ulid()),
+                    name: action.to_owned(),
+                    created_at: at,
+                    versions: Vec::new(),
+                });
+                let i = data.actions.len() - 1;
+                data.action_index.insert(action.to_owned(), i);
+                i
+            }
+        };
+        let rec = &mut data.actions[idx];
+        if let Some(latest) = rec.versions.last() {
+            if latest.body == body {
+                return latest.to_json();
+            }
+        }
+        let version = rec.versions.len() as i64 + 1;
+        let id = format!("audit_log_schema_{}", crate::util::ulid());
+        self.with_db(|db| db.insert_schema(action, &id, version, &body, &format_ts(at)));
+        let s = SchemaRec {
+            id,
+            version,
+            body,
+            created_at: at,
+            compiled: Arc::new(compiled),
+        };
+        let out = s.to_json();
+        rec.versions.push(s);
+        out
+    }
+}
+
+fn load_into(data: &mut Data, loaded: crate::db::Loaded) {
+    for (org, ev, key, at) in loaded.events {
+        let Ok(event) = serde_json::from_str(&ev) else {
+            continue;
+        };
+        data.events.push(StoredEvent {
+            organization_id: org,
+            event,
+            idempotency_key: key,
+            received_at: parse_ts(&at).unwrap_or_else(now),
+        });
+    }
+    for (key, req, status, body, at) in loaded.idempotency {
+        let Ok(request) = serde_json::from_str(&req) else {
+            continue;
+        };
+        data.idem.insert(
+            key,
+            IdemRecord {
+                request,
+                status,
+                body,
+                created: parse_ts(&at).unwrap_or_else(now),
+            },
+        );
+    }
+    for (action, id, version, body, at) in loaded.schemas {
+        let Ok(body) = serde_json::from_str::<Value>(&body) else {
+            continue;
+        };
+        let Ok(compiled) = CompiledSchema::compile(&body) else {
+            continue;
+        };
+        let created_at = parse_ts(&at).unwrap_or_else(now);
+        let idx = match data.action_index.get(&action) {
+            Some(i) => *i,
+            None => {
+                data.actions.push(ActionRec {
+                    id: format!("audit_log_action_{}", crate::util::ulid()),
+                    name: action.clone(),
+                    created_at,
+                    versions: Vec::new(),
+                });
+                data.action_index.insert(action, data.actions.len() - 1);
+                data.actions.len() - 1
+            }
+        };
+        data.actions[idx].versions.push(SchemaRec {
+            id,
+            version,
+            body,
+            created_at,
+            compiled: Arc::new(compiled),
+        });
+    }
+    for rec in loaded.exports {
+        if let Ok(e) = serde_json::from_str::<ExportRec>(&rec) {
+            data.exports.insert(e.id.clone(), e);
+        }
+    }
+    for (org, days) in loaded.retention {
+        data.retention.insert(org, days);
+    }
+}

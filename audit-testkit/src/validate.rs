@@ -1,0 +1,400 @@
+//! Validation of request bodies against the JSON Schemas of the OpenAPI extract, plus the
+//! metadata rules of WorkOS (enforced by hand so that `instancePath` points at the offending key
+//! or value), plus user-registered action schemas.
+
+use jsonschema::{ValidationError, Validator};
+use serde_json::{Map, Value, json};
+
+const OPENAPI: &str = include_str!("../schemas/openapi-audit-logs.yaml");
+
+/// Maximum number of metadata keys.
+pub(crate) const MAX_METADATA_KEYS: usize = 50;
+/// Maximum metadata key length.
+pub(crate) const MAX_METADATA_KEY_LEN: usize = 40;
+/// Maximum metadata string value length (characters).
+pub(crate) const MAX_METADATA_STRING_LEN: usize = 500;
+
+/// Validators compiled once from the embedded OpenAPI extract.
+pub(crate) struct Validators {
+    ingestion: Validator,
+    schema_create: Validator,
+    export_create: Validator,
+}
+
+/// Why a body was rejected.
+#[derive(Debug)]
+pub(crate) enum Problem {
+    /// 422 `Validation failed.` with `(code, field)` pairs.
+    Structural(Vec<(String, String)>),
+    /// 400 `invalid_audit_log_event` with Ajv-style error objects.
+    Invalid(Vec<Value>),
+}
+
+fn rewrite_refs(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if k == "$ref" {
+                    if let Value::String(s) = val {
+                        if let Some(rest) = s.strip_prefix("#/components/schemas/") {
+                            *s = format!("#/definitions/{rest}");
+                        }
+                    }
+                } else {
+                    rewrite_refs(val);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
+/// The `components.schemas` section of the OpenAPI extract as JSON with rewritten `$ref`s.
+pub(crate) fn component_definitions() -> Result<Value, String> {
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(OPENAPI).map_err(|e| format!("embedded OpenAPI extract: {e}"))?;
+    let schemas = yaml
+        .get("components")
+        .and_then(|c| c.get("schemas"))
+        .ok_or("embedded OpenAPI extract has no components.schemas")?;
+    let mut json = serde_json::to_value(schemas).map_err(|e| format!("OpenAPI to JSON: {e}"))?;
+    rewrite_refs(&mut json);
+    Ok(json)
+}
+
+fn compile(defs: &Value, root: &str) -> Result<Validator, String> {
+    let doc = json!({ "definitions": defs, "$ref": format!("#/definitions/{root}") });
+    jsonschema::validator_for(&doc).map_err(|e| format!("compiling {root}: {e}"))
+}
+
+impl Validators {
+    pub(crate) fn load() -> Result<Self, String> {
+        let defs = component_definitions()?;
+        Ok(Validators {
+            ingestion: compile(&defs, "AuditLogEventIngestionDto")?,
+            schema_create: compile(&defs, "AuditLogSchemaDto")?,
+            export_create: compile(&defs, "AuditLogExportCreationDto")?,
+        })
+    }
+
+    /// Validates a create-event body: structure (422), metadata rules and `occurred_at` (400).
+    pub(crate) fn check_event_body(&self, body: &Value) -> Result<(), Problem> {
+        let mut structural = Vec::new();
+        if !self.ingestion.is_valid(body) {
+            for err in self.ingestion.iter_errors(body) {
+                let segs = segments(err.instance_path.as_str());
+                if in_metadata(&segs) {
+                    continue;
+                }
+                structural.push(structural_error(&segs, &err));
+            }
+        }
+        if !structural.is_empty() {
+            structural.dedup();
+            return Err(Problem::Structural(structural));
+        }
+        let mut invalid = Vec::new();
+        if let Some(event) = body.get("event") {
+            if let Some(m) = event.get("metadata") {
+                check_metadata(m, "/metadata", &mut invalid);
+            }
+            if let Some(m) = event.get("actor").and_then(|a| a.get("metadata")) {
+                check_metadata(m, "/actor/metadata", &mut invalid);
+            }
+            if let Some(targets) = event.get("targets").and_then(Value::as_array) {
+                for (i, t) in targets.iter().enumerate() {
+                    if let Some(m) = t.get("metadata") {
+                        check_metadata(m, &format!("/targets/{i}/metadata"), &mut invalid);
+                    }
+                }
+            }
+            if let Some(s) = event.get("occurred_at").and_then(Value::as_str) {
+                if crate::util::parse_ts(s).is_none() {
+                    invalid.push(json!({
+                        "instancePath": "/occurred_at",
+                        "schemaPath": "#/properties/occurred_at/format",
+                        "keyword": "format",
+                        "params": {"format": "date-time"},
+                        "message": "must match format \"date-time\" (RFC 3339)",
+                    }));
+                }
+            }
+        }
+        if invalid.is_empty() {
+            Ok(())
+        } else {
+            Err(Problem::Invalid(invalid))
+        }
+    }
+
+    /// Structural validation of a create-schema body (422 on failure).
+    pub(crate) fn check_schema_body(&self, body: &Value) -> Result<(), Vec<(String, String)>> {
+        check_structural(&self.schema_create, body)
+    }
+
+    /// Structural validation of a create-export body (422 on failure).
+    pub(crate) fn check_export_body(&self, body: &Value) -> Result<(), Vec<(String, String)>> {
+        check_structural(&self.export_create, body)
+    }
+}
+
+fn check_structural(v: &Validator, body: &Value) -> Result<(), Vec<(String, String)>> {
+    if v.is_valid(body) {
+        return Ok(());
+    }
+    let mut errs: Vec<(String, String)> = v
+        .iter_errors(body)
+        .map(|e| structural_error(&segments(e.instance_path.as_str()), &e))
+        .collect();
+    errs.dedup();
+    Err(errs)
+}
+
+fn structural_error(segs: &[String], err: &ValidationError<'_>) -> (String, String) {
+    use jsonschema::error::ValidationErrorKind as K;
+    let mut field = segs.join(".");
+    let code = match &err.kind {
+        K::Required { property } => {
+            let p = property.as_str().map(str::to_owned).unwrap_or_else(|| property.to_string());
+            if !field.is_empty() {
+                field.push('.');
+            }
+            field.push_str(&p);
+            "required".to_owned()
+        }
+        K::Type { .. } => "invalid_type".to_owned(),
+        _ => keyword(err),
+    };
+    if field.is_empty() {
+        field = "body".to_owned();
+    }
+    (code, field)
+}
+
+/// The JSON Schema keyword that failed: the last segment of the schema path.
+pub(crate) fn keyword(err: &ValidationError<'_>) -> String {
+    err.schema_path
+        .as_str()
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Splits and unescapes a JSON pointer.
+fn segments(ptr: &str) -> Vec<String> {
+    ptr.split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+fn in_metadata(segs: &[String]) -> bool {
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    matches!(
+        s.as_slice(),
+        ["event", "metadata", ..]
+            | ["event", "actor", "metadata", ..]
+            | ["event", "targets", _, "metadata", ..]
+    )
+}
+
+/// Escapes one JSON pointer segment.
+pub(crate) fn escape_ptr(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+fn valid_key(k: &str) -> bool {
+    k.len() <= MAX_METADATA_KEY_LEN
+        && k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// WorkOS's metadata rules, reported with `instancePath` at the offending key or value.
+pub(crate) fn check_metadata(m: &Value, base: &str, errs: &mut Vec<Value>) {
+    let Some(map) = m.as_object() else {
+        errs.push(json!({
+            "instancePath": base, "keyword": "type", "params": {"type": "object"},
+            "message": "must be object",
+        }));
+        return;
+    };
+    if map.len() > MAX_METADATA_KEYS {
+        errs.push(json!({
+            "instancePath": base, "keyword": "maxProperties",
+            "params": {"limit": MAX_METADATA_KEYS},
+            "message": format!("must NOT have more than {MAX_METADATA_KEYS} properties"),
+        }));
+    }
+    for (k, v) in map {
+        let path = format!("{base}/{}", escape_ptr(k));
+        if !valid_key(k) {
+            errs.push(json!({
+                "instancePath": path, "keyword": "additionalProperties",
+                "params": {"additionalProperty": k},
+                "message": "must NOT have additional properties: metadata keys must match ^[a-zA-Z0-9_-]{0,40}$",
+            }));
+            continue;
+        }
+        match v {
+            Value::String(s) if s.chars().count() > MAX_METADATA_STRING_LEN => {
+                errs.push(json!({
+                    "instancePath": path, "keyword": "maxLength",
+                    "params": {"limit": MAX_METADATA_STRING_LEN},
+                    "message": format!("must NOT have more than {MAX_METADATA_STRING_LEN} characters"),
+                }));
+            }
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => {}
+            _ => errs.push(json!({
+                "instancePath": path, "keyword": "type",
+                "params": {"type": ["string", "number", "boolean"]},
+                "message": "must be string, number or boolean",
+            })),
+        }
+    }
+}
+
+/// The compiled form of one registered schema version.
+pub(crate) struct CompiledSchema {
+    actor: Option<Validator>,
+    targets: Vec<(String, Option<Validator>)>,
+    metadata: Option<Validator>,
+}
+
+impl std::fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledSchema").finish_non_exhaustive()
+    }
+}
+
+fn compile_user(v: Option<&Value>, field: &str) -> Result<Option<Validator>, (String, String)> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(s) => jsonschema::validator_for(s)
+            .map(Some)
+            .map_err(|_| ("invalid_json_schema".to_owned(), field.to_owned())),
+    }
+}
+
+impl CompiledSchema {
+    /// Compiles the metadata JSON Schemas of a create-schema body.
+    pub(crate) fn compile(body: &Value) -> Result<Self, Vec<(String, String)>> {
+        let mut errs = Vec::new();
+        let actor = compile_user(
+            body.get("actor").and_then(|a| a.get("metadata")),
+            "actor.metadata",
+        )
+        .unwrap_or_else(|e| {
+            errs.push(e);
+            None
+        });
+        let metadata = compile_user(body.get("metadata"), "metadata").unwrap_or_else(|e| {
+            errs.push(e);
+            None
+        });
+        let mut targets = Vec::new();
+        for (i, t) in body
+            .get("targets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let ty = t.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+            match compile_user(t.get("metadata"), &format!("targets.{i}.metadata")) {
+                Ok(v) => targets.push((ty, v)),
+                Err(e) => errs.push(e),
+            }
+        }
+        if errs.is_empty() {
+            Ok(CompiledSchema {
+                actor,
+                targets,
+                metadata,
+            })
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// Validates an event against this schema version; errors are Ajv-style objects.
+    pub(crate) fn check_event(&self, event: &Value, action: &str, version: i64) -> Vec<Value> {
+        let empty = Value::Object(Map::new());
+        let mut errs = Vec::new();
+        if let Some(v) = &self.metadata {
+            run(v, event.get("metadata").unwrap_or(&empty), "/metadata", &mut errs);
+        }
+        if let Some(v) = &self.actor {
+            let m = event
+                .get("actor")
+                .and_then(|a| a.get("metadata"))
+                .unwrap_or(&empty);
+            run(v, m, "/actor/metadata", &mut errs);
+        }
+        for (i, t) in event
+            .get("targets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let ty = t.get("type").and_then(Value::as_str).unwrap_or("");
+            match self.targets.iter().find(|(st, _)| st == ty) {
+                None => errs.push(json!({
+                    "instancePath": format!("/targets/{i}/type"),
+                    "keyword": "enum",
+                    "params": {"allowedValues": self.targets.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>()},
+                    "message": format!("target type '{ty}' is not declared in version {version} of the schema of '{action}'"),
+                })),
+                Some((_, Some(v))) => run(
+                    v,
+                    t.get("metadata").unwrap_or(&empty),
+                    &format!("/targets/{i}/metadata"),
+                    &mut errs,
+                ),
+                Some((_, None)) => {}
+            }
+        }
+        errs
+    }
+}
+
+fn run(v: &Validator, instance: &Value, base: &str, errs: &mut Vec<Value>) {
+    if v.is_valid(instance) {
+        return;
+    }
+    for e in v.iter_errors(instance) {
+        errs.push(json!({
+            "instancePath": format!("{base}{}", e.instance_path.as_str()),
+            "schemaPath": format!("#{}", e.schema_path.as_str()),
+            "keyword": keyword(&e),
+            "message": e.to_string(),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_schemas_compile() {
+        assert!(Validators::load().is_ok());
+    }
+
+    #[test]
+    fn missing_action_is_structural() {
+        let v = Validators::load().expect("load");
+        let body = json!({"organization_id": "org_1", "event": {
+            "occurred_at": "2024-01-02T03:04:05.678Z",
+            "actor": {"id": "u", "type": "user"}, "targets": [], "context": {"location": "x"}}});
+        match v.check_event_body(&body) {
+            Err(Problem::Structural(e)) => {
+                assert_eq!(e, vec![("required".to_owned(), "event.action".to_owned())])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
