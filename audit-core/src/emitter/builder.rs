@@ -1,0 +1,277 @@
+//! [`EmitterBuilder`]: every setting of the emitter, with its default and the reason for it.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::dead_letter::{CallbackDeadLetters, DeadLetter, DeadLetterSink};
+use super::sink::Sink;
+use super::{Emitter, Overflow};
+use crate::RetryPolicy;
+
+/// A request rate limit: at most `requests` per `per`, with bursts of at most
+/// [`burst`](RateLimit::burst) requests (by default one second's worth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub(crate) requests: NonZeroU32,
+    pub(crate) per: Duration,
+    pub(crate) burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// At most `requests` per `per`. `None` when `requests` is 0 or `per` is zero.
+    pub fn new(requests: u32, per: Duration) -> Option<Self> {
+        let requests = NonZeroU32::new(requests)?;
+        if per.is_zero() {
+            return None;
+        }
+        let per_second = (f64::from(requests.get()) / per.as_secs_f64()).floor() as u32;
+        let burst = NonZeroU32::new(per_second.clamp(1, requests.get())).unwrap_or(NonZeroU32::MIN);
+        Some(Self { requests, per, burst })
+    }
+
+    /// WorkOS's limit: 6,000 requests per 60 seconds per API key (about 100 per second), bursts of
+    /// 100.
+    pub fn workos() -> Self {
+        Self {
+            requests: NonZeroU32::new(6_000).unwrap_or(NonZeroU32::MIN),
+            per: Duration::from_secs(60),
+            burst: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+
+    /// Sets the largest burst (at least 1).
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        self
+    }
+
+    pub(crate) fn limiter(&self) -> Option<governor::DefaultDirectRateLimiter> {
+        let period = self.per / self.requests.get();
+        let quota =
+            governor::Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(self.burst);
+        Some(governor::RateLimiter::direct(quota))
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::workos()
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) capacity: usize,
+    pub(crate) senders: usize,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) retry_window: Duration,
+    pub(crate) jitter: bool,
+    pub(crate) overflow: Overflow,
+    pub(crate) auth_probe_initial: Duration,
+    pub(crate) auth_probe_max: Duration,
+    pub(crate) warn_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            capacity: EmitterBuilder::DEFAULT_CAPACITY,
+            senders: EmitterBuilder::DEFAULT_SENDERS,
+            rate_limit: Some(RateLimit::workos()),
+            retry: RetryPolicy::standard()
+                .with_max_retries(u32::MAX)
+                .with_max_retry_after(Duration::from_secs(600)),
+            retry_window: EmitterBuilder::DEFAULT_RETRY_WINDOW,
+            jitter: true,
+            overflow: Overflow::DropNewest,
+            auth_probe_initial: Duration::from_secs(30),
+            auth_probe_max: Duration::from_secs(300),
+            warn_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Configures and starts an [`Emitter`]. Made by [`Emitter::builder`].
+///
+/// Every setting has a default suited to WorkOS in production; see each setter.
+pub struct EmitterBuilder {
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) config: Config,
+    pub(crate) dead_letters: Vec<Arc<dyn DeadLetterSink>>,
+}
+
+impl std::fmt::Debug for EmitterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmitterBuilder")
+            .field("capacity", &self.config.capacity)
+            .field("senders", &self.config.senders)
+            .field("rate_limit", &self.config.rate_limit)
+            .field("retry", &self.config.retry)
+            .field("retry_window", &self.config.retry_window)
+            .field("overflow", &self.config.overflow)
+            .field("dead_letter_destinations", &self.dead_letters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmitterBuilder {
+    /// Default queue capacity: 10,000 events (a few MiB), about 100 s of WorkOS's rate limit.
+    pub const DEFAULT_CAPACITY: usize = 10_000;
+    /// Default number of concurrent senders.
+    pub const DEFAULT_SENDERS: usize = 8;
+    /// Default retry window per event: one hour.
+    ///
+    /// WorkOS remembers an idempotency key for 24 hours. Retrying for at most an hour keeps
+    /// every attempt of an event (the last one starts before the window ends and is bounded by
+    /// the client's timeout) far inside that life, so a late attempt cannot create a duplicate of
+    /// an earlier one that WorkOS stored without the answer reaching us. It also leaves almost a
+    /// day to replay the dead letter with the same key and still be deduplicated. An hour rides
+    /// out typical incidents; longer outages are what the dead letters (and the durable spool)
+    /// are for.
+    pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(3600);
+
+    pub(crate) fn new(sink: impl Sink) -> Self {
+        Self {
+            sink: Arc::new(sink),
+            config: Config::default(),
+            dead_letters: Vec::new(),
+        }
+    }
+
+    /// How many events may wait at once: queued, waiting to retry, or in flight (default
+    /// [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY); at least 1). What happens beyond it is the
+    /// [`overflow`](Self::overflow) policy.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.config.capacity = capacity.max(1);
+        self
+    }
+
+    /// How many requests may be in flight at once (default [`DEFAULT_SENDERS`](Self::DEFAULT_SENDERS);
+    /// at least 1). They share the one pooled client.
+    pub fn senders(mut self, senders: usize) -> Self {
+        self.config.senders = senders.max(1);
+        self
+    }
+
+    /// The request rate limit shared by all senders (default [`RateLimit::workos`]).
+    ///
+    /// Several processes behind one API key share WorkOS's limit; give each a share of it.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.config.rate_limit = Some(limit);
+        self
+    }
+
+    /// No client-side rate limit (for a local server or tests). A 429 from the server still
+    /// pauses every sender.
+    pub fn no_rate_limit(mut self) -> Self {
+        self.config.rate_limit = None;
+        self
+    }
+
+    /// Exponential backoff between attempts of one event: the `n`-th retry waits up to
+    /// `initial · 2ⁿ`, at most `max` (defaults 500 ms and 30 s), with full jitter unless
+    /// [`jitter(false)`](Self::jitter).
+    pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.retry = self
+            .config
+            .retry
+            .with_initial_backoff(initial)
+            .with_max_backoff(max.max(initial));
+        self
+    }
+
+    /// The longest `Retry-After` honoured (default 10 minutes); a longer one is cut to this.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.config.retry = self.config.retry.with_max_retry_after(max);
+        self
+    }
+
+    /// Full jitter on backoff waits (default `true`). With `false` every wait is its ceiling,
+    /// which makes the schedule predictable (tests) at the price of synchronized retries.
+    pub fn jitter(mut self, jitter: bool) -> Self {
+        self.config.jitter = jitter;
+        self
+    }
+
+    /// How long one event is retried, from its first attempt (default
+    /// [`DEFAULT_RETRY_WINDOW`](Self::DEFAULT_RETRY_WINDOW), whose documentation explains the
+    /// choice). No attempt starts after the window; the event is then dead-lettered with
+    /// [`DeadLetterReason::RetryWindowExhausted`](super::DeadLetterReason::RetryWindowExhausted).
+    /// Keep it well under 24 hours, the life of an idempotency key.
+    pub fn retry_window(mut self, window: Duration) -> Self {
+        self.config.retry_window = window;
+        self
+    }
+
+    /// What a full queue does with a new event (default [`Overflow::DropNewest`]).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.config.overflow = overflow;
+        self
+    }
+
+    /// While WorkOS refuses the API key (401/403), one held event is sent again after `initial`,
+    /// then after doubling waits up to `max` (defaults 30 s and 5 minutes) until it is accepted;
+    /// then delivery resumes. See [`Emitter`]'s "Authorization failures".
+    pub fn auth_probe_interval(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.auth_probe_initial = initial;
+        self.config.auth_probe_max = max.max(initial);
+        self
+    }
+
+    /// The shortest time between two repeated warnings (drops, authorization hold); default 10 s.
+    pub fn warn_interval(mut self, interval: Duration) -> Self {
+        self.config.warn_interval = interval;
+        self
+    }
+
+    /// Adds a dead-letter destination (several may be added; each gets every dead letter).
+    /// Without any, dead letters are logged with `tracing::error!`.
+    pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
+        self.dead_letters.push(Arc::new(sink));
+        self
+    }
+
+    /// Adds a callback as a dead-letter destination.
+    pub fn on_dead_letter(self, f: impl Fn(DeadLetter) + Send + Sync + 'static) -> Self {
+        self.dead_letters(CallbackDeadLetters::new(f))
+    }
+
+    /// Starts the background senders on the current tokio runtime and returns the handle.
+    ///
+    /// Works on current-thread and multi-thread runtimes and inside actix-web's (actix-rt)
+    /// runtime. The senders live as long as the runtime, or until every [`Emitter`] handle is
+    /// dropped and the queue is empty, or until [`Emitter::shutdown`].
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime, like `tokio::spawn`. Use
+    /// [`try_start`](Self::try_start) or [`start_on`](Self::start_on) to avoid that.
+    pub fn start(self) -> Emitter {
+        match self.try_start() {
+            Ok(emitter) => emitter,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`start`](Self::start), or an error when there is no current tokio runtime.
+    pub fn try_start(self) -> Result<Emitter, StartError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| StartError { _private: () })?;
+        Ok(self.start_on(&handle))
+    }
+
+    /// Starts the background senders on the given runtime (for example a dedicated one, when
+    /// the application's runtime is not a good home for them).
+    pub fn start_on(self, runtime: &tokio::runtime::Handle) -> Emitter {
+        Emitter::spawn(self, runtime)
+    }
+}
+
+/// [`EmitterBuilder::try_start`] was called outside a tokio runtime.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the audit emitter must be started inside a tokio runtime (call start() from async code, or use start_on)"
+)]
+pub struct StartError {
+    _private: (),
+}

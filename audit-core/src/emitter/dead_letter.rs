@@ -1,0 +1,410 @@
+//! Dead letters: events the emitter gave up on, kept whole with the reason.
+//!
+//! An event becomes a [`DeadLetter`] when WorkOS refuses it for good (400, 404, 409, 422), when
+//! its retry window ends, or when [`Emitter::shutdown`](super::Emitter::shutdown) reaches its
+//! deadline with the event still pending. The dead letter keeps the organization, the whole event,
+//! its idempotency key, the reason, what WorkOS said and how many attempts were made.
+//!
+//! Destinations implement [`DeadLetterSink`]: a callback ([`CallbackDeadLetters`], or any
+//! `Fn(DeadLetter)` closure through [`EmitterBuilder::on_dead_letter`](super::EmitterBuilder::on_dead_letter)),
+//! a JSON-lines file ([`JsonlDeadLetters`]) and an in-memory collector for tests
+//! ([`MemoryDeadLetters`]). Without any configured destination dead letters are logged with
+//! `tracing::error!` (organization, action, key and reason; never metadata values).
+//!
+//! # Replaying
+//!
+//! [`Emitter::replay_dead_letters`](super::Emitter::replay_dead_letters) reads a JSON-lines file and
+//! emits every line again with its **original idempotency key**: an event that in fact reached
+//! WorkOS before it was dead-lettered (an answer lost to a timeout, a shutdown deadline) is not
+//! stored twice as long as the replay happens within the 24 hours WorkOS remembers keys.
+//!
+//! # Security
+//!
+//! Dead letters contain the whole event, metadata included: treat the file like the audit log
+//! itself. They never contain the API key.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::event::rfc3339_millis;
+use crate::{Error, Event, OrganizationId};
+
+/// Why an event was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeadLetterReason {
+    /// WorkOS refused the event itself (400, 404, 409, 422 or another status that retrying cannot
+    /// cure); sending it again unchanged would fail the same way.
+    Rejected,
+    /// Every attempt within the retry window failed with a retryable error.
+    RetryWindowExhausted,
+    /// [`Emitter::shutdown`](super::Emitter::shutdown) reached its deadline before the event was
+    /// delivered. It may have reached WorkOS (an attempt was in flight): replay it with its key.
+    ShutdownDeadline,
+    /// The runtime running the emitter ended (or its tasks were dropped) before the event was
+    /// delivered, without [`Emitter::shutdown`](super::Emitter::shutdown).
+    Abandoned,
+    /// The destination refused the request locally before sending it (a configuration problem or
+    /// a parameter the client would not send).
+    Refused,
+}
+
+impl DeadLetterReason {
+    /// The reason as written in the JSON-lines file (`rejected`, `retry_window_exhausted`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::RetryWindowExhausted => "retry_window_exhausted",
+            Self::ShutdownDeadline => "shutdown_deadline",
+            Self::Abandoned => "abandoned",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last error of a dead-lettered event, in a form that can be written and read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeadLetterError {
+    /// The error's text (no secrets: the API key never appears in an [`Error`]).
+    pub message: String,
+    /// The HTTP status WorkOS answered with, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// WorkOS's `code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// WorkOS's `message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_message: Option<String>,
+    /// WorkOS's field errors, each as text (`/metadata/ip_address`, `event.action (required)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_errors: Vec<String>,
+    /// The `X-Request-ID` of the response, to quote to WorkOS support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl From<&Error> for DeadLetterError {
+    fn from(e: &Error) -> Self {
+        let api = e.api();
+        Self {
+            message: e.to_string(),
+            status: e.status(),
+            code: api.and_then(|a| a.code.clone()),
+            api_message: api.and_then(|a| a.message.clone()),
+            field_errors: api
+                .map(|a| a.errors.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            request_id: e.request_id().map(str::to_owned),
+        }
+    }
+}
+
+/// An event the emitter gave up on, with everything needed to understand and replay it.
+///
+/// Serialized as one JSON object: `organization_id`, `event` (exactly the WorkOS JSON),
+/// `idempotency_key`, `reason`, `error`, `attempts`, `first_attempt_at`, `last_attempt_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The organization the event belongs to.
+    pub organization_id: OrganizationId,
+    /// The whole event.
+    pub event: Event,
+    /// The idempotency key sent with every attempt; keep it when replaying.
+    pub idempotency_key: String,
+    /// Why the event was given up.
+    pub reason: DeadLetterReason,
+    /// The last error, when an attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeadLetterError>,
+    /// How many attempts were made (0 when none was).
+    pub attempts: u32,
+    /// When the first attempt was made.
+    #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub first_attempt_at: Option<OffsetDateTime>,
+    /// When the last attempt was made.
+    #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<OffsetDateTime>,
+}
+
+mod opt_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub(super) fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => super::rfc3339_millis::serialize(at, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| super::rfc3339_millis::parse(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+pub(crate) fn system_time(t: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(t)
+}
+
+impl DeadLetter {
+    /// Reads a JSON-lines file written by [`JsonlDeadLetters`]: one entry per non-empty line,
+    /// each the dead letter or the reason the line could not be read (with its 1-based number).
+    pub fn read_jsonl(path: impl AsRef<Path>) -> std::io::Result<Vec<Result<DeadLetter, ReadError>>> {
+        let file = File::open(path)?;
+        let mut out = Vec::new();
+        for (i, line) in BufReader::new(file).lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            out.push(serde_json::from_str(&line).map_err(|e| ReadError {
+                line: i + 1,
+                message: e.to_string(),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The dead letter as one line of JSON (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        // Serializing this struct cannot fail: every field is a string, number or plain object.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A line of a dead-letter file that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dead-letter line {line}: {message}")]
+#[non_exhaustive]
+pub struct ReadError {
+    /// The 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// A destination for dead letters.
+///
+/// Called from the emitter's background tasks, once per dead letter, synchronously: keep it
+/// short (append to a file, push to a channel). A destination that fails should report it itself
+/// (the JSON-lines file logs the failure with `tracing::error!`).
+pub trait DeadLetterSink: Send + Sync + 'static {
+    /// Takes one dead letter.
+    fn dead_letter(&self, letter: &DeadLetter);
+}
+
+impl<T: DeadLetterSink + ?Sized> DeadLetterSink for Arc<T> {
+    fn dead_letter(&self, letter: &DeadLetter) {
+        (**self).dead_letter(letter);
+    }
+}
+
+/// Hands every dead letter to a callback.
+#[derive(Clone)]
+pub struct CallbackDeadLetters(Arc<dyn Fn(DeadLetter) + Send + Sync>);
+
+impl CallbackDeadLetters {
+    /// A destination calling `f` with each dead letter.
+    pub fn new(f: impl Fn(DeadLetter) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl fmt::Debug for CallbackDeadLetters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallbackDeadLetters(..)")
+    }
+}
+
+impl DeadLetterSink for CallbackDeadLetters {
+    fn dead_letter(&self, letter: &DeadLetter) {
+        (self.0)(letter.clone());
+    }
+}
+
+/// Appends every dead letter to a JSON-lines file, one object per line, flushed after each.
+///
+/// Read it back with [`DeadLetter::read_jsonl`]; re-emit it with
+/// [`Emitter::replay_dead_letters`](super::Emitter::replay_dead_letters).
+///
+/// # Security
+/// The file holds whole events including metadata; create it somewhere only the service can read.
+#[derive(Debug)]
+pub struct JsonlDeadLetters {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl JsonlDeadLetters {
+    /// Opens (creating if needed) `path` for appending.
+    pub fn new(path: impl AsRef<Path>) -> std::io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl DeadLetterSink for JsonlDeadLetters {
+    fn dead_letter(&self, letter: &DeadLetter) {
+        let mut line = letter.to_json_line();
+        line.push('\n');
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                organization = %letter.organization_id,
+                action = %letter.event.action,
+                reason = %letter.reason,
+                "could not write an audit dead letter; the event is lost unless recovered from this log"
+            );
+        }
+    }
+}
+
+/// Keeps dead letters in memory, for tests. Cloning shares the collection.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryDeadLetters(Arc<Mutex<Vec<DeadLetter>>>);
+
+impl MemoryDeadLetters {
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every dead letter so far, oldest first.
+    pub fn letters(&self) -> Vec<DeadLetter> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How many dead letters there are.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl DeadLetterSink for MemoryDeadLetters {
+    fn dead_letter(&self, letter: &DeadLetter) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(letter.clone());
+    }
+}
+
+/// The destination used when none is configured: a `tracing::error!` per dead letter naming the
+/// organization, action, key and reason (metadata values are left out).
+#[derive(Debug, Default)]
+pub(crate) struct LogDeadLetters;
+
+impl DeadLetterSink for LogDeadLetters {
+    fn dead_letter(&self, letter: &DeadLetter) {
+        tracing::error!(
+            organization = %letter.organization_id,
+            action = %letter.event.action,
+            idempotency_key = %letter.idempotency_key,
+            reason = %letter.reason,
+            attempts = letter.attempts,
+            error = letter.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
+            "audit event dead-lettered (no dead-letter destination configured)"
+        );
+    }
+}
+
+/// What [`Emitter::replay_dead_letters`](super::Emitter::replay_dead_letters) did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// Lines emitted again (with their original idempotency keys).
+    pub replayed: usize,
+    /// Lines that could not be read.
+    pub unreadable: Vec<ReadError>,
+    /// Lines the emitter refused, with their 1-based position among the readable entries.
+    pub refused: Vec<(usize, super::EmitError)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Action, Actor, Context};
+
+    #[test]
+    fn a_dead_letter_round_trips_through_a_jsonl_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let sink = JsonlDeadLetters::new(&path).unwrap();
+        let err = Error::Api(Box::new(crate::ApiError::from_response(
+            422,
+            Some("req_9".into()),
+            None,
+            br#"{"message":"Validation failed.","errors":[{"code":"required","field":"event.action"}]}"#,
+        )));
+        let letter = DeadLetter {
+            organization_id: OrganizationId::new("org_1").unwrap(),
+            event: Event::new(
+                Action::new("user.signed_in").unwrap(),
+                Actor::new("u", "user"),
+                Context::new("1.2.3.4"),
+            )
+            .occurred_at(system_time(SystemTime::UNIX_EPOCH))
+            .meta("k", 1),
+            idempotency_key: "key-1".into(),
+            reason: DeadLetterReason::Rejected,
+            error: Some((&err).into()),
+            attempts: 1,
+            first_attempt_at: Some(system_time(SystemTime::UNIX_EPOCH)),
+            last_attempt_at: Some(system_time(SystemTime::UNIX_EPOCH)),
+        };
+        sink.dead_letter(&letter);
+        sink.dead_letter(&letter);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"not json\n")
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["reason"], "rejected");
+        assert_eq!(first["error"]["status"], 422);
+        assert_eq!(first["error"]["request_id"], "req_9");
+        assert_eq!(first["event"]["action"], "user.signed_in");
+        assert_eq!(first["first_attempt_at"], "1970-01-01T00:00:00.000Z");
+        let read = DeadLetter::read_jsonl(&path).unwrap();
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0].as_ref().unwrap(), &letter);
+        assert_eq!(read[2].as_ref().unwrap_err().line, 3);
+    }
+}

@@ -1,0 +1,519 @@
+//! The background emitter: hand an event off in microseconds, deliver it in the background,
+//! never lose it silently.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use audit_core::emitter::{Emitter, MemoryDeadLetters, MemorySink, Overflow};
+//! use audit_core::{Action, Actor, Context, Event, OrganizationId};
+//!
+//! let sink = MemorySink::new(); // production: a `Client`
+//! let dead = MemoryDeadLetters::new(); // production: `JsonlDeadLetters::new(path)?`
+//! let emitter = Emitter::builder(sink.clone())
+//!     .capacity(10_000)
+//!     .senders(8)
+//!     .overflow(Overflow::DropNewest)
+//!     .dead_letters(dead.clone())
+//!     .start();
+//!
+//! let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").unwrap();
+//! let event = Event::new(
+//!     Action::new("team.created").unwrap(),
+//!     Actor::new("user_01", "user"),
+//!     Context::new("203.0.113.7"),
+//! );
+//! let receipt = emitter.try_emit(org, event).unwrap(); // never awaits
+//! let report = emitter.shutdown(Duration::from_secs(10)).await;
+//! assert_eq!(report.delivered, 1);
+//! assert_eq!(sink.events()[0].1, receipt.idempotency_key);
+//! # });
+//! ```
+//!
+//! # How an event flows
+//!
+//! [`Emitter::try_emit`] validates the event (an invalid one is refused with the fields named),
+//! gives it an idempotency key (a random UUID v4, or the caller's through [`EmitOptions`]) and
+//! pushes it into a bounded in-memory queue: one short mutex section, no I/O, no `.await`.
+//! `N` sender tasks ([`EmitterBuilder::senders`]) take events from the queue, wait for the shared
+//! rate limiter ([`RateLimit`], WorkOS's 6,000 requests per minute by default) and make one
+//! attempt each through the [`Sink`] (the WorkOS [`Client`](crate::client::Client)).
+//!
+//! - **Delivered** (2xx): done; counted with its latency from acceptance.
+//! - **Retryable** (408, 429, 500, 502, 503, 504, transport failure, timeout): the event waits for
+//!   its retry time (exponential backoff with full jitter, [`EmitterBuilder::retry_backoff`]) and
+//!   is sent again **with the same idempotency key**, so WorkOS stores it once however many
+//!   attempts reach it. A waiting event does not occupy a sender. A `Retry-After` (seconds or
+//!   HTTP date) or a 429 pauses **every** sender until that instant. No attempt starts after the
+//!   event's retry window ([`EmitterBuilder::retry_window`], 1 hour by default) has passed since its
+//!   first attempt; the event is then dead-lettered.
+//! - **Rejected** (400, 404, 409, 422 and other statuses retrying cannot cure): dead-lettered at
+//!   once with the whole event, WorkOS's error and the attempt count.
+//!
+//! # Authorization failures
+//!
+//! A 401 or 403 means the API key is wrong for every event, not that this event is bad. The
+//! emitter does not burn the queue: it **holds** delivery (every sender stops), logs the failure
+//! with `tracing::error!` (repeated at most every [`EmitterBuilder::warn_interval`]), keeps every
+//! event queued, and re-sends the one event that failed as a probe after 30 s, then at doubling
+//! intervals up to 5 minutes ([`EmitterBuilder::auth_probe_interval`]). When a probe is accepted
+//! (the key was fixed or rotated on WorkOS's side), delivery resumes. [`Stats::auth_failed`] and
+//! [`Stats::held_since`] show the state. The hold has no time limit: the queue's capacity and
+//! overflow policy decide what happens to new events meanwhile, and shutdown dead-letters what is
+//! left, so nothing is lost silently.
+//!
+//! # A full queue
+//!
+//! The capacity ([`EmitterBuilder::capacity`]) counts every event not yet resolved: queued,
+//! waiting to retry, and in flight. A server that fails every request therefore cannot make the
+//! emitter's memory grow. When it is full, [`Overflow`] decides: drop the new event (the default,
+//! [`EmitError::Full`]) or evict the oldest waiting one. Every drop is counted ([`Stats::dropped`])
+//! and warned about at a bounded rate. [`Emitter::emit`] instead waits for room.
+//!
+//! # Flush, shutdown, and dropping the handle
+//!
+//! [`Emitter::flush`] waits until every event accepted before the call is delivered or
+//! dead-lettered. [`Emitter::shutdown`] stops accepting, drains, and at its deadline dead-letters
+//! what is still pending ([`DeadLetterReason::ShutdownDeadline`]), then reports. Both are plain
+//! `async` functions that never block a thread, so they work on current-thread and multi-thread
+//! runtimes and inside actix-web's.
+//!
+//! Dropping the last [`Emitter`] handle without `shutdown` never blocks: the senders keep
+//! delivering what is queued and end when it is empty. If the runtime ends first, what is left is
+//! dead-lettered as [`DeadLetterReason::Abandoned`] when the senders are dropped.
+//!
+//! # Runtimes and non-`Send` contexts
+//!
+//! [`EmitterBuilder::start`] spawns the senders on the current tokio runtime (or use
+//! [`EmitterBuilder::start_on`]). The handle is `Clone + Send + Sync` and
+//! [`try_emit`](Emitter::try_emit) is a plain synchronous function, so it can be called from
+//! anywhere: a handler, a `!Send` actix worker, a synchronous thread.
+//!
+//! # Observability
+//!
+//! [`Emitter::stats`] gives a snapshot. Each delivery attempt runs in a tracing span
+//! `audit_emitter.attempt` with `action`, `organization`, `attempt` and `outcome` (never the
+//! idempotency key or metadata values). With the `metrics` feature, the counter
+//! `workos_audit_emitter_events_total` is incremented with an `outcome` label (`accepted`,
+//! `delivered`, `retried`, `dead_lettered`, `dropped_newest`, `dropped_oldest`).
+
+use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+mod builder;
+mod dead_letter;
+mod queue;
+mod sink;
+mod stats;
+mod worker;
+
+pub use builder::{EmitterBuilder, RateLimit, StartError};
+pub use dead_letter::{
+    CallbackDeadLetters, DeadLetter, DeadLetterError, DeadLetterReason, DeadLetterSink, JsonlDeadLetters,
+    MemoryDeadLetters, ReadError, ReplayReport,
+};
+pub use sink::{MemorySink, Sink, SinkFuture};
+pub use stats::{Dropped, Stats};
+
+use queue::{Item, MemoryStore, Pushed};
+use stats::{Counters, Throttle};
+use worker::{Gate, Shared, Signal, metric};
+
+use crate::{CreateEvent, Event, OrganizationId, ValidationErrors};
+
+/// What a full queue does with one more event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Refuse the new event ([`EmitError::Full`]); what is already queued keeps its place.
+    #[default]
+    DropNewest,
+    /// Evict the oldest event still waiting (queued or waiting to retry, not one in flight) to make
+    /// room; the new event is accepted.
+    DropOldest,
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The event breaks WorkOS's rules; the error names every field at fault.
+    #[error(transparent)]
+    Invalid(ValidationErrors),
+    /// The idempotency key given in [`EmitOptions`] is unusable.
+    #[error("invalid idempotency key: {0}")]
+    InvalidIdempotencyKey(&'static str),
+    /// The queue is full and the policy is [`Overflow::DropNewest`]: the event was dropped (and
+    /// counted in [`Stats::dropped`]).
+    #[error("the audit emitter's queue is full; the event was dropped")]
+    Full,
+    /// The emitter was shut down.
+    #[error("the audit emitter is shut down")]
+    Closed,
+}
+
+/// Options of one emit call.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct EmitOptions {
+    /// The idempotency key to send (default: a new random UUID v4).
+    pub idempotency_key: Option<String>,
+}
+
+impl EmitOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `key` as the idempotency key: 1 to 255 visible ASCII characters. Two events with the
+    /// same key within 24 hours are stored once by WorkOS; use it to replay, or to make an event
+    /// derived from a business operation idempotent across processes.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// The proof that an event was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EmitReceipt {
+    /// The idempotency key sent with every attempt.
+    pub idempotency_key: String,
+}
+
+/// [`Emitter::flush`] timed out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit emitter flush timed out with {pending} events still outstanding")]
+#[non_exhaustive]
+pub struct FlushTimeout {
+    /// Events not yet resolved when the time was up.
+    pub pending: usize,
+}
+
+/// What [`Emitter::shutdown`] reports. Counts are totals since the emitter started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events dead-lettered (including `pending_at_deadline`).
+    pub dead_lettered: u64,
+    /// Events dropped by the overflow policy, by reason.
+    pub dropped: Dropped,
+    /// Events still pending when the deadline passed; they were dead-lettered with
+    /// [`DeadLetterReason::ShutdownDeadline`].
+    pub pending_at_deadline: u64,
+}
+
+/// The emitter's handle: cheap to clone, `Send + Sync`. See the [module documentation](self).
+#[derive(Clone)]
+pub struct Emitter {
+    handle: Arc<Handle>,
+}
+
+/// Closes the emitter when the last [`Emitter`] clone is dropped.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let depth = self.shared().store.depth();
+        f.debug_struct("Emitter")
+            .field("closed", &self.shared().is_closed())
+            .field("queued", &depth.ready)
+            .field("retrying", &depth.parked)
+            .field("in_flight", &depth.taken)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_key() -> String {
+    let uuid = uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>()).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid.hyphenated().encode_lower(&mut buf).to_owned()
+}
+
+fn check_key(key: &str) -> Result<(), EmitError> {
+    if key.is_empty() || key.len() > 255 {
+        return Err(EmitError::InvalidIdempotencyKey("must be 1 to 255 characters"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(EmitError::InvalidIdempotencyKey(
+            "must be visible ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
+impl Emitter {
+    /// Starts configuring an emitter that delivers to `sink`: a WorkOS
+    /// [`Client`](crate::client::Client), a [`MemorySink`] or your own [`Sink`].
+    pub fn builder(sink: impl Sink) -> EmitterBuilder {
+        EmitterBuilder::new(sink)
+    }
+
+    fn spawn(builder: EmitterBuilder, runtime: &tokio::runtime::Handle) -> Self {
+        let EmitterBuilder {
+            sink,
+            config,
+            dead_letters,
+        } = builder;
+        let shared = Arc::new(Shared {
+            store: Box::new(MemoryStore::new(config.capacity)),
+            sink,
+            limiter: config.rate_limit.and_then(|l| l.limiter()),
+            dead_letters,
+            gate: Gate::default(),
+            work: Notify::new(),
+            progress: Notify::new(),
+            closed: Default::default(),
+            stop: Signal::default(),
+            counters: Counters::default(),
+            drop_warning: Throttle::new(config.warn_interval),
+            auth_warning: Throttle::new(config.warn_interval),
+            tasks: Default::default(),
+            config,
+        });
+        worker::spawn_senders(&shared, runtime);
+        Self {
+            handle: Arc::new(Handle { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// Validates `event`, gives it a new idempotency key and queues it for delivery to `org`.
+    ///
+    /// Never awaits and performs no I/O: it returns in about a microsecond whatever WorkOS is
+    /// doing. Errors: [`EmitError::Invalid`] (naming the fields), [`EmitError::Full`] (queue full
+    /// under [`Overflow::DropNewest`]; counted), [`EmitError::Closed`] (after shutdown).
+    pub fn try_emit(&self, org: OrganizationId, event: Event) -> Result<EmitReceipt, EmitError> {
+        self.try_emit_with(org, event, EmitOptions::default())
+    }
+
+    /// [`try_emit`](Self::try_emit) with options (such as the caller's own idempotency key).
+    pub fn try_emit_with(
+        &self,
+        org: OrganizationId,
+        event: Event,
+        options: EmitOptions,
+    ) -> Result<EmitReceipt, EmitError> {
+        let (item, key) = self.prepare(org, event, options)?;
+        let shared = self.shared();
+        match shared.store.push(item, shared.config.overflow) {
+            Pushed::Accepted { evicted, .. } => {
+                self.accepted();
+                if let Some(old) = evicted {
+                    drop(old);
+                    shared.counters.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+                    metric("dropped_oldest");
+                    shared.warn_dropped(false);
+                }
+                Ok(EmitReceipt { idempotency_key: key })
+            }
+            Pushed::Full(_) => {
+                shared.counters.dropped_newest.fetch_add(1, Ordering::Relaxed);
+                metric("dropped_newest");
+                shared.warn_dropped(true);
+                Err(EmitError::Full)
+            }
+            Pushed::Closed => Err(EmitError::Closed),
+        }
+    }
+
+    /// Like [`try_emit`](Self::try_emit), but when the queue is full it waits for room instead
+    /// of dropping (backpressure), whatever the overflow policy.
+    pub async fn emit(&self, org: OrganizationId, event: Event) -> Result<EmitReceipt, EmitError> {
+        self.emit_with(org, event, EmitOptions::default()).await
+    }
+
+    /// [`emit`](Self::emit) with options.
+    pub async fn emit_with(
+        &self,
+        org: OrganizationId,
+        event: Event,
+        options: EmitOptions,
+    ) -> Result<EmitReceipt, EmitError> {
+        let (mut item, key) = self.prepare(org, event, options)?;
+        let shared = self.shared();
+        loop {
+            let mut progress = pin!(shared.progress.notified());
+            progress.as_mut().enable();
+            match shared.store.push(item, Overflow::DropNewest) {
+                Pushed::Accepted { .. } => {
+                    self.accepted();
+                    return Ok(EmitReceipt { idempotency_key: key });
+                }
+                Pushed::Closed => return Err(EmitError::Closed),
+                Pushed::Full(back) => item = back,
+            }
+            progress.await;
+        }
+    }
+
+    fn prepare(
+        &self,
+        org: OrganizationId,
+        event: Event,
+        options: EmitOptions,
+    ) -> Result<(Box<Item>, String), EmitError> {
+        if self.shared().is_closed() {
+            return Err(EmitError::Closed);
+        }
+        event.validate().map_err(EmitError::Invalid)?;
+        let key = match options.idempotency_key {
+            Some(key) => {
+                check_key(&key)?;
+                key
+            }
+            None => new_key(),
+        };
+        let item = Box::new(Item::new(CreateEvent::new(org, event), key.clone()));
+        Ok((item, key))
+    }
+
+    fn accepted(&self) {
+        let shared = self.shared();
+        shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        metric("accepted");
+        shared.work.notify_one();
+    }
+
+    /// Waits until every event accepted before this call is delivered or dead-lettered, or
+    /// `timeout` passes. Events accepted meanwhile are not waited for.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), FlushTimeout> {
+        let shared = self.shared();
+        let target = shared.store.last_seq();
+        let done = || shared.store.oldest_outstanding().is_none_or(|seq| seq > target);
+        if self.wait_until(done, Instant::now() + timeout).await {
+            Ok(())
+        } else {
+            Err(FlushTimeout {
+                pending: shared.store.depth().outstanding(),
+            })
+        }
+    }
+
+    async fn wait_until(&self, done: impl Fn() -> bool, deadline: Instant) -> bool {
+        let shared = self.shared();
+        loop {
+            let mut progress = pin!(shared.progress.notified());
+            progress.as_mut().enable();
+            if done() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return done();
+            }
+        }
+    }
+
+    /// Stops accepting events (later emits get [`EmitError::Closed`]), waits up to `timeout`
+    /// for everything queued to be delivered or dead-lettered, then dead-letters whatever is
+    /// still pending ([`DeadLetterReason::ShutdownDeadline`]; attempts in flight are abandoned,
+    /// so such an event may in fact have reached WorkOS: replay it with its key) and reports.
+    ///
+    /// Calling it again (from any clone) reports again without waiting.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        let shared = self.shared();
+        shared.close();
+        let deadline = Instant::now() + timeout;
+        let drained = self
+            .wait_until(|| shared.store.depth().outstanding() == 0, deadline)
+            .await;
+        if !drained {
+            shared.stop.fire();
+        }
+        let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            // A sender ends promptly once the queue is empty or `stop` fired; its panic (none is
+            // expected) must not fail the shutdown.
+            let _ = task.await;
+        }
+        for item in shared.store.drain() {
+            shared.dead_letter(item, DeadLetterReason::ShutdownDeadline, None);
+        }
+        let c = &shared.counters;
+        ShutdownReport {
+            delivered: c.delivered.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            dropped: c.dropped(),
+            pending_at_deadline: c.dead_lettered_at_deadline.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the emitter no longer accepts events.
+    pub fn is_closed(&self) -> bool {
+        self.shared().is_closed()
+    }
+
+    /// A snapshot of counters, queue depths, the hold and pause state, and delivery latency.
+    pub fn stats(&self) -> Stats {
+        let shared = self.shared();
+        let c = &shared.counters;
+        let depth = shared.store.depth();
+        let gate = shared.gate.state();
+        let [p50, p90, p99] = c.latency.percentiles([50.0, 90.0, 99.0]);
+        Stats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            queued: depth.ready,
+            retrying: depth.parked,
+            in_flight: depth.taken,
+            delivered: c.delivered.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            dropped: c.dropped(),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            last_error: c.last_error(),
+            auth_failed: gate.held_since.is_some(),
+            held_since: gate.held_since,
+            paused: gate.paused_until.is_some_and(|t| t > Instant::now()),
+            latency_p50: p50,
+            latency_p90: p90,
+            latency_p99: p99,
+        }
+    }
+
+    /// Re-emits every dead letter of a JSON-lines file (written by [`JsonlDeadLetters`]) with its
+    /// original organization and **idempotency key**, waiting for room in the queue as needed.
+    ///
+    /// Within the 24 hours WorkOS remembers a key, an event that in fact reached WorkOS before
+    /// it was dead-lettered is not stored twice. Rejected events (400/422) will be rejected again
+    /// unless they were corrected in the file. Replay into a fresh file: do not point the
+    /// emitter's own dead-letter destination at the file being read.
+    pub async fn replay_dead_letters(&self, path: impl AsRef<Path>) -> std::io::Result<ReplayReport> {
+        let mut report = ReplayReport::default();
+        let entries = DeadLetter::read_jsonl(path)?;
+        for (i, entry) in entries.into_iter().enumerate() {
+            match entry {
+                Err(e) => report.unreadable.push(e),
+                Ok(letter) => {
+                    let options = EmitOptions::new().idempotency_key(letter.idempotency_key);
+                    match self
+                        .emit_with(letter.organization_id, letter.event, options)
+                        .await
+                    {
+                        Ok(_) => report.replayed += 1,
+                        Err(e) => report.refused.push((i + 1, e)),
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,356 @@
+//! Where accepted events wait: the bounded in-memory store behind the [`Store`] seam.
+//!
+//! Every accepted event is in exactly one of three places until it is resolved (delivered,
+//! dead-lettered or dropped by the overflow policy):
+//!
+//! - **ready**: waiting for a sender, in the order it was accepted;
+//! - **parked**: waiting for its retry time after a failed attempt;
+//! - **taken**: held by a sender (an attempt in flight, or a probe during an authorization hold).
+//!
+//! The capacity bounds all three together, so a server that fails every request cannot make the
+//! store grow: failed events wait in `parked` and still take room.
+//!
+//! The [`Store`] trait is the seam for a durable store (the SQLite spool, a PostgreSQL outbox):
+//! the senders and the [`Emitter`](super::Emitter) handle only talk to the trait.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::Overflow;
+use crate::{CreateEvent, Error};
+
+/// One accepted event and its delivery history.
+#[derive(Debug)]
+pub(crate) struct Item {
+    /// Order of acceptance; assigned by the store.
+    pub(crate) seq: u64,
+    pub(crate) body: CreateEvent,
+    pub(crate) key: String,
+    /// When the event was accepted (latency is measured from here).
+    pub(crate) accepted: Instant,
+    pub(crate) attempts: u32,
+    /// Monotonic and wall-clock time of the first attempt (the retry window starts here).
+    pub(crate) first_attempt: Option<(Instant, SystemTime)>,
+    pub(crate) last_attempt: Option<SystemTime>,
+    pub(crate) last_error: Option<Error>,
+    /// While parked: when the next attempt is due.
+    pub(crate) due: Option<Instant>,
+}
+
+impl Item {
+    pub(crate) fn new(body: CreateEvent, key: String) -> Self {
+        Self {
+            seq: 0,
+            body,
+            key,
+            accepted: Instant::now(),
+            attempts: 0,
+            first_attempt: None,
+            last_attempt: None,
+            last_error: None,
+            due: None,
+        }
+    }
+}
+
+/// What [`Store::push`] did.
+#[derive(Debug)]
+pub(crate) enum Pushed {
+    /// Accepted with this sequence number; with `DropOldest` on a full store, the evicted event.
+    Accepted { evicted: Option<Box<Item>> },
+    /// The store is full and the policy drops the newest: the event is handed back.
+    Full(Box<Item>),
+    /// The store no longer accepts events.
+    Closed,
+}
+
+/// What [`Store::take`] found.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    Item(Box<Item>),
+    /// Nothing to do now; the earliest parked event is due at this time (if any).
+    Empty {
+        next_due: Option<Instant>,
+    },
+}
+
+/// Counts of the three places, for stats and for waiting.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Depth {
+    pub(crate) ready: usize,
+    pub(crate) parked: usize,
+    pub(crate) taken: usize,
+}
+
+impl Depth {
+    pub(crate) fn outstanding(self) -> usize {
+        self.ready + self.parked + self.taken
+    }
+}
+
+/// The seam between the emitter and the place where accepted events wait.
+///
+/// The in-memory [`MemoryStore`] is the only implementation today; a durable spool implements the
+/// same calls (persisting on `push`, deleting on `resolve`).
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Accepts an event, applying the overflow policy when full.
+    fn push(&self, item: Box<Item>, overflow: Overflow) -> Pushed;
+    /// Takes the next event to attempt: a due parked one first (it is older), else the oldest ready.
+    fn take(&self, now: Instant) -> Taken;
+    /// Puts a taken event back to wait until `due`.
+    fn park(&self, item: Box<Item>, due: Instant);
+    /// Puts a taken event back at the front of the ready queue (an attempt that was not made).
+    fn unpark_front(&self, item: Box<Item>);
+    /// A taken event was resolved (delivered or dead-lettered).
+    fn resolve(&self, seq: u64);
+    /// Stops accepting events.
+    fn close(&self);
+    /// Removes and returns every ready and parked event (taken ones stay with their senders).
+    fn drain(&self) -> Vec<Box<Item>>;
+    /// The sizes of the three places.
+    fn depth(&self) -> Depth;
+    /// The sequence number of the latest accepted event (0 when none).
+    fn last_seq(&self) -> u64;
+    /// The smallest sequence number still outstanding, if any.
+    fn oldest_outstanding(&self) -> Option<u64>;
+}
+
+/// The bounded in-memory store: one mutex around a `VecDeque` (ready), a map and a due-time
+/// index (parked) and a set (taken). Each call holds the lock for a few list operations and
+/// never across an `.await`.
+#[derive(Debug)]
+pub(crate) struct MemoryStore {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    closed: bool,
+    next_seq: u64,
+    ready: VecDeque<Box<Item>>,
+    parked: BTreeMap<u64, Box<Item>>,
+    due: BTreeSet<(Instant, u64)>,
+    taken: BTreeSet<u64>,
+}
+
+impl Inner {
+    fn outstanding(&self) -> usize {
+        self.ready.len() + self.parked.len() + self.taken.len()
+    }
+
+    /// Removes the oldest event that is not held by a sender.
+    fn evict_oldest(&mut self) -> Option<Box<Item>> {
+        let ready = self.ready.front().map(|i| i.seq);
+        let parked = self.parked.keys().next().copied();
+        match (ready, parked) {
+            (Some(r), Some(p)) if p < r => self.remove_parked(p),
+            (Some(_), _) => self.ready.pop_front(),
+            (None, Some(p)) => self.remove_parked(p),
+            (None, None) => None,
+        }
+    }
+
+    fn remove_parked(&mut self, seq: u64) -> Option<Box<Item>> {
+        let mut item = self.parked.remove(&seq)?;
+        if let Some(due) = item.due.take() {
+            self.due.remove(&(due, seq));
+        }
+        Some(item)
+    }
+}
+
+impl MemoryStore {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the lists inconsistent (each operation
+        // is a single push or pop), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn push(&self, mut item: Box<Item>, overflow: Overflow) -> Pushed {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Pushed::Closed;
+        }
+        let mut evicted = None;
+        if inner.outstanding() >= self.capacity {
+            match overflow {
+                Overflow::DropOldest => {
+                    evicted = inner.evict_oldest();
+                    if evicted.is_none() {
+                        // Everything is held by senders: nothing older can make room.
+                        return Pushed::Full(item);
+                    }
+                }
+                Overflow::DropNewest => return Pushed::Full(item),
+            }
+        }
+        inner.next_seq += 1;
+        let seq = inner.next_seq;
+        item.seq = seq;
+        inner.ready.push_back(item);
+        Pushed::Accepted { evicted }
+    }
+
+    fn take(&self, now: Instant) -> Taken {
+        let mut inner = self.lock();
+        if let Some(&(due, seq)) = inner.due.first() {
+            if due <= now {
+                inner.due.remove(&(due, seq));
+                if let Some(mut item) = inner.parked.remove(&seq) {
+                    item.due = None;
+                    inner.taken.insert(seq);
+                    return Taken::Item(item);
+                }
+            }
+        }
+        if let Some(item) = inner.ready.pop_front() {
+            inner.taken.insert(item.seq);
+            return Taken::Item(item);
+        }
+        Taken::Empty {
+            next_due: inner.due.first().map(|&(due, _)| due),
+        }
+    }
+
+    fn park(&self, mut item: Box<Item>, due: Instant) {
+        let mut inner = self.lock();
+        inner.taken.remove(&item.seq);
+        item.due = Some(due);
+        inner.due.insert((due, item.seq));
+        inner.parked.insert(item.seq, item);
+    }
+
+    fn unpark_front(&self, item: Box<Item>) {
+        let mut inner = self.lock();
+        inner.taken.remove(&item.seq);
+        inner.ready.push_front(item);
+    }
+
+    fn resolve(&self, seq: u64) {
+        self.lock().taken.remove(&seq);
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    fn drain(&self) -> Vec<Box<Item>> {
+        let mut inner = self.lock();
+        let mut out: Vec<Box<Item>> = inner.ready.drain(..).collect();
+        inner.due.clear();
+        let parked = std::mem::take(&mut inner.parked);
+        out.extend(parked.into_values());
+        out.sort_by_key(|i| i.seq);
+        out
+    }
+
+    fn depth(&self) -> Depth {
+        let inner = self.lock();
+        Depth {
+            ready: inner.ready.len(),
+            parked: inner.parked.len(),
+            taken: inner.taken.len(),
+        }
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    fn oldest_outstanding(&self) -> Option<u64> {
+        let inner = self.lock();
+        [
+            inner.ready.front().map(|i| i.seq),
+            inner.parked.keys().next().copied(),
+            inner.taken.first().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Action, Actor, Context, Event, OrganizationId};
+
+    fn item(n: u32) -> Box<Item> {
+        let event = Event::new(
+            Action::new("user.signed_in").unwrap(),
+            Actor::new(format!("user_{n}"), "user"),
+            Context::new("127.0.0.1"),
+        );
+        Box::new(Item::new(
+            CreateEvent::new(OrganizationId::new("org_1").unwrap(), event),
+            format!("key-{n}"),
+        ))
+    }
+
+    fn accepted(p: Pushed) -> Option<Box<Item>> {
+        match p {
+            Pushed::Accepted { evicted } => evicted,
+            other => panic!("not accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn capacity_counts_parked_and_taken_events() {
+        let s = MemoryStore::new(2);
+        accepted(s.push(item(1), Overflow::DropNewest));
+        accepted(s.push(item(2), Overflow::DropNewest));
+        let Taken::Item(one) = s.take(Instant::now()) else {
+            panic!()
+        };
+        s.park(one, Instant::now() + std::time::Duration::from_secs(60));
+        assert!(matches!(s.push(item(3), Overflow::DropNewest), Pushed::Full(_)));
+        assert_eq!(s.depth().outstanding(), 2);
+    }
+
+    #[test]
+    fn drop_oldest_evicts_the_oldest_waiting_event_even_when_parked() {
+        let s = MemoryStore::new(2);
+        accepted(s.push(item(1), Overflow::DropOldest));
+        accepted(s.push(item(2), Overflow::DropOldest));
+        let Taken::Item(one) = s.take(Instant::now()) else {
+            panic!()
+        };
+        assert_eq!(one.seq, 1);
+        s.park(one, Instant::now() + std::time::Duration::from_secs(60));
+        let evicted = accepted(s.push(item(3), Overflow::DropOldest));
+        assert_eq!(evicted.map(|i| i.seq), Some(1));
+        assert_eq!(s.depth().parked, 0);
+        assert_eq!(s.oldest_outstanding(), Some(2));
+    }
+
+    #[test]
+    fn due_parked_events_come_before_ready_ones() {
+        let s = MemoryStore::new(10);
+        accepted(s.push(item(1), Overflow::DropNewest));
+        accepted(s.push(item(2), Overflow::DropNewest));
+        let now = Instant::now();
+        let Taken::Item(one) = s.take(now) else { panic!() };
+        s.park(one, now);
+        let Taken::Item(again) = s.take(now) else { panic!() };
+        assert_eq!(again.seq, 1);
+        s.resolve(again.seq);
+        let Taken::Item(two) = s.take(now) else { panic!() };
+        assert_eq!(two.seq, 2);
+        s.resolve(2);
+        assert!(matches!(s.take(now), Taken::Empty { next_due: None }));
+        assert_eq!(s.oldest_outstanding(), None);
+    }
+}

@@ -1,0 +1,130 @@
+//! The destination seam: where the emitter's senders deliver events.
+//!
+//! [`Sink`] is one attempt at delivering one create-event request with its idempotency key. The
+//! WorkOS [`Client`](crate::client::Client) is the production sink; [`MemorySink`] records events
+//! in memory for an application's unit tests (and can be told to fail).
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use crate::{CreateEvent, Error};
+
+/// The future of one delivery attempt.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+/// A destination for events: one attempt, no retrying (the emitter retries).
+///
+/// An implementation sends `body` once with `idempotency_key` and reports how it went, with the
+/// same error classification as the WorkOS client: [`Error::Api`] with the status (and any
+/// `Retry-After`), [`Error::Transport`] or [`Error::Timeout`] for failures the emitter retries.
+pub trait Sink: Send + Sync + 'static {
+    /// Sends one event once.
+    fn send<'a>(&'a self, body: &'a CreateEvent, idempotency_key: &'a str) -> SinkFuture<'a>;
+}
+
+impl<T: Sink + ?Sized> Sink for Arc<T> {
+    fn send<'a>(&'a self, body: &'a CreateEvent, idempotency_key: &'a str) -> SinkFuture<'a> {
+        (**self).send(body, idempotency_key)
+    }
+}
+
+impl<T: Sink + ?Sized> Sink for Box<T> {
+    fn send<'a>(&'a self, body: &'a CreateEvent, idempotency_key: &'a str) -> SinkFuture<'a> {
+        (**self).send(body, idempotency_key)
+    }
+}
+
+/// An in-memory sink for tests: records every delivered event with its key, and answers with
+/// scripted failures first when given some. Cloning shares the records.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use audit_core::emitter::{Emitter, MemorySink};
+/// use audit_core::{Action, Actor, Context, Event, OrganizationId};
+///
+/// let sink = MemorySink::new();
+/// let emitter = Emitter::builder(sink.clone()).start();
+/// let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").unwrap();
+/// let event = Event::new(
+///     Action::new("user.signed_in").unwrap(),
+///     Actor::new("user_01", "user"),
+///     Context::new("203.0.113.7"),
+/// );
+/// emitter.try_emit(org, event).unwrap();
+/// emitter.flush(Duration::from_secs(5)).await.unwrap();
+/// assert_eq!(sink.events().len(), 1);
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct MemorySink {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    delivered: Vec<(CreateEvent, String)>,
+    keys: HashSet<String>,
+    attempts: Vec<String>,
+    failures: VecDeque<Error>,
+}
+
+impl fmt::Debug for MemorySink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("MemorySink")
+            .field("delivered", &inner.delivered.len())
+            .field("attempts", &inner.attempts.len())
+            .field("scripted_failures", &inner.failures.len())
+            .finish()
+    }
+}
+
+impl MemorySink {
+    /// An empty sink that accepts everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next attempt fails with `error` (failures are used in the order they were pushed).
+    pub fn push_failure(&self, error: Error) {
+        self.lock().failures.push_back(error);
+    }
+
+    /// Every delivered event with its idempotency key, in delivery order. An event delivered
+    /// twice with the same key is kept once, as WorkOS would.
+    pub fn events(&self) -> Vec<(CreateEvent, String)> {
+        self.lock().delivered.clone()
+    }
+
+    /// The idempotency key of every attempt, failed ones included, in order.
+    pub fn attempts(&self) -> Vec<String> {
+        self.lock().attempts.clone()
+    }
+}
+
+impl Sink for MemorySink {
+    fn send<'a>(&'a self, body: &'a CreateEvent, idempotency_key: &'a str) -> SinkFuture<'a> {
+        let result = {
+            let mut inner = self.lock();
+            inner.attempts.push(idempotency_key.to_owned());
+            match inner.failures.pop_front() {
+                Some(e) => Err(e),
+                None => {
+                    if inner.keys.insert(idempotency_key.to_owned()) {
+                        inner.delivered.push((body.clone(), idempotency_key.to_owned()));
+                    }
+                    Ok(())
+                }
+            }
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
