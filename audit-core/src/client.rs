@@ -1,1 +1,0 @@
-//! The WorkOS Audit Logs API client.
