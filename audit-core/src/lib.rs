@@ -17,6 +17,12 @@ pub use event::{
 pub use retry::RetryPolicy;
 pub use validate::{FieldError, FieldErrorKind, ValidationErrors};
 // client re-exports
+pub use client::{Client, ClientBuilder, CreateEventOptions};
 // emitter re-exports
+pub use emitter::{
+    DeadLetter, DeadLetterReason, EmitError, EmitOptions, EmitReceipt, Emitter, EmitterBuilder, JsonlDeadLetters,
+    MemorySink, Overflow, ShutdownReport, Sink, Stats,
+};
 // client_ip re-exports
+pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, InvalidTrustedProxy};
 // request re-exports
