@@ -1,0 +1,592 @@
+//! The emitter against in-memory and scripted sinks: backoff and retry-window arithmetic on
+//! tokio's paused clock, overflow, flush, shutdown on both runtime flavours, the authorization
+//! hold, dead letters and their replay.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use audit_core::emitter::{
+    DeadLetterReason, EmitError, EmitOptions, Emitter, JsonlDeadLetters, MemoryDeadLetters, MemorySink,
+    Overflow, Sink, SinkFuture,
+};
+use audit_core::{Action, Actor, ApiError, Context, CreateEvent, Error, Event, OrganizationId};
+use tokio::time::Instant;
+
+fn org() -> OrganizationId {
+    OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").unwrap()
+}
+
+fn event(n: usize) -> Event {
+    Event::new(
+        Action::new("user.signed_in").unwrap(),
+        Actor::new(format!("user_{n}"), "user"),
+        Context::new("203.0.113.7"),
+    )
+    .meta("n", n)
+}
+
+fn api(status: u16, retry_after: Option<Duration>) -> Error {
+    Error::Api(Box::new(ApiError::from_response(
+        status,
+        Some(format!("req_{status}")),
+        retry_after,
+        br#"{"message":"scripted","code":"scripted_failure"}"#,
+    )))
+}
+
+/// A sink answering from a script (then success), recording each attempt's key and time.
+#[derive(Clone, Default)]
+struct Scripted {
+    script: Arc<Mutex<VecDeque<Error>>>,
+    attempts: Arc<Mutex<Vec<(String, Instant)>>>,
+    /// When set, every attempt fails with this status (after the script).
+    always: Arc<Mutex<Option<u16>>>,
+}
+
+impl Scripted {
+    fn fail(&self, e: Error) {
+        self.script.lock().unwrap().push_back(e);
+    }
+    fn attempts(&self) -> Vec<(String, Instant)> {
+        self.attempts.lock().unwrap().clone()
+    }
+}
+
+impl Sink for Scripted {
+    fn send<'a>(&'a self, _body: &'a CreateEvent, key: &'a str) -> SinkFuture<'a> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((key.to_owned(), Instant::now()));
+        let scripted = self.script.lock().unwrap().pop_front();
+        let always = *self.always.lock().unwrap();
+        Box::pin(async move {
+            match (scripted, always) {
+                (Some(e), _) => Err(e),
+                (None, Some(status)) => Err(api(status, None)),
+                (None, None) => Ok(()),
+            }
+        })
+    }
+}
+
+/// A sink that never answers.
+struct Stuck;
+
+impl Sink for Stuck {
+    fn send<'a>(&'a self, _: &'a CreateEvent, _: &'a str) -> SinkFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+}
+
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_doubles_to_its_cap_and_reuses_the_key() {
+    let sink = Scripted::default();
+    for _ in 0..4 {
+        sink.fail(api(503, None));
+    }
+    let emitter = Emitter::builder(sink.clone())
+        .senders(1)
+        .no_rate_limit()
+        .jitter(false)
+        .retry_backoff(Duration::from_secs(1), Duration::from_secs(4))
+        .start();
+    let start = Instant::now();
+    let receipt = emitter.try_emit(org(), event(1)).unwrap();
+    emitter.flush(Duration::from_secs(60)).await.unwrap();
+    let attempts = sink.attempts();
+    let offsets: Vec<u64> = attempts
+        .iter()
+        .map(|(_, at)| (*at - start).as_millis() as u64)
+        .collect();
+    // Waits of 1, 2, 4 and 4 s (capped) between five attempts.
+    assert_eq!(offsets, [0, 1000, 3000, 7000, 11000]);
+    assert!(attempts.iter().all(|(k, _)| *k == receipt.idempotency_key));
+    let stats = emitter.stats();
+    assert_eq!((stats.delivered, stats.retried, stats.dead_lettered), (1, 4, 0));
+    assert!(stats.last_error.unwrap().contains("503"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_jitter_stays_under_the_ceiling() {
+    let sink = Scripted::default();
+    for _ in 0..6 {
+        sink.fail(Error::Timeout {
+            url: "http://x".into(),
+            timeout: Duration::from_secs(1),
+        });
+    }
+    let emitter = Emitter::builder(sink.clone())
+        .senders(1)
+        .no_rate_limit()
+        .retry_backoff(Duration::from_secs(1), Duration::from_secs(8))
+        .start();
+    emitter.try_emit(org(), event(1)).unwrap();
+    emitter.flush(Duration::from_secs(120)).await.unwrap();
+    let at: Vec<Instant> = sink.attempts().into_iter().map(|(_, at)| at).collect();
+    assert_eq!(at.len(), 7);
+    for (i, pair) in at.windows(2).enumerate() {
+        let ceiling = Duration::from_secs(1 << i.min(3));
+        assert!(
+            pair[1] - pair[0] <= ceiling,
+            "wait {i}: {:?} > {ceiling:?}",
+            pair[1] - pair[0]
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_window_ends_in_a_dead_letter_with_the_last_error() {
+    let sink = Scripted::default();
+    *sink.always.lock().unwrap() = Some(500);
+    let dead = MemoryDeadLetters::new();
+    let emitter = Emitter::builder(sink.clone())
+        .senders(1)
+        .no_rate_limit()
+        .jitter(false)
+        .retry_backoff(Duration::from_secs(1), Duration::from_secs(4))
+        .retry_window(Duration::from_secs(10))
+        .dead_letters(dead.clone())
+        .start();
+    let start = Instant::now();
+    let receipt = emitter.try_emit(org(), event(7)).unwrap();
+    emitter.flush(Duration::from_secs(60)).await.unwrap();
+    // Attempts at 0, 1, 3, 7 s; the next would start at 11 s, after the 10 s window.
+    let offsets: Vec<u64> = sink
+        .attempts()
+        .iter()
+        .map(|(_, at)| (*at - start).as_secs())
+        .collect();
+    assert_eq!(offsets, [0, 1, 3, 7]);
+    let letters = dead.letters();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.reason, DeadLetterReason::RetryWindowExhausted);
+    assert_eq!(letter.attempts, 4);
+    assert_eq!(letter.idempotency_key, receipt.idempotency_key);
+    assert_eq!(letter.error.as_ref().unwrap().status, Some(500));
+    assert_eq!(letter.event, event(7).occurred_at(letter.event.occurred_at));
+    assert!(letter.first_attempt_at.is_some() && letter.last_attempt_at.is_some());
+    assert_eq!(emitter.stats().dead_lettered, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_pauses_every_sender() {
+    let sink = Scripted::default();
+    sink.fail(api(429, Some(Duration::from_secs(5))));
+    let emitter = Emitter::builder(sink.clone()).senders(4).no_rate_limit().start();
+    let start = Instant::now();
+    emitter.try_emit(org(), event(0)).unwrap();
+    settle().await;
+    assert_eq!(sink.attempts().len(), 1);
+    assert!(emitter.stats().paused);
+    for n in 1..=10 {
+        emitter.try_emit(org(), event(n)).unwrap();
+    }
+    emitter.flush(Duration::from_secs(60)).await.unwrap();
+    let attempts = sink.attempts();
+    assert_eq!(attempts.len(), 12);
+    for (_, at) in &attempts[1..] {
+        assert!(
+            *at - start >= Duration::from_secs(5),
+            "an attempt {:?} after start",
+            *at - start
+        );
+    }
+    assert_eq!(emitter.stats().delivered, 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_failures_are_dead_lettered_at_once() {
+    let sink = Scripted::default();
+    for status in [400, 404, 409, 422] {
+        sink.fail(api(status, None));
+    }
+    let dead = MemoryDeadLetters::new();
+    let emitter = Emitter::builder(sink.clone())
+        .senders(1)
+        .no_rate_limit()
+        .dead_letters(dead.clone())
+        .start();
+    for n in 0..5 {
+        emitter.try_emit(org(), event(n)).unwrap();
+    }
+    emitter.flush(Duration::from_secs(1)).await.unwrap();
+    let letters = dead.letters();
+    let statuses: Vec<_> = letters
+        .iter()
+        .map(|l| l.error.as_ref().unwrap().status.unwrap())
+        .collect();
+    assert_eq!(statuses, [400, 404, 409, 422]);
+    for l in &letters {
+        assert_eq!(l.reason, DeadLetterReason::Rejected);
+        assert_eq!(l.attempts, 1);
+        let e = l.error.as_ref().unwrap();
+        assert_eq!(e.code.as_deref(), Some("scripted_failure"));
+        assert!(e.request_id.as_deref().unwrap().starts_with("req_"));
+    }
+    assert_eq!(emitter.stats().delivered, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unauthorized_holds_delivery_and_probes_until_accepted() {
+    let sink = Scripted::default();
+    for _ in 0..3 {
+        sink.fail(api(401, None));
+    }
+    let dead = MemoryDeadLetters::new();
+    let emitter = Emitter::builder(sink.clone())
+        .senders(1)
+        .no_rate_limit()
+        .auth_probe_interval(Duration::from_secs(30), Duration::from_secs(300))
+        .dead_letters(dead.clone())
+        .start();
+    let start = Instant::now();
+    for n in 0..5 {
+        emitter.try_emit(org(), event(n)).unwrap();
+    }
+    settle().await;
+    let stats = emitter.stats();
+    assert!(stats.auth_failed && stats.held_since.is_some());
+    assert_eq!(stats.delivered, 0);
+    assert_eq!(sink.attempts().len(), 1, "nothing else is sent while held");
+    emitter.flush(Duration::from_secs(600)).await.unwrap();
+    let offsets: Vec<u64> = sink
+        .attempts()
+        .iter()
+        .map(|(_, at)| (*at - start).as_secs())
+        .collect();
+    // The first attempt, probes after 30, 60 and 120 s more (the fourth answer accepted), then the rest.
+    assert_eq!(offsets[..4], [0, 30, 90, 210]);
+    assert_eq!(offsets.len(), 4 + 4);
+    assert!(dead.is_empty());
+    let stats = emitter.stats();
+    assert!(!stats.auth_failed);
+    assert_eq!(stats.delivered, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_drop_newest_counts_and_refuses() {
+    let emitter = Emitter::builder(Stuck)
+        .senders(1)
+        .capacity(3)
+        .no_rate_limit()
+        .start();
+    emitter.try_emit(org(), event(0)).unwrap();
+    settle().await;
+    assert_eq!(emitter.stats().in_flight, 1);
+    emitter.try_emit(org(), event(1)).unwrap();
+    emitter.try_emit(org(), event(2)).unwrap();
+    for n in 3..6 {
+        assert!(matches!(emitter.try_emit(org(), event(n)), Err(EmitError::Full)));
+    }
+    let stats = emitter.stats();
+    assert_eq!(
+        (
+            stats.queued,
+            stats.in_flight,
+            stats.dropped.newest,
+            stats.dropped.oldest
+        ),
+        (2, 1, 3, 0)
+    );
+    let report = emitter.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.dropped.newest, 3);
+    assert_eq!(report.pending_at_deadline, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_drop_oldest_evicts_waiting_events() {
+    let dead = MemoryDeadLetters::new();
+    let emitter = Emitter::builder(Stuck)
+        .senders(1)
+        .capacity(3)
+        .no_rate_limit()
+        .overflow(Overflow::DropOldest)
+        .dead_letters(dead.clone())
+        .start();
+    emitter.try_emit(org(), event(0)).unwrap();
+    settle().await;
+    for n in 1..6 {
+        emitter.try_emit(org(), event(n)).unwrap();
+    }
+    let stats = emitter.stats();
+    assert_eq!(
+        (stats.queued, stats.dropped.oldest, stats.dropped.newest),
+        (2, 3, 0)
+    );
+    let report = emitter.shutdown(Duration::from_secs(1)).await;
+    // The one in flight and the two newest remain, dead-lettered at the deadline.
+    let mut kept: Vec<String> = dead.letters().iter().map(|l| l.event.actor.id.clone()).collect();
+    kept.sort();
+    assert_eq!(kept, ["user_0", "user_4", "user_5"]);
+    assert_eq!(report.dropped.oldest, 3);
+    assert_eq!(report.pending_at_deadline, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn emit_waits_for_room() {
+    let sink = Scripted::default();
+    sink.fail(api(503, None));
+    let emitter = Emitter::builder(sink.clone())
+        .senders(1)
+        .capacity(1)
+        .no_rate_limit()
+        .jitter(false)
+        .retry_backoff(Duration::from_secs(2), Duration::from_secs(2))
+        .start();
+    let start = Instant::now();
+    emitter.emit(org(), event(0)).await.unwrap();
+    settle().await;
+    // The first event waits 2 s to be retried and takes the only place.
+    emitter.emit(org(), event(1)).await.unwrap();
+    assert!(Instant::now() - start >= Duration::from_secs(2));
+    emitter.flush(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(emitter.stats().dropped.total(), 0);
+    assert_eq!(emitter.stats().delivered, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_events_and_keys_are_refused_with_the_field() {
+    let sink = MemorySink::new();
+    let emitter = Emitter::builder(sink.clone()).start();
+    let bad = event(1).meta("way too long a key for workos metadata, over forty", 1);
+    match emitter.try_emit(org(), bad) {
+        Err(EmitError::Invalid(errors)) => {
+            assert!(errors.pointers().any(|p| p.starts_with("/metadata")), "{errors}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let refused = emitter.try_emit_with(org(), event(1), EmitOptions::new().idempotency_key("bad key"));
+    assert!(matches!(refused, Err(EmitError::InvalidIdempotencyKey(_))));
+    let mine = emitter
+        .try_emit_with(
+            org(),
+            event(2),
+            EmitOptions::new().idempotency_key("order-42-created"),
+        )
+        .unwrap();
+    assert_eq!(mine.idempotency_key, "order-42-created");
+    let report = emitter.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.delivered, 1);
+    assert_eq!(sink.events()[0].1, "order-42-created");
+    assert!(matches!(
+        emitter.try_emit(org(), event(3)),
+        Err(EmitError::Closed)
+    ));
+    assert_eq!(emitter.stats().accepted, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn generated_keys_are_uuid_v4_and_unique() {
+    let sink = MemorySink::new();
+    let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
+    let keys: Vec<String> = (0..100)
+        .map(|n| emitter.try_emit(org(), event(n)).unwrap().idempotency_key)
+        .collect();
+    emitter.flush(Duration::from_secs(1)).await.unwrap();
+    let unique: std::collections::HashSet<_> = keys.iter().collect();
+    assert_eq!(unique.len(), 100);
+    for k in &keys {
+        let u = uuid::Uuid::parse_str(k).unwrap();
+        assert_eq!(u.get_version_num(), 4);
+    }
+    assert_eq!(sink.events().len(), 100);
+}
+
+async fn flush_and_shutdown_report() {
+    let sink = MemorySink::new();
+    let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
+    for n in 0..200 {
+        emitter.try_emit(org(), event(n)).unwrap();
+    }
+    emitter.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(sink.events().len(), 200);
+    let stats = emitter.stats();
+    assert_eq!((stats.queued, stats.in_flight, stats.delivered), (0, 0, 200));
+    assert!(stats.latency_p50.is_some() && stats.latency_p99 >= stats.latency_p50);
+    for n in 200..300 {
+        emitter.try_emit(org(), event(n)).unwrap();
+    }
+    let clone = emitter.clone();
+    let report = clone.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.delivered, 300);
+    assert_eq!(
+        (
+            report.dead_lettered,
+            report.pending_at_deadline,
+            report.dropped.total()
+        ),
+        (0, 0, 0)
+    );
+    assert!(emitter.is_closed());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn flush_and_shutdown_on_a_current_thread_runtime() {
+    flush_and_shutdown_report().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_and_shutdown_on_a_multi_thread_runtime() {
+    flush_and_shutdown_report().await;
+}
+
+async fn shutdown_deadline_dead_letters_what_is_pending() {
+    let dead = MemoryDeadLetters::new();
+    let emitter = Emitter::builder(Stuck)
+        .senders(2)
+        .no_rate_limit()
+        .dead_letters(dead.clone())
+        .start();
+    for n in 0..10 {
+        emitter.try_emit(org(), event(n)).unwrap();
+    }
+    let timed_out = emitter.flush(Duration::from_millis(50)).await.unwrap_err();
+    assert_eq!(timed_out.pending, 10);
+    let report = emitter.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.pending_at_deadline, 10);
+    assert_eq!(report.dead_lettered, 10);
+    assert_eq!(report.delivered, 0);
+    let letters = dead.letters();
+    assert_eq!(letters.len(), 10);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.reason == DeadLetterReason::ShutdownDeadline)
+    );
+    assert_eq!(
+        letters.iter().filter(|l| l.attempts == 1).count(),
+        2,
+        "two were in flight"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_deadline_on_a_current_thread_runtime() {
+    shutdown_deadline_dead_letters_what_is_pending().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadline_on_a_multi_thread_runtime() {
+    shutdown_deadline_dead_letters_what_is_pending().await;
+}
+
+#[test]
+fn dropping_the_handle_without_shutdown_does_not_hang() {
+    let dead = MemoryDeadLetters::new();
+    let sink = MemorySink::new();
+    for flavor in ["current", "multi"] {
+        let rt = match flavor {
+            "current" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+            _ => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build(),
+        }
+        .unwrap();
+        // Delivered in the background after the handle is gone.
+        rt.block_on(async {
+            let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
+            for n in 0..10 {
+                emitter.try_emit(org(), event(n)).unwrap();
+            }
+            drop(emitter);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        // Stuck: the runtime ends with events pending; they become dead letters.
+        rt.block_on(async {
+            let emitter = Emitter::builder(Stuck).dead_letters(dead.clone()).start();
+            emitter.try_emit(org(), event(99)).unwrap();
+            tokio::task::yield_now().await;
+            drop(emitter);
+        });
+        rt.shutdown_timeout(Duration::from_secs(1));
+    }
+    assert_eq!(sink.events().len(), 20);
+    let letters = dead.letters();
+    assert_eq!(letters.len(), 2);
+    assert!(letters.iter().all(|l| l.reason == DeadLetterReason::Abandoned));
+}
+
+#[test]
+fn try_emit_works_from_a_plain_thread_and_start_needs_a_runtime() {
+    assert!(Emitter::builder(MemorySink::new()).try_start().is_err());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = MemorySink::new();
+    let emitter = Emitter::builder(sink.clone())
+        .no_rate_limit()
+        .start_on(rt.handle());
+    let e2 = emitter.clone();
+    std::thread::spawn(move || {
+        for n in 0..10 {
+            e2.try_emit(org(), event(n)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let report = rt.block_on(emitter.shutdown(Duration::from_secs(5)));
+    assert_eq!(report.delivered, 10);
+    assert_eq!(sink.events().len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_letters_replay_with_their_original_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dead.jsonl");
+    let sink = Scripted::default();
+    sink.fail(api(422, None));
+    sink.fail(api(400, None));
+    let emitter = Emitter::builder(sink.clone())
+        .senders(1)
+        .no_rate_limit()
+        .dead_letters(JsonlDeadLetters::new(&path).unwrap())
+        .start();
+    let a = emitter.try_emit(org(), event(1)).unwrap();
+    let b = emitter.try_emit(org(), event(2)).unwrap();
+    emitter.shutdown(Duration::from_secs(1)).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["reason"], "rejected");
+    assert_eq!(first["error"]["status"], 422);
+    assert_eq!(first["attempts"], 1);
+    assert_eq!(first["organization_id"], org().as_str());
+    assert_eq!(first["event"]["actor"]["id"], "user_1");
+    assert_eq!(first["idempotency_key"], a.idempotency_key.as_str());
+
+    let again = MemorySink::new();
+    let replayer = Emitter::builder(again.clone()).no_rate_limit().start();
+    let report = replayer.replay_dead_letters(&path).await.unwrap();
+    assert_eq!(report.replayed, 2);
+    assert!(report.unreadable.is_empty() && report.refused.is_empty());
+    replayer.flush(Duration::from_secs(1)).await.unwrap();
+    let keys: Vec<String> = again.events().into_iter().map(|(_, k)| k).collect();
+    assert_eq!(keys, [a.idempotency_key, b.idempotency_key]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callback_receives_dead_letters() {
+    let sink = Scripted::default();
+    sink.fail(api(404, None));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = Arc::clone(&seen);
+    let emitter = Emitter::builder(sink)
+        .no_rate_limit()
+        .on_dead_letter(move |l| seen2.lock().unwrap().push(l.reason))
+        .start();
+    emitter.try_emit(org(), event(1)).unwrap();
+    emitter.flush(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [DeadLetterReason::Rejected]);
+}
