@@ -1,0 +1,225 @@
+//! The axum side: the [`AuditCtx`] extractor and the extractor behind `#[action]`.
+
+use std::fmt;
+
+use audit_core::request::{RequestAudit, RequestInfo};
+use audit_core::{Action, Actor, MetadataValue, OrganizationId, Target};
+use axum::extract::{FromRequestParts, RawPathParams};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+
+/// Runs annotated handlers without [`AuditLayer`](crate::AuditLayer), recording nothing.
+///
+/// Insert it as a request extension (`.layer(Extension(AuditDisabled))`) where audit is switched
+/// off on purpose (by configuration, or to measure what the layer costs): `#[action]` and
+/// [`AuditCtx`] then accept the request and every call on them does nothing. Without the layer and
+/// without this marker they reject the request ([`MissingAuditLayer`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditDisabled;
+
+/// The rejection of `#[action]` handlers and of [`AuditCtx`] when the request did not pass
+/// through [`AuditLayer`](crate::AuditLayer): `500 Internal Server Error` with a body naming the
+/// layer, so that a forgotten layer fails in the first test that calls the route instead of
+/// silently emitting nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MissingAuditLayer {
+    /// An `#[action]` handler.
+    Action,
+    /// The [`AuditCtx`] extractor.
+    AuditCtx,
+}
+
+impl MissingAuditLayer {
+    /// The response body.
+    pub fn body_text(&self) -> &'static str {
+        match self {
+            Self::Action => {
+                "audit: #[action] handler called without AuditLayer; add `.layer(audit_layer)` to the \
+                 router (audit_tower::AuditLayer), outside the handler's route"
+            }
+            Self::AuditCtx => {
+                "audit: AuditCtx extractor used without AuditLayer; add `.layer(audit_layer)` to the \
+                 router (audit_tower::AuditLayer), outside the handler's route"
+            }
+        }
+    }
+
+    /// The status, `500 Internal Server Error`: the server is misconfigured.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl fmt::Display for MissingAuditLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.body_text())
+    }
+}
+
+impl std::error::Error for MissingAuditLayer {}
+
+impl IntoResponse for MissingAuditLayer {
+    fn into_response(self) -> Response {
+        tracing::error!("{}", self.body_text());
+        (self.status(), self.body_text()).into_response()
+    }
+}
+
+/// The request's audit record, or `None` when audit is switched off with [`AuditDisabled`].
+fn record(parts: &Parts, missing: MissingAuditLayer) -> Result<Option<RequestAudit>, MissingAuditLayer> {
+    match parts.extensions.get::<RequestAudit>() {
+        Some(audit) => {
+            // An auth layer inside the audit layer ran after the record was created.
+            if let Some(actor) = parts.extensions.get::<Actor>() {
+                audit.set_actor_if_unset(actor.clone());
+            }
+            if let Some(org) = parts.extensions.get::<OrganizationId>() {
+                audit.set_organization_if_unset(org.clone());
+            }
+            Ok(Some(audit.clone()))
+        }
+        None if parts.extensions.get::<AuditDisabled>().is_some() => Ok(None),
+        None => Err(missing),
+    }
+}
+
+/// The handler's view of the request's audit record.
+///
+/// Add targets and metadata, set the actor or organization, or suppress the event:
+///
+/// ```
+/// use audit_core::Target;
+/// use audit_tower::{action, AuditCtx};
+///
+/// #[action("team.created")]
+/// async fn create_team(audit: AuditCtx) -> &'static str {
+///     let team_id = "team_42"; // created by the app
+///     audit.target(Target::new(team_id, "team").name("Platform"));
+///     audit.meta("plan", "pro");
+///     "created"
+/// }
+/// ```
+///
+/// The values set here win over those found in request extensions and resolvers. Without
+/// [`AuditLayer`](crate::AuditLayer) the extractor rejects the request with
+/// [`MissingAuditLayer`] (a 500 naming the layer).
+#[derive(Debug, Clone)]
+pub struct AuditCtx(Option<RequestAudit>);
+
+impl AuditCtx {
+    /// Adds a target.
+    pub fn target(&self, target: Target) -> &Self {
+        if let Some(a) = &self.0 {
+            a.add_target(target);
+        }
+        self
+    }
+
+    /// Adds one metadata entry (WorkOS allows 50 keys of up to 40 characters, string values up
+    /// to 500 characters; an event breaking the limits is not emitted and counted as
+    /// [`SkipReason::Invalid`](crate::SkipReason::Invalid)).
+    pub fn meta(&self, key: impl Into<String>, value: impl Into<MetadataValue>) -> &Self {
+        if let Some(a) = &self.0 {
+            a.add_metadata(key, value);
+        }
+        self
+    }
+
+    /// Sets the actor, replacing one from extensions or resolvers.
+    pub fn actor(&self, actor: Actor) -> &Self {
+        if let Some(a) = &self.0 {
+            a.set_actor(actor);
+        }
+        self
+    }
+
+    /// Sets the organization, replacing one from extensions or resolvers.
+    pub fn organization(&self, organization: OrganizationId) -> &Self {
+        if let Some(a) = &self.0 {
+            a.set_organization(organization);
+        }
+        self
+    }
+
+    /// Sets or replaces the action (for handlers whose action depends on the request; the
+    /// `#[action]` attribute is the usual way).
+    pub fn action(&self, action: Action) -> &Self {
+        if let Some(a) = &self.0 {
+            a.set_action(action);
+        }
+        self
+    }
+
+    /// Emit no event for this request, whatever its outcome (counted as
+    /// [`SkipReason::Suppressed`](crate::SkipReason::Suppressed)).
+    pub fn suppress(&self) {
+        if let Some(a) = &self.0 {
+            a.suppress();
+        }
+    }
+
+    /// What the layer captured before the handler ran (`None` when audit is
+    /// [disabled](AuditDisabled)).
+    pub fn info(&self) -> Option<&RequestInfo> {
+        self.0.as_ref().map(RequestAudit::info)
+    }
+
+    /// The underlying record (`None` when audit is [disabled](AuditDisabled)).
+    pub fn record(&self) -> Option<&RequestAudit> {
+        self.0.as_ref()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditCtx {
+    type Rejection = MissingAuditLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        record(parts, MissingAuditLayer::AuditCtx).map(AuditCtx)
+    }
+}
+
+/// The hidden first argument `#[action]` adds to a handler.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Annotation {
+    audit: Option<RequestAudit>,
+    params: Option<RawPathParams>,
+}
+
+impl Annotation {
+    /// Records the action and turns the named path parameters into targets: `(type, param)`.
+    pub fn apply(self, action: Action, targets: &[(&str, &str)]) {
+        let Some(audit) = self.audit else { return };
+        for (kind, param) in targets {
+            let value = self
+                .params
+                .as_ref()
+                .and_then(|params| params.iter().find(|(name, _)| name == param).map(|(_, v)| v));
+            match value {
+                Some(value) => audit.add_target(Target::new(value, *kind)),
+                None => tracing::warn!(
+                    action = %action,
+                    param = %param,
+                    "audit: #[action] names the path parameter {param:?} for a {kind:?} target, \
+                     but the route has no such parameter; the target is left out",
+                ),
+            }
+        }
+        audit.set_action(action);
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Annotation {
+    type Rejection = MissingAuditLayer;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let audit = record(parts, MissingAuditLayer::Action)?;
+        let params = match &audit {
+            Some(_) => RawPathParams::from_request_parts(parts, state).await.ok(),
+            None => None,
+        };
+        Ok(Annotation { audit, params })
+    }
+}
