@@ -128,3 +128,11 @@ impl Sink for MemorySink {
         Box::pin(std::future::ready(result))
     }
 }
+
+/// The WorkOS client as a sink: one [`Client::send_event_once`](crate::client::Client::send_event_once)
+/// per attempt, over the client's pooled connections.
+impl Sink for crate::client::Client {
+    fn send<'a>(&'a self, body: &'a CreateEvent, idempotency_key: &'a str) -> SinkFuture<'a> {
+        Box::pin(self.send_event_once(body, idempotency_key))
+    }
+}
