@@ -86,17 +86,26 @@ fn full_event() -> CreateEvent {
 
 #[test]
 fn node_sdk_event_body_matches() {
-    assert_eq!(serde_json::to_value(node_event()).unwrap(), body("node_create_event"));
+    assert_eq!(
+        serde_json::to_value(node_event()).unwrap(),
+        body("node_create_event")
+    );
 }
 
 #[test]
 fn python_sdk_event_body_matches() {
-    assert_eq!(serde_json::to_value(python_event()).unwrap(), body("python_create_event"));
+    assert_eq!(
+        serde_json::to_value(python_event()).unwrap(),
+        body("python_create_event")
+    );
 }
 
 #[test]
 fn full_event_body_matches_the_reference() {
-    assert_eq!(serde_json::to_value(full_event()).unwrap(), body("reference_create_event"));
+    assert_eq!(
+        serde_json::to_value(full_event()).unwrap(),
+        body("reference_create_event")
+    );
 }
 
 #[test]
@@ -134,13 +143,22 @@ fn empty_metadata_is_omitted_like_absent_metadata() {
 
 #[test]
 fn occurred_at_is_utc_with_milliseconds() {
-    let e = node_event().event.occurred_at(at("2024-01-02T05:04:05.678912+02:00"));
-    assert_eq!(serde_json::to_value(&e).unwrap()["occurred_at"], json!("2024-01-02T03:04:05.678Z"));
+    let e = node_event()
+        .event
+        .occurred_at(at("2024-01-02T05:04:05.678912+02:00"));
+    assert_eq!(
+        serde_json::to_value(&e).unwrap()["occurred_at"],
+        json!("2024-01-02T03:04:05.678Z")
+    );
 }
 
 #[test]
 fn sdk_bodies_read_back_and_serialize_identically() {
-    for name in ["node_create_event", "python_create_event", "reference_create_event"] {
+    for name in [
+        "node_create_event",
+        "python_create_event",
+        "reference_create_event",
+    ] {
         let sent = body(name);
         let read: CreateEvent = serde_json::from_value(sent.clone()).expect(name);
         assert_eq!(serde_json::to_value(&read).unwrap(), sent, "{name}");
@@ -160,7 +178,10 @@ fn export_bodies_match() {
     );
     assert_eq!(serde_json::to_value(&export).unwrap(), body("node_create_export"));
     let export = export.actor_name("Jon");
-    assert_eq!(serde_json::to_value(&export).unwrap(), body("python_create_export"));
+    assert_eq!(
+        serde_json::to_value(&export).unwrap(),
+        body("python_create_export")
+    );
     let read: CreateExport = serde_json::from_value(body("python_create_export")).unwrap();
     assert_eq!(read, export);
 }
