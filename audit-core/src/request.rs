@@ -1,1 +1,622 @@
-//! The framework-neutral per-request audit record.
+//! The framework-neutral per-request audit record, shared by `audit-tower` and `audit-actix`.
+//!
+//! A web adapter creates a [`RequestAudit`] before the inner service runs, from what it knows of
+//! the request ([`RequestInfo`]: client IP, user agent, request id, method, arrival time), and puts
+//! it into the request's extensions. The handler's action annotation, the app's auth layer and the
+//! handler itself fill in the action, actor, organization, targets and metadata. After the
+//! response head exists, the adapter calls [`RequestAudit::finish`], which decides under the
+//! configured [`AuditPolicy`] whether an event is due and builds it. The adapter then hands the
+//! event to the emitter without waiting for anything.
+//!
+//! ```
+//! use audit_core::request::{AuditPolicy, Decision, RequestAudit, RequestInfo, ResponseInfo};
+//! use audit_core::{Action, Actor, OrganizationId, Target};
+//!
+//! let policy = AuditPolicy::default();
+//! let audit = RequestAudit::new(RequestInfo::new("203.0.113.7").user_agent("curl/8"));
+//! // the handler's annotation and the app's auth layer:
+//! audit.set_action(Action::from_static("team.created"));
+//! audit.set_actor(Actor::new("user_1", "user"));
+//! audit.set_organization(OrganizationId::new("org_1").unwrap());
+//! audit.add_target(Target::new("team_9", "team"));
+//! // after the handler answered 201:
+//! match audit.finish(&policy, &ResponseInfo::new(201)) {
+//!     Decision::Emit { organization, event } => {
+//!         assert_eq!(organization.as_str(), "org_1");
+//!         assert_eq!(event.context.location, "203.0.113.7");
+//!     }
+//!     Decision::Skip(reason) => panic!("skipped: {reason:?}"),
+//! }
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use time::OffsetDateTime;
+
+use crate::client_ip::ClientIpConfig;
+use crate::event::{Action, Actor, Context, Event, Metadata, MetadataValue, OrganizationId, Target};
+
+/// The longest user agent kept, in bytes; longer ones are cut at a character boundary.
+pub const DEFAULT_MAX_USER_AGENT_LEN: usize = 512;
+
+/// What the adapter knows of a request before the handler runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RequestInfo {
+    /// The client's location for `context.location`, chosen by the client-IP rules.
+    pub location: String,
+    /// The `User-Agent`, already bounded.
+    pub user_agent: Option<String>,
+    /// The request id (`x-request-id`), when the request carries one.
+    pub request_id: Option<String>,
+    /// The HTTP method.
+    pub method: Option<String>,
+    /// The matched route pattern (`/teams/{id}`), when the adapter knows it.
+    pub route: Option<String>,
+    /// When the request arrived; becomes the event's `occurred_at`.
+    pub received_at: OffsetDateTime,
+}
+
+impl RequestInfo {
+    /// Request information with a location, arriving now.
+    pub fn new(location: impl Into<String>) -> Self {
+        Self {
+            location: location.into(),
+            user_agent: None,
+            request_id: None,
+            method: None,
+            route: None,
+            received_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    /// Sets the user agent.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = Some(user_agent.into());
+        self
+    }
+
+    /// Sets the user agent from raw header bytes: invalid UTF-8 is replaced, the length bounded.
+    pub fn user_agent_bytes(mut self, raw: &[u8], max_len: usize) -> Self {
+        self.user_agent = Some(bounded_lossy(raw, max_len));
+        self
+    }
+
+    /// Sets the request id.
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// Sets the HTTP method.
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+
+    /// Sets the matched route pattern.
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+
+    /// Sets the arrival time.
+    pub fn received_at(mut self, at: OffsetDateTime) -> Self {
+        self.received_at = at;
+        self
+    }
+}
+
+/// Decodes header bytes lossily and cuts them to at most `max_len` bytes at a character boundary.
+pub fn bounded_lossy(raw: &[u8], max_len: usize) -> String {
+    let raw = &raw[..raw.len().min(max_len)];
+    let mut s = String::from_utf8_lossy(raw).into_owned();
+    if s.len() > max_len {
+        let mut end = max_len;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// What the adapter knows of the response.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ResponseInfo {
+    /// The HTTP status code.
+    pub status: u16,
+}
+
+impl ResponseInfo {
+    /// Response information with a status.
+    pub fn new(status: u16) -> Self {
+        Self { status }
+    }
+}
+
+/// Which responses produce an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Outcomes {
+    /// Only successful responses (2xx and 3xx). The default: a refused or failed request usually
+    /// did not do what its action says.
+    #[default]
+    SuccessOnly,
+    /// Every response of an annotated route. Failures are told apart in WorkOS by the event
+    /// metadata `outcome` (`"success"` or `"failure"`) and `http_status`, added to every event.
+    All,
+}
+
+/// What to do with an annotated request whose actor is unknown.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub enum MissingActor {
+    /// Emit nothing and count the skip ([`SkipReason::MissingActor`]). The default: an audit
+    /// event without a real actor is rarely what a compliance reader wants.
+    #[default]
+    Skip,
+    /// Emit with this actor (for example `Actor::new("anonymous", "anonymous")`).
+    Use(Actor),
+}
+
+/// How requests become events; one per adapter, shared by all requests.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AuditPolicy {
+    /// Which responses emit.
+    pub outcomes: Outcomes,
+    /// What to do without an actor.
+    pub missing_actor: MissingActor,
+    /// The organization of events whose request set none. Without it such requests are skipped
+    /// ([`SkipReason::MissingOrganization`]).
+    pub default_organization: Option<OrganizationId>,
+    /// Add `request_id`, `http_method`, `http_route` and `http_status` to each event's metadata.
+    pub request_metadata: bool,
+    /// Which address of a request is the client.
+    pub client_ip: ClientIpConfig,
+    /// The longest user agent kept, in bytes.
+    pub max_user_agent_len: Option<usize>,
+}
+
+impl AuditPolicy {
+    /// The default policy: success only, skip without actor or organization, socket peer as the
+    /// client address, no request metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`AuditPolicy::outcomes`].
+    pub fn outcomes(mut self, outcomes: Outcomes) -> Self {
+        self.outcomes = outcomes;
+        self
+    }
+
+    /// Sets [`AuditPolicy::missing_actor`].
+    pub fn missing_actor(mut self, missing: MissingActor) -> Self {
+        self.missing_actor = missing;
+        self
+    }
+
+    /// Sets [`AuditPolicy::default_organization`].
+    pub fn default_organization(mut self, organization: OrganizationId) -> Self {
+        self.default_organization = Some(organization);
+        self
+    }
+
+    /// Sets [`AuditPolicy::request_metadata`].
+    pub fn request_metadata(mut self, on: bool) -> Self {
+        self.request_metadata = on;
+        self
+    }
+
+    /// Sets [`AuditPolicy::client_ip`].
+    ///
+    /// # Security
+    /// Trust forwarding headers only from proxies you run; see [`ClientIpConfig`].
+    pub fn client_ip(mut self, rules: ClientIpConfig) -> Self {
+        self.client_ip = rules;
+        self
+    }
+
+    /// Sets [`AuditPolicy::max_user_agent_len`].
+    pub fn max_user_agent_len(mut self, len: usize) -> Self {
+        self.max_user_agent_len = Some(len);
+        self
+    }
+
+    /// The effective user-agent bound.
+    pub fn user_agent_limit(&self) -> usize {
+        self.max_user_agent_len.unwrap_or(DEFAULT_MAX_USER_AGENT_LEN)
+    }
+}
+
+/// Why a request produced no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The route has no action annotation (this includes routing 404/405 answers).
+    NotAnnotated,
+    /// The handler suppressed the event.
+    Suppressed,
+    /// The outcome policy excludes this status.
+    Outcome,
+    /// No actor was set and the policy skips such requests.
+    MissingActor,
+    /// No organization was set and there is no default.
+    MissingOrganization,
+    /// The event broke a WorkOS rule (the adapter logs the errors).
+    Invalid,
+}
+
+/// The decision for one finished request.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Emit this event for this organization.
+    Emit {
+        /// The organization.
+        organization: OrganizationId,
+        /// The event, already built from the request.
+        event: Box<Event>,
+    },
+    /// Emit nothing.
+    Skip(SkipReason),
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    action: Option<Action>,
+    actor: Option<Actor>,
+    organization: Option<OrganizationId>,
+    targets: Vec<Target>,
+    metadata: Metadata,
+    suppressed: bool,
+    finished: bool,
+}
+
+/// The per-request audit record: a cheap, shared handle (`Arc` around a `Mutex` that is never
+/// held across an `.await`), put into the request's extensions by the adapter.
+#[derive(Debug, Clone)]
+pub struct RequestAudit {
+    info: Arc<RequestInfo>,
+    record: Arc<Mutex<Record>>,
+}
+
+impl RequestAudit {
+    /// A fresh record for a request.
+    pub fn new(info: RequestInfo) -> Self {
+        Self {
+            info: Arc::new(info),
+            record: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Record> {
+        // A panic while holding this lock cannot leave the record half-written in a way that
+        // matters more than losing the request's audit data, so recover from poisoning.
+        self.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What the adapter captured before the handler ran.
+    pub fn info(&self) -> &RequestInfo {
+        &self.info
+    }
+
+    /// Sets the action (the route's annotation does this).
+    pub fn set_action(&self, action: Action) {
+        self.lock().action = Some(action);
+    }
+
+    /// The action, if the route is annotated.
+    pub fn action(&self) -> Option<Action> {
+        self.lock().action.clone()
+    }
+
+    /// Sets the actor, replacing any earlier one.
+    pub fn set_actor(&self, actor: Actor) {
+        self.lock().actor = Some(actor);
+    }
+
+    /// Sets the actor unless one is set already (how values found in request extensions are
+    /// taken: a handler's explicit choice wins).
+    pub fn set_actor_if_unset(&self, actor: Actor) {
+        self.lock().actor.get_or_insert(actor);
+    }
+
+    /// Sets the organization, replacing any earlier one.
+    pub fn set_organization(&self, organization: OrganizationId) {
+        self.lock().organization = Some(organization);
+    }
+
+    /// Sets the organization unless one is set already.
+    pub fn set_organization_if_unset(&self, organization: OrganizationId) {
+        self.lock().organization.get_or_insert(organization);
+    }
+
+    /// Adds a target.
+    pub fn add_target(&self, target: Target) {
+        self.lock().targets.push(target);
+    }
+
+    /// Adds one entry to the event's metadata.
+    pub fn add_metadata(&self, key: impl Into<String>, value: impl Into<MetadataValue>) {
+        self.lock().metadata.insert(key, value);
+    }
+
+    /// Emit no event for this request, whatever its outcome.
+    pub fn suppress(&self) {
+        self.lock().suppressed = true;
+    }
+
+    /// Whether the event was suppressed.
+    pub fn is_suppressed(&self) -> bool {
+        self.lock().suppressed
+    }
+
+    /// Decides whether this request emits, and builds the event. Only the first call decides;
+    /// later calls answer [`SkipReason::Suppressed`] so that one request never emits twice.
+    pub fn finish(&self, policy: &AuditPolicy, response: &ResponseInfo) -> Decision {
+        let mut record = self.lock();
+        if std::mem::replace(&mut record.finished, true) {
+            return Decision::Skip(SkipReason::Suppressed);
+        }
+        let Some(action) = record.action.take() else {
+            return Decision::Skip(SkipReason::NotAnnotated);
+        };
+        if record.suppressed {
+            return Decision::Skip(SkipReason::Suppressed);
+        }
+        let success = (200..400).contains(&response.status);
+        if !success && policy.outcomes == Outcomes::SuccessOnly {
+            return Decision::Skip(SkipReason::Outcome);
+        }
+        let actor = match (record.actor.take(), &policy.missing_actor) {
+            (Some(actor), _) => actor,
+            (None, MissingActor::Use(actor)) => actor.clone(),
+            (None, MissingActor::Skip) => return Decision::Skip(SkipReason::MissingActor),
+        };
+        let Some(organization) = record.organization.take().or_else(|| policy.default_organization.clone())
+        else {
+            return Decision::Skip(SkipReason::MissingOrganization);
+        };
+        let mut context = Context::new(self.info.location.clone());
+        context.user_agent = self.info.user_agent.clone();
+        let mut metadata = std::mem::take(&mut record.metadata);
+        if policy.outcomes == Outcomes::All {
+            metadata.insert("outcome", if success { "success" } else { "failure" });
+            metadata.insert("http_status", response.status);
+        }
+        if policy.request_metadata {
+            if let Some(id) = &self.info.request_id {
+                metadata.insert("request_id", bounded_lossy(id.as_bytes(), Metadata::MAX_STRING_CHARS));
+            }
+            if let Some(method) = &self.info.method {
+                metadata.insert("http_method", method.as_str());
+            }
+            if let Some(route) = &self.info.route {
+                metadata.insert("http_route", bounded_lossy(route.as_bytes(), Metadata::MAX_STRING_CHARS));
+            }
+            metadata.insert("http_status", response.status);
+        }
+        let mut event = Event::new(action, actor, context).occurred_at(self.info.received_at);
+        event.targets = std::mem::take(&mut record.targets);
+        if !metadata.is_empty() {
+            event.metadata = Some(metadata);
+        }
+        Decision::Emit {
+            organization,
+            event: Box::new(event),
+        }
+    }
+}
+
+/// Counters of skipped requests by reason, shared by an adapter's clones.
+#[derive(Debug, Default)]
+pub struct SkipCounters {
+    counts: [AtomicU64; 6],
+    emit_failures: AtomicU64,
+}
+
+impl SkipCounters {
+    fn slot(reason: SkipReason) -> usize {
+        match reason {
+            SkipReason::NotAnnotated => 0,
+            SkipReason::Suppressed => 1,
+            SkipReason::Outcome => 2,
+            SkipReason::MissingActor => 3,
+            SkipReason::MissingOrganization => 4,
+            SkipReason::Invalid => 5,
+        }
+    }
+
+    /// Counts one skip.
+    pub fn record(&self, reason: SkipReason) {
+        self.counts[Self::slot(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many requests were skipped for `reason`.
+    pub fn get(&self, reason: SkipReason) -> u64 {
+        self.counts[Self::slot(reason)].load(Ordering::Relaxed)
+    }
+
+    /// Counts an event the emitter refused (queue full, closed, invalid).
+    pub fn record_emit_failure(&self) {
+        self.emit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many events the emitter refused.
+    pub fn emit_failures(&self) -> u64 {
+        self.emit_failures.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org() -> OrganizationId {
+        OrganizationId::new("org_1").unwrap()
+    }
+
+    fn annotated() -> RequestAudit {
+        let a = RequestAudit::new(
+            RequestInfo::new("198.51.100.4")
+                .user_agent("ua")
+                .request_id("req-1")
+                .method("POST")
+                .route("/teams"),
+        );
+        a.set_action(Action::from_static("team.created"));
+        a.set_actor(Actor::new("u1", "user"));
+        a.set_organization(org());
+        a
+    }
+
+    fn emitted(d: Decision) -> Event {
+        match d {
+            Decision::Emit { event, .. } => *event,
+            Decision::Skip(r) => panic!("skipped: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn unannotated_requests_never_emit() {
+        let a = RequestAudit::new(RequestInfo::new("1.2.3.4"));
+        a.set_actor(Actor::new("u", "user"));
+        a.set_organization(org());
+        assert!(matches!(
+            a.finish(&AuditPolicy::default(), &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::NotAnnotated)
+        ));
+    }
+
+    #[test]
+    fn builds_the_event_from_the_request() {
+        let a = annotated();
+        a.add_target(Target::new("t1", "team"));
+        a.add_metadata("plan", "pro");
+        let e = emitted(a.finish(&AuditPolicy::default(), &ResponseInfo::new(201)));
+        assert_eq!(e.action.as_str(), "team.created");
+        assert_eq!(e.context.location, "198.51.100.4");
+        assert_eq!(e.context.user_agent.as_deref(), Some("ua"));
+        assert_eq!(e.occurred_at, a.info().received_at);
+        assert_eq!(e.targets.len(), 1);
+        assert_eq!(e.metadata.unwrap().get("plan"), Some(&MetadataValue::from("pro")));
+    }
+
+    #[test]
+    fn a_request_decides_once() {
+        let a = annotated();
+        let p = AuditPolicy::default();
+        assert!(matches!(a.finish(&p, &ResponseInfo::new(200)), Decision::Emit { .. }));
+        assert!(matches!(a.finish(&p, &ResponseInfo::new(200)), Decision::Skip(_)));
+    }
+
+    #[test]
+    fn outcome_policy() {
+        for status in [200, 204, 302] {
+            assert!(matches!(
+                annotated().finish(&AuditPolicy::default(), &ResponseInfo::new(status)),
+                Decision::Emit { .. }
+            ));
+        }
+        for status in [400, 403, 404, 500] {
+            assert!(matches!(
+                annotated().finish(&AuditPolicy::default(), &ResponseInfo::new(status)),
+                Decision::Skip(SkipReason::Outcome)
+            ));
+        }
+        let all = AuditPolicy::default().outcomes(Outcomes::All);
+        let e = emitted(annotated().finish(&all, &ResponseInfo::new(403)));
+        let m = e.metadata.unwrap();
+        assert_eq!(m.get("outcome"), Some(&MetadataValue::from("failure")));
+        assert_eq!(m.get("http_status"), Some(&MetadataValue::Integer(403)));
+        let e = emitted(annotated().finish(&all, &ResponseInfo::new(200)));
+        assert_eq!(e.metadata.unwrap().get("outcome"), Some(&MetadataValue::from("success")));
+    }
+
+    #[test]
+    fn suppression_wins() {
+        let a = annotated();
+        a.suppress();
+        assert!(a.is_suppressed());
+        assert!(matches!(
+            a.finish(&AuditPolicy::default(), &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::Suppressed)
+        ));
+    }
+
+    #[test]
+    fn missing_actor_and_organization() {
+        let a = RequestAudit::new(RequestInfo::new("1.2.3.4"));
+        a.set_action(Action::from_static("x.y"));
+        a.set_organization(org());
+        assert!(matches!(
+            a.clone().finish(&AuditPolicy::default(), &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::MissingActor)
+        ));
+        let b = RequestAudit::new(RequestInfo::new("1.2.3.4"));
+        b.set_action(Action::from_static("x.y"));
+        let system = AuditPolicy::default().missing_actor(MissingActor::Use(Actor::new("system", "system")));
+        assert!(matches!(
+            b.finish(&system, &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::MissingOrganization)
+        ));
+        let c = RequestAudit::new(RequestInfo::new("1.2.3.4"));
+        c.set_action(Action::from_static("x.y"));
+        let e = emitted(c.finish(&system.default_organization(org()), &ResponseInfo::new(200)));
+        assert_eq!(e.actor.id, "system");
+    }
+
+    #[test]
+    fn first_actor_from_extensions_does_not_override_the_handler() {
+        let a = annotated();
+        a.set_actor_if_unset(Actor::new("from-extension", "user"));
+        a.set_organization_if_unset(OrganizationId::new("org_2").unwrap());
+        match a.finish(&AuditPolicy::default(), &ResponseInfo::new(200)) {
+            Decision::Emit { organization, event } => {
+                assert_eq!(event.actor.id, "u1");
+                assert_eq!(organization, org());
+            }
+            Decision::Skip(r) => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn request_metadata_is_optional_and_bounded() {
+        let p = AuditPolicy::default().request_metadata(true);
+        let e = emitted(annotated().finish(&p, &ResponseInfo::new(201)));
+        let m = e.metadata.unwrap();
+        assert_eq!(m.get("request_id"), Some(&MetadataValue::from("req-1")));
+        assert_eq!(m.get("http_method"), Some(&MetadataValue::from("POST")));
+        assert_eq!(m.get("http_route"), Some(&MetadataValue::from("/teams")));
+        assert_eq!(m.get("http_status"), Some(&MetadataValue::Integer(201)));
+        let e = emitted(annotated().finish(&AuditPolicy::default(), &ResponseInfo::new(201)));
+        assert!(e.metadata.is_none());
+    }
+
+    #[test]
+    fn user_agent_is_bounded_and_lossy() {
+        assert_eq!(bounded_lossy(b"abc", 2), "ab");
+        assert_eq!(bounded_lossy(b"a\xffb", 10), "a\u{fffd}b");
+        let s = bounded_lossy("ééé".as_bytes(), 3);
+        assert_eq!(s, "é");
+        assert!(s.len() <= 4);
+        let cut = bounded_lossy(&[b'a'; 1000], DEFAULT_MAX_USER_AGENT_LEN);
+        assert_eq!(cut.len(), DEFAULT_MAX_USER_AGENT_LEN);
+    }
+
+    #[test]
+    fn skip_counters_count() {
+        let c = SkipCounters::default();
+        c.record(SkipReason::Outcome);
+        c.record(SkipReason::Outcome);
+        c.record_emit_failure();
+        assert_eq!(c.get(SkipReason::Outcome), 2);
+        assert_eq!(c.get(SkipReason::Suppressed), 0);
+        assert_eq!(c.emit_failures(), 1);
+    }
+}
