@@ -9,6 +9,8 @@ pub mod event;
 pub mod request;
 pub mod retry;
 pub mod validate;
+#[cfg(feature = "verify")]
+pub mod verify;
 
 pub use error::{ApiError, ApiFieldError, Error};
 pub use event::{

@@ -1,0 +1,189 @@
+//! Checks `api_key`, `client_id` and `organization`: the settings, wherever they come from.
+
+use super::env::{EnvLayers, Found, Source, mask_key};
+use super::report::{CheckId, CheckResult, Status};
+use crate::event::OrganizationId;
+
+/// The environment variable naming the organization the checks use.
+pub const ENV_ORGANIZATION_ID: &str = "WORKOS_ORGANIZATION_ID";
+/// The environment variable holding the WorkOS client id (`client_…`).
+pub const ENV_CLIENT_ID: &str = "WORKOS_CLIENT_ID";
+/// The environment variable holding the API key.
+pub const ENV_API_KEY: &str = crate::client::ENV_API_KEY;
+
+const KEY_FIX: &str = "create or copy a secret key in the WorkOS Dashboard → API Keys (it starts with \"sk_test_\" or \"sk_live_\") and set WORKOS_API_KEY in the environment, .env or .env.local (in CI: a repository secret)";
+
+fn not_set(layers: &EnvLayers, key: &str) -> String {
+    let empty = layers.empty_in(key);
+    let mut s = format!("{key} is not set (looked in: {})", layers.consulted());
+    if !empty.is_empty() {
+        let names: Vec<&str> = empty.iter().map(|s| s.as_str()).collect();
+        s.push_str(&format!("; it is empty in {}", names.join(", ")));
+    }
+    s
+}
+
+fn with_problems(mut finding: String, layers: &EnvLayers) -> String {
+    for p in &layers.problems {
+        finding.push_str(&format!("; {p}"));
+    }
+    finding
+}
+
+/// Check `api_key`; the key when it can be used for the API checks.
+pub(crate) fn api_key(layers: &EnvLayers, ci: bool) -> (CheckResult, Option<String>) {
+    let id = CheckId::ApiKey;
+    let Some(found) = layers.get(ENV_API_KEY) else {
+        let finding = with_problems(not_set(layers, ENV_API_KEY), layers);
+        return (CheckResult::fail(id, finding, KEY_FIX), None);
+    };
+    let origin = found.origin();
+    let value = found.value;
+    let masked = mask_key(&value);
+    if value.trim() != value || value.contains(char::is_whitespace) {
+        let finding = format!("{ENV_API_KEY} {masked} {origin} contains whitespace");
+        return (
+            CheckResult::fail(
+                id,
+                finding,
+                "remove the spaces, quotes or line breaks around the key",
+            ),
+            None,
+        );
+    }
+    if !value.starts_with("sk_") {
+        let finding = format!(
+            "{ENV_API_KEY} {masked} {origin} does not start with \"sk_\": it is not a WorkOS secret key"
+        );
+        return (
+            CheckResult::fail(
+                id,
+                finding,
+                format!("{KEY_FIX}; a client id (client_…) or publishable key is not an API key"),
+            ),
+            None,
+        );
+    }
+    let result = if value.starts_with("sk_test_") {
+        CheckResult::pass(id, with_problems(format!("test key {masked} {origin}"), layers))
+    } else if value.starts_with("sk_live_") {
+        if ci {
+            CheckResult::warn(
+                id,
+                with_problems(format!("live (production) key {masked} {origin}, in CI"), layers),
+                Some("use a test key (sk_test_…) and a test organization in CI: every run writes a test event into the organization's production audit log".into()),
+            )
+        } else {
+            CheckResult::pass(
+                id,
+                with_problems(format!("live (production) key {masked} {origin}"), layers),
+            )
+        }
+    } else {
+        CheckResult::warn(
+            id,
+            with_problems(
+                format!("{masked} {origin} is neither a test (sk_test_) nor a live (sk_live_) key"),
+                layers,
+            ),
+            Some("check the key in the WorkOS Dashboard → API Keys".into()),
+        )
+    };
+    (result, Some(value))
+}
+
+/// Check `client_id`.
+pub(crate) fn client_id(layers: &EnvLayers) -> CheckResult {
+    let id = CheckId::ClientId;
+    match layers.get(ENV_CLIENT_ID) {
+        None => CheckResult::skip(
+            id,
+            format!("{ENV_CLIENT_ID} is not set (only needed for SSO or AuthKit)"),
+        ),
+        Some(f) if f.value.starts_with("client_") => {
+            CheckResult::pass(id, format!("{} {}", f.value, f.origin()))
+        }
+        Some(f) => CheckResult::fail(
+            id,
+            format!(
+                "{ENV_CLIENT_ID} {:?} {} does not start with \"client_\"",
+                shorten(&f.value),
+                f.origin()
+            ),
+            "copy the Client ID from the WorkOS Dashboard → API Keys (it starts with \"client_\"), or remove the variable if you do not use SSO or AuthKit",
+        ),
+    }
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 40 {
+        let head: String = s.chars().take(40).collect();
+        format!("{head}…")
+    } else {
+        s.to_owned()
+    }
+}
+
+const ORG_FIX: &str = "use the id shown in the WorkOS Dashboard → Organizations: \"org_\" followed by 26 characters, in the environment of your API key";
+
+/// Check `organization`; the id when it can be used for the API checks.
+pub(crate) fn organization(
+    option: Option<&str>,
+    layers: &EnvLayers,
+) -> (CheckResult, Option<OrganizationId>) {
+    let id = CheckId::Organization;
+    let found = match option.filter(|o| !o.trim().is_empty()) {
+        Some(o) => Found {
+            value: o.to_owned(),
+            source: Source::Option,
+            shadowed: Vec::new(),
+        },
+        None => match layers.get(ENV_ORGANIZATION_ID) {
+            Some(f) => f,
+            None => {
+                return (
+                    CheckResult::fail(
+                        id,
+                        format!(
+                            "no organization: pass --org or set {}",
+                            not_set(layers, ENV_ORGANIZATION_ID)
+                        ),
+                        format!(
+                            "pass --org org_… or set {ENV_ORGANIZATION_ID} to an organization of your WorkOS environment (Dashboard → Organizations)"
+                        ),
+                    ),
+                    None,
+                );
+            }
+        },
+    };
+    let origin = found.origin();
+    match OrganizationId::new(found.value.trim()) {
+        Err(e) => (
+            CheckResult::fail(
+                id,
+                format!(
+                    "{:?} {origin} is not an organization id: {}",
+                    shorten(&found.value),
+                    e.rule()
+                ),
+                ORG_FIX,
+            ),
+            None,
+        ),
+        Ok(org) if org.looks_like_workos_id() => {
+            (CheckResult::pass(id, format!("{org} {origin}")), Some(org))
+        }
+        Ok(org) => (
+            CheckResult::new(
+                id,
+                Status::Warn,
+                format!(
+                    "{org} {origin} is not \"org_\" followed by a 26-character ULID, the shape of WorkOS ids"
+                ),
+                Some(ORG_FIX.to_owned()),
+            ),
+            Some(org),
+        ),
+    }
+}
