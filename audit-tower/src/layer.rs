@@ -121,7 +121,10 @@ impl fmt::Debug for AuditLayer {
         f.debug_struct("AuditLayer")
             .field("policy", &self.config.policy)
             .field("actor_resolver", &self.config.actor_resolver.is_some())
-            .field("organization_resolver", &self.config.organization_resolver.is_some())
+            .field(
+                "organization_resolver",
+                &self.config.organization_resolver.is_some(),
+            )
             .finish_non_exhaustive()
     }
 }

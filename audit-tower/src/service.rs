@@ -124,7 +124,10 @@ fn peer(parts: &http::request::Parts) -> Option<SocketAddr> {
 fn route(parts: &http::request::Parts) -> Option<&str> {
     #[cfg(feature = "axum")]
     {
-        parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str())
+        parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str())
     }
     #[cfg(not(feature = "axum"))]
     {
@@ -137,9 +140,10 @@ fn route(parts: &http::request::Parts) -> Option<&str> {
 pub(crate) fn capture(config: &Config, parts: &mut http::request::Parts) -> RequestAudit {
     let policy = &config.policy;
     let peer = peer(parts).map(|a| a.ip());
-    let client = policy
-        .client_ip
-        .resolve(peer, parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let client = policy.client_ip.resolve(
+        peer,
+        parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
     if let ClientIp::Unknown = client
         && config.warnings.first_unknown_peer()
     {
