@@ -363,12 +363,31 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| self.transport_error(request, e))?;
+        let body = self.scrub_key(body);
         Err(Error::Api(Box::new(ApiError::from_response(
             status,
             request_id,
             retry_after,
             &body,
         ))))
+    }
+
+    /// An error body with every copy of the API key replaced by `[redacted]`, in case a server
+    /// or proxy echoes the request's headers back.
+    fn scrub_key(&self, body: Bytes) -> Bytes {
+        let key = self.inner.api_key.expose_secret().as_bytes();
+        if key.is_empty() || !body.windows(key.len()).any(|w| w == key) {
+            return body;
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = &body[..];
+        while let Some(i) = rest.windows(key.len()).position(|w| w == key) {
+            out.extend_from_slice(&rest[..i]);
+            out.extend_from_slice(b"[redacted]");
+            rest = &rest[i + key.len()..];
+        }
+        out.extend_from_slice(rest);
+        Bytes::from(out)
     }
 
     /// Sends `request` once and returns the response with its body unread.
