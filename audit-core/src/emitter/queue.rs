@@ -109,6 +109,8 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Stops accepting events.
     fn close(&self);
     /// Removes and returns every ready and parked event (taken ones stay with their senders).
+    /// (Boxed like everywhere else: an event moves between places without being copied.)
+    #[allow(clippy::vec_box)]
     fn drain(&self) -> Vec<Box<Item>>;
     /// The sizes of the three places.
     fn depth(&self) -> Depth;
@@ -206,14 +208,14 @@ impl Store for MemoryStore {
 
     fn take(&self, now: Instant) -> Taken {
         let mut inner = self.lock();
-        if let Some(&(due, seq)) = inner.due.first() {
-            if due <= now {
-                inner.due.remove(&(due, seq));
-                if let Some(mut item) = inner.parked.remove(&seq) {
-                    item.due = None;
-                    inner.taken.insert(seq);
-                    return Taken::Item(item);
-                }
+        if let Some(&(due, seq)) = inner.due.first()
+            && due <= now
+        {
+            inner.due.remove(&(due, seq));
+            if let Some(mut item) = inner.parked.remove(&seq) {
+                item.due = None;
+                inner.taken.insert(seq);
+                return Taken::Item(item);
             }
         }
         if let Some(item) = inner.ready.pop_front() {
@@ -247,6 +249,7 @@ impl Store for MemoryStore {
         self.lock().closed = true;
     }
 
+    #[allow(clippy::vec_box)]
     fn drain(&self) -> Vec<Box<Item>> {
         let mut inner = self.lock();
         let mut out: Vec<Box<Item>> = inner.ready.drain(..).collect();

@@ -257,10 +257,7 @@ struct Held<'a> {
 impl<'a> Held<'a> {
     fn item(&mut self) -> &mut Item {
         // Always `Some` until one of the consuming methods below.
-        self.item
-            .as_mut()
-            .map(|b| &mut **b)
-            .unwrap_or_else(|| unreachable_item())
+        self.item.as_deref_mut().unwrap_or_else(|| unreachable_item())
     }
 
     fn take(mut self) -> Box<Item> {
@@ -324,11 +321,11 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
             shared: &shared,
             item: Some(item),
         };
-        if let Some(limiter) = &shared.limiter {
-            if !wait_for_rate(limiter, &shared.stop).await {
-                held.dead_letter(DeadLetterReason::ShutdownDeadline, None);
-                return;
-            }
+        if let Some(limiter) = &shared.limiter
+            && !wait_for_rate(limiter, &shared.stop).await
+        {
+            held.dead_letter(DeadLetterReason::ShutdownDeadline, None);
+            return;
         }
         if !shared.gate.is_open() {
             // A pause or hold began while this sender waited: the event goes back first in line.
@@ -485,11 +482,11 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
     };
     let now = Instant::now();
     let due = now + wait;
-    if let Outcome::Status { status, retry_after } = outcome {
-        if retry_after.is_some() || status == 429 {
-            // WorkOS asked everyone to slow down: every sender waits, not only this one.
-            shared.gate.pause_until(due);
-        }
+    if let Outcome::Status { status, retry_after } = outcome
+        && (retry_after.is_some() || status == 429)
+    {
+        // WorkOS asked everyone to slow down: every sender waits, not only this one.
+        shared.gate.pause_until(due);
     }
     let started = item.first_attempt.map_or(now, |(at, _)| at);
     if due.saturating_duration_since(started) > shared.config.retry_window {
