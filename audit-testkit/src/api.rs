@@ -1,10 +1,12 @@
 //! The WorkOS Audit Logs endpoints and the `/_testkit/` inspection API.
+// Handlers return complete responses as their error values; boxing them would only add noise.
+#![allow(clippy::result_large_err)]
 
 use crate::fault::FaultRule;
 use crate::state::{ExportRec, Idem, Shared, lock};
 use crate::util::{
-    format_ts, json_bytes_response, json_response, message, now, org_not_found, parse_ts, token,
-    ulid, validation_failed,
+    format_ts, json_bytes_response, json_response, message, now, org_not_found, parse_ts, token, ulid,
+    validation_failed,
 };
 use crate::validate::{CompiledSchema, Problem};
 use axum::Router;
@@ -148,10 +150,7 @@ fn idempotency_conflict() -> Res {
 }
 
 fn replay(status: u16, body: Vec<u8>) -> Res {
-    let mut res = json_bytes_response(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-        body,
-    );
+    let mut res = json_bytes_response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body);
     res.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     res
@@ -192,10 +191,10 @@ async fn create_event(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
         return org_not_found(&org);
     }
     let event = body.get("event").cloned().unwrap_or(Value::Null);
-    if s.config.require_schemas {
-        if let Err(r) = check_against_schema(&s, &event) {
-            return r;
-        }
+    if s.config.require_schemas
+        && let Err(r) = check_against_schema(&s, &event)
+    {
+        return r;
     }
     // Keep the full request only when a key needs it for comparison.
     let request = key.as_ref().map(|_| std::mem::take(&mut body));
@@ -245,12 +244,9 @@ fn check_against_schema(s: &Shared, event: &Value) -> Result<(), Res> {
 // ---- 2, 3. exports ------------------------------------------------------------------------
 
 fn str_list(body: &Value, field: &str) -> Option<Vec<String>> {
-    body.get(field).and_then(Value::as_array).map(|a| {
-        a.iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect()
-    })
+    body.get(field)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
 }
 
 async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
@@ -261,10 +257,7 @@ async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
     if let Err(e) = s.validators.check_export_body(&body) {
         return validation_failed(e);
     }
-    let org = body
-        .get("organization_id")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let org = body.get("organization_id").and_then(Value::as_str).unwrap_or("");
     if !s.org_known(org) {
         return org_not_found(org);
     }
@@ -309,21 +302,21 @@ async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
                     return None;
                 }
                 let s_of = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
-                if let Some(a) = &actions {
-                    if !a.contains(&s_of(ev.get("action"))) {
-                        return None;
-                    }
+                if let Some(a) = &actions
+                    && !a.contains(&s_of(ev.get("action")))
+                {
+                    return None;
                 }
                 let actor = ev.get("actor");
-                if let Some(n) = &actor_names {
-                    if !n.contains(&s_of(actor.and_then(|a| a.get("name")))) {
-                        return None;
-                    }
+                if let Some(n) = &actor_names
+                    && !n.contains(&s_of(actor.and_then(|a| a.get("name"))))
+                {
+                    return None;
                 }
-                if let Some(ids) = &actor_ids {
-                    if !ids.contains(&s_of(actor.and_then(|a| a.get("id")))) {
-                        return None;
-                    }
+                if let Some(ids) = &actor_ids
+                    && !ids.contains(&s_of(actor.and_then(|a| a.get("id"))))
+                {
+                    return None;
                 }
                 if let Some(tt) = &target_types {
                     let any = ev
@@ -393,12 +386,7 @@ async fn get_export(State(s): S, Path(id): Path<String>) -> Res {
 
 // ---- 4, 5, 6. schemas and actions ---------------------------------------------------------
 
-async fn create_schema(
-    State(s): S,
-    Path(action): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
+async fn create_schema(State(s): S, Path(action): Path<String>, headers: HeaderMap, body: Bytes) -> Res {
     let body = match parse_json(&headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -565,7 +553,7 @@ async fn get_retention(State(s): S, Path(org): Path<String>) -> Res {
 }
 
 fn valid_days(d: i64) -> bool {
-    (d >= 30 && d <= 330 && d % 30 == 0) || (d >= 365 && d <= 3650 && d % 365 == 0)
+    ((30..=330).contains(&d) && d % 30 == 0) || ((365..=3650).contains(&d) && d % 365 == 0)
 }
 
 fn period_days(p: &str) -> Option<i64> {
@@ -580,12 +568,7 @@ fn period_days(p: &str) -> Option<i64> {
     }
 }
 
-async fn put_retention(
-    State(s): S,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
+async fn put_retention(State(s): S, Path(org): Path<String>, headers: HeaderMap, body: Bytes) -> Res {
     let body = match parse_json(&headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -603,10 +586,7 @@ async fn put_retention(
             );
         }
         (None, None) => {
-            return validation_failed(vec![(
-                "required".into(),
-                "retention_period_in_days".into(),
-            )]);
+            return validation_failed(vec![("required".into(), "retention_period_in_days".into())]);
         }
         (Some(d), None) => match d.as_i64().filter(|d| valid_days(*d)) {
             Some(d) => d,
@@ -729,8 +709,7 @@ async fn portal_page(State(s): S, RawQuery(q): RawQuery) -> Res {
         }
         None => (
             StatusCode::NOT_FOUND,
-            "<!doctype html><html><body><h1>Unknown or expired portal link</h1></body></html>"
-                .to_owned(),
+            "<!doctype html><html><body><h1>Unknown or expired portal link</h1></body></html>".to_owned(),
         ),
     };
     let mut res = Response::new(Body::from(body));

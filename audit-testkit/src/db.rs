@@ -55,18 +55,15 @@ impl Db {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect::<Result<_, _>>()?;
-            let mut st = conn.prepare(
-                "SELECT action, id, version, body, created_at FROM schemas ORDER BY seq",
-            )?;
+            let mut st =
+                conn.prepare("SELECT action, id, version, body, created_at FROM schemas ORDER BY seq")?;
             loaded.schemas = st
                 .query_map([], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect::<Result<_, _>>()?;
             let mut st = conn.prepare("SELECT record FROM exports")?;
-            loaded.exports = st
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            loaded.exports = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
             let mut st = conn.prepare("SELECT organization_id, days FROM retention")?;
             loaded.retention = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?

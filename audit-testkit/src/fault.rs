@@ -249,10 +249,10 @@ impl ActiveFault {
         if self.exhausted() {
             return false;
         }
-        if let (Some(p), Some(rng)) = (self.rule.probability, self.rng.as_mut()) {
-            if rng.random::<f64>() >= p {
-                return false;
-            }
+        if let (Some(p), Some(rng)) = (self.rule.probability, self.rng.as_mut())
+            && rng.random::<f64>() >= p
+        {
+            return false;
         }
         if let Some(n) = self.remaining.as_mut() {
             *n -= 1;

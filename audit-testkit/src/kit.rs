@@ -275,12 +275,7 @@ impl TestKit {
 
     /// The first registered (or the generated) organization.
     pub fn organization_id(&self) -> &str {
-        self.shared
-            .config
-            .orgs
-            .first()
-            .map(String::as_str)
-            .unwrap_or("")
+        self.shared.config.orgs.first().map(String::as_str).unwrap_or("")
     }
 
     /// Every registered organization.

@@ -47,9 +47,7 @@ struct Args {
 }
 
 fn parse_rate(s: &str) -> Result<(u64, Duration), String> {
-    let (n, per) = s
-        .split_once('/')
-        .ok_or("expected N/PERIOD, e.g. 6000/60s")?;
+    let (n, per) = s.split_once('/').ok_or("expected N/PERIOD, e.g. 6000/60s")?;
     let n: u64 = n.trim().parse().map_err(|_| format!("bad count '{n}'"))?;
     let per = per.trim();
     let (num, unit) = per
@@ -147,14 +145,13 @@ fn main() {
     rt.block_on(async {
         #[cfg(unix)]
         {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                        return;
-                    }
-                };
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -72,14 +72,15 @@ pub(crate) async fn accept_loop(
     let _ = stopped.send(());
 }
 
-fn fault_response(status: u16, body: Option<serde_json::Value>, retry_after: Option<String>) -> Response<Body> {
+fn fault_response(
+    status: u16,
+    body: Option<serde_json::Value>,
+    retry_after: Option<String>,
+) -> Response<Body> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut res = match body {
         Some(b) => json_response(status, &b),
-        None => message(
-            status,
-            status.canonical_reason().unwrap_or("Injected fault"),
-        ),
+        None => message(status, status.canonical_reason().unwrap_or("Injected fault")),
     };
     if let Some(ra) = retry_after.and_then(|r| HeaderValue::from_str(&r).ok()) {
         res.headers_mut().insert(header::RETRY_AFTER, ra);

@@ -147,18 +147,13 @@ pub(crate) enum Idem {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        config: Config,
-        base_url: String,
-        validators: Validators,
-    ) -> Result<Shared, String> {
+    pub(crate) fn new(config: Config, base_url: String, validators: Validators) -> Result<Shared, String> {
         let orgs: HashSet<String> = config.orgs.iter().cloned().collect();
         let mut data = Data::default();
         let db = match &config.data_path {
             None => None,
             Some(p) => {
-                let (db, loaded) =
-                    Db::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?;
+                let (db, loaded) = Db::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?;
                 load_into(&mut data, loaded);
                 Some(Mutex::new(db))
             }
@@ -295,12 +290,7 @@ impl Shared {
     }
 
     /// Adds a schema version (or returns the latest one when unchanged). Returns its JSON.
-    pub(crate) fn upsert_schema(
-        &self,
-        action: &str,
-        body: Value,
-        compiled: CompiledSchema,
-    ) -> Value {
+    pub(crate) fn upsert_schema(&self, action: &str, body: Value, compiled: CompiledSchema) -> Value {
         let at = now();
         let mut data = lock(&self.data);
         let idx = match data.action_index.get(action) {
@@ -318,10 +308,10 @@ impl Shared {
             }
         };
         let rec = &mut data.actions[idx];
-        if let Some(latest) = rec.versions.last() {
-            if latest.body == body {
-                return latest.to_json();
-            }
+        if let Some(latest) = rec.versions.last()
+            && latest.body == body
+        {
+            return latest.to_json();
         }
         let version = rec.versions.len() as i64 + 1;
         let id = format!("audit_log_schema_{}", crate::util::ulid());

@@ -54,7 +54,11 @@ pub(crate) fn request_id() -> String {
 
 /// A random URL-safe token.
 pub(crate) fn token() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// A JSON response with the given status.
@@ -92,8 +96,5 @@ pub(crate) fn validation_failed(errors: Vec<(String, String)>) -> Response<Body>
 
 /// The 404 body for an unknown organization.
 pub(crate) fn org_not_found(org: &str) -> Response<Body> {
-    message(
-        StatusCode::NOT_FOUND,
-        format!("Organization not found: '{org}'."),
-    )
+    message(StatusCode::NOT_FOUND, format!("Organization not found: '{org}'."))
 }

@@ -35,10 +35,10 @@ fn rewrite_refs(v: &mut Value) {
         Value::Object(map) => {
             for (k, val) in map.iter_mut() {
                 if k == "$ref" {
-                    if let Value::String(s) = val {
-                        if let Some(rest) = s.strip_prefix("#/components/schemas/") {
-                            *s = format!("#/definitions/{rest}");
-                        }
+                    if let Value::String(s) = val
+                        && let Some(rest) = s.strip_prefix("#/components/schemas/")
+                    {
+                        *s = format!("#/definitions/{rest}");
                     }
                 } else {
                     rewrite_refs(val);
@@ -109,16 +109,16 @@ impl Validators {
                     }
                 }
             }
-            if let Some(s) = event.get("occurred_at").and_then(Value::as_str) {
-                if crate::util::parse_ts(s).is_none() {
-                    invalid.push(json!({
-                        "instancePath": "/occurred_at",
-                        "schemaPath": "#/properties/occurred_at/format",
-                        "keyword": "format",
-                        "params": {"format": "date-time"},
-                        "message": "must match format \"date-time\" (RFC 3339)",
-                    }));
-                }
+            if let Some(s) = event.get("occurred_at").and_then(Value::as_str)
+                && crate::util::parse_ts(s).is_none()
+            {
+                invalid.push(json!({
+                    "instancePath": "/occurred_at",
+                    "schemaPath": "#/properties/occurred_at/format",
+                    "keyword": "format",
+                    "params": {"format": "date-time"},
+                    "message": "must match format \"date-time\" (RFC 3339)",
+                }));
             }
         }
         if invalid.is_empty() {
@@ -156,7 +156,10 @@ fn structural_error(segs: &[String], err: &ValidationError<'_>) -> (String, Stri
     let mut field = segs.join(".");
     let code = match &err.kind {
         K::Required { property } => {
-            let p = property.as_str().map(str::to_owned).unwrap_or_else(|| property.to_string());
+            let p = property
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| property.to_string());
             if !field.is_empty() {
                 field.push('.');
             }
@@ -207,8 +210,7 @@ pub(crate) fn escape_ptr(s: &str) -> String {
 
 fn valid_key(k: &str) -> bool {
     k.len() <= MAX_METADATA_KEY_LEN
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 

@@ -42,7 +42,9 @@ impl Bin {
     fn terminate(mut self) -> std::process::ExitStatus {
         #[cfg(unix)]
         {
-            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
         }
         #[cfg(not(unix))]
         {
@@ -55,18 +57,38 @@ impl Bin {
 #[tokio::test]
 async fn first_line_flags_and_sigterm() {
     let bin = spawn(&[
-        "--org", "org_A", "--org", "org_B", "--api-key", "sk_test_cli",
-        "--log-stream", "Splunk:error", "--rate-limit", "100/1s", "--export-delay-ms", "0",
+        "--org",
+        "org_A",
+        "--org",
+        "org_B",
+        "--api-key",
+        "sk_test_cli",
+        "--log-stream",
+        "Splunk:error",
+        "--rate-limit",
+        "100/1s",
+        "--export-delay-ms",
+        "0",
     ]);
     assert_eq!(bin.first["organization_id"], "org_A");
     let url = bin.url();
     let c = client();
-    let ok = c.get(format!("{url}/organizations/org_B/audit_log_configuration")).bearer_auth("sk_test_cli").send().await.unwrap();
+    let ok = c
+        .get(format!("{url}/organizations/org_B/audit_log_configuration"))
+        .bearer_auth("sk_test_cli")
+        .send()
+        .await
+        .unwrap();
     let (st, cfg) = parts(ok).await;
     assert_eq!(st, 200);
     assert_eq!(cfg["log_stream"]["type"], "Splunk");
     assert_eq!(cfg["log_stream"]["state"], "error");
-    let denied = c.get(format!("{url}/audit_logs/actions")).bearer_auth(KEY).send().await.unwrap();
+    let denied = c
+        .get(format!("{url}/audit_logs/actions"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(denied.status(), 401);
     let status = bin.terminate();
     #[cfg(unix)]
@@ -80,7 +102,13 @@ async fn generated_org_and_any_org() {
     let org = bin.first["organization_id"].as_str().unwrap().to_owned();
     assert!(org.starts_with("org_") && org.len() == 30);
     let c = client();
-    let r = post(&c, &bin.url(), "/audit_logs/events", &body("org_whatever", event("a.b"))).await;
+    let r = post(
+        &c,
+        &bin.url(),
+        "/audit_logs/events",
+        &body("org_whatever", event("a.b")),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     bin.terminate();
 }
@@ -93,12 +121,34 @@ async fn data_file_survives_a_process_restart() {
     let c = client();
     let bin = spawn(&["--org", "org_A", "--data", file]);
     let url = bin.url();
-    assert_eq!(post(&c, &url, "/audit_logs/events", &body("org_A", event("a.b"))).await.status(), 200);
-    assert_eq!(post(&c, &url, "/audit_logs/actions/a.b/schemas", &json!({"targets": [{"type": "team"}]})).await.status(), 201);
+    assert_eq!(
+        post(&c, &url, "/audit_logs/events", &body("org_A", event("a.b")))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(
+            &c,
+            &url,
+            "/audit_logs/actions/a.b/schemas",
+            &json!({"targets": [{"type": "team"}]})
+        )
+        .await
+        .status(),
+        201
+    );
     bin.terminate();
     let bin = spawn(&["--org", "org_A", "--data", file]);
     let url = bin.url();
-    let events: Value = c.get(format!("{url}/_testkit/events?organization_id=org_A")).send().await.unwrap().json().await.unwrap();
+    let events: Value = c
+        .get(format!("{url}/_testkit/events?organization_id=org_A"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(events["data"].as_array().unwrap().len(), 1);
     assert_eq!(events["data"][0]["event"], event("a.b"));
     let (st, list) = parts(get(&c, &url, "/audit_logs/actions").await).await;
@@ -109,8 +159,15 @@ async fn data_file_survives_a_process_restart() {
 
 #[test]
 fn bad_flags_fail_cleanly() {
-    for args in [vec!["--rate-limit", "lots"], vec!["--addr", "nope"], vec!["--log-stream", ":x"]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_audit-testkit")).args(&args).output().unwrap();
+    for args in [
+        vec!["--rate-limit", "lots"],
+        vec!["--addr", "nope"],
+        vec!["--log-stream", ":x"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_audit-testkit"))
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{args:?}");
         assert!(!out.stderr.is_empty());
     }

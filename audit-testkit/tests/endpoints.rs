@@ -39,12 +39,32 @@ async fn export_pending_ready_csv_and_expiry() {
     let c = client();
     let org = kit.organization_id().to_owned();
     let events = [
-        ev_at("user.signed_in", "2024-01-02T00:00:00.000Z", ("u1", "Jon"), json!([{"id": "t1", "type": "team"}])),
-        ev_at("user.signed_out", "2024-01-03T00:00:00.000Z", ("u2", "Ann"), json!([{"id": "t2", "type": "team", "name": "Eng", "metadata": {"a": 1}}, {"id": "i1", "type": "invoice"}])),
-        ev_at("user.signed_in", "2024-03-01T00:00:00.000Z", ("u1", "Jon"), json!([])),
+        ev_at(
+            "user.signed_in",
+            "2024-01-02T00:00:00.000Z",
+            ("u1", "Jon"),
+            json!([{"id": "t1", "type": "team"}]),
+        ),
+        ev_at(
+            "user.signed_out",
+            "2024-01-03T00:00:00.000Z",
+            ("u2", "Ann"),
+            json!([{"id": "t2", "type": "team", "name": "Eng", "metadata": {"a": 1}}, {"id": "i1", "type": "invoice"}]),
+        ),
+        ev_at(
+            "user.signed_in",
+            "2024-03-01T00:00:00.000Z",
+            ("u1", "Jon"),
+            json!([]),
+        ),
     ];
     for e in &events {
-        assert_eq!(post(&c, &kit.url(), "/audit_logs/events", &body(&org, e.clone())).await.status(), 200);
+        assert_eq!(
+            post(&c, &kit.url(), "/audit_logs/events", &body(&org, e.clone()))
+                .await
+                .status(),
+            200
+        );
     }
     let range = json!({"organization_id": org, "range_start": "2024-01-01T00:00:00.000Z", "range_end": "2024-02-01T00:00:00.000Z"});
     let (st, created) = parts(post(&c, &kit.url(), "/audit_logs/exports", &range).await).await;
@@ -59,17 +79,41 @@ async fn export_pending_ready_csv_and_expiry() {
     assert!(url.starts_with(&format!("{}/_testkit/exports/{id}.csv?token=", kit.url())));
     let csv = c.get(&url).send().await.unwrap();
     assert_eq!(csv.status(), 200);
-    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let text = csv.text().await.unwrap();
     let mut r = ::csv::Reader::from_reader(text.as_bytes());
     let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
-    assert_eq!(header, [
-        "action", "occurred_at", "actor_id", "actor_type", "actor_name", "actor_metadata",
-        "context_location", "context_user_agent", "metadata",
-        "target_id_1", "target_type_1", "target_name_1", "target_metadata_1",
-        "target_id_2", "target_type_2", "target_name_2", "target_metadata_2",
-    ]);
-    let rows: Vec<Vec<String>> = r.records().map(|x| x.unwrap().iter().map(str::to_owned).collect()).collect();
+    assert_eq!(
+        header,
+        [
+            "action",
+            "occurred_at",
+            "actor_id",
+            "actor_type",
+            "actor_name",
+            "actor_metadata",
+            "context_location",
+            "context_user_agent",
+            "metadata",
+            "target_id_1",
+            "target_type_1",
+            "target_name_1",
+            "target_metadata_1",
+            "target_id_2",
+            "target_type_2",
+            "target_name_2",
+            "target_metadata_2",
+        ]
+    );
+    let rows: Vec<Vec<String>> = r
+        .records()
+        .map(|x| x.unwrap().iter().map(str::to_owned).collect())
+        .collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0][0], "user.signed_in");
     assert_eq!(rows[1][2], "u2");
@@ -84,21 +128,53 @@ async fn export_pending_ready_csv_and_expiry() {
     assert!(b["message"].as_str().unwrap().contains("expired"));
     let again = poll_ready(&c, &kit.url(), &id).await;
     assert_ne!(again["url"], ready["url"]);
-    assert_eq!(c.get(again["url"].as_str().unwrap()).send().await.unwrap().status(), 200);
-    let (st, _) = parts(c.get(format!("{}/_testkit/exports/{id}.csv?token=nope", kit.url())).send().await.unwrap()).await;
+    assert_eq!(
+        c.get(again["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (st, _) = parts(
+        c.get(format!("{}/_testkit/exports/{id}.csv?token=nope", kit.url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, 403);
 }
 
 #[tokio::test]
 async fn export_filters_and_errors() {
-    let kit = TestKit::builder().export_delay(Duration::ZERO).start().await.unwrap();
+    let kit = TestKit::builder()
+        .export_delay(Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
     let c = client();
     let org = kit.organization_id().to_owned();
     for e in [
-        ev_at("a.one", "2024-01-02T00:00:00.000Z", ("u1", "Jon"), json!([{"id": "t1", "type": "team"}])),
-        ev_at("a.two", "2024-01-03T00:00:00.000Z", ("u2", "Ann"), json!([{"id": "i1", "type": "invoice"}])),
+        ev_at(
+            "a.one",
+            "2024-01-02T00:00:00.000Z",
+            ("u1", "Jon"),
+            json!([{"id": "t1", "type": "team"}]),
+        ),
+        ev_at(
+            "a.two",
+            "2024-01-03T00:00:00.000Z",
+            ("u2", "Ann"),
+            json!([{"id": "i1", "type": "invoice"}]),
+        ),
     ] {
-        assert_eq!(post(&c, &kit.url(), "/audit_logs/events", &body(&org, e)).await.status(), 200);
+        assert_eq!(
+            post(&c, &kit.url(), "/audit_logs/events", &body(&org, e))
+                .await
+                .status(),
+            200
+        );
     }
     let base = json!({"organization_id": org, "range_start": "2024-01-01T00:00:00.000Z", "range_end": "2024-02-01T00:00:00.000Z"});
     let count = |extra: Value| {
@@ -116,7 +192,14 @@ async fn export_filters_and_errors() {
             }
             assert_eq!(st, 201);
             assert_eq!(created["state"], "ready");
-            let text = c.get(created["url"].as_str().unwrap()).send().await.unwrap().text().await.unwrap();
+            let text = c
+                .get(created["url"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
             text.lines().count() - 1
         }
     };
@@ -131,21 +214,48 @@ async fn export_filters_and_errors() {
     let mut inverted = base.clone();
     inverted["range_start"] = json!("2024-03-01T00:00:00.000Z");
     let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/exports", &inverted).await).await;
-    assert_eq!((st, b), (400, json!({"message": "Invalid date range", "code": "invalid_audit_log_export_range_date"})));
-    let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/exports", &json!({"organization_id": org})).await).await;
+    assert_eq!(
+        (st, b),
+        (
+            400,
+            json!({"message": "Invalid date range", "code": "invalid_audit_log_export_range_date"})
+        )
+    );
+    let (st, b) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/exports",
+            &json!({"organization_id": org}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 422);
     assert_eq!(b["errors"][0]["code"], "required");
     let mut bad = base.clone();
     bad["range_start"] = json!("soon");
     let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/exports", &bad).await).await;
     assert_eq!(st, 422);
-    assert_eq!(b["errors"], json!([{"code": "invalid_date", "field": "range_start"}]));
+    assert_eq!(
+        b["errors"],
+        json!([{"code": "invalid_date", "field": "range_start"}])
+    );
     let mut other = base.clone();
     other["organization_id"] = json!("org_nope");
     let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/exports", &other).await).await;
-    assert_eq!((st, b), (404, json!({"message": "Organization not found: 'org_nope'."})));
+    assert_eq!(
+        (st, b),
+        (404, json!({"message": "Organization not found: 'org_nope'."}))
+    );
     let (st, b) = parts(get(&c, &kit.url(), "/audit_logs/exports/audit_log_export_x").await).await;
-    assert_eq!((st, b), (404, json!({"message": "Audit Log Export not found: 'audit_log_export_x'."})));
+    assert_eq!(
+        (st, b),
+        (
+            404,
+            json!({"message": "Audit Log Export not found: 'audit_log_export_x'."})
+        )
+    );
 }
 
 #[tokio::test]
@@ -161,7 +271,11 @@ async fn schemas_upsert_versions_and_pagination() {
     assert_eq!(a["targets"], s1["targets"]);
     assert!(a["created_at"].as_str().unwrap().ends_with('Z'));
     let (st, same) = parts(post(&c, &url, "/audit_logs/actions/invoice.paid/schemas", &s1).await).await;
-    assert_eq!((st, same["version"].clone()), (201, json!(1)), "unchanged schema returns the latest version");
+    assert_eq!(
+        (st, same["version"].clone()),
+        (201, json!(1)),
+        "unchanged schema returns the latest version"
+    );
     let s2 = json!({"targets": [{"type": "invoice"}], "actor": {"metadata": {"type": "object"}}, "metadata": {"type": "object"}});
     let (_, b) = parts(post(&c, &url, "/audit_logs/actions/invoice.paid/schemas", &s2).await).await;
     assert_eq!(b["version"], 2);
@@ -171,24 +285,66 @@ async fn schemas_upsert_versions_and_pagination() {
     assert_eq!(st, 422, "{b}");
     assert_eq!(b["message"], "Validation failed.");
     let (st, b) = parts(post(&c, &url, "/audit_logs/actions/x/schemas", &json!({})).await).await;
-    assert_eq!((st, b["errors"][0].clone()), (422, json!({"code": "required", "field": "targets"})));
-    let (st, b) = parts(post(&c, &url, "/audit_logs/actions/x/schemas", &json!({"targets": [{"type": "t", "metadata": {"type": "nope"}}]})).await).await;
-    assert_eq!((st, b["errors"][0].clone()), (422, json!({"code": "invalid_json_schema", "field": "targets.0.metadata"})));
+    assert_eq!(
+        (st, b["errors"][0].clone()),
+        (422, json!({"code": "required", "field": "targets"}))
+    );
+    let (st, b) = parts(
+        post(
+            &c,
+            &url,
+            "/audit_logs/actions/x/schemas",
+            &json!({"targets": [{"type": "t", "metadata": {"type": "nope"}}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (st, b["errors"][0].clone()),
+        (
+            422,
+            json!({"code": "invalid_json_schema", "field": "targets.0.metadata"})
+        )
+    );
     // Schema list.
     let (st, list) = parts(get(&c, &url, "/audit_logs/actions/invoice.paid/schemas").await).await;
     assert_eq!(st, 200);
     assert_eq!(list["object"], "list");
-    let versions: Vec<i64> = list["data"].as_array().unwrap().iter().map(|s| s["version"].as_i64().unwrap()).collect();
+    let versions: Vec<i64> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["version"].as_i64().unwrap())
+        .collect();
     assert_eq!(versions, vec![2, 1], "desc by default");
-    let (_, list) = parts(get(&c, &url, "/audit_logs/actions/invoice.paid/schemas?order=asc&limit=1").await).await;
+    let (_, list) = parts(
+        get(
+            &c,
+            &url,
+            "/audit_logs/actions/invoice.paid/schemas?order=asc&limit=1",
+        )
+        .await,
+    )
+    .await;
     assert_eq!(list["data"][0]["version"], 1);
     assert_eq!(list["list_metadata"]["before"], Value::Null);
     let after = list["list_metadata"]["after"].as_str().unwrap().to_owned();
-    let (_, list) = parts(get(&c, &url, &format!("/audit_logs/actions/invoice.paid/schemas?order=asc&limit=1&after={after}")).await).await;
+    let (_, list) = parts(
+        get(
+            &c,
+            &url,
+            &format!("/audit_logs/actions/invoice.paid/schemas?order=asc&limit=1&after={after}"),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(list["data"][0]["version"], 2);
     assert_eq!(list["list_metadata"]["after"], Value::Null);
     let (st, b) = parts(get(&c, &url, "/audit_logs/actions/nope/schemas").await).await;
-    assert_eq!((st, b), (404, json!({"message": "Audit Log Action not found: 'nope'."})));
+    assert_eq!(
+        (st, b),
+        (404, json!({"message": "Audit Log Action not found: 'nope'."}))
+    );
 }
 
 #[tokio::test]
@@ -198,10 +354,23 @@ async fn list_actions_pagination_walk() {
     let url = kit.url();
     let names: Vec<String> = (0..25).map(|i| format!("thing.a{i:02}")).collect();
     for n in &names {
-        let (st, _) = parts(post(&c, &url, &format!("/audit_logs/actions/{n}/schemas"), &json!({"targets": [{"type": "t"}]})).await).await;
+        let (st, _) = parts(
+            post(
+                &c,
+                &url,
+                &format!("/audit_logs/actions/{n}/schemas"),
+                &json!({"targets": [{"type": "t"}]}),
+            )
+            .await,
+        )
+        .await;
         assert_eq!(st, 201);
     }
-    for (order, expect) in [("asc", names.clone()), ("normal", names.clone()), ("desc", names.iter().rev().cloned().collect())] {
+    for (order, expect) in [
+        ("asc", names.clone()),
+        ("normal", names.clone()),
+        ("desc", names.iter().rev().cloned().collect()),
+    ] {
         let mut seen = Vec::new();
         let mut after: Option<String> = None;
         let mut pages = 0;
@@ -229,9 +398,25 @@ async fn list_actions_pagination_walk() {
     // Walk backwards with `before` from the last page.
     let (_, p1) = parts(get(&c, &url, "/audit_logs/actions?order=asc&limit=10").await).await;
     let a1 = p1["list_metadata"]["after"].as_str().unwrap().to_owned();
-    let (_, p2) = parts(get(&c, &url, &format!("/audit_logs/actions?order=asc&limit=10&after={a1}")).await).await;
+    let (_, p2) = parts(
+        get(
+            &c,
+            &url,
+            &format!("/audit_logs/actions?order=asc&limit=10&after={a1}"),
+        )
+        .await,
+    )
+    .await;
     let b2 = p2["list_metadata"]["before"].as_str().unwrap().to_owned();
-    let (_, back) = parts(get(&c, &url, &format!("/audit_logs/actions?order=asc&limit=10&before={b2}")).await).await;
+    let (_, back) = parts(
+        get(
+            &c,
+            &url,
+            &format!("/audit_logs/actions?order=asc&limit=10&before={b2}"),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(back["data"], p1["data"]);
     assert_eq!(back["list_metadata"]["before"], Value::Null);
     // Default limit 10.
@@ -249,7 +434,12 @@ async fn list_actions_pagination_walk() {
 
 #[tokio::test]
 async fn retention_both_forms_and_configuration() {
-    let kit = TestKit::builder().org("org_A").log_stream("Datadog", "active").start().await.unwrap();
+    let kit = TestKit::builder()
+        .org("org_A")
+        .log_stream("Datadog", "active")
+        .start()
+        .await
+        .unwrap();
     let c = client();
     let url = kit.url();
     let path = "/organizations/org_A/audit_logs_retention";
@@ -276,8 +466,20 @@ async fn retention_both_forms_and_configuration() {
         assert_eq!(b["message"], "Validation failed.");
     }
     let (st, b) = parts(get(&c, &url, "/organizations/org_B/audit_logs_retention").await).await;
-    assert_eq!((st, b), (404, json!({"message": "Organization not found: 'org_B'."})));
-    let (st, _) = parts(put(&c, &url, "/organizations/org_B/audit_logs_retention", &json!({"retention_period_in_days": 30})).await).await;
+    assert_eq!(
+        (st, b),
+        (404, json!({"message": "Organization not found: 'org_B'."}))
+    );
+    let (st, _) = parts(
+        put(
+            &c,
+            &url,
+            "/organizations/org_B/audit_logs_retention",
+            &json!({"retention_period_in_days": 30}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 404);
     let (st, cfg) = parts(get(&c, &url, "/organizations/org_A/audit_log_configuration").await).await;
     assert_eq!(st, 200);
@@ -290,7 +492,18 @@ async fn retention_both_forms_and_configuration() {
     let (st, _) = parts(get(&c, &url, "/organizations/org_B/audit_log_configuration").await).await;
     assert_eq!(st, 404);
     let plain = TestKit::builder().start().await.unwrap();
-    let (_, cfg) = parts(get(&c, &plain.url(), &format!("/organizations/{}/audit_log_configuration", plain.organization_id())).await).await;
+    let (_, cfg) = parts(
+        get(
+            &c,
+            &plain.url(),
+            &format!(
+                "/organizations/{}/audit_log_configuration",
+                plain.organization_id()
+            ),
+        )
+        .await,
+    )
+    .await;
     assert!(cfg.get("log_stream").is_none());
 }
 
@@ -300,7 +513,16 @@ async fn portal_link_and_page() {
     let c = client();
     let url = kit.url();
     let org = kit.organization_id().to_owned();
-    let (st, b) = parts(post(&c, &url, "/portal/generate_link", &json!({"organization": org, "intent": "audit_logs"})).await).await;
+    let (st, b) = parts(
+        post(
+            &c,
+            &url,
+            "/portal/generate_link",
+            &json!({"organization": org, "intent": "audit_logs"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 201);
     let link = b["link"].as_str().unwrap().to_owned();
     assert!(link.starts_with(&format!("{url}/portal?token=")));
@@ -308,30 +530,100 @@ async fn portal_link_and_page() {
     let page = c.get(&link).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains(&org));
-    assert_eq!(c.get(format!("{url}/portal?token=bad")).send().await.unwrap().status(), 404);
-    let (st, b) = parts(post(&c, &url, "/portal/generate_link", &json!({"organization": org, "intent": "log_streams"})).await).await;
+    assert_eq!(
+        c.get(format!("{url}/portal?token=bad"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let (st, b) = parts(
+        post(
+            &c,
+            &url,
+            "/portal/generate_link",
+            &json!({"organization": org, "intent": "log_streams"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 201);
     assert!(b["link"].as_str().unwrap().ends_with("intent=log_streams"));
-    let (st, _) = parts(post(&c, &url, "/portal/generate_link", &json!({"organization": "org_x", "intent": "audit_logs"})).await).await;
+    let (st, _) = parts(
+        post(
+            &c,
+            &url,
+            "/portal/generate_link",
+            &json!({"organization": "org_x", "intent": "audit_logs"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 404);
-    let (st, _) = parts(post(&c, &url, "/portal/generate_link", &json!({"intent": "audit_logs"})).await).await;
+    let (st, _) = parts(
+        post(
+            &c,
+            &url,
+            "/portal/generate_link",
+            &json!({"intent": "audit_logs"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 422);
-    let (st, _) = parts(post(&c, &url, "/portal/generate_link", &json!({"organization": org, "intent": "bogus"})).await).await;
+    let (st, _) = parts(
+        post(
+            &c,
+            &url,
+            "/portal/generate_link",
+            &json!({"organization": org, "intent": "bogus"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 422);
-    let (st, _) = parts(post(&c, &url, "/portal/generate_link", &json!({"organization": org, "intent": "sso"})).await).await;
+    let (st, _) = parts(
+        post(
+            &c,
+            &url,
+            "/portal/generate_link",
+            &json!({"organization": org, "intent": "sso"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 400);
 }
 
 #[tokio::test]
 async fn testkit_http_api() {
-    let kit = TestKit::builder().org("org_A").org("org_B").start().await.unwrap();
+    let kit = TestKit::builder()
+        .org("org_A")
+        .org("org_B")
+        .start()
+        .await
+        .unwrap();
     let c = client();
     let url = kit.url();
     let (st, b) = parts(c.get(format!("{url}/_testkit/health")).send().await.unwrap()).await;
     assert_eq!((st, b), (200, json!({"status": "ok"})));
-    post_key(&c, &url, "/audit_logs/events", &body("org_A", event("a.b")), "k-a").await;
+    post_key(
+        &c,
+        &url,
+        "/audit_logs/events",
+        &body("org_A", event("a.b")),
+        "k-a",
+    )
+    .await;
     post(&c, &url, "/audit_logs/events", &body("org_B", event("a.c"))).await;
-    let (_, a) = parts(c.get(format!("{url}/_testkit/events?organization_id=org_A")).send().await.unwrap()).await;
+    let (_, a) = parts(
+        c.get(format!("{url}/_testkit/events?organization_id=org_A"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(a["data"].as_array().unwrap().len(), 1);
     assert_eq!(a["data"][0]["organization_id"], "org_A");
     assert_eq!(a["data"][0]["idempotency_key"], "k-a");
@@ -351,7 +643,14 @@ async fn testkit_http_api() {
     assert!(kit.all_events().is_empty());
     assert!(kit.requests().is_empty());
     // After a reset the idempotency key is forgotten.
-    post_key(&c, &url, "/audit_logs/events", &body("org_A", event("a.z")), "k-a").await;
+    post_key(
+        &c,
+        &url,
+        "/audit_logs/events",
+        &body("org_A", event("a.z")),
+        "k-a",
+    )
+    .await;
     assert_eq!(kit.events("org_A").len(), 1);
     kit.reset();
     assert!(kit.all_events().is_empty());
@@ -364,27 +663,90 @@ async fn data_file_survives_restart() {
     let c = client();
     let export_id;
     {
-        let kit = TestKit::builder().org("org_A").data_path(&path).export_delay(Duration::ZERO).start().await.unwrap();
+        let kit = TestKit::builder()
+            .org("org_A")
+            .data_path(&path)
+            .export_delay(Duration::ZERO)
+            .start()
+            .await
+            .unwrap();
         let url = kit.url();
-        assert_eq!(post_key(&c, &url, "/audit_logs/events", &body("org_A", event("a.b")), "key-1").await.status(), 200);
-        let (st, _) = parts(post(&c, &url, "/audit_logs/actions/a.b/schemas", &json!({"targets": [{"type": "team"}]})).await).await;
+        assert_eq!(
+            post_key(
+                &c,
+                &url,
+                "/audit_logs/events",
+                &body("org_A", event("a.b")),
+                "key-1"
+            )
+            .await
+            .status(),
+            200
+        );
+        let (st, _) = parts(
+            post(
+                &c,
+                &url,
+                "/audit_logs/actions/a.b/schemas",
+                &json!({"targets": [{"type": "team"}]}),
+            )
+            .await,
+        )
+        .await;
         assert_eq!(st, 201);
-        assert_eq!(put(&c, &url, "/organizations/org_A/audit_logs_retention", &json!({"retention_period_in_days": 60})).await.status(), 200);
+        assert_eq!(
+            put(
+                &c,
+                &url,
+                "/organizations/org_A/audit_logs_retention",
+                &json!({"retention_period_in_days": 60})
+            )
+            .await
+            .status(),
+            200
+        );
         let (st, e) = parts(post(&c, &url, "/audit_logs/exports", &json!({"organization_id": "org_A", "range_start": "2024-01-01T00:00:00.000Z", "range_end": "2024-02-01T00:00:00.000Z"})).await).await;
         assert_eq!(st, 201);
         export_id = e["id"].as_str().unwrap().to_owned();
         kit.shutdown();
     }
-    let kit = TestKit::builder().org("org_A").data_path(&path).start().await.unwrap();
+    let kit = TestKit::builder()
+        .org("org_A")
+        .data_path(&path)
+        .start()
+        .await
+        .unwrap();
     let url = kit.url();
     let stored = kit.events("org_A");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].event, event("a.b"));
     assert_eq!(stored[0].idempotency_key.as_deref(), Some("key-1"));
     // The idempotency record survived: a retry is replayed, not stored twice.
-    assert_eq!(post_key(&c, &url, "/audit_logs/events", &body("org_A", event("a.b")), "key-1").await.status(), 200);
+    assert_eq!(
+        post_key(
+            &c,
+            &url,
+            "/audit_logs/events",
+            &body("org_A", event("a.b")),
+            "key-1"
+        )
+        .await
+        .status(),
+        200
+    );
     assert_eq!(kit.events("org_A").len(), 1);
-    assert_eq!(post_key(&c, &url, "/audit_logs/events", &body("org_A", event("x.y")), "key-1").await.status(), 409);
+    assert_eq!(
+        post_key(
+            &c,
+            &url,
+            "/audit_logs/events",
+            &body("org_A", event("x.y")),
+            "key-1"
+        )
+        .await
+        .status(),
+        409
+    );
     let (_, list) = parts(get(&c, &url, "/audit_logs/actions/a.b/schemas").await).await;
     assert_eq!(list["data"][0]["version"], 1);
     assert_eq!(list["data"][0]["targets"], json!([{"type": "team"}]));
@@ -392,10 +754,26 @@ async fn data_file_survives_restart() {
     assert_eq!(r["retention_period_in_days"], 60);
     let (st, e) = parts(get(&c, &url, &format!("/audit_logs/exports/{export_id}")).await).await;
     assert_eq!((st, e["state"].clone()), (200, json!("ready")));
-    let csv = c.get(e["url"].as_str().unwrap()).send().await.unwrap().text().await.unwrap();
+    let csv = c
+        .get(e["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(csv.contains("a.b"));
     // The same schema body again is still version 1 (the upsert sees the persisted version).
-    let (_, s) = parts(post(&c, &url, "/audit_logs/actions/a.b/schemas", &json!({"targets": [{"type": "team"}]})).await).await;
+    let (_, s) = parts(
+        post(
+            &c,
+            &url,
+            "/audit_logs/actions/a.b/schemas",
+            &json!({"targets": [{"type": "team"}]}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s["version"], 1);
 }
 
@@ -405,11 +783,27 @@ async fn every_response_has_a_request_id() {
     let c = client();
     for r in [
         c.get(format!("{}/", kit.url())).send().await.unwrap(),
-        c.get(format!("{}/_testkit/health", kit.url())).send().await.unwrap(),
-        c.get(format!("{}/audit_logs/actions", kit.url())).send().await.unwrap(),
-        c.patch(format!("{}/audit_logs/actions", kit.url())).bearer_auth(KEY).send().await.unwrap(),
+        c.get(format!("{}/_testkit/health", kit.url()))
+            .send()
+            .await
+            .unwrap(),
+        c.get(format!("{}/audit_logs/actions", kit.url()))
+            .send()
+            .await
+            .unwrap(),
+        c.patch(format!("{}/audit_logs/actions", kit.url()))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap(),
     ] {
-        let h = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+        let h = r
+            .headers()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(h.starts_with("req_") && h.len() == 36, "{h}");
     }
 }

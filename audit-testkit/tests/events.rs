@@ -10,7 +10,16 @@ async fn create_event_stores_it_exactly() {
     let kit = TestKit::builder().start().await.unwrap();
     let c = client();
     let ev = event("user.signed_in");
-    let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/events", &body(kit.organization_id(), ev.clone())).await).await;
+    let (st, b) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/events",
+            &body(kit.organization_id(), ev.clone()),
+        )
+        .await,
+    )
+    .await;
     assert_eq!((st, b), (200, json!({"success": true})));
     let stored = kit.events(kit.organization_id());
     assert_eq!(stored.len(), 1);
@@ -31,7 +40,11 @@ async fn organization_id_is_generated_ulid_like() {
     let org = kit.organization_id();
     assert!(org.starts_with("org_"));
     assert_eq!(org.len(), 30);
-    assert!(org[4..].chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
+    assert!(
+        org[4..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+    );
     assert!(kit.url().starts_with("http://127.0.0.1:"));
 }
 
@@ -54,17 +67,53 @@ async fn missing_fields_are_422() {
     let c = client();
     let mut ev = event("a.b");
     ev.as_object_mut().unwrap().remove("action");
-    let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/events", &body(kit.organization_id(), ev)).await).await;
+    let (st, b) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/events",
+            &body(kit.organization_id(), ev),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 422);
-    assert_eq!(b, json!({"message": "Validation failed.", "errors": [{"code": "required", "field": "event.action"}]}));
-    let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/events", &json!({"event": event("a.b")})).await).await;
+    assert_eq!(
+        b,
+        json!({"message": "Validation failed.", "errors": [{"code": "required", "field": "event.action"}]})
+    );
+    let (st, b) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/events",
+            &json!({"event": event("a.b")}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 422);
-    assert_eq!(b["errors"], json!([{"code": "required", "field": "organization_id"}]));
+    assert_eq!(
+        b["errors"],
+        json!([{"code": "required", "field": "organization_id"}])
+    );
     let mut ev = event("a.b");
     ev["targets"][0].as_object_mut().unwrap().remove("id");
-    let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/events", &body(kit.organization_id(), ev)).await).await;
+    let (st, b) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/events",
+            &body(kit.organization_id(), ev),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 422);
-    assert_eq!(b["errors"], json!([{"code": "required", "field": "event.targets.0.id"}]));
+    assert_eq!(
+        b["errors"],
+        json!([{"code": "required", "field": "event.targets.0.id"}])
+    );
     assert!(kit.all_events().is_empty());
 }
 
@@ -100,9 +149,15 @@ async fn metadata_violations_are_400_with_instance_paths() {
     check(ev, "/metadata/bad key!", "additionalProperties").await;
     let mut ev = event("a.b");
     ev["metadata"] = json!({"k".repeat(41): 1});
-    check(ev, "/metadata/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "additionalProperties").await;
+    check(
+        ev,
+        "/metadata/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk",
+        "additionalProperties",
+    )
+    .await;
     let mut ev = event("a.b");
-    let many: serde_json::Map<String, serde_json::Value> = (0..51).map(|i| (format!("k{i}"), json!(i))).collect();
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..51).map(|i| (format!("k{i}"), json!(i))).collect();
     ev["metadata"] = json!(many);
     check(ev, "/metadata", "maxProperties").await;
     let mut ev = event("a.b");
@@ -113,7 +168,9 @@ async fn metadata_violations_are_400_with_instance_paths() {
     check(ev, "/occurred_at", "format").await;
     // Exactly at the limits is fine.
     let mut ev = event("a.b");
-    let fifty: serde_json::Map<String, serde_json::Value> = (0..50).map(|i| (format!("k{i}"), json!("v".repeat(500)))).collect();
+    let fifty: serde_json::Map<String, serde_json::Value> = (0..50)
+        .map(|i| (format!("k{i}"), json!("v".repeat(500))))
+        .collect();
     ev["metadata"] = json!(fifty);
     ev["actor"]["metadata"] = json!({"k".repeat(40): true, "n": 1.5});
     let (st, _) = parts(post(&c, &kit.url(), "/audit_logs/events", &body(&org, ev)).await).await;
@@ -136,9 +193,15 @@ async fn idempotency_replays_and_conflicts() {
     assert_eq!(stored[0].idempotency_key.as_deref(), Some("key-1"));
     // Same JSON value, different key order and whitespace: still the same body.
     let text = serde_json::to_string_pretty(&b1).unwrap();
-    let r = c.post(format!("{}/audit_logs/events", kit.url())).bearer_auth(KEY)
-        .header("content-type", "application/json").header("idempotency-key", "key-1")
-        .body(text).send().await.unwrap();
+    let r = c
+        .post(format!("{}/audit_logs/events", kit.url()))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "key-1")
+        .body(text)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers().get("idempotent-replayed").unwrap(), "true");
     let b2 = body(kit.organization_id(), event("other.action"));
@@ -163,12 +226,34 @@ async fn auth_errors_are_401() {
         let (st, body) = parts(req.send().await.unwrap()).await;
         assert_eq!((st, body), (401, json!({"message": "Unauthorized"})));
     }
-    let (st, _) = parts(c.post(&url).bearer_auth("sk_test_only").json(&b).send().await.unwrap()).await;
+    let (st, _) = parts(
+        c.post(&url)
+            .bearer_auth("sk_test_only")
+            .json(&b)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, 200);
     let open = TestKit::builder().start().await.unwrap();
-    let (st, _) = parts(c.get(format!("{}/audit_logs/actions", open.url())).bearer_auth("pk_nope").send().await.unwrap()).await;
+    let (st, _) = parts(
+        c.get(format!("{}/audit_logs/actions", open.url()))
+            .bearer_auth("pk_nope")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, 401);
-    let (st, _) = parts(c.get(format!("{}/audit_logs/actions", open.url())).bearer_auth("sk_anything").send().await.unwrap()).await;
+    let (st, _) = parts(
+        c.get(format!("{}/audit_logs/actions", open.url()))
+            .bearer_auth("sk_anything")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, 200);
 }
 
@@ -177,27 +262,64 @@ async fn bad_input_gets_clear_errors() {
     let kit = TestKit::builder().max_body_bytes(2048).start().await.unwrap();
     let c = client();
     let url = format!("{}/audit_logs/events", kit.url());
-    let r = c.post(&url).bearer_auth(KEY).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     let (st, b) = parts(r).await;
     assert_eq!(st, 400);
     assert_eq!(b["code"], "invalid_json");
-    let r = c.post(&url).bearer_auth(KEY).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth(KEY)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     let (st, b) = parts(r).await;
     assert_eq!(st, 415);
     assert!(b["message"].as_str().unwrap().contains("application/json"));
-    let r = c.post(&url).bearer_auth(KEY).header("content-type", "application/json").body(vec![b' '; 4096]).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 4096])
+        .send()
+        .await
+        .unwrap();
     let (st, b) = parts(r).await;
     assert_eq!(st, 413);
     assert!(b["message"].as_str().unwrap().contains("2048"));
     let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/events", &json!([1, 2])).await).await;
     assert_eq!(st, 422, "{b}");
-    let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/events", &json!({"organization_id": 5, "event": "x"})).await).await;
+    let (st, b) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/events",
+            &json!({"organization_id": 5, "event": "x"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 422, "{b}");
     let (st, b) = parts(get(&c, &kit.url(), "/no/such/route").await).await;
     assert_eq!((st, b), (404, json!({"message": "Not Found"})));
     let (st, b) = parts(c.delete(&url).bearer_auth(KEY).send().await.unwrap()).await;
     assert_eq!((st, b), (405, json!({"message": "Method Not Allowed"})));
-    let (st, _) = parts(c.get(format!("{}/audit_logs/exports/%2e%2e", kit.url())).bearer_auth(KEY).send().await.unwrap()).await;
+    let (st, _) = parts(
+        c.get(format!("{}/audit_logs/exports/%2e%2e", kit.url()))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, 404);
     assert!(kit.all_events().is_empty());
 }
@@ -207,19 +329,51 @@ async fn require_schemas_validates_against_the_version() {
     let kit = TestKit::builder().require_schemas(true).start().await.unwrap();
     let c = client();
     let org = kit.organization_id().to_owned();
-    let (st, b) = parts(post(&c, &kit.url(), "/audit_logs/events", &body(&org, event("user.signed_in"))).await).await;
+    let (st, b) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/events",
+            &body(&org, event("user.signed_in")),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 400);
     assert_eq!(b["errors"][0]["instancePath"], "/action");
-    assert!(b["errors"][0]["message"].as_str().unwrap().contains("No schema is registered for action 'user.signed_in'"));
+    assert!(
+        b["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No schema is registered for action 'user.signed_in'")
+    );
     let schema = json!({
         "actor": {"metadata": {"type": "object", "properties": {"role": {"type": "string"}}}},
         "targets": [{"type": "team", "metadata": {"type": "object", "properties": {"owner": {"type": "string"}}}}],
         "metadata": {"type": "object", "properties": {"request_id": {"type": "string"}}, "required": ["request_id"]}
     });
-    let (st, s1) = parts(post(&c, &kit.url(), "/audit_logs/actions/user.signed_in/schemas", &schema).await).await;
+    let (st, s1) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/actions/user.signed_in/schemas",
+            &schema,
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 201);
     assert_eq!(s1["version"], 1);
-    let (st, _) = parts(post(&c, &kit.url(), "/audit_logs/events", &body(&org, event("user.signed_in"))).await).await;
+    let (st, _) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/events",
+            &body(&org, event("user.signed_in")),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 200);
     let mut ev = event("user.signed_in");
     ev["targets"][0]["metadata"] = json!({"owner": 5});
@@ -239,9 +393,27 @@ async fn require_schemas_validates_against_the_version() {
     // Version 2 changes the metadata type; events naming version 1 still validate against v1.
     let mut schema2 = schema.clone();
     schema2["metadata"]["properties"]["request_id"] = json!({"type": "number"});
-    let (st, s2) = parts(post(&c, &kit.url(), "/audit_logs/actions/user.signed_in/schemas", &schema2).await).await;
+    let (st, s2) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/actions/user.signed_in/schemas",
+            &schema2,
+        )
+        .await,
+    )
+    .await;
     assert_eq!((st, s2["version"].clone()), (201, json!(2)));
-    let (st, _) = parts(post(&c, &kit.url(), "/audit_logs/events", &body(&org, event("user.signed_in"))).await).await;
+    let (st, _) = parts(
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/events",
+            &body(&org, event("user.signed_in")),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 200);
     let mut ev = event("user.signed_in");
     ev["version"] = json!(2);
@@ -258,18 +430,40 @@ async fn require_schemas_validates_against_the_version() {
 
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
-    let kit = TestKit::builder().rate_limit(3, std::time::Duration::from_secs(2)).start().await.unwrap();
+    let kit = TestKit::builder()
+        .rate_limit(3, std::time::Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
     let c = client();
     for _ in 0..3 {
         assert_eq!(get(&c, &kit.url(), "/audit_logs/actions").await.status(), 200);
     }
     let r = get(&c, &kit.url(), "/audit_logs/actions").await;
-    let ra: u64 = r.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    let ra: u64 = r
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&ra));
     let (st, b) = parts(r).await;
-    assert_eq!((st, b), (429, json!({"message": "Too many requests.", "code": "rate_limit_exceeded"})));
+    assert_eq!(
+        (st, b),
+        (
+            429,
+            json!({"message": "Too many requests.", "code": "rate_limit_exceeded"})
+        )
+    );
     // Another key has its own window.
-    let r = c.get(format!("{}/audit_logs/actions", kit.url())).bearer_auth("sk_test_other").send().await.unwrap();
+    let r = c
+        .get(format!("{}/audit_logs/actions", kit.url()))
+        .bearer_auth("sk_test_other")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(get(&c, &kit.url(), "/audit_logs/actions").await.status(), 200);
@@ -278,9 +472,21 @@ async fn rate_limit_answers_429_with_retry_after() {
 #[test]
 fn works_without_any_runtime() {
     let kit = TestKit::builder().start_blocking().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let (st, _) = parts(post(&client(), &kit.url(), "/audit_logs/events", &body(kit.organization_id(), event("a.b"))).await).await;
+        let (st, _) = parts(
+            post(
+                &client(),
+                &kit.url(),
+                "/audit_logs/events",
+                &body(kit.organization_id(), event("a.b")),
+            )
+            .await,
+        )
+        .await;
         assert_eq!(st, 200);
     });
     assert_eq!(kit.all_events().len(), 1);
@@ -289,9 +495,22 @@ fn works_without_any_runtime() {
 
 #[tokio::test(start_paused = true)]
 async fn works_under_a_paused_clock() {
-    let kit = TestKit::builder().export_delay(std::time::Duration::from_millis(0)).start().await.unwrap();
+    let kit = TestKit::builder()
+        .export_delay(std::time::Duration::from_millis(0))
+        .start()
+        .await
+        .unwrap();
     // No client timeout: under a paused clock tokio would auto-advance it.
-    let (st, _) = parts(post(&reqwest::Client::new(), &kit.url(), "/audit_logs/events", &body(kit.organization_id(), event("a.b"))).await).await;
+    let (st, _) = parts(
+        post(
+            &reqwest::Client::new(),
+            &kit.url(),
+            "/audit_logs/events",
+            &body(kit.organization_id(), event("a.b")),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(kit.all_events().len(), 1);
 }

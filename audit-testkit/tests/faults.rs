@@ -36,7 +36,12 @@ async fn status_fault_before_storage_stores_nothing() {
 #[tokio::test]
 async fn fault_after_storage_makes_idempotency_matter() {
     let kit = TestKit::builder().start().await.unwrap();
-    kit.fault(FaultRule::new("/audit_logs/events").times(1).respond(500).after_storage());
+    kit.fault(
+        FaultRule::new("/audit_logs/events")
+            .times(1)
+            .respond(500)
+            .after_storage(),
+    );
     let c = client();
     let b = body(kit.organization_id(), event("a.b"));
     let (st, _) = parts(post_key(&c, &kit.url(), "/audit_logs/events", &b, "k1").await).await;
@@ -44,20 +49,39 @@ async fn fault_after_storage_makes_idempotency_matter() {
     assert_eq!(kit.all_events().len(), 1, "stored although the client saw a 500");
     let (st, _) = parts(post_key(&c, &kit.url(), "/audit_logs/events", &b, "k1").await).await;
     assert_eq!(st, 200);
-    assert_eq!(kit.all_events().len(), 1, "the retry with the same key is deduplicated");
+    assert_eq!(
+        kit.all_events().len(),
+        1,
+        "the retry with the same key is deduplicated"
+    );
 }
 
 #[tokio::test]
 async fn dropped_connection_gets_no_response() {
     let kit = TestKit::builder().start().await.unwrap();
     kit.fault(FaultRule::new("/audit_logs/events").times(1).drop_connection());
-    kit.fault(FaultRule::new("/audit_logs/events").times(1).drop_connection().after_storage());
+    kit.fault(
+        FaultRule::new("/audit_logs/events")
+            .times(1)
+            .drop_connection()
+            .after_storage(),
+    );
     let c = client();
     let b = body(kit.organization_id(), event("a.b"));
-    let e = c.post(format!("{}/audit_logs/events", kit.url())).bearer_auth(KEY).json(&b).send().await;
+    let e = c
+        .post(format!("{}/audit_logs/events", kit.url()))
+        .bearer_auth(KEY)
+        .json(&b)
+        .send()
+        .await;
     assert!(e.is_err(), "{e:?}");
     assert!(kit.all_events().is_empty());
-    let e = c.post(format!("{}/audit_logs/events", kit.url())).bearer_auth(KEY).json(&b).send().await;
+    let e = c
+        .post(format!("{}/audit_logs/events", kit.url()))
+        .bearer_auth(KEY)
+        .json(&b)
+        .send()
+        .await;
     assert!(e.is_err(), "{e:?}");
     assert_eq!(kit.all_events().len(), 1);
     assert_eq!(kit.requests()[0].status, 0);
@@ -69,10 +93,19 @@ async fn dropped_connection_gets_no_response() {
 async fn hang_outlasts_the_client_timeout() {
     let kit = TestKit::builder().start().await.unwrap();
     kit.fault(FaultRule::new("/audit_logs/events").times(1).hang());
-    let c = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
     let b = body(kit.organization_id(), event("a.b"));
     let t = Instant::now();
-    let e = c.post(format!("{}/audit_logs/events", kit.url())).bearer_auth(KEY).json(&b).send().await.unwrap_err();
+    let e = c
+        .post(format!("{}/audit_logs/events", kit.url()))
+        .bearer_auth(KEY)
+        .json(&b)
+        .send()
+        .await
+        .unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     assert!(t.elapsed() >= Duration::from_millis(300));
     assert!(kit.all_events().is_empty());
@@ -83,7 +116,12 @@ async fn hang_outlasts_the_client_timeout() {
 #[tokio::test]
 async fn latency_then_normal_answer() {
     let kit = TestKit::builder().start().await.unwrap();
-    kit.fault(FaultRule::new("/audit_logs/").method("GET").times(1).latency(Duration::from_millis(250)));
+    kit.fault(
+        FaultRule::new("/audit_logs/")
+            .method("GET")
+            .times(1)
+            .latency(Duration::from_millis(250)),
+    );
     let c = client();
     let t = Instant::now();
     let (st, _) = parts(get(&c, &kit.url(), "/audit_logs/actions").await).await;
@@ -124,21 +162,60 @@ async fn faults_over_http() {
                       "when": "before"}))
         .send().await.unwrap();
     assert_eq!(r.status(), 201);
-    let listed: serde_json::Value = c.get(format!("{}/_testkit/faults", kit.url())).send().await.unwrap().json().await.unwrap();
+    let listed: serde_json::Value = c
+        .get(format!("{}/_testkit/faults", kit.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["data"][0]["times"], 1);
-    let r = post(&c, &kit.url(), "/audit_logs/events", &body(kit.organization_id(), event("a.b"))).await;
+    let r = post(
+        &c,
+        &kit.url(),
+        "/audit_logs/events",
+        &body(kit.organization_id(), event("a.b")),
+    )
+    .await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers().get("retry-after").unwrap(), "1");
-    let bad = c.post(format!("{}/_testkit/faults", kit.url())).json(&json!({"path": 1})).send().await.unwrap();
+    let bad = c
+        .post(format!("{}/_testkit/faults", kit.url()))
+        .json(&json!({"path": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
-    for action in [json!({"type": "drop"}), json!({"type": "hang", "ms": 100}), json!({"type": "latency", "ms": 1})] {
-        let r = c.post(format!("{}/_testkit/faults", kit.url()))
+    for action in [
+        json!({"type": "drop"}),
+        json!({"type": "hang", "ms": 100}),
+        json!({"type": "latency", "ms": 1}),
+    ] {
+        let r = c
+            .post(format!("{}/_testkit/faults", kit.url()))
             .json(&json!({"path": "/x", "probability": 0.5, "seed": 1, "action": action, "when": "after"}))
-            .send().await.unwrap();
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201);
     }
-    assert_eq!(c.delete(format!("{}/_testkit/faults", kit.url())).send().await.unwrap().status(), 200);
-    let listed: serde_json::Value = c.get(format!("{}/_testkit/faults", kit.url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        c.delete(format!("{}/_testkit/faults", kit.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let listed: serde_json::Value = c
+        .get(format!("{}/_testkit/faults", kit.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["data"], json!([]));
 }
 
@@ -151,7 +228,12 @@ async fn stop_and_restart_on_the_same_port() {
     assert_eq!(post(&c, &url, "/audit_logs/events", &b).await.status(), 200);
     kit.stop();
     assert!(!kit.is_listening());
-    let e = c.post(format!("{url}/audit_logs/events")).bearer_auth(KEY).json(&b).send().await;
+    let e = c
+        .post(format!("{url}/audit_logs/events"))
+        .bearer_auth(KEY)
+        .json(&b)
+        .send()
+        .await;
     assert!(e.is_err());
     assert!(std::net::TcpStream::connect(kit.addr()).is_err());
     kit.restart().unwrap();
@@ -178,7 +260,13 @@ async fn stop_closes_kept_alive_and_hung_connections() {
         let c = c.clone();
         let url = url.clone();
         let b = b.clone();
-        async move { c.post(format!("{url}/audit_logs/events")).bearer_auth(KEY).json(&b).send().await }
+        async move {
+            c.post(format!("{url}/audit_logs/events"))
+                .bearer_auth(KEY)
+                .json(&b)
+                .send()
+                .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
