@@ -87,6 +87,22 @@ fn api(e: &Error) -> &audit_core::ApiError {
         .unwrap_or_else(|| panic!("expected an API error, got {e:?}"))
 }
 
+#[test]
+fn the_client_and_its_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+    fn send<T: Send + 'static>(_: T) {}
+    let client = Client::builder().api_key(KEY).build().unwrap();
+    send_sync(&client);
+    send(client.list_actions_all(ListOptions::new()));
+    let c = client.clone();
+    send(async move {
+        let org = OrganizationId::new("org_1").unwrap();
+        c.create_event(&org, &event()).await
+    });
+    let c = client.clone();
+    send(async move { c.download_export_csv("https://x.example/e.csv").await });
+}
+
 // ---- 1. create event --------------------------------------------------------------------------
 
 #[tokio::test]
@@ -395,12 +411,12 @@ async fn a_retry_waits_for_retry_after() {
         FaultRule::new("/audit_logs/events")
             .times(1)
             .respond(429)
-            .retry_after("1"),
+            .retry_after("0.3"),
     );
     let started = std::time::Instant::now();
     client.create_event(&org_of(&kit), &event()).await.unwrap();
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
+        started.elapsed() >= Duration::from_millis(300),
         "{:?}",
         started.elapsed()
     );
@@ -572,14 +588,10 @@ async fn exports_are_created_polled_and_downloaded() {
         }),
     );
 
-    let mut ready = export;
-    for _ in 0..100 {
-        if ready.state == ExportState::Ready {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        ready = client.get_export(&ready.id).await.unwrap();
-    }
+    let ready = client
+        .wait_for_export(&export.id, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(ready.state, ExportState::Ready);
     let get = requests_to(&kit, &format!("/audit_logs/exports/{}", ready.id))
         .pop()

@@ -43,6 +43,28 @@ impl Client {
         self.get_json(url).await
     }
 
+    /// Polls [`Client::get_export`] while the export is pending, waiting 500 ms, then twice as
+    /// long each time up to 30 s, for at most `max_wait` in all; answers the export in its last
+    /// known state (still [`ExportState::Pending`](super::ExportState::Pending) when `max_wait`
+    /// ran out). Each poll is retried like any GET.
+    pub async fn wait_for_export(
+        &self,
+        id: &str,
+        max_wait: std::time::Duration,
+    ) -> Result<AuditLogExport, Error> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut interval = std::time::Duration::from_millis(500);
+        loop {
+            let export = self.get_export(id).await?;
+            let now = tokio::time::Instant::now();
+            if export.state != super::ExportState::Pending || now >= deadline {
+                return Ok(export);
+            }
+            tokio::time::sleep(interval.min(deadline - now)).await;
+            interval = (interval * 2).min(std::time::Duration::from_secs(30));
+        }
+    }
+
     // ---- 4, 5, 6. schemas and actions ----------------------------------------------------------
 
     /// Registers a schema for `action` (`POST /audit_logs/actions/{action}/schemas`): creates the
