@@ -5,30 +5,62 @@ use std::fmt;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use audit_core::request::RequestAudit;
+use audit_core::request::{RequestAudit, RequestInfo};
 use audit_core::{Action, Actor, MetadataValue, OrganizationId, Target};
 use futures_util::future::{Ready, ready};
 
-/// The body of the 500 answered when an audit extractor runs without [`AuditMiddleware`].
+/// Runs annotated handlers without [`AuditMiddleware`], recording nothing.
+///
+/// Register it as app data (`App::new().app_data(AuditDisabled)`, the actix idiom) or insert it
+/// into the request extensions where audit is switched off on purpose (by configuration, or to
+/// measure what the middleware costs): `#[action]` and [`AuditCtx`] then accept the request and
+/// every call on them does nothing. Without the middleware and without this marker they reject the
+/// request ([`MissingAuditMiddleware`]).
 ///
 /// [`AuditMiddleware`]: crate::AuditMiddleware
-pub const MISSING_MIDDLEWARE_MESSAGE: &str = "audit: #[action] handler or AuditCtx used without \
-     AuditMiddleware; add `.wrap(audit_middleware)` to the App, Scope or Resource that serves this route";
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditDisabled;
 
-/// The error of an audit extractor used on a route that [`AuditMiddleware`] does not wrap.
-///
-/// Answers `500 Internal Server Error` with [`MISSING_MIDDLEWARE_MESSAGE`] as its body, so the
-/// forgotten `.wrap(..)` shows up in the first test that calls the route instead of the route
-/// silently emitting nothing.
+/// The rejection of `#[action]` handlers and of [`AuditCtx`] when the request did not pass
+/// through [`AuditMiddleware`]: `500 Internal Server Error` with a body naming the middleware, so
+/// that a forgotten `.wrap(..)` fails in the first test that calls the route instead of silently
+/// emitting nothing.
 ///
 /// [`AuditMiddleware`]: crate::AuditMiddleware
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct MissingAuditMiddleware;
+pub enum MissingAuditMiddleware {
+    /// An `#[action]` handler.
+    Action,
+    /// The [`AuditCtx`] extractor.
+    AuditCtx,
+}
+
+impl MissingAuditMiddleware {
+    /// The response body.
+    pub fn body_text(&self) -> &'static str {
+        match self {
+            Self::Action => {
+                "audit: #[action] handler called without AuditMiddleware; add \
+                 `.wrap(audit_middleware)` (audit_actix::AuditMiddleware) to the App, Scope or Resource \
+                 that serves this route"
+            }
+            Self::AuditCtx => {
+                "audit: AuditCtx extractor used without AuditMiddleware; add `.wrap(audit_middleware)` \
+                 (audit_actix::AuditMiddleware) to the App, Scope or Resource that serves this route"
+            }
+        }
+    }
+
+    /// The status, `500 Internal Server Error`: the server is misconfigured.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
 
 impl fmt::Display for MissingAuditMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(MISSING_MIDDLEWARE_MESSAGE)
+        f.write_str(self.body_text())
     }
 }
 
@@ -36,31 +68,40 @@ impl std::error::Error for MissingAuditMiddleware {}
 
 impl ResponseError for MissingAuditMiddleware {
     fn status_code(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::InternalServerError()
+        tracing::error!("{}", self.body_text());
+        HttpResponse::build(self.status())
             .content_type("text/plain; charset=utf-8")
-            .body(MISSING_MIDDLEWARE_MESSAGE)
+            .body(self.body_text())
     }
 }
 
 /// The request's audit record, with an `Actor`/`OrganizationId` found in the request extensions
-/// copied in (an auth middleware that runs inside the audit middleware still counts).
-fn record(req: &HttpRequest) -> Result<RequestAudit, MissingAuditMiddleware> {
+/// copied in (an auth middleware that runs inside the audit middleware still counts); `None` when
+/// audit is switched off with [`AuditDisabled`].
+fn record(
+    req: &HttpRequest,
+    missing: MissingAuditMiddleware,
+) -> Result<Option<RequestAudit>, MissingAuditMiddleware> {
     let extensions = req.extensions();
-    let audit = extensions
-        .get::<RequestAudit>()
-        .cloned()
-        .ok_or(MissingAuditMiddleware)?;
-    if let Some(actor) = extensions.get::<Actor>() {
-        audit.set_actor_if_unset(actor.clone());
+    match extensions.get::<RequestAudit>() {
+        Some(audit) => {
+            if let Some(actor) = extensions.get::<Actor>() {
+                audit.set_actor_if_unset(actor.clone());
+            }
+            if let Some(organization) = extensions.get::<OrganizationId>() {
+                audit.set_organization_if_unset(organization.clone());
+            }
+            Ok(Some(audit.clone()))
+        }
+        None if extensions.get::<AuditDisabled>().is_some() || req.app_data::<AuditDisabled>().is_some() => {
+            Ok(None)
+        }
+        None => Err(missing),
     }
-    if let Some(organization) = extensions.get::<OrganizationId>() {
-        audit.set_organization_if_unset(organization.clone());
-    }
-    Ok(audit)
 }
 
 /// The handler's access to its request's audit event: add targets and metadata, set the actor or
@@ -83,47 +124,65 @@ fn record(req: &HttpRequest) -> Result<RequestAudit, MissingAuditMiddleware> {
 /// Rejects with [`MissingAuditMiddleware`] (a 500 naming the middleware) when the route is not
 /// wrapped by [`AuditMiddleware`](crate::AuditMiddleware).
 #[derive(Debug, Clone)]
-pub struct AuditCtx(RequestAudit);
+pub struct AuditCtx(Option<RequestAudit>);
 
 impl AuditCtx {
     /// Adds a target to the event.
     pub fn target(&self, target: Target) -> &Self {
-        self.0.add_target(target);
+        if let Some(a) = &self.0 {
+            a.add_target(target);
+        }
         self
     }
 
-    /// Adds one metadata entry to the event.
+    /// Adds one metadata entry to the event (WorkOS allows 50 keys of up to 40 characters,
+    /// string values up to 500 characters; the emitter checks).
     pub fn meta(&self, key: impl Into<String>, value: impl Into<MetadataValue>) -> &Self {
-        self.0.add_metadata(key, value);
+        if let Some(a) = &self.0 {
+            a.add_metadata(key, value);
+        }
         self
     }
 
     /// Sets the actor, replacing one from extensions or resolvers.
     pub fn actor(&self, actor: Actor) -> &Self {
-        self.0.set_actor(actor);
+        if let Some(a) = &self.0 {
+            a.set_actor(actor);
+        }
         self
     }
 
     /// Sets the organization, replacing one from extensions or resolvers.
     pub fn organization(&self, organization: OrganizationId) -> &Self {
-        self.0.set_organization(organization);
+        if let Some(a) = &self.0 {
+            a.set_organization(organization);
+        }
         self
     }
 
     /// Sets or replaces the action (normally the route's `#[action]` does this).
     pub fn action(&self, action: Action) -> &Self {
-        self.0.set_action(action);
+        if let Some(a) = &self.0 {
+            a.set_action(action);
+        }
         self
     }
 
     /// Emits no event for this request, whatever its outcome.
     pub fn suppress(&self) {
-        self.0.suppress();
+        if let Some(a) = &self.0 {
+            a.suppress();
+        }
     }
 
-    /// The underlying record.
-    pub fn record(&self) -> &RequestAudit {
-        &self.0
+    /// What the middleware captured before the handler ran (`None` with [`AuditDisabled`]).
+    pub fn info(&self) -> Option<&RequestInfo> {
+        self.0.as_ref().map(RequestAudit::info)
+    }
+
+    /// The underlying record (`None` with [`AuditDisabled`]).
+    pub fn record(&self) -> Option<&RequestAudit> {
+        self.0.as_ref()
     }
 }
 
@@ -132,14 +191,14 @@ impl FromRequest for AuditCtx {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(record(req).map(AuditCtx))
+        ready(record(req, MissingAuditMiddleware::AuditCtx).map(AuditCtx))
     }
 }
 
 /// The hidden first argument `#[action]` adds to a handler. Not public API.
 #[doc(hidden)]
 pub struct Annotation {
-    audit: RequestAudit,
+    audit: Option<RequestAudit>,
     req: HttpRequest,
 }
 
@@ -153,11 +212,12 @@ impl Annotation {
     /// Records the route's action and turns the named path parameters into targets:
     /// `targets` holds `(target type, path parameter name)` pairs.
     pub fn apply(self, action: Action, targets: &[(&str, &str)]) {
-        self.audit.set_action(action);
+        let Some(audit) = self.audit else { return };
+        audit.set_action(action);
         let params = self.req.match_info();
         for (kind, param) in targets {
             match params.get(param) {
-                Some(value) => self.audit.add_target(Target::new(value, *kind)),
+                Some(value) => audit.add_target(Target::new(value, *kind)),
                 None => tracing::warn!(
                     param,
                     target_type = kind,
@@ -174,9 +234,11 @@ impl FromRequest for Annotation {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(record(req).map(|audit| Annotation {
-            audit,
-            req: req.clone(),
-        }))
+        ready(
+            record(req, MissingAuditMiddleware::Action).map(|audit| Annotation {
+                audit,
+                req: req.clone(),
+            }),
+        )
     }
 }

@@ -74,9 +74,8 @@ extern crate self as audit_actix;
 mod extract;
 mod middleware;
 
-pub use audit_core::request::{AuditPolicy, MissingActor, Outcomes, SkipCounters, SkipReason};
-pub use audit_core::{Actor, OrganizationId, Target};
-pub use extract::{AuditCtx, MISSING_MIDDLEWARE_MESSAGE, MissingAuditMiddleware};
+pub use audit_core::request::{AuditPolicy, MissingActor, Outcomes, RequestAudit, SkipCounters, SkipReason};
+pub use extract::{AuditCtx, AuditDisabled, MissingAuditMiddleware};
 pub use middleware::{ActorResolver, AuditMiddleware, AuditMiddlewareService, OrganizationResolver};
 
 /// Names a handler's WorkOS action: `#[audit_actix::action("team.deleted", targets(team = "id"))]`.

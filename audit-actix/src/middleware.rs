@@ -27,7 +27,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::USER_AGENT;
 use actix_web::{Error, HttpMessage, HttpRequest};
-use audit_core::client_ip::{ClientIpConfig, InvalidTrustedProxy};
+use audit_core::client_ip::{ClientIpConfig, ForwardedHeader, InvalidTrustedProxy};
 use audit_core::emitter::{EmitError, Emitter};
 use audit_core::request::{
     AuditPolicy, Decision, MissingActor, Outcomes, RequestAudit, RequestInfo, ResponseInfo, SkipCounters,
@@ -123,10 +123,15 @@ impl AuditMiddleware {
     /// responses of annotated routes emit, requests without actor or organization are skipped
     /// (and counted), the socket peer is the client's location, no request metadata.
     pub fn new(emitter: Emitter) -> Self {
+        Self::with_policy(emitter, AuditPolicy::default())
+    }
+
+    /// A middleware with an explicit policy.
+    pub fn with_policy(emitter: Emitter, policy: AuditPolicy) -> Self {
         Self {
             config: Arc::new(Config {
                 emitter,
-                policy: AuditPolicy::default(),
+                policy,
                 actor_resolver: None,
                 organization_resolver: None,
                 skips: Arc::default(),
@@ -176,6 +181,17 @@ impl AuditMiddleware {
         let header = self.config.policy.client_ip.forwarded_header();
         let rules = ClientIpConfig::behind_proxies(ranges)?.header(header);
         Ok(self.client_ip(rules))
+    }
+
+    /// The header read from trusted proxies (default `X-Forwarded-For`).
+    pub fn forwarded_header(self, header: ForwardedHeader) -> Self {
+        self.edit(|c| c.policy.client_ip = c.policy.client_ip.clone().header(header))
+    }
+
+    /// The longest user agent kept, in bytes (default
+    /// [`DEFAULT_MAX_USER_AGENT_LEN`](audit_core::request::DEFAULT_MAX_USER_AGENT_LEN)).
+    pub fn max_user_agent_len(self, len: usize) -> Self {
+        self.edit(|c| c.policy.max_user_agent_len = Some(len))
     }
 
     /// Sets which responses emit ([`AuditPolicy::outcomes`]).
@@ -327,24 +343,29 @@ impl Config {
             }
         }
         let audit = RequestAudit::new(info);
-        {
+        // An outer auth middleware's values first; the resolvers only for what is still missing.
+        let (actor, organization) = {
             let extensions = req.extensions();
-            if let Some(actor) = extensions.get::<Actor>() {
-                audit.set_actor_if_unset(actor.clone());
-            }
-            if let Some(organization) = extensions.get::<OrganizationId>() {
-                audit.set_organization_if_unset(organization.clone());
+            (
+                extensions.get::<Actor>().cloned(),
+                extensions.get::<OrganizationId>().cloned(),
+            )
+        };
+        match actor {
+            Some(actor) => audit.set_actor(actor),
+            None => {
+                if let Some(actor) = self.actor_resolver.as_ref().and_then(|r| r(req.request())) {
+                    audit.set_actor(actor);
+                }
             }
         }
-        if let Some(resolve) = &self.actor_resolver
-            && let Some(actor) = resolve(req.request())
-        {
-            audit.set_actor_if_unset(actor);
-        }
-        if let Some(resolve) = &self.organization_resolver
-            && let Some(organization) = resolve(req.request())
-        {
-            audit.set_organization_if_unset(organization);
+        match organization {
+            Some(organization) => audit.set_organization(organization),
+            None => {
+                if let Some(org) = self.organization_resolver.as_ref().and_then(|r| r(req.request())) {
+                    audit.set_organization(org);
+                }
+            }
         }
         audit
     }

@@ -9,7 +9,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, delete, get, post, test, web};
 use audit_actix::{
-    AuditCtx, AuditMiddleware, MISSING_MIDDLEWARE_MESSAGE, MissingActor, Outcomes, SkipReason,
+    AuditCtx, AuditDisabled, AuditMiddleware, MissingActor, MissingAuditMiddleware, Outcomes, SkipReason,
 };
 use audit_core::client_ip::UNKNOWN_LOCATION;
 use audit_core::emitter::{Emitter, MemorySink};
@@ -547,17 +547,48 @@ async fn missing_middleware_is_a_500_naming_it() {
         }),
     ))
     .await;
-    for (method, uri) in [("POST", "/teams"), ("GET", "/invoices/1"), ("GET", "/ctx")] {
+    for (method, uri, kind) in [
+        ("POST", "/teams", MissingAuditMiddleware::Action),
+        ("GET", "/invoices/1", MissingAuditMiddleware::Action),
+        ("GET", "/ctx", MissingAuditMiddleware::AuditCtx),
+    ] {
         let res = test::call_service(&app, request(method, uri).to_request()).await;
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR, "{uri}");
         let body = to_bytes(res.into_body()).await.unwrap();
         let body = std::str::from_utf8(&body).unwrap();
-        assert_eq!(body, MISSING_MIDDLEWARE_MESSAGE);
+        assert_eq!(body, kind.body_text());
         assert!(
             body.contains("AuditMiddleware") && body.contains(".wrap("),
             "{body}"
         );
     }
+}
+
+#[actix_rt::test]
+async fn audit_disabled_runs_annotated_handlers_without_recording() {
+    let app = test::init_service(
+        App::new()
+            .app_data(AuditDisabled)
+            .service(create_team)
+            .service(view_invoice),
+    )
+    .await;
+    let res = test::call_service(&app, request("POST", "/teams").to_request()).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = test::call_service(&app, request("GET", "/invoices/inv_1").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // also as a request extension
+    let app = test::init_service(
+        App::new()
+            .wrap_fn(|req, srv| {
+                req.extensions_mut().insert(AuditDisabled);
+                srv.call(req)
+            })
+            .service(create_team),
+    )
+    .await;
+    let res = test::call_service(&app, request("POST", "/teams").to_request()).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
 }
 
 #[actix_rt::test]
