@@ -1,0 +1,513 @@
+//! A small axum app whose audited routes become WorkOS Audit Log events.
+//!
+//! The router ([`router`]) is a library so that the binary, its tests and `cargo xtask bench` run
+//! the same app. [`run`] is the whole program: configuration from the environment ([`Settings`]),
+//! the emitter (WorkOS, an in-process audit-testkit, or memory), the server and its graceful
+//! shutdown with the emitter's report.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use audit_core::client::Client;
+use audit_core::client_ip::ClientIpConfig;
+use audit_core::emitter::{Emitter, EmitterBuilder, MemorySink, RateLimit, ShutdownReport, Sink, Stats};
+use audit_core::request::SkipCounters;
+use audit_core::{Actor, OrganizationId, Target};
+use audit_tower::{AuditCtx, AuditDisabled, AuditLayer, SkipReason, action};
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The demo users: `(id, email, name)`. Every password is `demo`.
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("user_1", "ada@example.com", "Ada Lovelace"),
+    ("user_2", "grace@example.com", "Grace Hopper"),
+];
+
+/// The password of every demo user.
+pub const PASSWORD: &str = "demo";
+
+/// The app's shared state.
+#[derive(Debug)]
+pub struct AppState {
+    organization: OrganizationId,
+    teams: Mutex<BTreeMap<String, String>>,
+    next_team: AtomicU64,
+}
+
+impl AppState {
+    /// State for an app whose users all belong to `organization`.
+    pub fn new(organization: OrganizationId) -> Arc<Self> {
+        Arc::new(Self {
+            organization,
+            teams: Mutex::default(),
+            next_team: AtomicU64::new(1),
+        })
+    }
+
+    fn teams(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.teams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The app's routes. With `audit`, every request passes through the audit layer; without it,
+/// annotated handlers run with audit switched off ([`AuditDisabled`]).
+///
+/// | route | action | target |
+/// |---|---|---|
+/// | `POST /sessions` | `user.signed_in` | |
+/// | `POST /teams` | `team.created` | the new team |
+/// | `DELETE /teams/{id}` | `team.deleted` | `{id}`, type `team` |
+/// | `GET /invoices/{id}` | `invoice.viewed` | `{id}`, type `invoice` |
+/// | `GET /health` | none | |
+pub fn router(state: Arc<AppState>, audit: Option<AuditLayer>) -> Router {
+    let protected = Router::new()
+        .route("/teams", post(create_team))
+        .route("/teams/{id}", delete(delete_team))
+        .route("/invoices/{id}", get(view_invoice))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_user));
+    let app = Router::new()
+        .route("/sessions", post(sign_in))
+        .route("/health", get(health))
+        .merge(protected)
+        .with_state(state);
+    match audit {
+        Some(layer) => app.layer(layer),
+        None => app.layer(Extension(AuditDisabled)),
+    }
+}
+
+/// The app's own authentication: `Authorization: Bearer user_<id>` (the token `POST /sessions`
+/// returns) puts an [`Actor`] and the app's [`OrganizationId`] into the request extensions,
+/// where the audit annotation finds them. Anything else is answered `401`.
+async fn require_user(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(user) = token.filter(|t| {
+        t.strip_prefix("user_")
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+    }) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "sign in first: POST /sessions"})),
+        )
+            .into_response();
+    };
+    let mut actor = Actor::new(user, "user");
+    if let Some((_, _, name)) = USERS.iter().find(|(id, _, _)| *id == user) {
+        actor = actor.name(*name);
+    }
+    req.extensions_mut().insert(actor);
+    req.extensions_mut().insert(state.organization.clone());
+    next.run(req).await
+}
+
+/// `POST /sessions` body.
+#[derive(Debug, Deserialize)]
+pub struct SignIn {
+    /// The user's email.
+    pub email: String,
+    /// The password (`demo`).
+    pub password: String,
+}
+
+/// `POST /sessions` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Session {
+    /// The bearer token.
+    pub token: String,
+}
+
+#[action("user.signed_in")]
+async fn sign_in(
+    State(state): State<Arc<AppState>>,
+    audit: AuditCtx,
+    Json(body): Json<SignIn>,
+) -> Result<Json<Session>, StatusCode> {
+    let Some((id, _, name)) = USERS.iter().find(|(_, email, _)| *email == body.email) else {
+        return Err(StatusCode::UNAUTHORIZED);
+    };
+    if body.password != PASSWORD {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    // No auth layer runs before sign-in: the handler names the actor.
+    audit.actor(Actor::new(*id, "user").name(*name));
+    audit.organization(state.organization.clone());
+    Ok(Json(Session {
+        token: (*id).to_owned(),
+    }))
+}
+
+/// `POST /teams` body.
+#[derive(Debug, Deserialize)]
+pub struct NewTeam {
+    /// The team's name.
+    pub name: String,
+}
+
+/// A team.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Team {
+    /// `team_<n>`.
+    pub id: String,
+    /// The name.
+    pub name: String,
+}
+
+#[action("team.created")]
+async fn create_team(
+    State(state): State<Arc<AppState>>,
+    audit: AuditCtx,
+    Json(body): Json<NewTeam>,
+) -> Result<(StatusCode, Json<Team>), (StatusCode, &'static str)> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a team name has 1 to 100 characters",
+        ));
+    }
+    let id = format!("team_{}", state.next_team.fetch_add(1, Ordering::Relaxed));
+    state.teams().insert(id.clone(), name.to_owned());
+    audit.target(Target::new(&id, "team").name(name));
+    Ok((
+        StatusCode::CREATED,
+        Json(Team {
+            id,
+            name: name.to_owned(),
+        }),
+    ))
+}
+
+#[action("team.deleted", targets(team = "id"))]
+async fn delete_team(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> StatusCode {
+    match state.teams().remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT,
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+#[action("invoice.viewed", targets(invoice = "id"))]
+async fn view_invoice(Path(id): Path<String>) -> Result<Json<serde_json::Value>, StatusCode> {
+    if !id.starts_with("inv_") {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    Ok(Json(
+        json!({"id": id, "amount_cents": 4200, "currency": "usd", "status": "paid"}),
+    ))
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// Where events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// WorkOS (or any compatible server) at `WORKOS_BASE_URL` with `WORKOS_API_KEY`.
+    Workos,
+    /// An audit-testkit started inside this process (no `WORKOS_API_KEY`).
+    EmbeddedTestkit,
+    /// A `MemorySink` (`AUDIT_SINK=memory`, for benchmarks).
+    Memory,
+    /// No audit layer at all (`AUDIT_DISABLED=1`, for benchmarks).
+    Disabled,
+}
+
+/// The app's configuration, from the environment.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// `LISTEN_ADDR`, default `127.0.0.1:3000`.
+    pub listen_addr: SocketAddr,
+    /// `WORKOS_BASE_URL`, default `https://api.workos.com`.
+    pub workos_base_url: String,
+    /// `WORKOS_API_KEY` (never printed).
+    pub workos_api_key: Option<String>,
+    /// `WORKOS_ORGANIZATION_ID`.
+    pub organization_id: Option<String>,
+    /// `AUDIT_TRUSTED_PROXIES`: comma-separated CIDR ranges, none by default.
+    pub client_ip: ClientIpConfig,
+    /// `AUDIT_DISABLED=1`: no audit layer.
+    pub disabled: bool,
+    /// `AUDIT_SINK=memory`: deliver to memory.
+    pub memory_sink: bool,
+    /// `AUDIT_RATE_LIMIT`: `workos` (default, 6,000 per minute), `none`, or requests per second.
+    pub rate_limit: Option<RateLimit>,
+    /// `AUDIT_SENDERS`: concurrent deliveries (default 8).
+    pub senders: usize,
+    /// `AUDIT_SPOOL`: a durable spool path (not supported by this build; noted and ignored).
+    pub spool: Option<String>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Settings {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the variable at fault.
+    pub fn from_env() -> Result<Self, String> {
+        let listen_addr = env("LISTEN_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
+            .parse()
+            .map_err(|e| format!("LISTEN_ADDR: {e} (expected for example 127.0.0.1:3000)"))?;
+        let rate_limit = match env("AUDIT_RATE_LIMIT").as_deref() {
+            None | Some("workos") => Some(RateLimit::workos()),
+            Some("none") => None,
+            Some(n) => Some(
+                n.parse::<u32>()
+                    .ok()
+                    .and_then(|n| RateLimit::new(n, Duration::from_secs(1)))
+                    .ok_or_else(|| {
+                        format!("AUDIT_RATE_LIMIT: {n:?} is not `workos`, `none` or a positive number")
+                    })?,
+            ),
+        };
+        let senders = match env("AUDIT_SENDERS") {
+            None => EmitterBuilder::DEFAULT_SENDERS,
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("AUDIT_SENDERS: {n:?} is not a positive number"))?,
+        };
+        Ok(Self {
+            listen_addr,
+            workos_base_url: env("WORKOS_BASE_URL").unwrap_or_else(|| "https://api.workos.com".to_owned()),
+            workos_api_key: env("WORKOS_API_KEY"),
+            organization_id: env("WORKOS_ORGANIZATION_ID"),
+            client_ip: ClientIpConfig::from_env().map_err(|e| e.to_string())?,
+            disabled: env("AUDIT_DISABLED").is_some_and(|v| v != "0" && v != "false"),
+            memory_sink: env("AUDIT_SINK").is_some_and(|v| v == "memory"),
+            rate_limit,
+            senders,
+            spool: env("AUDIT_SPOOL"),
+        })
+    }
+
+    /// Where events go under these settings.
+    pub fn destination(&self) -> Destination {
+        if self.disabled {
+            Destination::Disabled
+        } else if self.memory_sink {
+            Destination::Memory
+        } else if self.workos_api_key.is_some() {
+            Destination::Workos
+        } else {
+            Destination::EmbeddedTestkit
+        }
+    }
+
+    /// An emitter builder for `sink` with these settings' rate limit and senders.
+    pub fn emitter(&self, sink: impl Sink) -> EmitterBuilder {
+        let builder = Emitter::builder(sink).senders(self.senders);
+        match self.rate_limit {
+            Some(limit) => builder.rate_limit(limit),
+            None => builder.no_rate_limit(),
+        }
+    }
+}
+
+/// The audit layer of this app, with the configured client-IP rules.
+pub fn audit_layer(emitter: Emitter, client_ip: ClientIpConfig) -> AuditLayer {
+    AuditLayer::new(emitter).client_ip(client_ip)
+}
+
+/// The machine-readable shutdown report: one JSON object.
+pub fn shutdown_json(
+    report: &ShutdownReport,
+    stats: &Stats,
+    skipped: &SkipCounters,
+    testkit_events: Option<usize>,
+) -> serde_json::Value {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+    json!({
+        "shutdown": {
+            "accepted": stats.accepted,
+            "delivered": report.delivered,
+            "dead_lettered": report.dead_lettered,
+            "dropped": report.dropped.total(),
+            "pending_at_deadline": report.pending_at_deadline,
+            "retried": stats.retried,
+            "emit_failures": skipped.emit_failures(),
+            "skipped": {
+                "not_annotated": skipped.get(SkipReason::NotAnnotated),
+                "suppressed": skipped.get(SkipReason::Suppressed),
+                "outcome": skipped.get(SkipReason::Outcome),
+                "missing_actor": skipped.get(SkipReason::MissingActor),
+                "missing_organization": skipped.get(SkipReason::MissingOrganization),
+                "invalid": skipped.get(SkipReason::Invalid),
+            },
+            "delivery_latency_ms": {"p50": ms(stats.latency_p50), "p90": ms(stats.latency_p90), "p99": ms(stats.latency_p99)},
+            "last_error": stats.last_error,
+            "testkit_events": testkit_events,
+        }
+    })
+}
+
+/// A future resolving on SIGTERM or Ctrl-C. The handlers are installed when this function is
+/// called (not when the future is first polled), so a signal sent right after the app announced
+/// its address is not missed.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(terminate) => {}
+                () = wait(interrupt) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The whole program: read [`Settings`], start the emitter, serve until SIGTERM or Ctrl-C, flush
+/// and print the shutdown report.
+///
+/// Standard output: first one JSON line
+/// `{"listening":"http://127.0.0.1:3000","workos_base_url":"…","organization_id":"…","audit":"…"}`,
+/// then readable notes; at shutdown one JSON line `{"shutdown":{…}}` and a readable summary.
+///
+/// # Errors
+///
+/// A message for a bad setting, a port that cannot be bound, or a failing server.
+pub async fn run(settings: Settings) -> Result<(), String> {
+    let destination = settings.destination();
+    let mut notes = Vec::new();
+    let mut testkit = None;
+    let mut workos_base_url = settings.workos_base_url.clone();
+    let organization = match destination {
+        Destination::EmbeddedTestkit => {
+            let kit = audit_testkit::TestKit::start()
+                .await
+                .map_err(|e| format!("starting the embedded audit-testkit: {e}"))?;
+            workos_base_url = kit.url();
+            notes.push(format!(
+                "WORKOS_API_KEY is not set: started audit-testkit in-process at {} (events stay in this process)",
+                kit.url()
+            ));
+            let org = kit.organization_id().to_owned();
+            testkit = Some(kit);
+            org
+        }
+        Destination::Workos => settings.organization_id.clone().ok_or(
+            "WORKOS_ORGANIZATION_ID: required with WORKOS_API_KEY (the organization of the demo users)",
+        )?,
+        Destination::Memory | Destination::Disabled => settings
+            .organization_id
+            .clone()
+            .unwrap_or_else(|| "org_01EXAMPLE0000000000000000".to_owned()),
+    };
+    let organization =
+        OrganizationId::new(organization).map_err(|e| format!("WORKOS_ORGANIZATION_ID: {e}"))?;
+    if settings.spool.is_some() {
+        notes.push("AUDIT_SPOOL is set but this build has no durable spool; it is ignored".to_owned());
+    }
+    let emitter = match destination {
+        Destination::Disabled => None,
+        Destination::Memory => Some(settings.emitter(MemorySink::new()).start()),
+        Destination::Workos | Destination::EmbeddedTestkit => {
+            let key = settings
+                .workos_api_key
+                .clone()
+                .unwrap_or_else(|| "sk_test_embedded".to_owned());
+            let client = Client::builder()
+                .api_key(key)
+                .base_url(workos_base_url.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+            Some(settings.emitter(client).start())
+        }
+    };
+    let layer = emitter
+        .clone()
+        .map(|e| audit_layer(e, settings.client_ip.clone()));
+    let skipped = layer.as_ref().map(AuditLayer::skip_counters);
+    let app = router(AppState::new(organization.clone()), layer);
+
+    let stop = shutdown_signal();
+    let listener = tokio::net::TcpListener::bind(settings.listen_addr)
+        .await
+        .map_err(|e| format!("LISTEN_ADDR {}: {e}", settings.listen_addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let audit = match destination {
+        Destination::Workos => "workos",
+        Destination::EmbeddedTestkit => "embedded-testkit",
+        Destination::Memory => "memory",
+        Destination::Disabled => "disabled",
+    };
+    println!(
+        "{}",
+        json!({
+            "listening": format!("http://{addr}"),
+            "workos_base_url": workos_base_url,
+            "organization_id": organization.as_str(),
+            "audit": audit,
+            "trusted_proxies": settings.client_ip.trusted_ranges().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        })
+    );
+    for note in notes {
+        println!("{note}");
+    }
+    println!("example-axum: listening on http://{addr} (audit: {audit}); Ctrl-C or SIGTERM to stop");
+
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| format!("server: {e}"))?;
+
+    println!("example-axum: stopped taking requests; flushing audit events");
+    if let (Some(emitter), Some(skipped)) = (emitter, skipped) {
+        let report = emitter.shutdown(Duration::from_secs(10)).await;
+        let stats = emitter.stats();
+        let stored = testkit.as_ref().map(|k| k.events(organization.as_str()).len());
+        println!("{}", shutdown_json(&report, &stats, &skipped, stored));
+        println!(
+            "example-axum: {} events delivered, {} dead-lettered, {} dropped, {} pending at the deadline; \
+             {} emit failures",
+            report.delivered,
+            report.dead_lettered,
+            report.dropped.total(),
+            report.pending_at_deadline,
+            skipped.emit_failures()
+        );
+        if let Some(stored) = stored {
+            println!("example-axum: the embedded audit-testkit stored {stored} events");
+        }
+    } else {
+        println!("{}", json!({"shutdown": {"audit": "disabled"}}));
+        println!("example-axum: audit was disabled; no events");
+    }
+    Ok(())
+}
