@@ -38,7 +38,8 @@ pub fn create_event_throughput(concurrency: usize, total: usize) -> f64 {
 /// Like [`create_event_throughput`], returning the error instead of 0.0.
 pub fn try_create_event_throughput(concurrency: usize, total: usize) -> Result<f64, BenchError> {
     let concurrency = concurrency.max(1);
-    let kit = TestKit::builder().max_recorded_requests(0).start_blocking()?;
+    // Default settings, request recording included: what a test suite runs with.
+    let kit = TestKit::builder().start_blocking()?;
     let url = format!("{}/audit_logs/events", kit.url());
     let org = kit.organization_id().to_owned();
     let rt = tokio::runtime::Builder::new_multi_thread()

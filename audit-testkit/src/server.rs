@@ -130,7 +130,8 @@ async fn handle(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => None,
         Err(_) => return Err(DropConnection),
     };
-    let seq = (!internal).then(|| {
+    let record = !internal && shared.config.max_recorded_requests > 0;
+    let seq = record.then(|| {
         shared.record_request(RecordedRequest {
             seq: 0,
             method: parts.method.as_str().to_owned(),

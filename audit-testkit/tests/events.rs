@@ -514,3 +514,11 @@ async fn works_under_a_paused_clock() {
     assert_eq!(st, 200);
     assert_eq!(kit.all_events().len(), 1);
 }
+
+#[test]
+fn testkit_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TestKit>();
+    assert_send_sync::<audit_testkit::StoredEvent>();
+    assert_send_sync::<audit_testkit::RecordedRequest>();
+}
