@@ -196,7 +196,15 @@ async fn api_transport_timeout_and_decode_errors_never_contain_the_key() {
             .unwrap_err(),
     );
 
-    // Decode.
+    // Decode, also of a body that quotes the key where a timestamp belongs.
+    kit.fault(FaultRule::new("/audit_logs/exports/").times(1).respond_json(
+        200,
+        json!({"object": "audit_log_export", "id": "e", "state": "ready", "created_at": KEY, "updated_at": KEY}),
+    ));
+    let err = client.get_export("audit_log_export_1").await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(err.to_string().contains("[redacted]"), "{err}");
+    errors.push(err);
     kit.fault(
         FaultRule::new("/audit_logs/exports/")
             .times(1)

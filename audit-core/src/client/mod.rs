@@ -267,7 +267,7 @@ impl Client {
             timeout: None,
         };
         let answer = self.execute(&request, true).await?;
-        decode(&request.url, &answer)
+        self.decode(&request.url, &answer)
     }
 
     async fn send_json<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -286,7 +286,7 @@ impl Client {
             timeout: None,
         };
         let answer = self.execute(&request, true).await?;
-        decode(&request.url, &answer)
+        self.decode(&request.url, &answer)
     }
 
     /// Sends `request` until it succeeds or the retry policy gives up (`retry` false: once).
@@ -372,6 +372,28 @@ impl Client {
         ))))
     }
 
+    /// Reads a success body as `T`. A decode error quotes values of the body, so a key echoed
+    /// there is scrubbed from the message.
+    fn decode<T: DeserializeOwned>(&self, url: &Url, answer: &Answer) -> Result<T, Error> {
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            let key = self.inner.api_key.expose_secret();
+            let text = e.to_string();
+            let source: Box<dyn std::error::Error + Send + Sync> = if text.contains(key) {
+                Box::new(TransportCause {
+                    message: text.replace(key, "[redacted]"),
+                    source: None,
+                })
+            } else {
+                Box::new(e)
+            };
+            Error::Decode {
+                url: redact_url(url),
+                status: answer.status,
+                source,
+            }
+        })
+    }
+
     /// An error body with every copy of the API key replaced by `[redacted]`, in case a server
     /// or proxy echoes the request's headers back.
     fn scrub_key(&self, body: Bytes) -> Bytes {
@@ -446,7 +468,8 @@ impl Client {
     }
 }
 
-/// The cause of a transport failure, as text (reqwest's own error type stays private).
+/// An error cause kept as text: a transport failure (reqwest's own error type stays private) or a
+/// decode error whose message had to be scrubbed.
 #[derive(Debug)]
 struct TransportCause {
     message: String,
@@ -523,14 +546,6 @@ fn response_meta(response: &reqwest::Response) -> (Option<String>, Option<Durati
         .and_then(|v| v.to_str().ok())
         .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
     (request_id, retry_after)
-}
-
-fn decode<T: DeserializeOwned>(url: &Url, answer: &Answer) -> Result<T, Error> {
-    serde_json::from_slice(&answer.body).map_err(|e| Error::Decode {
-        url: redact_url(url),
-        status: answer.status,
-        source: Box::new(e),
-    })
 }
 
 fn to_body<B: Serialize + ?Sized>(body: &B) -> Result<Bytes, Error> {
