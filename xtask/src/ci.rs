@@ -3,6 +3,7 @@
 //! 1. `cargo fmt --check`
 //! 2. `cargo clippy --workspace --all-targets --all-features -- -D warnings`
 //! 3. `cargo test --workspace --all-features`
+//!    then `cargo xtask verify --local`: the verification checklist against an in-process audit-testkit
 //! 4. the official WorkOS SDKs (Node and Python) against audit-testkit (`sdk-tests/`)
 //! 5. `cargo doc --workspace --no-deps --all-features` with `-D warnings`
 //!
@@ -28,6 +29,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         "test",
         Command::new(cargo()).args(["test", "--workspace", "--all-features"]).current_dir(&root),
     )?;
+    // `cargo xtask verify --local`, run by this same binary.
+    let xtask = std::env::current_exe().map_err(|e| format!("verify: cannot find the xtask binary: {e}"))?;
+    step("verify", Command::new(xtask).args(["verify", "--local"]).current_dir(&root))?;
     if skip_sdk {
         println!("xtask ci: SDK compatibility tests skipped (--skip-sdk)");
     } else {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod ci;
+mod verify;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -11,6 +12,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let result = match task.as_deref() {
         Some("ci") => ci::run(&rest),
+        Some("verify") => verify::run(&rest),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             Ok(())

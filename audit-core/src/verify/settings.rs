@@ -145,7 +145,7 @@ pub(crate) fn organization(
                     CheckResult::fail(
                         id,
                         format!(
-                            "no organization: pass --org or set {}",
+                            "no organization: --org not given and {}",
                             not_set(layers, ENV_ORGANIZATION_ID)
                         ),
                         format!(
