@@ -25,7 +25,7 @@
 //!         assert_eq!(organization.as_str(), "org_1");
 //!         assert_eq!(event.context.location, "203.0.113.7");
 //!     }
-//!     Decision::Skip(reason) => panic!("skipped: {reason:?}"),
+//!     other => panic!("no event: {other:?}"),
 //! }
 //! ```
 
@@ -297,7 +297,9 @@ impl RequestAudit {
     fn lock(&self) -> MutexGuard<'_, Record> {
         // A panic while holding this lock cannot leave the record half-written in a way that
         // matters more than losing the request's audit data, so recover from poisoning.
-        self.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// What the adapter captured before the handler ran.
@@ -378,7 +380,10 @@ impl RequestAudit {
             (None, MissingActor::Use(actor)) => actor.clone(),
             (None, MissingActor::Skip) => return Decision::Skip(SkipReason::MissingActor),
         };
-        let Some(organization) = record.organization.take().or_else(|| policy.default_organization.clone())
+        let Some(organization) = record
+            .organization
+            .take()
+            .or_else(|| policy.default_organization.clone())
         else {
             return Decision::Skip(SkipReason::MissingOrganization);
         };
@@ -391,13 +396,19 @@ impl RequestAudit {
         }
         if policy.request_metadata {
             if let Some(id) = &self.info.request_id {
-                metadata.insert("request_id", bounded_lossy(id.as_bytes(), Metadata::MAX_STRING_CHARS));
+                metadata.insert(
+                    "request_id",
+                    bounded_lossy(id.as_bytes(), Metadata::MAX_STRING_CHARS),
+                );
             }
             if let Some(method) = &self.info.method {
                 metadata.insert("http_method", method.as_str());
             }
             if let Some(route) = &self.info.route {
-                metadata.insert("http_route", bounded_lossy(route.as_bytes(), Metadata::MAX_STRING_CHARS));
+                metadata.insert(
+                    "http_route",
+                    bounded_lossy(route.as_bytes(), Metadata::MAX_STRING_CHARS),
+                );
             }
             metadata.insert("http_status", response.status);
         }
@@ -511,7 +522,10 @@ mod tests {
     fn a_request_decides_once() {
         let a = annotated();
         let p = AuditPolicy::default();
-        assert!(matches!(a.finish(&p, &ResponseInfo::new(200)), Decision::Emit { .. }));
+        assert!(matches!(
+            a.finish(&p, &ResponseInfo::new(200)),
+            Decision::Emit { .. }
+        ));
         assert!(matches!(a.finish(&p, &ResponseInfo::new(200)), Decision::Skip(_)));
     }
 
@@ -535,7 +549,10 @@ mod tests {
         assert_eq!(m.get("outcome"), Some(&MetadataValue::from("failure")));
         assert_eq!(m.get("http_status"), Some(&MetadataValue::Integer(403)));
         let e = emitted(annotated().finish(&all, &ResponseInfo::new(200)));
-        assert_eq!(e.metadata.unwrap().get("outcome"), Some(&MetadataValue::from("success")));
+        assert_eq!(
+            e.metadata.unwrap().get("outcome"),
+            Some(&MetadataValue::from("success"))
+        );
     }
 
     #[test]

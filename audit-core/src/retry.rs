@@ -162,7 +162,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     if value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         let secs: f64 = value.parse().ok()?;
-        return (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs));
+        return (0.0..1e9).contains(&secs).then(|| Duration::from_secs_f64(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))

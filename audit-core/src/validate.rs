@@ -206,13 +206,11 @@ fn check_metadata(base: &str, metadata: &Metadata, push: &mut impl FnMut(String,
             push(pointer(), FieldErrorKind::InvalidKey);
         }
         match value {
-            MetadataValue::String(s) => {
-                // Byte length bounds the character count from above: skip the count when it cannot matter.
-                if s.len() > Metadata::MAX_STRING_CHARS {
-                    let chars = s.chars().count();
-                    if chars > Metadata::MAX_STRING_CHARS {
-                        push(pointer(), FieldErrorKind::StringTooLong { chars });
-                    }
+            // Byte length bounds the character count from above: count only when it can matter.
+            MetadataValue::String(s) if s.len() > Metadata::MAX_STRING_CHARS => {
+                let chars = s.chars().count();
+                if chars > Metadata::MAX_STRING_CHARS {
+                    push(pointer(), FieldErrorKind::StringTooLong { chars });
                 }
             }
             MetadataValue::Float(f) if !f.is_finite() => push(pointer(), FieldErrorKind::NonFiniteNumber),
