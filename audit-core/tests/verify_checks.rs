@@ -799,3 +799,60 @@ fn run_blocking_works_outside_and_inside_a_runtime() {
     let r = rt.block_on(async { Verifier::new(opts()).run_blocking() });
     assert!(r.passed());
 }
+
+/// A loopback HTTP server that answers every request with an HTML 404, as a proxy or another
+/// service on the configured URL would.
+fn html_server() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok(n) = stream.read(&mut buf) else { break };
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if data.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let body = "<html><body>Not Found</body></html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_workos() {
+    let url = html_server();
+    let r = run(VerifyOptions::new()
+        .env_vars([("WORKOS_API_KEY", KEY), ("WORKOS_ORGANIZATION_ID", ORG)])
+        .base_url(url)
+        .timeout(Duration::from_secs(5))
+        .only([CheckId::Event, CheckId::LogStream]))
+    .await;
+    assert_status(&r, CheckId::Event, Status::Fail, "not the WorkOS API's JSON");
+    assert_fix(&r, CheckId::Event, "WORKOS_BASE_URL");
+    assert_status(&r, CheckId::LogStream, Status::Skip, "not run");
+}

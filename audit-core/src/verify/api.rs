@@ -21,6 +21,7 @@ const KEY_401_FIX: &str = "the key is wrong, revoked or for the other environmen
 const ORG_404_FIX: &str = "the id must be \"org_\" followed by 26 characters and exist in the environment of the key (a test key sees only test organizations): copy it from the WorkOS Dashboard → Organizations";
 const NETWORK_FIX: &str = "check WORKOS_BASE_URL (default https://api.workos.com; http://127.0.0.1:PORT for audit-testkit), DNS, proxy and firewall: outbound HTTPS to api.workos.com must be allowed";
 const TLS_FIX: &str = "the server did not complete a TLS handshake with a certificate trusted by the Mozilla root store: use https://api.workos.com (or the plain http:// URL of audit-testkit); behind a TLS-intercepting proxy, let api.workos.com through";
+const FOREIGN_FIX: &str = "WORKOS_BASE_URL must point at the WorkOS API (https://api.workos.com) or audit-testkit; a proxy or gateway may be answering instead";
 const SCHEMA_OFF_FIX: &str = "turn on \"Require metadata schema validation\" in the WorkOS Dashboard (Audit Logs → Configuration), then send every event with the `version` of the schema it follows";
 
 /// A failure of a check, and whether it stops the checks after it (the same cause would fail
@@ -95,6 +96,11 @@ impl ApiContext {
         let masked = mask_key(&self.key);
         let base = self.client.base_url();
         let (finding, fix, blocking) = match err {
+            Error::Api(api) if !matches!(api.status, 401 | 403 | 429) && is_foreign(err) => (
+                format!("{base} answered {} with a body that is not the WorkOS API's JSON {doing}", api.status),
+                FOREIGN_FIX.to_owned(),
+                true,
+            ),
             Error::Api(api) => match api.status {
                 401 => (
                     format!("WorkOS refused the API key {masked} (401 Unauthorized) {doing}"),
@@ -150,7 +156,7 @@ impl ApiContext {
             ),
             Error::Decode { status, .. } => (
                 format!("{base} answered {status} with something that is not the WorkOS API's JSON {doing}"),
-                "WORKOS_BASE_URL must point at the WorkOS API (https://api.workos.com) or audit-testkit".to_owned(),
+                FOREIGN_FIX.to_owned(),
                 true,
             ),
             Error::Invalid(v) => (
@@ -191,7 +197,7 @@ impl ApiContext {
                     self.org
                 ),
             )),
-            Err(e) if matches!(e.status(), Some(400 | 422)) => {
+            Err(e) if matches!(e.status(), Some(400 | 422)) && !is_foreign(&e) => {
                 let fix = if schema.is_none() {
                     format!(
                         "WorkOS requires a schema for every action here: register one for `{action}` in the WorkOS Dashboard → Audit Logs (or through Client::create_schema), or pass --action with a registered action; the instancePath names the field at fault"
@@ -325,7 +331,7 @@ impl ApiContext {
         };
         let what = format!("{} ({})", violation.pointer, violation.how);
         match self.client.create_event(&self.org, &bad.to_event()).await {
-            Err(e) if matches!(e.status(), Some(400 | 422)) => Ok(CheckResult::pass(
+            Err(e) if matches!(e.status(), Some(400 | 422)) && !is_foreign(&e) => Ok(CheckResult::pass(
                 id,
                 format!(
                     "WorkOS rejected an event violating schema version {} of `{action}` at {what}: {}",
@@ -420,6 +426,17 @@ impl ApiContext {
                 .map_err(|e| self.failure(id, &e, "while polling the export"))?;
         }
     }
+}
+
+/// Whether an error response did not come from the WorkOS API: no `code`, `message` or `errors`
+/// and a body that is not JSON (an HTML page of a proxy, a gateway, another server).
+fn is_foreign(e: &Error) -> bool {
+    e.api().is_some_and(|api| {
+        api.code.is_none()
+            && api.message.is_none()
+            && api.errors.is_empty()
+            && serde_json::from_str::<serde_json::Value>(&api.body).is_err()
+    })
 }
 
 /// Whether a schema look-up error would fail the event too (so it is reported right away).
