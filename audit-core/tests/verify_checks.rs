@@ -811,8 +811,7 @@ fn html_server() -> String {
             let Ok(mut stream) = stream else { return };
             let mut data = Vec::new();
             let mut buf = [0u8; 4096];
-            loop {
-                let Ok(n) = stream.read(&mut buf) else { break };
+            while let Ok(n) = stream.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
