@@ -1,0 +1,591 @@
+//! A small actix-web app whose audited routes become WorkOS Audit Log events.
+//!
+//! The same app as `examples/axum`, in actix-web's idioms: the same routes, status codes,
+//! environment variables and standard output. The routes ([`routes`]) are a library so that the
+//! binary, its tests and `cargo xtask bench` run the same app. [`run`] is the whole program:
+//! configuration from the environment ([`Settings`]), the emitter (WorkOS, an in-process
+//! audit-testkit, or memory), the server, and its graceful shutdown with the emitter's report.
+//!
+//! # Runtime and shutdown
+//!
+//! actix-web runs each worker on its own single-threaded runtime, and handler futures are not
+//! `Send`. The emitter is started once in [`run`], on the main actix system runtime (its sender
+//! tasks run there, away from the workers), and every worker gets a clone of the same
+//! [`AuditMiddleware`]: the middleware only calls the synchronous, non-blocking
+//! `Emitter::try_emit`, which is fine from any thread. On SIGTERM or Ctrl-C the server stops
+//! taking requests and finishes the ones in flight (`ServerHandle::stop(true)`);
+//! `HttpServer::run().await` then returns and [`run`] calls `Emitter::shutdown`, which delivers
+//! what is queued (up to 10 s) and reports.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::JsonPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, Error, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
+use audit_actix::{AuditCtx, AuditDisabled, AuditMiddleware, SkipReason, action};
+use audit_core::client::Client;
+use audit_core::client_ip::ClientIpConfig;
+use audit_core::emitter::{Emitter, EmitterBuilder, MemorySink, RateLimit, ShutdownReport, Sink, Stats};
+use audit_core::request::SkipCounters;
+use audit_core::{Actor, OrganizationId, Target};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The demo users: `(id, email, name)`. Every password is `demo`.
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("user_1", "ada@example.com", "Ada Lovelace"),
+    ("user_2", "grace@example.com", "Grace Hopper"),
+];
+
+/// The password of every demo user.
+pub const PASSWORD: &str = "demo";
+
+/// The app's shared state (one for all workers, shared through `web::Data`).
+#[derive(Debug)]
+pub struct AppState {
+    organization: OrganizationId,
+    teams: Mutex<BTreeMap<String, String>>,
+    next_team: AtomicU64,
+}
+
+impl AppState {
+    /// State for an app whose users all belong to `organization`.
+    pub fn new(organization: OrganizationId) -> web::Data<Self> {
+        web::Data::new(Self {
+            organization,
+            teams: Mutex::default(),
+            next_team: AtomicU64::new(1),
+        })
+    }
+
+    fn teams(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.teams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The app's routes, for `App::configure`. Wrap the `App` with [`AuditMiddleware`] (or register
+/// [`AuditDisabled`] as app data to run without audit), and register the [`AppState`]:
+///
+/// ```
+/// use actix_web::App;
+/// use audit_core::OrganizationId;
+/// use example_actix::{AppState, routes};
+///
+/// let state = AppState::new(OrganizationId::new("org_1").unwrap());
+/// let _app = App::new().app_data(state).app_data(audit_actix::AuditDisabled).configure(routes);
+/// ```
+///
+/// | route | action | target |
+/// |---|---|---|
+/// | `POST /sessions` | `user.signed_in` | |
+/// | `POST /teams` | `team.created` | the new team |
+/// | `DELETE /teams/{id}` | `team.deleted` | `{id}`, type `team` |
+/// | `GET /invoices/{id}` | `invoice.viewed` | `{id}`, type `invoice` |
+/// | `GET /health` | none | |
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().error_handler(json_error))
+        .service(web::resource("/sessions").route(web::post().to(sign_in)))
+        .service(web::resource("/health").route(web::get().to(health)))
+        .service(
+            web::resource("/teams")
+                .wrap(from_fn(require_user))
+                .route(web::post().to(create_team)),
+        )
+        .service(
+            web::resource("/teams/{id}")
+                .wrap(from_fn(require_user))
+                .route(web::delete().to(delete_team)),
+        )
+        .service(
+            web::resource("/invoices/{id}")
+                .wrap(from_fn(require_user))
+                .route(web::get().to(view_invoice)),
+        );
+}
+
+/// JSON body errors with the statuses axum's `Json` uses: 415 without a JSON content type, 422
+/// for a well-formed body of the wrong shape, 400 otherwise.
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> Error {
+    let status = match &err {
+        JsonPayloadError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        JsonPayloadError::Deserialize(e) if e.is_data() => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    actix_web::error::InternalError::from_response(
+        err.to_string(),
+        HttpResponse::build(status)
+            .content_type("text/plain; charset=utf-8")
+            .body(err.to_string()),
+    )
+    .into()
+}
+
+/// The app's own authentication: `Authorization: Bearer user_<id>` (the token `POST /sessions`
+/// returns) puts an [`Actor`] and the app's [`OrganizationId`] into the request extensions,
+/// where the audit annotation finds them. Anything else is answered `401`.
+async fn require_user(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let user = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| {
+            t.strip_prefix("user_")
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        })
+        .map(str::to_owned);
+    let organization = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.organization.clone());
+    let (Some(user), Some(organization)) = (user, organization) else {
+        let response = HttpResponse::Unauthorized().json(json!({"error": "sign in first: POST /sessions"}));
+        return Ok(req.into_response(response).map_into_right_body());
+    };
+    let mut actor = Actor::new(user.as_str(), "user");
+    if let Some((_, _, name)) = USERS.iter().find(|(id, _, _)| *id == user) {
+        actor = actor.name(*name);
+    }
+    req.extensions_mut().insert(actor);
+    req.extensions_mut().insert(organization);
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// `POST /sessions` body.
+#[derive(Debug, Deserialize)]
+pub struct SignIn {
+    /// The user's email.
+    pub email: String,
+    /// The password (`demo`).
+    pub password: String,
+}
+
+/// `POST /sessions` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Session {
+    /// The bearer token.
+    pub token: String,
+}
+
+#[action("user.signed_in")]
+async fn sign_in(state: web::Data<AppState>, audit: AuditCtx, body: web::Json<SignIn>) -> HttpResponse {
+    let Some((id, _, name)) = USERS.iter().find(|(_, email, _)| *email == body.email) else {
+        return HttpResponse::Unauthorized().finish();
+    };
+    if body.password != PASSWORD {
+        return HttpResponse::Unauthorized().finish();
+    }
+    // No auth middleware runs before sign-in: the handler names the actor.
+    audit.actor(Actor::new(*id, "user").name(*name));
+    audit.organization(state.organization.clone());
+    HttpResponse::Ok().json(Session {
+        token: (*id).to_owned(),
+    })
+}
+
+/// `POST /teams` body.
+#[derive(Debug, Deserialize)]
+pub struct NewTeam {
+    /// The team's name.
+    pub name: String,
+}
+
+/// A team.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Team {
+    /// `team_<n>`.
+    pub id: String,
+    /// The name.
+    pub name: String,
+}
+
+#[action("team.created")]
+async fn create_team(state: web::Data<AppState>, audit: AuditCtx, body: web::Json<NewTeam>) -> HttpResponse {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return HttpResponse::UnprocessableEntity()
+            .content_type("text/plain; charset=utf-8")
+            .body("a team name has 1 to 100 characters");
+    }
+    let id = format!("team_{}", state.next_team.fetch_add(1, Ordering::Relaxed));
+    state.teams().insert(id.clone(), name.to_owned());
+    audit.target(Target::new(&id, "team").name(name));
+    HttpResponse::Created().json(Team {
+        id,
+        name: name.to_owned(),
+    })
+}
+
+#[action("team.deleted", targets(team = "id"))]
+async fn delete_team(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    match state.teams().remove(id.as_str()) {
+        Some(_) => HttpResponse::NoContent().finish(),
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+#[action("invoice.viewed", targets(invoice = "id"))]
+async fn view_invoice(id: web::Path<String>) -> HttpResponse {
+    if !id.starts_with("inv_") {
+        return HttpResponse::NotFound().finish();
+    }
+    HttpResponse::Ok()
+        .json(json!({"id": id.as_str(), "amount_cents": 4200, "currency": "usd", "status": "paid"}))
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok")
+}
+
+/// Where events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// WorkOS (or any compatible server) at `WORKOS_BASE_URL` with `WORKOS_API_KEY`.
+    Workos,
+    /// An audit-testkit started inside this process (no `WORKOS_API_KEY`).
+    EmbeddedTestkit,
+    /// A `MemorySink` (`AUDIT_SINK=memory`, for benchmarks).
+    Memory,
+    /// No audit middleware at all (`AUDIT_DISABLED=1`, for benchmarks).
+    Disabled,
+}
+
+/// The app's configuration, from the environment.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// `LISTEN_ADDR`, default `127.0.0.1:3000`.
+    pub listen_addr: SocketAddr,
+    /// `WORKOS_BASE_URL`, default `https://api.workos.com`.
+    pub workos_base_url: String,
+    /// `WORKOS_API_KEY` (never printed).
+    pub workos_api_key: Option<String>,
+    /// `WORKOS_ORGANIZATION_ID`.
+    pub organization_id: Option<String>,
+    /// `AUDIT_TRUSTED_PROXIES`: comma-separated CIDR ranges, none by default.
+    pub client_ip: ClientIpConfig,
+    /// `AUDIT_DISABLED=1`: no audit middleware.
+    pub disabled: bool,
+    /// `AUDIT_SINK=memory`: deliver to memory.
+    pub memory_sink: bool,
+    /// `AUDIT_RATE_LIMIT`: `workos` (default, 6,000 per minute), `none`, or requests per second.
+    pub rate_limit: Option<RateLimit>,
+    /// `AUDIT_SENDERS`: concurrent deliveries (default 8).
+    pub senders: usize,
+    /// `AUDIT_SPOOL`: a durable spool path (not supported by this build; noted and ignored).
+    pub spool: Option<String>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Settings {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the variable at fault.
+    pub fn from_env() -> Result<Self, String> {
+        let listen_addr = env("LISTEN_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
+            .parse()
+            .map_err(|e| format!("LISTEN_ADDR: {e} (expected for example 127.0.0.1:3000)"))?;
+        let rate_limit = match env("AUDIT_RATE_LIMIT").as_deref() {
+            None | Some("workos") => Some(RateLimit::workos()),
+            Some("none") => None,
+            Some(n) => Some(
+                n.parse::<u32>()
+                    .ok()
+                    .and_then(|n| RateLimit::new(n, Duration::from_secs(1)))
+                    .ok_or_else(|| {
+                        format!("AUDIT_RATE_LIMIT: {n:?} is not `workos`, `none` or a positive number")
+                    })?,
+            ),
+        };
+        let senders = match env("AUDIT_SENDERS") {
+            None => EmitterBuilder::DEFAULT_SENDERS,
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("AUDIT_SENDERS: {n:?} is not a positive number"))?,
+        };
+        Ok(Self {
+            listen_addr,
+            workos_base_url: env("WORKOS_BASE_URL").unwrap_or_else(|| "https://api.workos.com".to_owned()),
+            workos_api_key: env("WORKOS_API_KEY"),
+            organization_id: env("WORKOS_ORGANIZATION_ID"),
+            client_ip: ClientIpConfig::from_env().map_err(|e| e.to_string())?,
+            disabled: env("AUDIT_DISABLED").is_some_and(|v| v != "0" && v != "false"),
+            memory_sink: env("AUDIT_SINK").is_some_and(|v| v == "memory"),
+            rate_limit,
+            senders,
+            spool: env("AUDIT_SPOOL"),
+        })
+    }
+
+    /// Where events go under these settings.
+    pub fn destination(&self) -> Destination {
+        if self.disabled {
+            Destination::Disabled
+        } else if self.memory_sink {
+            Destination::Memory
+        } else if self.workos_api_key.is_some() {
+            Destination::Workos
+        } else {
+            Destination::EmbeddedTestkit
+        }
+    }
+
+    /// An emitter builder for `sink` with these settings' rate limit and senders.
+    pub fn emitter(&self, sink: impl Sink) -> EmitterBuilder {
+        let builder = Emitter::builder(sink).senders(self.senders);
+        match self.rate_limit {
+            Some(limit) => builder.rate_limit(limit),
+            None => builder.no_rate_limit(),
+        }
+    }
+}
+
+/// The audit middleware of this app, with the configured client-IP rules.
+pub fn audit_middleware(emitter: Emitter, client_ip: ClientIpConfig) -> AuditMiddleware {
+    AuditMiddleware::new(emitter).client_ip(client_ip)
+}
+
+/// The machine-readable shutdown report: one JSON object.
+pub fn shutdown_json(
+    report: &ShutdownReport,
+    stats: &Stats,
+    skipped: &SkipCounters,
+    testkit_events: Option<usize>,
+) -> serde_json::Value {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+    json!({
+        "shutdown": {
+            "accepted": stats.accepted,
+            "delivered": report.delivered,
+            "dead_lettered": report.dead_lettered,
+            "dropped": report.dropped.total(),
+            "pending_at_deadline": report.pending_at_deadline,
+            "retried": stats.retried,
+            "emit_failures": skipped.emit_failures(),
+            "skipped": {
+                "not_annotated": skipped.get(SkipReason::NotAnnotated),
+                "suppressed": skipped.get(SkipReason::Suppressed),
+                "outcome": skipped.get(SkipReason::Outcome),
+                "missing_actor": skipped.get(SkipReason::MissingActor),
+                "missing_organization": skipped.get(SkipReason::MissingOrganization),
+                "invalid": skipped.get(SkipReason::Invalid),
+            },
+            "delivery_latency_ms": {"p50": ms(stats.latency_p50), "p90": ms(stats.latency_p90), "p99": ms(stats.latency_p99)},
+            "last_error": stats.last_error,
+            "testkit_events": testkit_events,
+        }
+    })
+}
+
+/// A future resolving on SIGTERM or Ctrl-C. The handlers are installed when this function is
+/// called (not when the future is first polled), so a signal sent right after the app announced
+/// its address is not missed.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(terminate) => {}
+                () = wait(interrupt) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The whole program: read [`Settings`], start the emitter, serve until SIGTERM or Ctrl-C, flush
+/// and print the shutdown report.
+///
+/// Standard output: first one JSON line
+/// `{"listening":"http://127.0.0.1:3000","workos_base_url":"…","organization_id":"…","audit":"…"}`,
+/// then readable notes; at shutdown one JSON line `{"shutdown":{…}}` and a readable summary.
+///
+/// Call it from the actix system runtime (`#[actix_web::main]`): the emitter's senders are
+/// spawned on it.
+///
+/// # Errors
+///
+/// A message for a bad setting, a port that cannot be bound, or a failing server.
+pub async fn run(settings: Settings) -> Result<(), String> {
+    let destination = settings.destination();
+    let mut notes = Vec::new();
+    let mut testkit = None;
+    let mut workos_base_url = settings.workos_base_url.clone();
+    let organization = match destination {
+        Destination::EmbeddedTestkit => {
+            // The testkit runs on its own thread and runtime, so it is at home under actix-rt.
+            let kit = audit_testkit::TestKit::start()
+                .await
+                .map_err(|e| format!("starting the embedded audit-testkit: {e}"))?;
+            workos_base_url = kit.url();
+            notes.push(format!(
+                "WORKOS_API_KEY is not set: started audit-testkit in-process at {} (events stay in this process)",
+                kit.url()
+            ));
+            let org = kit.organization_id().to_owned();
+            testkit = Some(kit);
+            org
+        }
+        Destination::Workos => settings.organization_id.clone().ok_or(
+            "WORKOS_ORGANIZATION_ID: required with WORKOS_API_KEY (the organization of the demo users)",
+        )?,
+        Destination::Memory | Destination::Disabled => settings
+            .organization_id
+            .clone()
+            .unwrap_or_else(|| "org_01EXAMPLE0000000000000000".to_owned()),
+    };
+    let organization =
+        OrganizationId::new(organization).map_err(|e| format!("WORKOS_ORGANIZATION_ID: {e}"))?;
+    if settings.spool.is_some() {
+        notes.push("AUDIT_SPOOL is set but this build has no durable spool; it is ignored".to_owned());
+    }
+    let emitter = match destination {
+        Destination::Disabled => None,
+        Destination::Memory => Some(settings.emitter(MemorySink::new()).start()),
+        Destination::Workos | Destination::EmbeddedTestkit => {
+            let key = settings
+                .workos_api_key
+                .clone()
+                .unwrap_or_else(|| "sk_test_embedded".to_owned());
+            let client = Client::builder()
+                .api_key(key)
+                .base_url(workos_base_url.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+            Some(settings.emitter(client).start())
+        }
+    };
+    let audit = emitter
+        .clone()
+        .map(|e| audit_middleware(e, settings.client_ip.clone()));
+    let skipped = audit.as_ref().map(AuditMiddleware::skip_counters);
+    let state = AppState::new(organization.clone());
+
+    // Our own signal handling (installed before the address is announced, so a SIGTERM sent
+    // right after it is not missed); actix's is switched off with `disable_signals`.
+    let stop = shutdown_signal();
+    let bind_error = |e: std::io::Error| format!("LISTEN_ADDR {}: {e}", settings.listen_addr);
+    // One `HttpServer` per branch: the App types differ, the running servers do not.
+    let (server, addrs) = match audit {
+        Some(audit) => {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .wrap(audit.clone())
+                    .app_data(state.clone())
+                    .configure(routes)
+            })
+            .disable_signals()
+            .shutdown_timeout(10)
+            .bind(settings.listen_addr)
+            .map_err(bind_error)?;
+            let addrs = server.addrs();
+            (server.run(), addrs)
+        }
+        None => {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(AuditDisabled)
+                    .app_data(state.clone())
+                    .configure(routes)
+            })
+            .disable_signals()
+            .shutdown_timeout(10)
+            .bind(settings.listen_addr)
+            .map_err(bind_error)?;
+            let addrs = server.addrs();
+            (server.run(), addrs)
+        }
+    };
+    let addr: SocketAddr = addrs
+        .first()
+        .copied()
+        .ok_or_else(|| format!("LISTEN_ADDR {}: no address bound", settings.listen_addr))?;
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        stop.await;
+        // Stop accepting, let the requests in flight finish (up to the shutdown timeout).
+        handle.stop(true).await;
+    });
+    let audit_label = match destination {
+        Destination::Workos => "workos",
+        Destination::EmbeddedTestkit => "embedded-testkit",
+        Destination::Memory => "memory",
+        Destination::Disabled => "disabled",
+    };
+    println!(
+        "{}",
+        json!({
+            "listening": format!("http://{addr}"),
+            "workos_base_url": workos_base_url,
+            "organization_id": organization.as_str(),
+            "audit": audit_label,
+            "trusted_proxies": settings.client_ip.trusted_ranges().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        })
+    );
+    for note in notes {
+        println!("{note}");
+    }
+    println!("example-actix: listening on http://{addr} (audit: {audit_label}); Ctrl-C or SIGTERM to stop");
+
+    server.await.map_err(|e| format!("server: {e}"))?;
+
+    println!("example-actix: stopped taking requests; flushing audit events");
+    if let (Some(emitter), Some(skipped)) = (emitter, skipped) {
+        let report = emitter.shutdown(Duration::from_secs(10)).await;
+        let stats = emitter.stats();
+        let stored = testkit.as_ref().map(|k| k.events(organization.as_str()).len());
+        println!("{}", shutdown_json(&report, &stats, &skipped, stored));
+        println!(
+            "example-actix: {} events delivered, {} dead-lettered, {} dropped, {} pending at the deadline; \
+             {} emit failures",
+            report.delivered,
+            report.dead_lettered,
+            report.dropped.total(),
+            report.pending_at_deadline,
+            skipped.emit_failures()
+        );
+        if let Some(stored) = stored {
+            println!("example-actix: the embedded audit-testkit stored {stored} events");
+        }
+    } else {
+        println!("{}", json!({"shutdown": {"audit": "disabled"}}));
+        println!("example-actix: audit was disabled; no events");
+    }
+    Ok(())
+}
