@@ -74,7 +74,7 @@ struct Args {
     /// The directory holding .env and .env.local (default: this repository's root).
     #[arg(long, value_name = "DIR")]
     env_dir: Option<PathBuf>,
-    /// The API base URL (default: WORKOS_BASE_URL, else https://api.workos.com).
+    /// The API base URL (default: WORKOS_BASE_URL, else the WorkOS API at api.workos.com).
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
     /// The timeout of each request, in seconds.
