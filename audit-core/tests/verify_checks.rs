@@ -770,8 +770,9 @@ async fn environment_then_dot_env_then_dot_env_local() {
         "WORKOS_API_KEY=\nthis line has no equals sign sk_test_secret\n",
     );
     let r = run(base().no_env_files().env_dir(dir.path())).await;
-    assert_status(&r, CheckId::ApiKey, Status::Pass, "from .env.local");
-    assert_status(&r, CheckId::ApiKey, Status::Pass, "line 2 is not KEY=VALUE");
+    assert_status(&r, CheckId::ApiKey, Status::Warn, "from .env.local");
+    assert_status(&r, CheckId::ApiKey, Status::Warn, "line 2 is not KEY=VALUE");
+    assert_fix(&r, CheckId::ApiKey, "KEY=VALUE");
     assert!(!r.to_json().contains("sk_test_secret"));
 
     // No files read at all.

@@ -7,7 +7,7 @@
 //! | id | checks | PASS | FAIL | WARN / SKIP |
 //! |---|---|---|---|---|
 //! | `dependency` | `cargo metadata --no-deps` of the manifest: a workspace member depends on `audit-core`, `audit-tower` or `audit-actix` | a normal dependency | none, or `cargo metadata` fails | WARN: only a dev-dependency |
-//! | `api_key` | `WORKOS_API_KEY` | `sk_test_…`, or `sk_live_…` outside CI | missing, whitespace, no `sk_` | WARN: `sk_live_` in CI, or neither test nor live |
+//! | `api_key` | `WORKOS_API_KEY` | `sk_test_…`, or `sk_live_…` outside CI | missing, whitespace, no `sk_` | WARN: `sk_live_` in CI, neither test nor live, or a `.env` line that cannot be parsed |
 //! | `client_id` | `WORKOS_CLIENT_ID` | starts with `client_` | anything else | SKIP: not set |
 //! | `organization` | `--org`, else `WORKOS_ORGANIZATION_ID` | `org_` + 26-character ULID | missing or malformed | WARN: valid but not the ULID shape |
 //! | `event` | `POST /audit_logs/events` with the chosen action (default [`DEFAULT_ACTION`], `verify.checked`) | 200 | 401, 403, 404, 429, 400/422, 5xx, unreachable, TLS | |

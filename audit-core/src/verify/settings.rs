@@ -89,6 +89,16 @@ pub(crate) fn api_key(layers: &EnvLayers, ci: bool) -> (CheckResult, Option<Stri
             Some("check the key in the WorkOS Dashboard → API Keys".into()),
         )
     };
+    // A file that could not be read or parsed may hold the setting that was meant to win.
+    let result = if result.status == Status::Pass && !layers.problems.is_empty() {
+        CheckResult::warn(
+            id,
+            result.finding,
+            Some("fix or remove the lines named: each must be KEY=VALUE (quotes allowed)".into()),
+        )
+    } else {
+        result
+    };
     (result, Some(value))
 }
 
