@@ -100,6 +100,8 @@ pub struct EmitterBuilder {
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) config: Config,
     pub(crate) dead_letters: Vec<Arc<dyn DeadLetterSink>>,
+    #[cfg(feature = "spool")]
+    pub(crate) spool: Option<super::Spool>,
 }
 
 impl std::fmt::Debug for EmitterBuilder {
@@ -137,6 +139,8 @@ impl EmitterBuilder {
             sink: Arc::new(sink),
             config: Config::default(),
             dead_letters: Vec::new(),
+            #[cfg(feature = "spool")]
+            spool: None,
         }
     }
 
@@ -236,6 +240,16 @@ impl EmitterBuilder {
     /// Adds a callback as a dead-letter destination.
     pub fn on_dead_letter(self, f: impl Fn(DeadLetter) + Send + Sync + 'static) -> Self {
         self.dead_letters(CallbackDeadLetters::new(f))
+    }
+
+    /// Keeps every accepted event in a durable spool file until it is delivered or dead-lettered
+    /// (feature `spool`; see [`SpoolConfig`](super::SpoolConfig) for what it guarantees). Pair it
+    /// with [`Overflow::SpillToSpool`] so that a peak beyond the memory
+    /// [`capacity`](Self::capacity) waits in the file instead of being dropped.
+    #[cfg(feature = "spool")]
+    pub fn spool(mut self, spool: super::Spool) -> Self {
+        self.spool = Some(spool);
+        self
     }
 
     /// Starts the background senders on the current tokio runtime and returns the handle.

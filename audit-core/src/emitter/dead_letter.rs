@@ -55,6 +55,9 @@ pub enum DeadLetterReason {
     /// The destination refused the request locally before sending it (a configuration problem or
     /// a parameter the client would not send).
     Refused,
+    /// The event waited longer than WorkOS's 24-hour idempotency window (a spool configured with
+    /// `StaleEvents::DeadLetter`): sending it could store it twice. Replay it if it is not at WorkOS.
+    Stale,
 }
 
 impl DeadLetterReason {
@@ -66,6 +69,7 @@ impl DeadLetterReason {
             Self::ShutdownDeadline => "shutdown_deadline",
             Self::Abandoned => "abandoned",
             Self::Refused => "refused",
+            Self::Stale => "stale",
         }
     }
 }

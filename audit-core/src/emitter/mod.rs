@@ -109,6 +109,8 @@ mod builder;
 mod dead_letter;
 mod queue;
 mod sink;
+#[cfg(feature = "spool")]
+mod spool;
 mod stats;
 mod worker;
 
@@ -119,6 +121,9 @@ pub use dead_letter::{
 };
 pub use sink::{MemorySink, Sink, SinkFuture};
 pub use stats::{Dropped, Stats};
+// spool (feature `spool`)
+#[cfg(feature = "spool")]
+pub use spool::{Spool, SpoolConfig, SpoolError, SpoolErrorKind, SpoolStats, SpoolSync, StaleEvents};
 
 use queue::{Item, MemoryStore, Pushed};
 use stats::{Counters, Throttle};
@@ -136,6 +141,11 @@ pub enum Overflow {
     /// Evict the oldest event still waiting (queued or waiting to retry, not one in flight) to make
     /// room; the new event is accepted.
     DropOldest,
+    /// With a spool ([`EmitterBuilder::spool`], feature `spool`): keep the new event only in the
+    /// spool file and load it back when memory has room, so memory stays bounded while the
+    /// spool absorbs the peak (up to its own limit, `SpoolConfig::max_events`). Without a spool,
+    /// the same as [`DropNewest`](Self::DropNewest).
+    SpillToSpool,
 }
 
 /// Why an event was not accepted.
@@ -155,6 +165,16 @@ pub enum EmitError {
     /// The emitter was shut down.
     #[error("the audit emitter is shut down")]
     Closed,
+    /// `emit_durable` was called on an emitter without a spool; the event was not accepted.
+    #[error("the audit emitter has no spool; emit_durable needs one")]
+    NoSpool,
+    /// `emit_durable`: the event was accepted (it is delivered from memory) but the spool could
+    /// not commit it (see `SpoolStats::failing`).
+    #[error("the audit event was accepted but could not be written to the spool")]
+    NotDurable {
+        /// The accepted event's idempotency key.
+        idempotency_key: String,
+    },
 }
 
 /// Options of one emit call.
@@ -271,9 +291,22 @@ impl Emitter {
             sink,
             config,
             dead_letters,
+            #[cfg(feature = "spool")]
+            spool,
         } = builder;
+        #[cfg(feature = "spool")]
+        let store: Box<dyn queue::Store> = match spool {
+            Some(spool) => Box::new(spool::SpoolStore::start(
+                spool,
+                config.capacity,
+                config.warn_interval,
+            )),
+            None => Box::new(MemoryStore::new(config.capacity)),
+        };
+        #[cfg(not(feature = "spool"))]
+        let store: Box<dyn queue::Store> = Box::new(MemoryStore::new(config.capacity));
         let shared = Arc::new(Shared {
-            store: Box::new(MemoryStore::new(config.capacity)),
+            store,
             sink,
             limiter: config.rate_limit.and_then(|l| l.limiter()),
             dead_letters,
@@ -395,6 +428,39 @@ impl Emitter {
         shared.work.notify_one();
     }
 
+    /// Accepts the event like [`try_emit`](Self::try_emit) (same checks, overflow policy and
+    /// errors), then waits until the spool has committed it to its file: once this returns `Ok`,
+    /// the event survives a crash of the process. It never waits for WorkOS.
+    ///
+    /// Errors besides `try_emit`'s: [`EmitError::NoSpool`] (no spool configured; nothing was
+    /// accepted) and [`EmitError::NotDurable`] (accepted, but the commit failed, for example on
+    /// a full disk).
+    #[cfg(feature = "spool")]
+    pub async fn emit_durable(&self, org: OrganizationId, event: Event) -> Result<EmitReceipt, EmitError> {
+        let shared = self.shared();
+        let Some(mut durable) = shared.store.durable() else {
+            return Err(EmitError::NoSpool);
+        };
+        let receipt = self.try_emit(org, event)?;
+        // At least this event's sequence number; a later one only makes the wait a commit longer.
+        let target = shared.store.last_seq();
+        loop {
+            let state = *durable.borrow_and_update();
+            if state.committed >= target {
+                return Ok(receipt);
+            }
+            if state.failing || state.stopped || durable.changed().await.is_err() {
+                let state = *durable.borrow();
+                if state.committed >= target {
+                    return Ok(receipt);
+                }
+                return Err(EmitError::NotDurable {
+                    idempotency_key: receipt.idempotency_key,
+                });
+            }
+        }
+    }
+
     /// Waits until every event accepted before this call is delivered or dead-lettered, or
     /// `timeout` passes. Events accepted meanwhile are not waited for.
     pub async fn flush(&self, timeout: Duration) -> Result<(), FlushTimeout> {
@@ -486,6 +552,8 @@ impl Emitter {
             latency_p50: p50,
             latency_p90: p90,
             latency_p99: p99,
+            #[cfg(feature = "spool")]
+            spool: shared.store.spool_stats(),
         }
     }
 

@@ -118,6 +118,29 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn last_seq(&self) -> u64;
     /// The smallest sequence number still outstanding, if any.
     fn oldest_outstanding(&self) -> Option<u64>;
+
+    // Durable stores (the `spool` feature). The defaults are the in-memory behaviour.
+
+    /// A taken event is being given up at shutdown's deadline or abandoned: `None` when the store
+    /// keeps it durably for the next start, else the event (resolved) to dead-letter.
+    fn give_back(&self, item: Box<Item>) -> Option<Box<Item>> {
+        self.resolve(item.seq);
+        Some(item)
+    }
+    /// Whether a taken event is too old to send (see `StaleEvents`).
+    fn is_stale(&self, _item: &Item) -> bool {
+        false
+    }
+    /// The spool's statistics.
+    #[cfg(feature = "spool")]
+    fn spool_stats(&self) -> Option<super::SpoolStats> {
+        None
+    }
+    /// Commit progress, for `emit_durable`.
+    #[cfg(feature = "spool")]
+    fn durable(&self) -> Option<tokio::sync::watch::Receiver<super::spool::Durable>> {
+        None
+    }
 }
 
 /// The bounded in-memory store: one mutex around a `VecDeque` (ready), a map and a due-time
@@ -196,7 +219,7 @@ impl Store for MemoryStore {
                         return Pushed::Full(item);
                     }
                 }
-                Overflow::DropNewest => return Pushed::Full(item),
+                Overflow::DropNewest | Overflow::SpillToSpool => return Pushed::Full(item),
             }
         }
         inner.next_seq += 1;

@@ -42,6 +42,9 @@ pub struct Stats {
     pub latency_p90: Option<Duration>,
     /// 99th percentile.
     pub latency_p99: Option<Duration>,
+    /// The spool's depth, oldest age, commit latency and faults (`None` without a spool).
+    #[cfg(feature = "spool")]
+    pub spool: Option<super::SpoolStats>,
 }
 
 /// Events dropped by the overflow policy, by reason.

@@ -276,6 +276,18 @@ impl<'a> Held<'a> {
     fn dead_letter(self, reason: DeadLetterReason, error: Option<Error>) {
         let shared = self.shared;
         let item = self.take();
+        if matches!(
+            reason,
+            DeadLetterReason::ShutdownDeadline | DeadLetterReason::Abandoned
+        ) {
+            // A durable store (the spool) keeps such an event for the next start.
+            if let Some(item) = shared.store.give_back(item) {
+                shared.dead_letter(item, reason, error);
+            } else {
+                shared.resolved();
+            }
+            return;
+        }
         shared.store.resolve(item.seq);
         shared.dead_letter(item, reason, error);
     }
@@ -301,8 +313,9 @@ fn unreachable_item() -> ! {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        if let Some(item) = self.item.take() {
-            self.shared.store.resolve(item.seq);
+        if let Some(item) = self.item.take()
+            && let Some(item) = self.shared.store.give_back(item)
+        {
             self.shared.dead_letter(item, DeadLetterReason::Abandoned, None);
         }
     }
@@ -321,6 +334,11 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
             shared: &shared,
             item: Some(item),
         };
+        if held.item.as_deref().is_some_and(|i| shared.store.is_stale(i)) {
+            // Older than WorkOS's idempotency window, and the spool is set to dead-letter those.
+            held.dead_letter(DeadLetterReason::Stale, None);
+            continue;
+        }
         if let Some(limiter) = &shared.limiter
             && !wait_for_rate(limiter, &shared.stop).await
         {

@@ -1,0 +1,864 @@
+//! [`SpoolStore`]: the emitter's [`Store`] backed by the SQLite file, and its writer thread.
+//!
+//! Memory holds what the senders work on (ready, parked, taken, bounded by the capacity), exactly
+//! like the in-memory store. Every accepted event is also sent to the writer thread, which owns
+//! the connection and commits in groups. Events that do not fit in memory are *spilled*: they are
+//! only in the file (or the writer's backlog) and are loaded back in acceptance order when memory
+//! has room. Once anything is spilled, new events are spilled too, so the spilled events are
+//! always the newest ones and loading them by increasing id keeps the order.
+//!
+//! Invariant: commands reach the writer in sequence order (they are sent while the memory lock
+//! is held), so the committed inserts are always a prefix of the accepted events.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, params};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::db::{self, Loaded};
+use super::{Spool, SpoolStats, StaleEvents};
+use crate::CreateEvent;
+use crate::emitter::Overflow;
+use crate::emitter::queue::{Depth, Item, Pushed, Store, Taken};
+use crate::emitter::stats::{Histogram, Throttle};
+
+/// WorkOS forgets an idempotency key after 24 hours.
+const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Rows loaded back into memory at once.
+const LOAD_BATCH: usize = 4_096;
+/// How soon an idle sender looks again while spilled events wait to be loaded.
+const SPILL_POLL: Duration = Duration::from_millis(2);
+
+/// What the writer has made durable, for [`Emitter::emit_durable`](crate::emitter::Emitter::emit_durable).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Durable {
+    /// Every event with a sequence number up to this one is committed (or resolved).
+    pub(crate) committed: u64,
+    /// The latest commit failed.
+    pub(crate) failing: bool,
+    /// The writer has stopped.
+    pub(crate) stopped: bool,
+}
+
+// The channel stores commands inline in its blocks: boxing the large variants would add an
+// allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Payload {
+    /// A copy of an event that is also in memory.
+    Copy { body: CreateEvent, key: String },
+    /// A spilled event: the writer holds the only copy until it is committed.
+    Owned(Box<Item>),
+}
+
+struct Insert {
+    seq: u64,
+    created: SystemTime,
+    payload: Payload,
+}
+
+impl Insert {
+    fn body_and_key(&self) -> (&CreateEvent, &str) {
+        match &self.payload {
+            Payload::Copy { body, key } => (body, key),
+            Payload::Owned(item) => (&item.body, &item.key),
+        }
+    }
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Cmd {
+    Insert(Insert),
+    Delete(u64),
+    Attempted {
+        seq: u64,
+        attempts: u32,
+        first: Option<SystemTime>,
+        last: Option<SystemTime>,
+    },
+    /// Commit everything, close the file and answer with the inserts that could not be committed.
+    Finish(SyncSender<Vec<Insert>>),
+}
+
+struct Inner {
+    closed: bool,
+    next_seq: u64,
+    ready: VecDeque<Box<Item>>,
+    parked: BTreeMap<u64, Box<Item>>,
+    due: BTreeSet<(Instant, u64)>,
+    /// Taken events with their acceptance time.
+    taken: BTreeMap<u64, Instant>,
+    /// Events only in the file (or the writer's backlog): ids above `load_cursor`.
+    spilled: u64,
+    /// When the oldest spilled event was accepted (approximate after a load).
+    spilled_since: Option<Instant>,
+    /// Every id up to this one was placed in memory (or resolved).
+    load_cursor: u64,
+    /// Unresolved events (memory and spilled): the spool's depth.
+    rows: u64,
+    /// Wall-clock acceptance of events read back from the file (for the stale check).
+    created: HashMap<u64, SystemTime>,
+}
+
+impl Inner {
+    fn in_memory(&self) -> usize {
+        self.ready.len() + self.parked.len() + self.taken.len()
+    }
+
+    fn evict_oldest(&mut self) -> Option<Box<Item>> {
+        let ready = self.ready.front().map(|i| i.seq);
+        let parked = self.parked.keys().next().copied();
+        let mut item = match (ready, parked) {
+            (Some(r), Some(p)) if p < r => self.parked.remove(&p),
+            (Some(_), _) => self.ready.pop_front(),
+            (None, Some(p)) => self.parked.remove(&p),
+            (None, None) => None,
+        }?;
+        if let Some(due) = item.due.take() {
+            self.due.remove(&(due, item.seq));
+        }
+        Some(item)
+    }
+}
+
+/// State shared by the store and its writer thread.
+struct Common {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    durable: watch::Sender<Durable>,
+    backlog: AtomicUsize,
+    commits: AtomicU64,
+    corrupt: AtomicU64,
+    write_errors: AtomicU64,
+    refused: AtomicU64,
+    recovered: u64,
+    commit_latency: Histogram,
+    failing: Mutex<Option<String>>,
+    error_warning: Throttle,
+}
+
+impl Common {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Each critical section is a few list operations: a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The emitter's store with the SQLite spool behind it.
+pub(crate) struct SpoolStore {
+    common: Arc<Common>,
+    tx: Sender<Cmd>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+    max_events: u64,
+    max_backlog: usize,
+    stale: StaleEvents,
+    refusal_warning: Throttle,
+}
+
+impl SpoolStore {
+    /// Starts the writer thread on an open spool; `capacity` bounds the events held in memory.
+    pub(crate) fn start(spool: Spool, capacity: usize, warn_interval: Duration) -> Self {
+        let Spool {
+            config,
+            conn,
+            rows,
+            min_id,
+            max_id,
+        } = spool;
+        let first = u64::try_from(min_id).unwrap_or(0);
+        let inner = Inner {
+            closed: false,
+            next_seq: u64::try_from(max_id).unwrap_or(0),
+            ready: VecDeque::new(),
+            parked: BTreeMap::new(),
+            due: BTreeSet::new(),
+            taken: BTreeMap::new(),
+            spilled: rows,
+            spilled_since: (rows > 0).then(Instant::now),
+            load_cursor: first.saturating_sub(1),
+            rows,
+            created: HashMap::new(),
+        };
+        if rows > 0 {
+            tracing::info!(
+                path = %config.path.display(),
+                events = rows,
+                "audit spool: delivering events kept from an earlier run, with their original idempotency keys"
+            );
+        }
+        let (durable, _) = watch::channel(Durable {
+            committed: inner.next_seq,
+            ..Durable::default()
+        });
+        let common = Arc::new(Common {
+            inner: Mutex::new(inner),
+            capacity: capacity.max(1),
+            durable,
+            backlog: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            recovered: rows,
+            commit_latency: Histogram::default(),
+            failing: Mutex::new(None),
+            error_warning: Throttle::new(warn_interval),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            conn,
+            rx,
+            common: Arc::clone(&common),
+            max_batch: config.max_batch,
+            path: config.path.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("audit-spool-writer".into())
+            .spawn(move || writer.run());
+        let handle = match handle {
+            Ok(h) => Some(h),
+            Err(e) => {
+                // Without a writer nothing becomes durable: say so loudly; emits are refused
+                // (the channel is closed) rather than silently kept in memory only.
+                tracing::error!(error = %e, "audit spool: could not start the writer thread");
+                None
+            }
+        };
+        Self {
+            common,
+            tx,
+            writer: Mutex::new(handle),
+            path: config.path,
+            max_events: config.max_events,
+            max_backlog: config.max_backlog,
+            stale: config.stale,
+            refusal_warning: Throttle::new(warn_interval),
+        }
+    }
+
+    fn send(&self, cmd: Cmd) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+
+    fn refuse(&self, item: Box<Item>, rows: u64, backlog: usize) -> Pushed {
+        self.common.refused.fetch_add(1, Relaxed);
+        if let Some(suppressed) = self.refusal_warning.ready() {
+            tracing::warn!(
+                path = %self.path.display(),
+                events = rows,
+                max_events = self.max_events,
+                backlog,
+                max_backlog = self.max_backlog,
+                suppressed,
+                refused = self.common.refused.load(Relaxed),
+                "audit spool full (or its writer is behind): an event was refused"
+            );
+        }
+        Pushed::Full(item)
+    }
+
+    /// Subscribes to the commit progress.
+    pub(crate) fn durable(&self) -> watch::Receiver<Durable> {
+        self.common.durable.subscribe()
+    }
+
+    pub(crate) fn stats(&self) -> SpoolStats {
+        let c = &self.common;
+        let (depth, spilled, oldest) = {
+            let inner = c.lock();
+            let oldest = [
+                inner.ready.front().map(|i| i.accepted),
+                inner.parked.values().next().map(|i| i.accepted),
+                inner.taken.values().min().copied(),
+                inner.spilled_since.filter(|_| inner.spilled > 0),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            (inner.rows, inner.spilled, oldest)
+        };
+        let [p50, p99] = c.commit_latency.percentiles([50.0, 99.0]);
+        SpoolStats {
+            depth,
+            spilled,
+            backlog: c.backlog.load(Relaxed),
+            oldest_age: oldest.map(|t| t.elapsed()),
+            commits: c.commits.load(Relaxed),
+            commit_p50: p50,
+            commit_p99: p99,
+            recovered: c.recovered,
+            refused: c.refused.load(Relaxed),
+            corrupt: c.corrupt.load(Relaxed),
+            write_errors: c.write_errors.load(Relaxed),
+            failing: c.failing.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}
+
+impl Store for SpoolStore {
+    fn push(&self, mut item: Box<Item>, overflow: Overflow) -> Pushed {
+        let mut inner = self.common.lock();
+        if inner.closed {
+            return Pushed::Closed;
+        }
+        let backlog = self.common.backlog.load(Relaxed);
+        if inner.rows >= self.max_events || backlog >= self.max_backlog {
+            let rows = inner.rows;
+            drop(inner);
+            return self.refuse(item, rows, backlog);
+        }
+        let mut evicted = None;
+        let spill = if inner.spilled > 0 {
+            true
+        } else if inner.in_memory() >= self.common.capacity {
+            match overflow {
+                Overflow::SpillToSpool => true,
+                Overflow::DropOldest => {
+                    evicted = inner.evict_oldest();
+                    if evicted.is_none() {
+                        return Pushed::Full(item);
+                    }
+                    false
+                }
+                _ => return Pushed::Full(item),
+            }
+        } else {
+            false
+        };
+        inner.next_seq += 1;
+        let seq = inner.next_seq;
+        item.seq = seq;
+        let accepted = item.accepted;
+        let (payload, keep) = if spill {
+            (Payload::Owned(item), None)
+        } else {
+            let copy = Payload::Copy {
+                body: item.body.clone(),
+                key: item.key.clone(),
+            };
+            (copy, Some(item))
+        };
+        let insert = Insert {
+            seq,
+            created: SystemTime::now(),
+            payload,
+        };
+        if !self.send(Cmd::Insert(insert)) {
+            inner.next_seq -= 1;
+            return Pushed::Closed;
+        }
+        self.common.backlog.fetch_add(1, Relaxed);
+        inner.rows += 1;
+        match keep {
+            Some(item) => {
+                inner.load_cursor = seq;
+                inner.ready.push_back(item);
+            }
+            None => {
+                if inner.spilled == 0 {
+                    inner.spilled_since = Some(accepted);
+                }
+                inner.spilled += 1;
+            }
+        }
+        if let Some(old) = &evicted {
+            inner.rows -= 1;
+            inner.created.remove(&old.seq);
+            self.send(Cmd::Delete(old.seq));
+        }
+        Pushed::Accepted { evicted }
+    }
+
+    fn take(&self, now: Instant) -> Taken {
+        let mut inner = self.common.lock();
+        if let Some(&(due, seq)) = inner.due.first()
+            && due <= now
+        {
+            inner.due.remove(&(due, seq));
+            if let Some(mut item) = inner.parked.remove(&seq) {
+                item.due = None;
+                inner.taken.insert(seq, item.accepted);
+                return Taken::Item(item);
+            }
+        }
+        if let Some(item) = inner.ready.pop_front() {
+            inner.taken.insert(item.seq, item.accepted);
+            return Taken::Item(item);
+        }
+        let next_due = inner.due.first().map(|&(due, _)| due);
+        // Spilled events are loaded by the writer thread, which cannot wake the senders: while
+        // there are some, the senders look again shortly.
+        let next_due = match (next_due, inner.spilled > 0) {
+            (due, false) => due,
+            (Some(due), true) => Some(due.min(now + SPILL_POLL)),
+            (None, true) => Some(now + SPILL_POLL),
+        };
+        Taken::Empty { next_due }
+    }
+
+    fn park(&self, mut item: Box<Item>, due: Instant) {
+        let mut inner = self.common.lock();
+        inner.taken.remove(&item.seq);
+        self.send(Cmd::Attempted {
+            seq: item.seq,
+            attempts: item.attempts,
+            first: item.first_attempt.map(|(_, at)| at),
+            last: item.last_attempt,
+        });
+        item.due = Some(due);
+        inner.due.insert((due, item.seq));
+        inner.parked.insert(item.seq, item);
+    }
+
+    fn unpark_front(&self, item: Box<Item>) {
+        let mut inner = self.common.lock();
+        inner.taken.remove(&item.seq);
+        inner.ready.push_front(item);
+    }
+
+    fn resolve(&self, seq: u64) {
+        let mut inner = self.common.lock();
+        if inner.taken.remove(&seq).is_some() {
+            inner.rows = inner.rows.saturating_sub(1);
+        }
+        inner.created.remove(&seq);
+        self.send(Cmd::Delete(seq));
+    }
+
+    fn give_back(&self, item: Box<Item>) -> Option<Box<Item>> {
+        // Shutdown's deadline or an abandoned sender: the event stays in the file for the next
+        // start instead of being dead-lettered (`drain` checks that it was committed).
+        let mut inner = self.common.lock();
+        inner.taken.remove(&item.seq);
+        inner.ready.push_front(item);
+        None
+    }
+
+    fn is_stale(&self, item: &Item) -> bool {
+        if self.stale == StaleEvents::SendAnyway {
+            return false;
+        }
+        let now = SystemTime::now();
+        let start = item.first_attempt.map(|(_, at)| at).unwrap_or_else(|| {
+            self.common
+                .lock()
+                .created
+                .get(&item.seq)
+                .copied()
+                .unwrap_or_else(|| now.checked_sub(item.accepted.elapsed()).unwrap_or(now))
+        });
+        now.duration_since(start)
+            .is_ok_and(|age| age > IDEMPOTENCY_WINDOW)
+    }
+
+    fn close(&self) {
+        self.common.lock().closed = true;
+    }
+
+    /// Shutdown (or the end of the runtime): commits everything, stops the writer and closes
+    /// the file. Events whose row is committed stay in the file for the next start; only those
+    /// that could not be written are returned, to be dead-lettered.
+    fn drain(&self) -> Vec<Box<Item>> {
+        let in_memory: Vec<Box<Item>> = {
+            let mut inner = self.common.lock();
+            inner.closed = true;
+            inner.due.clear();
+            let mut out: Vec<Box<Item>> = inner.ready.drain(..).collect();
+            let parked = std::mem::take(&mut inner.parked);
+            out.extend(parked.into_values());
+            out
+        };
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(handle) = handle else {
+            // Already finished (a second call): nothing is left in memory that is not on disk.
+            drop(in_memory);
+            return Vec::new();
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        let unwritten = if self.send(Cmd::Finish(reply)) {
+            answer.recv().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if handle.join().is_err() {
+            tracing::error!(path = %self.path.display(), "audit spool: the writer thread panicked");
+        }
+        let lost: HashSet<u64> = unwritten.iter().map(|i| i.seq).collect();
+        let mut out = Vec::new();
+        let mut kept = 0u64;
+        for item in in_memory {
+            if lost.contains(&item.seq) {
+                out.push(item);
+            } else {
+                kept += 1;
+            }
+        }
+        for insert in unwritten {
+            if let Payload::Owned(item) = insert.payload {
+                out.push(item);
+            }
+        }
+        let depth = self.common.lock().rows;
+        if depth > 0 || kept > 0 {
+            tracing::info!(
+                path = %self.path.display(),
+                events = depth,
+                "audit spool closed with events still pending; they are delivered at the next start"
+            );
+        }
+        if !out.is_empty() {
+            tracing::error!(
+                path = %self.path.display(),
+                events = out.len(),
+                "audit spool: events could not be written before shutdown; dead-lettering them"
+            );
+        }
+        out.sort_by_key(|i| i.seq);
+        out
+    }
+
+    fn depth(&self) -> Depth {
+        let inner = self.common.lock();
+        Depth {
+            ready: inner.ready.len() + usize::try_from(inner.spilled).unwrap_or(usize::MAX),
+            parked: inner.parked.len(),
+            taken: inner.taken.len(),
+        }
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.common.lock().next_seq
+    }
+
+    fn oldest_outstanding(&self) -> Option<u64> {
+        let inner = self.common.lock();
+        [
+            inner.ready.front().map(|i| i.seq),
+            inner.parked.keys().next().copied(),
+            inner.taken.keys().next().copied(),
+            (inner.spilled > 0).then_some(inner.load_cursor + 1),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn spool_stats(&self) -> Option<SpoolStats> {
+        Some(self.stats())
+    }
+
+    fn durable(&self) -> Option<watch::Receiver<Durable>> {
+        Some(SpoolStore::durable(self))
+    }
+}
+
+impl Drop for SpoolStore {
+    fn drop(&mut self) {
+        if self.writer.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            for item in self.drain() {
+                tracing::error!(
+                    organization = %item.body.organization_id,
+                    action = %item.body.event.action,
+                    idempotency_key = %item.key,
+                    "audit spool: an event could not be written before the spool closed"
+                );
+            }
+        }
+    }
+}
+
+/// The writer thread: owns the connection, commits in groups, loads spilled events.
+struct Writer {
+    conn: Connection,
+    rx: Receiver<Cmd>,
+    common: Arc<Common>,
+    max_batch: usize,
+    path: PathBuf,
+}
+
+#[derive(Default)]
+struct Batch {
+    cmds: Vec<Cmd>,
+    inserts: usize,
+    last_insert: u64,
+}
+
+impl Batch {
+    fn absorb(&mut self, cmd: Cmd, finish: &mut Option<SyncSender<Vec<Insert>>>) {
+        match cmd {
+            Cmd::Finish(reply) => *finish = Some(reply),
+            Cmd::Insert(insert) => {
+                self.inserts += 1;
+                self.last_insert = insert.seq;
+                self.cmds.push(Cmd::Insert(insert));
+            }
+            other => self.cmds.push(other),
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Batch::default();
+        let mut finish = None;
+        let mut disconnected = false;
+        let mut backoff = Duration::from_millis(50);
+        let mut failing = false;
+        self.load();
+        loop {
+            if batch.cmds.is_empty() && finish.is_none() && !disconnected {
+                match self.rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(cmd) => batch.absorb(cmd, &mut finish),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.load();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => disconnected = true,
+                }
+            }
+            // Everything that has queued up goes into this group (all of it when ending).
+            while batch.inserts < self.max_batch || finish.is_some() || disconnected {
+                match self.rx.try_recv() {
+                    Ok(cmd) => batch.absorb(cmd, &mut finish),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
+                }
+            }
+            let ending = finish.is_some() || disconnected;
+            if !batch.cmds.is_empty() {
+                let started = std::time::Instant::now();
+                match self.commit(&batch) {
+                    Ok(()) => {
+                        self.common.commit_latency.record(started.elapsed());
+                        self.common.commits.fetch_add(1, Relaxed);
+                        self.common.backlog.fetch_sub(batch.inserts, Relaxed);
+                        let committed = batch.last_insert;
+                        self.common.durable.send_modify(|d| {
+                            d.committed = d.committed.max(committed);
+                            d.failing = false;
+                        });
+                        if failing {
+                            failing = false;
+                            *self.common.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                            tracing::warn!(path = %self.path.display(), "audit spool: commits succeed again");
+                        }
+                        backoff = Duration::from_millis(50);
+                        batch = Batch::default();
+                    }
+                    Err(e) => {
+                        failing = true;
+                        self.failed("commit", &e);
+                        self.common.durable.send_modify(|d| d.failing = true);
+                        if ending {
+                            break;
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            if ending {
+                break;
+            }
+            self.load();
+        }
+        let unwritten: Vec<Insert> = batch
+            .cmds
+            .into_iter()
+            .filter_map(|c| match c {
+                Cmd::Insert(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        self.common.durable.send_modify(|d| d.stopped = true);
+        // Close the file (and release its lock) before answering.
+        drop(self.conn);
+        if let Some(reply) = finish {
+            let _ = reply.send(unwritten);
+        } else if !unwritten.is_empty() {
+            tracing::error!(
+                path = %self.path.display(),
+                events = unwritten.len(),
+                "audit spool: events could not be written before the spool closed"
+            );
+        }
+    }
+
+    fn failed(&self, what: &str, e: &rusqlite::Error) {
+        self.common.write_errors.fetch_add(1, Relaxed);
+        let text = format!("{what} failed: {e}");
+        *self.common.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+        if let Some(suppressed) = self.common.error_warning.ready() {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                suppressed,
+                backlog = self.common.backlog.load(Relaxed),
+                "audit spool: {what} failed; retrying (events stay in memory meanwhile, new ones are refused once the backlog is full)"
+            );
+        }
+    }
+
+    fn commit(&mut self, batch: &Batch) -> rusqlite::Result<()> {
+        let mut inserted = HashSet::new();
+        let mut deleted = HashSet::new();
+        for cmd in &batch.cmds {
+            match cmd {
+                Cmd::Insert(i) => {
+                    inserted.insert(i.seq);
+                }
+                Cmd::Delete(seq) => {
+                    deleted.insert(*seq);
+                }
+                _ => {}
+            }
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO events (id, organization_id, idempotency_key, event, created_at, checksum)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
+            let mut update = tx.prepare_cached(
+                "UPDATE events SET attempts = ?2, first_attempt_at = ?3, last_attempt_at = ?4 WHERE id = ?1",
+            )?;
+            for cmd in &batch.cmds {
+                match cmd {
+                    // Delivered before it was written: nothing to write or delete.
+                    Cmd::Insert(i) if deleted.contains(&i.seq) => {}
+                    Cmd::Insert(i) => {
+                        let (body, key) = i.body_and_key();
+                        let json = match serde_json::to_vec(&body.event) {
+                            Ok(json) => json,
+                            Err(e) => {
+                                // Cannot happen for a validated event; the event is still
+                                // delivered from memory.
+                                tracing::error!(error = %e, "audit spool: could not serialize an event");
+                                continue;
+                            }
+                        };
+                        let org = body.organization_id.as_str();
+                        let created = db::unix_ms(i.created);
+                        let crc = db::checksum(org, key, created, &json);
+                        insert.execute(params![
+                            i64::try_from(i.seq).unwrap_or(i64::MAX),
+                            org,
+                            key,
+                            json,
+                            created,
+                            i64::from(crc)
+                        ])?;
+                    }
+                    Cmd::Delete(seq) if inserted.contains(seq) => {}
+                    Cmd::Delete(seq) => {
+                        delete.execute(params![i64::try_from(*seq).unwrap_or(i64::MAX)])?;
+                    }
+                    Cmd::Attempted {
+                        seq,
+                        attempts,
+                        first,
+                        last,
+                    } => {
+                        update.execute(params![
+                            i64::try_from(*seq).unwrap_or(i64::MAX),
+                            i64::from(*attempts),
+                            first.map(db::unix_ms),
+                            last.map(db::unix_ms)
+                        ])?;
+                    }
+                    Cmd::Finish(_) => {}
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    /// Moves spilled events back into memory while it has room.
+    fn load(&mut self) {
+        loop {
+            let (after, room) = {
+                let inner = self.common.lock();
+                if inner.spilled == 0 || inner.closed {
+                    return;
+                }
+                let room = self.common.capacity.saturating_sub(inner.in_memory());
+                (inner.load_cursor, room.min(LOAD_BATCH))
+            };
+            if room == 0 {
+                return;
+            }
+            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            let (good, bad) = match db::load(&self.conn, after, room) {
+                Ok(found) => found,
+                Err(e) => {
+                    self.failed("reading spilled events", &e);
+                    return;
+                }
+            };
+            if good.is_empty() && bad.is_empty() {
+                // The spilled events are not committed yet.
+                return;
+            }
+            for (id, reason) in &bad {
+                self.common.corrupt.fetch_add(1, Relaxed);
+                tracing::error!(
+                    path = %self.path.display(),
+                    row = id,
+                    reason = %reason,
+                    "audit spool: a row failed its check and was moved to the table dead_rows"
+                );
+            }
+            let now = Instant::now();
+            let wall = SystemTime::now();
+            let mut inner = self.common.lock();
+            let mut cursor = inner.load_cursor;
+            for (id, _) in &bad {
+                cursor = cursor.max(u64::try_from(*id).unwrap_or(0));
+                inner.spilled = inner.spilled.saturating_sub(1);
+                inner.rows = inner.rows.saturating_sub(1);
+            }
+            for row in good {
+                let Loaded {
+                    id,
+                    body,
+                    key,
+                    created_at,
+                    attempts,
+                    first_attempt_at,
+                    last_attempt_at,
+                } = row;
+                let seq = u64::try_from(id).unwrap_or(0);
+                cursor = cursor.max(seq);
+                let ago = |t: SystemTime| {
+                    let age = wall.duration_since(t).unwrap_or_default();
+                    now.checked_sub(age).unwrap_or(now)
+                };
+                let mut item = Box::new(Item::new(body, key));
+                item.seq = seq;
+                item.accepted = ago(created_at);
+                item.attempts = attempts;
+                item.first_attempt = first_attempt_at.map(|at| (ago(at), at));
+                item.last_attempt = last_attempt_at;
+                inner.created.insert(seq, created_at);
+                inner.spilled = inner.spilled.saturating_sub(1);
+                inner.ready.push_back(item);
+            }
+            inner.load_cursor = cursor;
+            if inner.spilled == 0 {
+                inner.spilled_since = None;
+            }
+        }
+    }
+}
