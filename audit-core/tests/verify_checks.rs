@@ -277,7 +277,7 @@ async fn organization_shapes() {
             .only([CheckId::Organization])
     };
     let r = run(only_org(ORG)).await;
-    assert_status(&r, CheckId::Organization, Status::Pass, "from option");
+    assert_status(&r, CheckId::Organization, Status::Pass, "from the --org option");
     let r = run(only_org("org-01EHWNCE74X7JSDV0X3SZ3KJNY")).await;
     assert_status(
         &r,

@@ -8,7 +8,7 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Source {
-    /// An explicit option (`--org`, [`VerifyOptions::organization_id`](super::VerifyOptions::organization_id)).
+    /// The explicit organization (`--org`, [`VerifyOptions::organization_id`](super::VerifyOptions::organization_id)).
     Option,
     /// The process environment (as given in [`VerifyOptions::env_vars`](super::VerifyOptions::env_vars)).
     Environment,
@@ -19,10 +19,10 @@ pub enum Source {
 }
 
 impl Source {
-    /// `option`, `environment`, `.env`, `.env.local`.
+    /// `the --org option`, `environment`, `.env`, `.env.local`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Source::Option => "option",
+            Source::Option => "the --org option",
             Source::Environment => "environment",
             Source::DotEnv => ".env",
             Source::DotEnvLocal => ".env.local",

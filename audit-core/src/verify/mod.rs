@@ -449,7 +449,7 @@ impl Verifier {
     fn client(&self, layers: &EnvLayers, key: &str) -> Result<Client, (String, String)> {
         let o = &self.options;
         let (url, origin) = match &o.base_url {
-            Some(u) => (Some(u.clone()), "option".to_owned()),
+            Some(u) => (Some(u.clone()), "from the --base-url option".to_owned()),
             None => match layers.get(ENV_BASE_URL) {
                 Some(f) => {
                     let origin = f.origin();
