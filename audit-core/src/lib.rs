@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod emitter;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod request;
 pub mod retry;
 pub mod validate;
@@ -28,3 +29,5 @@ pub use emitter::{
 // client_ip re-exports
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, InvalidTrustedProxy};
 // request re-exports
+// export re-exports
+pub use export::{EventReader, EventStream, ReadError};
