@@ -1,7 +1,7 @@
 //! WorkOS Audit Logs for actix-web: one `.wrap(..)`, one `#[action(..)]` line per handler.
 //!
 //! [`AuditMiddleware`] is an actix-web [`Transform`](actix_web::dev::Transform) that creates a
-//! per-request audit record ([`RequestAudit`](audit_core::request::RequestAudit), in the request
+//! per-request audit record ([`RequestAudit`], in the request
 //! extensions) before the handler runs, and after the handler produced its response hands the
 //! finished event to audit-core's background [`Emitter`](audit_core::emitter::Emitter) without
 //! waiting for anything. The response, its status and its latency are never changed.
