@@ -721,3 +721,26 @@ async fn trusted_proxies_rejects_bad_ranges_naming_them() {
     assert_eq!(err.value(), "10.0.0/8");
     assert_eq!(err.setting(), "trusted_proxies");
 }
+
+#[actix_rt::test]
+async fn nested_middlewares_emit_once() {
+    let h = Harness::new();
+    let outer = h.middleware();
+    let outer_skips = outer.skip_counters();
+    let app = test::init_service(
+        App::new()
+            .wrap(outer)
+            .wrap_fn(|req, srv| {
+                auth(&req);
+                srv.call(req)
+            })
+            .service(web::scope("/v1").wrap(h.middleware()).service(create_team)),
+    )
+    .await;
+    let res = test::call_service(&app, request("POST", "/v1/teams").to_request()).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let (_, event) = h.one_event().await;
+    assert_eq!(event.action.as_str(), "team.created");
+    // the outer record saw no annotation: the inner middleware's record took its place
+    assert_eq!(outer_skips.get(SkipReason::NotAnnotated), 1);
+}
