@@ -9,6 +9,7 @@ pub mod event;
 pub mod export;
 pub mod request;
 pub mod retry;
+pub mod schema;
 pub mod validate;
 #[cfg(feature = "verify")]
 pub mod verify;
@@ -31,3 +32,5 @@ pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, InvalidTrustedPro
 // request re-exports
 // export re-exports
 pub use export::{EventReader, EventStream, ReadError};
+// schema re-exports
+pub use schema::{ActionSchema, SchemaError, SchemaRegistry};

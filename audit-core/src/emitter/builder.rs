@@ -72,6 +72,8 @@ pub(crate) struct Config {
     pub(crate) auth_probe_initial: Duration,
     pub(crate) auth_probe_max: Duration,
     pub(crate) warn_interval: Duration,
+    /// Schema registry: fills in `version` and checks metadata in the emit call (crate::schema).
+    pub(crate) schemas: Option<Arc<crate::schema::SchemaRegistry>>,
 }
 
 impl Default for Config {
@@ -89,6 +91,7 @@ impl Default for Config {
             auth_probe_initial: Duration::from_secs(30),
             auth_probe_max: Duration::from_secs(300),
             warn_interval: Duration::from_secs(10),
+            schemas: None,
         }
     }
 }
@@ -234,6 +237,15 @@ impl EmitterBuilder {
     /// Without any, dead letters are logged with `tracing::error!`.
     pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
         self.dead_letters.push(Arc::new(sink));
+        self
+    }
+
+    /// Gives the emit call a schema registry (default none): each event gets its action's current
+    /// `version` unless it sets one, and is checked against that version's JSON Schemas before it
+    /// is queued; a violation is [`EmitError::Invalid`](super::EmitError::Invalid) with the JSON
+    /// pointers WorkOS would answer. See [`crate::schema`].
+    pub fn schemas(mut self, registry: Arc<crate::schema::SchemaRegistry>) -> Self {
+        self.config.schemas = Some(registry);
         self
     }
 

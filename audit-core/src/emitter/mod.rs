@@ -410,6 +410,10 @@ impl Emitter {
             return Err(EmitError::Closed);
         }
         event.validate().map_err(EmitError::Invalid)?;
+        let mut event = event;
+        if let Some(schemas) = &self.shared().config.schemas {
+            schemas.apply(&mut event).map_err(EmitError::Invalid)?;
+        }
         let key = match options.idempotency_key {
             Some(key) => {
                 check_key(&key)?;
