@@ -36,7 +36,16 @@ pub fn create_event_throughput(concurrency: usize, total: usize) -> f64 {
 }
 
 /// Like [`create_event_throughput`], returning the error instead of 0.0.
+///
+/// Blocking; safe to call from inside an async runtime too (the load generator runs on its own
+/// thread and runtime).
 pub fn try_create_event_throughput(concurrency: usize, total: usize) -> Result<f64, BenchError> {
+    std::thread::spawn(move || run(concurrency, total))
+        .join()
+        .unwrap_or_else(|_| Err(BenchError::Client("the load generator thread panicked".into())))
+}
+
+fn run(concurrency: usize, total: usize) -> Result<f64, BenchError> {
     let concurrency = concurrency.max(1);
     // Default settings, request recording included: what a test suite runs with.
     let kit = TestKit::builder().start_blocking()?;

@@ -522,3 +522,9 @@ fn testkit_is_send_and_sync() {
     assert_send_sync::<audit_testkit::StoredEvent>();
     assert_send_sync::<audit_testkit::RecordedRequest>();
 }
+
+#[tokio::test]
+async fn bench_runs_and_reports_a_rate() {
+    let rate = audit_testkit::bench::try_create_event_throughput(4, 200).unwrap();
+    assert!(rate > 0.0);
+}
