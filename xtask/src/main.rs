@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod ci;
+mod demo;
 mod verify;
 
 fn main() -> ExitCode {
@@ -12,6 +13,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let result = match task.as_deref() {
         Some("ci") => ci::run(&rest),
+        Some("demo") => demo::run(&rest),
         Some("verify") => verify::run(&rest),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
