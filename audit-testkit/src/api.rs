@@ -52,9 +52,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(tk_add_fault).get(tk_list_faults).delete(tk_clear_faults),
         )
         .route("/_testkit/reset", post(tk_reset))
-        .route("/_testkit/exports/{file}", get(tk_export_csv))
-        .route("/portal", get(portal_page));
+        .route("/_testkit/exports/{file}", get(tk_export_csv));
+    // The browser pages, `/portal` (where Admin Portal links lead) included: see `viewer`.
     api.merge(testkit)
+        .merge(crate::viewer::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
@@ -249,7 +250,7 @@ fn str_list(body: &Value, field: &str) -> Option<Vec<String>> {
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
 }
 
-async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
+pub(crate) async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
     let body = match parse_json(&headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -373,7 +374,7 @@ fn export_json(s: &Shared, rec: &ExportRec) -> Value {
     }
 }
 
-async fn get_export(State(s): S, Path(id): Path<String>) -> Res {
+pub(crate) async fn get_export(State(s): S, Path(id): Path<String>) -> Res {
     let rec = lock(&s.data).exports.get(&id).cloned();
     match rec {
         Some(rec) => json_response(StatusCode::OK, &export_json(&s, &rec)),
@@ -676,50 +677,7 @@ async fn generate_link(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
     )
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-async fn portal_page(State(s): S, RawQuery(q): RawQuery) -> Res {
-    let q: HashMap<String, String> =
-        serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();
-    let found = q
-        .get("token")
-        .and_then(|t| lock(&s.data).portal_tokens.get(t).cloned());
-    let (status, body) = match found {
-        Some((org, intent)) => {
-            let count = lock(&s.data)
-                .events
-                .iter()
-                .filter(|e| e.organization_id == org)
-                .count();
-            (
-                StatusCode::OK,
-                format!(
-                    "<!doctype html><html><head><meta charset=\"utf-8\"><title>Admin Portal (audit-testkit)</title></head>\
-                     <body><h1>Admin Portal: {}</h1><p>Organization <code>{}</code> has {count} audit-log event(s).</p>\
-                     <p>This is audit-testkit's stand-in for the WorkOS Admin Portal.</p></body></html>",
-                    html_escape(&intent),
-                    html_escape(&org)
-                ),
-            )
-        }
-        None => (
-            StatusCode::NOT_FOUND,
-            "<!doctype html><html><body><h1>Unknown or expired portal link</h1></body></html>".to_owned(),
-        ),
-    };
-    let mut res = Response::new(Body::from(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    res
-}
+// The page an Admin Portal link leads to is served by `crate::viewer`.
 
 // ---- /_testkit/ ---------------------------------------------------------------------------
 
@@ -775,7 +733,7 @@ async fn tk_reset(State(s): S) -> Res {
     json_response(StatusCode::OK, &json!({"reset": true}))
 }
 
-async fn tk_export_csv(State(s): S, Path(file): Path<String>, RawQuery(q): RawQuery) -> Res {
+pub(crate) async fn tk_export_csv(State(s): S, Path(file): Path<String>, RawQuery(q): RawQuery) -> Res {
     let id = file.strip_suffix(".csv").unwrap_or(&file);
     let q: HashMap<String, String> =
         serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();

@@ -11,6 +11,7 @@ mod server;
 mod state;
 mod util;
 mod validate;
+mod viewer;
 
 pub use fault::{FaultAction, FaultRule, FaultWhen};
 pub use kit::{Error, TestKit, TestKitBuilder};

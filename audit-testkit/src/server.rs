@@ -32,7 +32,10 @@ impl std::fmt::Display for DropConnection {
 impl std::error::Error for DropConnection {}
 
 fn is_internal(path: &str) -> bool {
-    path == "/_testkit" || path.starts_with("/_testkit/") || path == "/portal"
+    path == "/_testkit"
+        || path.starts_with("/_testkit/")
+        || path == "/portal"
+        || crate::viewer::is_viewer_path(path)
 }
 
 /// Accepts connections until `stop` flips; then drops the listener and every connection.
