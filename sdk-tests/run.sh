@@ -24,7 +24,7 @@ fi
 
 status=0
 echo "== Node SDK" >&2
-(cd "$here/node" && node --test) || status=1
+node --test "$here/node/" || status=1
 echo "== Python SDK" >&2
 "$here/python/.venv/bin/python" -m pytest -q "$here/python" || status=1
 exit $status
