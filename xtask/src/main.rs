@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod ci;
-mod demo;
+mod export;
 mod verify;
 
 fn main() -> ExitCode {
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let result = match task.as_deref() {
         Some("ci") => ci::run(&rest),
-        Some("demo") => demo::run(&rest),
+        Some("export") => export::run(&rest),
         Some("verify") => verify::run(&rest),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
@@ -36,6 +36,7 @@ fn print_help() {
          tasks:\n  \
          demo     run the axum example against an embedded audit-testkit and show the events it recorded\n  \
          verify   run the WorkOS verification checklist (add --local to run it against audit-testkit)\n  \
+         export   read events back through a CSV export (--local: an embedded audit-testkit)\n  \
          ci       everything CI checks: fmt, clippy, tests, SDK compatibility tests, docs\n  \
          bench    every benchmark, as JSON lines and a table"
     );
