@@ -1,0 +1,301 @@
+//! `cargo xtask bench [--quick] [--only <text>]`: every benchmark of the project, in release mode,
+//! as JSON lines on stdout and a table at the end.
+//!
+//! stdout carries only the records; progress, the benches' own output and the closing table go to
+//! stderr (so `cargo xtask bench > figures.jsonl` keeps a clean file).
+//!
+//! Each record is one JSON object with at least `name`, `value` and `unit`, and, where they apply,
+//! `baseline`, `ratio`, `target` and `pass`. Records come from two kinds of sources, listed in
+//! [`SOURCES`]:
+//!
+//! - a **measurement binary** (a `harness = false` bench target or an example) run with
+//!   `cargo bench`/`cargo run --release`, which prints its records as JSON lines on stdout (other
+//!   lines are passed through to stderr);
+//! - a **criterion** bench, whose medians are read from `<target>/criterion/<group>/<id>/new/estimates.json`.
+//!
+//! To add a benchmark, add a [`Source`] entry: a new bench target that prints JSON lines needs no
+//! other change here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::{cargo, project_root};
+
+/// Where records come from.
+enum Source {
+    /// `cargo bench -p <package> --bench <bench> -- <args>` printing JSON lines.
+    JsonLines {
+        package: &'static str,
+        bench: &'static str,
+        args: &'static [&'static str],
+    },
+    /// `cargo run --release -p <package> --features <features> --example <example> -- <args>`
+    /// printing JSON lines (a measurement that needs a cargo feature, such as the spool).
+    Example {
+        package: &'static str,
+        example: &'static str,
+        features: &'static str,
+        args: &'static [&'static str],
+    },
+    /// A criterion bench; each `(id, name, target, limit_ns)` becomes one record of its median
+    /// in ns, `pass` when below `limit_ns`.
+    Criterion {
+        package: &'static str,
+        bench: &'static str,
+        group: &'static str,
+        results: &'static [(&'static str, &'static str, &'static str, f64)],
+    },
+}
+
+const SOURCES: &[Source] = &[
+    Source::Criterion {
+        package: "audit-core",
+        bench: "emitter_emit",
+        group: "emitter_emit",
+        results: &[
+            (
+                "try_emit_single_thread",
+                "emitter.emit.single_thread.median",
+                "< 2000 ns",
+                2000.0,
+            ),
+            (
+                "try_emit_two_threads",
+                "emitter.emit.two_threads.median",
+                "< 2000 ns",
+                2000.0,
+            ),
+        ],
+    },
+    Source::JsonLines {
+        package: "audit-core",
+        bench: "emitter_delivery",
+        args: &["delivery"],
+    },
+    // Peak RSS is per process: the memory figure gets a process of its own.
+    Source::JsonLines {
+        package: "audit-core",
+        bench: "emitter_delivery",
+        args: &["memory"],
+    },
+    // The durable spool: delivery ratio against memory mode, writer commit rate, emit cost.
+    Source::Example {
+        package: "audit-core",
+        example: "spool_bench",
+        features: "spool",
+        args: &[],
+    },
+    // The request path of example-axum with and without the audit layer (its own load generator).
+    Source::JsonLines {
+        package: "example-axum",
+        bench: "request_path",
+        args: &["throughput"],
+    },
+    Source::JsonLines {
+        package: "example-axum",
+        bench: "request_path",
+        args: &["e2e"],
+    },
+];
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let root = project_root();
+    let mut records: Vec<Value> = Vec::new();
+    let mut failures = Vec::new();
+    for source in SOURCES {
+        let bench = match source {
+            Source::JsonLines { bench, .. } | Source::Criterion { bench, .. } => *bench,
+            Source::Example { example, .. } => *example,
+        };
+        if only.as_deref().is_some_and(|o| !bench.contains(o)) {
+            continue;
+        }
+        let got = match source {
+            Source::JsonLines { package, bench, args } => json_lines(&root, package, bench, args, quick),
+            Source::Example {
+                package,
+                example,
+                features,
+                args,
+            } => {
+                let mut cmd = Command::new(cargo());
+                cmd.args(["run", "--release", "-q", "-p", package, "--features", features])
+                    .args(["--example", example, "--"])
+                    .args(*args);
+                if quick {
+                    cmd.arg("--quick");
+                }
+                eprintln!("==> xtask bench: {example} {}", args.join(" "));
+                lines_of(&root, cmd)
+            }
+            Source::Criterion {
+                package,
+                bench,
+                group,
+                results,
+            } => criterion(&root, package, bench, group, results, quick),
+        };
+        match got {
+            Ok(mut r) => records.append(&mut r),
+            Err(e) => {
+                eprintln!("xtask bench: {bench}: {e}");
+                failures.push(format!("{bench}: {e}"));
+            }
+        }
+    }
+    print_table(&records);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("benchmarks failed: {}", failures.join("; ")))
+    }
+}
+
+fn json_lines(
+    root: &Path,
+    package: &str,
+    bench: &str,
+    args: &[&str],
+    quick: bool,
+) -> Result<Vec<Value>, String> {
+    let mut cmd = Command::new(cargo());
+    cmd.args(["bench", "-q", "-p", package, "--bench", bench, "--"])
+        .args(args);
+    if quick {
+        cmd.arg("--quick");
+    }
+    eprintln!("==> xtask bench: {bench} {}", args.join(" "));
+    lines_of(root, cmd)
+}
+
+/// Runs a measurement binary and keeps the JSON lines it prints as records.
+fn lines_of(root: &Path, mut cmd: Command) -> Result<Vec<Value>, String> {
+    let out = cmd
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    let mut records = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) if v.get("name").is_some() && v.get("value").is_some() => {
+                println!("{v}");
+                records.push(v);
+            }
+            _ => eprintln!("{line}"),
+        }
+    }
+    if !out.status.success() {
+        return Err(format!("exited with {}", out.status));
+    }
+    Ok(records)
+}
+
+fn criterion(
+    root: &Path,
+    package: &str,
+    bench: &str,
+    group: &str,
+    results: &[(&str, &str, &str, f64)],
+    quick: bool,
+) -> Result<Vec<Value>, String> {
+    let mut cmd = Command::new(cargo());
+    cmd.args(["bench", "-q", "-p", package, "--bench", bench, "--", "--noplot"]);
+    if quick {
+        cmd.args(["--warm-up-time", "1", "--measurement-time", "2"]);
+    }
+    eprintln!("==> xtask bench: {bench} (criterion)");
+    // Criterion's own report goes to stderr: stdout carries only records.
+    let status = cmd
+        .current_dir(root)
+        .stdout(std::io::stderr())
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("exited with {status}"));
+    }
+    let dir = target_dir(root).join("criterion").join(group);
+    let mut records = Vec::new();
+    for (id, name, target, limit) in results {
+        let path = dir.join(id).join("new").join("estimates.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let estimates: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let median = estimates["median"]["point_estimate"]
+            .as_f64()
+            .ok_or_else(|| format!("{}: no median", path.display()))?;
+        let v = json!({"name": name, "value": (median * 10.0).round() / 10.0, "unit": "ns",
+                       "target": target, "pass": median < *limit});
+        println!("{v}");
+        records.push(v);
+    }
+    Ok(records)
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() { dir } else { root.join(dir) }
+        }
+        None => root.join("target"),
+    }
+}
+
+fn print_table(records: &[Value]) {
+    let fmt_num = |v: &Value| match v.as_f64() {
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+        Some(x) => format!("{x:.3}"),
+        None => String::new(),
+    };
+    let rows: Vec<[String; 6]> = records
+        .iter()
+        .map(|r| {
+            [
+                r["name"].as_str().unwrap_or("").to_owned(),
+                format!("{} {}", fmt_num(&r["value"]), r["unit"].as_str().unwrap_or("")),
+                fmt_num(&r["baseline"]),
+                fmt_num(&r["ratio"]),
+                r["target"].as_str().unwrap_or("").to_owned(),
+                match r["pass"].as_bool() {
+                    Some(true) => "ok".to_owned(),
+                    Some(false) => "MISSED".to_owned(),
+                    None => String::new(),
+                },
+            ]
+        })
+        .collect();
+    let header = ["benchmark", "value", "baseline", "ratio", "target", ""];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(&format!("{cell:<w$}"));
+        }
+        out.trim_end().to_owned()
+    };
+    eprintln!();
+    eprintln!("{}", line(header));
+    eprintln!(
+        "{}",
+        "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+    );
+    for row in &rows {
+        eprintln!("{}", line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]));
+    }
+}
