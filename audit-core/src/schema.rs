@@ -390,7 +390,7 @@ impl SchemaRegistry {
     /// version errors are reported.
     ///
     /// # Errors
-    /// Every violation, as [`FieldErrorKind::Schema`](crate::FieldErrorKind::Schema) errors at the
+    /// Every violation, as [`FieldErrorKind::Schema`] errors at the
     /// JSON pointers WorkOS names.
     pub fn check(&self, event: &Event) -> Result<(), ValidationErrors> {
         let mut errors = Vec::new();
