@@ -9,6 +9,10 @@
 //!
 //! `--skip-sdk` leaves out step 4 (for a machine without Node or Python); on CI (`CI=true`) the SDK
 //! tests are never skipped silently: missing installs are an error.
+//!
+//! After step 4: the audit-testkit viewer in headless Chromium (`viewer-tests/`, playwright-core
+//! driving Debian's `chromium`); it writes `target/viewer-screenshot.png`. `--skip-browser` leaves
+//! it out; without Chromium or `npm ci` it is skipped with a message, on CI an error.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,6 +21,7 @@ use crate::{cargo, project_root};
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let skip_sdk = args.iter().any(|a| a == "--skip-sdk");
+    let skip_browser = args.iter().any(|a| a == "--skip-browser");
     let root = project_root();
     step("fmt", Command::new(cargo()).args(["fmt", "--all", "--", "--check"]).current_dir(&root))?;
     step(
@@ -36,6 +41,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         println!("xtask ci: SDK compatibility tests skipped (--skip-sdk)");
     } else {
         sdk_tests(&root)?;
+    }
+    if skip_browser {
+        println!("xtask ci: viewer browser tests skipped (--skip-browser)");
+    } else {
+        viewer_tests(&root)?;
     }
     step(
         "doc",
@@ -89,6 +99,40 @@ fn sdk_tests(root: &Path) -> Result<(), String> {
         Command::new(&python)
             .args(["-m", "pytest", "-q", "sdk-tests/python"])
             .env("AUDIT_TESTKIT_BIN", &bin)
+            .current_dir(root),
+    )
+}
+
+/// Runs the audit-testkit viewer's browser tests (`viewer-tests/`) in headless Chromium.
+fn viewer_tests(root: &Path) -> Result<(), String> {
+    let on_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let chromium = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let driver = root.join("viewer-tests/node_modules/playwright-core");
+    if !Path::new(&chromium).is_file() || !driver.is_dir() {
+        let hint =
+            "install them with `bash .ci/install-sdks` (Debian's chromium and npm ci in viewer-tests/)";
+        if on_ci {
+            return Err(format!(
+                "the viewer browser test dependencies are not installed; {hint}"
+            ));
+        }
+        println!("xtask ci: viewer browser tests skipped: dependencies not installed; {hint}");
+        return Ok(());
+    }
+    step(
+        "build audit-testkit",
+        Command::new(cargo())
+            .args(["build", "-p", "audit-testkit", "--bin", "audit-testkit"])
+            .current_dir(root),
+    )?;
+    let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    step(
+        "audit-testkit viewer in headless Chromium",
+        Command::new("node")
+            .args(["--test", "viewer-tests/"])
+            .env("AUDIT_TESTKIT_BIN", target_dir.join("debug/audit-testkit"))
+            .env("CHROMIUM_BIN", &chromium)
+            .env("VIEWER_SCREENSHOT", target_dir.join("viewer-screenshot.png"))
             .current_dir(root),
     )
 }

@@ -8,7 +8,9 @@
 //!    an unauthenticated request, a failing sign-in, and a request with a forged
 //!    `X-Forwarded-For: 6.6.6.6`;
 //! 5. stops the child with SIGTERM, waits for its shutdown report (the emitter flushes first);
-//! 6. prints the events the testkit stored as a table, and the emitter's report.
+//! 6. prints the events the testkit stored as a table, and the emitter's report;
+//! 7. prints the links of the testkit's event viewer (an Admin Portal link for the organization);
+//!    with `--keep-running` the testkit keeps serving them until Ctrl-C.
 //!
 //! Fails (non-zero exit) when an expected event is missing, an unexpected one was stored, or the
 //! forged address became a location.
@@ -61,8 +63,11 @@ struct Step {
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let actix = args.iter().any(|a| a == "--actix");
-    if let Some(bad) = args.iter().find(|a| *a != "--actix") {
-        return Err(format!("demo: unknown argument {bad:?} (accepted: --actix)"));
+    let keep_running = args.iter().any(|a| a == "--keep-running");
+    if let Some(bad) = args.iter().find(|a| *a != "--actix" && *a != "--keep-running") {
+        return Err(format!(
+            "demo: unknown argument {bad:?} (accepted: --actix, --keep-running)"
+        ));
     }
     let package = if actix { "example-actix" } else { "example-axum" };
     let started = Instant::now();
@@ -106,7 +111,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if !status.success() {
         return Err(format!("{package} exited with {status}"));
     }
-    finish(&kit, &org, &script, shutdown, started, demo_started)
+    let result = finish(&kit, &org, &script, shutdown, started, demo_started);
+    viewer(&rt, &kit, &org, keep_running);
+    result
 }
 
 /// Echoes the app's output until it exits; returns its status and its shutdown report.
@@ -509,5 +516,34 @@ fn print_table(headers: &[&str; 6], rows: &[[String; 6]]) {
     );
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+// ---- the event viewer ---------------------------------------------------------------------
+
+/// Prints the testkit's viewer links; with `keep_running`, serves them until Ctrl-C.
+fn viewer(rt: &tokio::runtime::Runtime, kit: &audit_testkit::TestKit, org: &str, keep_running: bool) {
+    let portal = rt.block_on(async {
+        let res = reqwest::Client::new()
+            .post(format!("{}/portal/generate_link", kit.url()))
+            .bearer_auth("sk_test_demo")
+            .json(&json!({"organization": org, "intent": "audit_logs"}))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = res.json().await.ok()?;
+        body["link"].as_str().map(str::to_owned)
+    });
+    println!("\n==> the events in the browser (audit-testkit's viewer)");
+    if let Some(link) = portal {
+        println!("    Admin Portal link (audit_logs): {link}");
+    }
+    println!("    all organizations:              {}/", kit.url());
+    if keep_running {
+        println!("    serving until Ctrl-C (--keep-running)");
+        let _ = rt.block_on(tokio::signal::ctrl_c());
+        println!("    stopped");
+    } else {
+        println!("    (the testkit stops with the demo; add --keep-running to keep it serving until Ctrl-C)");
     }
 }
