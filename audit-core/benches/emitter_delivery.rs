@@ -7,10 +7,13 @@
 //!   the same concurrency and no queue); then the same run against a server failing 20 % of
 //!   requests with 500 before storing, answering 502 to 5 % after storing and dropping 2 % of
 //!   connections after storing: events stored exactly once, and events/s.
+//! - `emit`: the wall time of single `try_emit` calls, each timed on its own, as a median (and
+//!   p99) over many calls, with one thread and with two threads emitting at once. A per-call
+//!   median is not skewed by the thread being preempted on a busy machine, which a mean is.
 //! - `memory`: peak RSS (`VmHWM`) while 1,000,000 emits are attempted against a stopped server
 //!   with the default configuration (queue capacity 10,000). Run it in its own process.
 //!
-//! `cargo bench -p audit-core --bench emitter_delivery -- [delivery|memory] [--quick]`
+//! `cargo bench -p audit-core --bench emitter_delivery -- [delivery|emit|memory] [--quick]`
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,7 +37,9 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let memory_only = args.iter().any(|a| a == "memory");
     let delivery_only = args.iter().any(|a| a == "delivery");
-    if memory_only {
+    if args.iter().any(|a| a == "emit") {
+        emit_cost(quick);
+    } else if memory_only {
         memory();
     } else if delivery_only {
         delivery(quick);
@@ -287,4 +292,98 @@ fn memory() {
         json!({"attempts": ATTEMPTS}),
     );
     rt.block_on(emitter.shutdown(Duration::from_millis(200)));
+}
+
+/// Accepts every event at once.
+struct Accept;
+
+impl audit_core::Sink for Accept {
+    fn send<'a>(&'a self, _: &'a CreateEvent, _: &'a str) -> audit_core::emitter::SinkFuture<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Per-call wall times (ns) of `calls` emits on one thread, minus the cost of reading the clock.
+fn timed_emits(
+    emitter: &Emitter,
+    org: &OrganizationId,
+    calls: usize,
+    barrier: &std::sync::Barrier,
+) -> Vec<f64> {
+    let clock = {
+        let mut v: Vec<u128> = (0..10_000)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(());
+                t.elapsed().as_nanos()
+            })
+            .collect();
+        v.sort_unstable();
+        v[v.len() / 2] as f64
+    };
+    let mut out = Vec::with_capacity(calls);
+    barrier.wait();
+    let mut left = calls;
+    while left > 0 {
+        let n = left.min(5_000);
+        left -= n;
+        let events: Vec<Event> = (0..n).map(event).collect();
+        for e in events {
+            let org = org.clone();
+            let t = Instant::now();
+            let r = emitter.try_emit(org, e);
+            let ns = t.elapsed().as_nanos() as f64;
+            assert!(r.is_ok(), "emit refused: {r:?}");
+            out.push((ns - clock).max(0.0));
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn emit_cost(quick: bool) {
+    let calls = if quick { 100_000 } else { 400_000 };
+    let rt = runtime();
+    let emitter = Emitter::builder(Accept)
+        .no_rate_limit()
+        .capacity(4 * calls)
+        .start_on(rt.handle());
+    let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").expect("org");
+    // Warm-up.
+    timed_emits(&emitter, &org, 20_000, &std::sync::Barrier::new(1));
+    for threads in [1usize, 2] {
+        let _ = rt.block_on(emitter.flush(Duration::from_secs(60)));
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (emitter, org, barrier) = (emitter.clone(), org.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || timed_emits(&emitter, &org, calls / threads, &barrier))
+            })
+            .collect();
+        let mut all: Vec<f64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
+        all.sort_by(|a, b| a.total_cmp(b));
+        let name = if threads == 1 {
+            "single_thread"
+        } else {
+            "two_threads"
+        };
+        let median = percentile(&all, 50.0);
+        record(
+            &format!("emitter.emit.{name}.median"),
+            median.round(),
+            "ns",
+            json!({"target": "< 2000 ns", "pass": median < 2000.0, "p90_ns": percentile(&all, 90.0).round(),
+                   "p99_ns": percentile(&all, 99.0).round(), "calls": all.len(), "threads": threads}),
+        );
+    }
+    let stats = emitter.stats();
+    assert_eq!(stats.dropped.total(), 0, "the queue filled: drops were measured");
+    rt.block_on(emitter.shutdown(Duration::from_secs(30)));
 }

@@ -350,8 +350,8 @@ impl Emitter {
         let (item, key) = self.prepare(org, event, options)?;
         let shared = self.shared();
         match shared.store.push(item, shared.config.overflow) {
-            Pushed::Accepted { evicted, .. } => {
-                self.accepted();
+            Pushed::Accepted { evicted, wake } => {
+                self.accepted(wake);
                 if let Some(old) = evicted {
                     drop(old);
                     shared.counters.dropped_oldest.fetch_add(1, Ordering::Relaxed);
@@ -389,8 +389,8 @@ impl Emitter {
             let mut progress = pin!(shared.progress.notified());
             progress.as_mut().enable();
             match shared.store.push(item, Overflow::DropNewest) {
-                Pushed::Accepted { .. } => {
-                    self.accepted();
+                Pushed::Accepted { wake, .. } => {
+                    self.accepted(wake);
                     return Ok(EmitReceipt { idempotency_key: key });
                 }
                 Pushed::Closed => return Err(EmitError::Closed),
@@ -425,11 +425,16 @@ impl Emitter {
         Ok((item, key))
     }
 
-    fn accepted(&self) {
+    /// Counts an accepted event and wakes a sender when the queue was empty. While it is not,
+    /// the senders keep taking events and wake each other (waking a task on another thread is
+    /// the most expensive part of an emit, so the emitting thread does it only when needed).
+    fn accepted(&self, wake: bool) {
         let shared = self.shared();
         shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
         metric("accepted");
-        shared.work.notify_one();
+        if wake {
+            shared.work.notify_one();
+        }
     }
 
     /// Accepts the event like [`try_emit`](Self::try_emit) (same checks, overflow policy and

@@ -60,7 +60,11 @@ impl Item {
 #[derive(Debug)]
 pub(crate) enum Pushed {
     /// Accepted with this sequence number; with `DropOldest` on a full store, the evicted event.
-    Accepted { evicted: Option<Box<Item>> },
+    Accepted {
+        evicted: Option<Box<Item>>,
+        /// Nothing was ready before: a sender must be woken.
+        wake: bool,
+    },
     /// The store is full and the policy drops the newest: the event is handed back.
     Full(Box<Item>),
     /// The store no longer accepts events.
@@ -70,11 +74,10 @@ pub(crate) enum Pushed {
 /// What [`Store::take`] found.
 #[derive(Debug)]
 pub(crate) enum Taken {
-    Item(Box<Item>),
+    /// The event, and whether more are ready (another sender should be woken).
+    Item(Box<Item>, bool),
     /// Nothing to do now; the earliest parked event is due at this time (if any).
-    Empty {
-        next_due: Option<Instant>,
-    },
+    Empty { next_due: Option<Instant> },
 }
 
 /// Counts of the three places, for stats and for waiting.
@@ -225,8 +228,9 @@ impl Store for MemoryStore {
         inner.next_seq += 1;
         let seq = inner.next_seq;
         item.seq = seq;
+        let wake = inner.ready.is_empty();
         inner.ready.push_back(item);
-        Pushed::Accepted { evicted }
+        Pushed::Accepted { evicted, wake }
     }
 
     fn take(&self, now: Instant) -> Taken {
@@ -238,12 +242,14 @@ impl Store for MemoryStore {
             if let Some(mut item) = inner.parked.remove(&seq) {
                 item.due = None;
                 inner.taken.insert(seq);
-                return Taken::Item(item);
+                let more = !inner.ready.is_empty();
+                return Taken::Item(item, more);
             }
         }
         if let Some(item) = inner.ready.pop_front() {
             inner.taken.insert(item.seq);
-            return Taken::Item(item);
+            let more = !inner.ready.is_empty();
+            return Taken::Item(item, more);
         }
         Taken::Empty {
             next_due: inner.due.first().map(|&(due, _)| due),
@@ -328,7 +334,7 @@ mod tests {
 
     fn accepted(p: Pushed) -> Option<Box<Item>> {
         match p {
-            Pushed::Accepted { evicted } => evicted,
+            Pushed::Accepted { evicted, .. } => evicted,
             other => panic!("not accepted: {other:?}"),
         }
     }
@@ -338,7 +344,7 @@ mod tests {
         let s = MemoryStore::new(2);
         accepted(s.push(item(1), Overflow::DropNewest));
         accepted(s.push(item(2), Overflow::DropNewest));
-        let Taken::Item(one) = s.take(Instant::now()) else {
+        let Taken::Item(one, _) = s.take(Instant::now()) else {
             panic!()
         };
         s.park(one, Instant::now() + std::time::Duration::from_secs(60));
@@ -351,7 +357,7 @@ mod tests {
         let s = MemoryStore::new(2);
         accepted(s.push(item(1), Overflow::DropOldest));
         accepted(s.push(item(2), Overflow::DropOldest));
-        let Taken::Item(one) = s.take(Instant::now()) else {
+        let Taken::Item(one, _) = s.take(Instant::now()) else {
             panic!()
         };
         assert_eq!(one.seq, 1);
@@ -368,12 +374,18 @@ mod tests {
         accepted(s.push(item(1), Overflow::DropNewest));
         accepted(s.push(item(2), Overflow::DropNewest));
         let now = Instant::now();
-        let Taken::Item(one) = s.take(now) else { panic!() };
+        let Taken::Item(one, _) = s.take(now) else {
+            panic!()
+        };
         s.park(one, now);
-        let Taken::Item(again) = s.take(now) else { panic!() };
+        let Taken::Item(again, _) = s.take(now) else {
+            panic!()
+        };
         assert_eq!(again.seq, 1);
         s.resolve(again.seq);
-        let Taken::Item(two) = s.take(now) else { panic!() };
+        let Taken::Item(two, _) = s.take(now) else {
+            panic!()
+        };
         assert_eq!(two.seq, 2);
         s.resolve(2);
         assert!(matches!(s.take(now), Taken::Empty { next_due: None }));

@@ -362,7 +362,13 @@ async fn next_item(shared: &Shared) -> Option<Box<Item>> {
             return None;
         }
         match shared.store.take(Instant::now()) {
-            Taken::Item(item) => return Some(item),
+            Taken::Item(item, more) => {
+                if more {
+                    // Wake the next sender: emitters only wake one when the queue was empty.
+                    shared.work.notify_one();
+                }
+                return Some(item);
+            }
             Taken::Empty { next_due } => {
                 if shared.is_closed() && shared.store.depth().outstanding() == 0 {
                     return None;

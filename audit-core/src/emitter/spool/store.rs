@@ -477,9 +477,16 @@ impl Store for SpoolStore {
         };
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(handle) = handle else {
-            // Already finished (a second call): nothing is left in memory that is not on disk.
-            drop(in_memory);
-            return Vec::new();
+            // Already finished (a second call). Events given back since are in the file, but
+            // the writer is gone and cannot confirm it: dead-letter them (a replay keeps the key).
+            if !in_memory.is_empty() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    events = in_memory.len(),
+                    "audit spool: events handed back after the spool closed; dead-lettering them"
+                );
+            }
+            return in_memory;
         };
         let (reply, answer) = mpsc::sync_channel(1);
         let unwritten = if self.send(Cmd::Finish(reply)) {
@@ -790,7 +797,7 @@ impl Writer {
         loop {
             let (after, room) = {
                 let inner = self.common.lock();
-                if inner.spilled == 0 || inner.closed {
+                if inner.spilled == 0 {
                     return;
                 }
                 let room = self.common.capacity.saturating_sub(inner.in_memory());
