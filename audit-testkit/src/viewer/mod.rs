@@ -230,7 +230,7 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
             None => Vec::new(),
         };
         // Newest first by `occurred_at` (the time WorkOS orders by), then by arrival.
-        matched.sort_by_key(|(i, e)| {
+        matched.sort_by_cached_key(|(i, e)| {
             let at = e
                 .event
                 .get("occurred_at")
