@@ -107,6 +107,11 @@ after(async () => {
   await kit?.stop();
 });
 
+/** Clicks something that navigates, and waits until the new page has loaded. */
+async function clickAndLoad(page, selector) {
+  await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click(selector)]);
+}
+
 async function rowActions(page) {
   return page.locator('#events tbody tr td:nth-child(2)').allInnerTexts();
 }
@@ -127,19 +132,19 @@ test('the Admin Portal link lists the events a test created, newest first', asyn
 test('a filter narrows the list', async () => {
   const page = await context.newPage();
   await page.goto(`${kit.url}/`);
-  await page.locator(`a[href="/viewer/events?org=${ORG}"]`).first().click();
+  await clickAndLoad(page, `a[href="/viewer/events?org=${ORG}"] >> nth=0`);
   await page.fill('input[name="action"]', 'user.signed_in');
-  await page.click('button[type="submit"].primary');
+  await clickAndLoad(page, 'button[type="submit"].primary');
   assert.deepEqual(await rowActions(page), ['user.signed_in', 'user.signed_in']);
   await page.fill('input[name="actor_name"]', 'Grace Hopper');
-  await page.click('button[type="submit"].primary');
+  await clickAndLoad(page, 'button[type="submit"].primary');
   assert.deepEqual(await rowActions(page), ['user.signed_in']);
   assert.match(page.url(), /actor_name=Grace\+Hopper/);
   await page.fill('input[name="action"]', '');
   await page.fill('input[name="actor_name"]', '');
   await page.fill('input[name="target"]', 'team');
   await page.fill('input[name="to"]', '2026-02-02T10:00');
-  await page.click('button[type="submit"].primary');
+  await clickAndLoad(page, 'button[type="submit"].primary');
   assert.deepEqual(await rowActions(page), ['user.invited', 'team.created']);
   await page.close();
 });
@@ -147,7 +152,7 @@ test('a filter narrows the list', async () => {
 test('the detail view shows the stored JSON and the idempotency key', async () => {
   const page = await context.newPage();
   await page.goto(`${kit.url}/viewer/events?org=${ORG}&action=invoice.viewed`);
-  await page.click('#events tbody tr td:nth-child(2) a');
+  await clickAndLoad(page, '#events tbody tr td:nth-child(2) a');
   const shown = JSON.parse(await page.locator('#event-json').innerText());
   const stored = (await kit.events(ORG)).find((e) => e.event.action === 'invoice.viewed');
   assert.deepEqual(shown, stored.event);
@@ -186,7 +191,7 @@ test('HTML and script text in an event render as text and never run', async () =
   assert.ok((await row.innerText()).includes(XSS_ATTR), 'the actor name is shown as text');
   assert.ok((await row.innerText()).includes(XSS_SCRIPT), 'the target name is shown as text');
 
-  await row.locator('td:nth-child(2) a').click();
+  await clickAndLoad(page, '#events tbody tr td:nth-child(2) a');
   assert.equal(await page.evaluate(() => window.__xss), undefined);
   assert.equal(await page.locator('img').count(), 0);
   assert.equal(await page.locator('script').count(), 0);
