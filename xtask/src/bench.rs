@@ -105,6 +105,17 @@ const SOURCES: &[Source] = &[
         bench: "request_path",
         args: &["e2e"],
     },
+    // The same two measurements for example-actix (same load generator, `actix.` record names).
+    Source::JsonLines {
+        package: "example-actix",
+        bench: "request_path",
+        args: &["throughput"],
+    },
+    Source::JsonLines {
+        package: "example-actix",
+        bench: "request_path",
+        args: &["e2e"],
+    },
     // Reading events back (rows/s and peak RSS in a process of its own) and the schema check.
     Source::JsonLines {
         package: "xtask",
