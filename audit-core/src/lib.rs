@@ -24,8 +24,8 @@ pub use validate::{FieldError, FieldErrorKind, ValidationErrors};
 pub use client::{Client, ClientBuilder, CreateEventOptions};
 // emitter re-exports
 pub use emitter::{
-    DeadLetter, DeadLetterReason, EmitError, EmitOptions, EmitReceipt, Emitter, EmitterBuilder, JsonlDeadLetters,
-    MemorySink, Overflow, ShutdownReport, Sink, Stats,
+    DeadLetter, DeadLetterReason, EmitError, EmitOptions, EmitReceipt, Emitter, EmitterBuilder,
+    JsonlDeadLetters, MemorySink, Overflow, ShutdownReport, Sink, Stats,
 };
 // client_ip re-exports
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, InvalidTrustedProxy};

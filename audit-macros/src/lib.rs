@@ -60,7 +60,10 @@ impl Parse for TargetParam {
             return Err(syn::Error::new(param.span(), "the target type must not be empty"));
         }
         if param.value().is_empty() {
-            return Err(syn::Error::new(param.span(), "the path parameter name must not be empty"));
+            return Err(syn::Error::new(
+                param.span(),
+                "the path parameter name must not be empty",
+            ));
         }
         Ok(Self { kind, param })
     }
@@ -119,7 +122,10 @@ fn rewrite(args: &Args, func: &mut ItemFn, private: &TokenStream2) -> syn::Resul
         ));
     }
     if let Some(FnArg::Receiver(r)) = func.sig.inputs.first() {
-        return Err(syn::Error::new_spanned(r, "#[action] handlers cannot take `self`"));
+        return Err(syn::Error::new_spanned(
+            r,
+            "#[action] handlers cannot take `self`",
+        ));
     }
     let action = &args.action;
     let kinds = args.targets.iter().map(|t| LitStr::new(&t.kind, t.param.span()));

@@ -23,20 +23,38 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let skip_sdk = args.iter().any(|a| a == "--skip-sdk");
     let skip_browser = args.iter().any(|a| a == "--skip-browser");
     let root = project_root();
-    step("fmt", Command::new(cargo()).args(["fmt", "--all", "--", "--check"]).current_dir(&root))?;
+    step(
+        "fmt",
+        Command::new(cargo())
+            .args(["fmt", "--all", "--", "--check"])
+            .current_dir(&root),
+    )?;
     step(
         "clippy",
         Command::new(cargo())
-            .args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ])
             .current_dir(&root),
     )?;
     step(
         "test",
-        Command::new(cargo()).args(["test", "--workspace", "--all-features"]).current_dir(&root),
+        Command::new(cargo())
+            .args(["test", "--workspace", "--all-features"])
+            .current_dir(&root),
     )?;
     // `cargo xtask verify --local`, run by this same binary.
     let xtask = std::env::current_exe().map_err(|e| format!("verify: cannot find the xtask binary: {e}"))?;
-    step("verify", Command::new(xtask).args(["verify", "--local"]).current_dir(&root))?;
+    step(
+        "verify",
+        Command::new(xtask).args(["verify", "--local"]).current_dir(&root),
+    )?;
     if skip_sdk {
         println!("xtask ci: SDK compatibility tests skipped (--skip-sdk)");
     } else {
@@ -60,7 +78,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 
 fn step(name: &str, command: &mut Command) -> Result<(), String> {
     println!("\n==> xtask ci: {name}");
-    let status = command.status().map_err(|e| format!("{name}: could not start: {e}"))?;
+    let status = command
+        .status()
+        .map_err(|e| format!("{name}: could not start: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -83,7 +103,9 @@ fn sdk_tests(root: &Path) -> Result<(), String> {
     }
     step(
         "build audit-testkit",
-        Command::new(cargo()).args(["build", "-p", "audit-testkit", "--bin", "audit-testkit"]).current_dir(root),
+        Command::new(cargo())
+            .args(["build", "-p", "audit-testkit", "--bin", "audit-testkit"])
+            .current_dir(root),
     )?;
     let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
     let bin = target_dir.join("debug/audit-testkit");
