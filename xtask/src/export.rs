@@ -393,6 +393,7 @@ fn human(bytes: u64) -> String {
 
 /// The end of `cargo xtask demo`: reads the organization's events of the last hour back from the
 /// testkit at `base_url` through [`EventReader`] (a CSV export) and prints them.
+#[allow(dead_code, reason = "called at the end of `cargo xtask demo` (demo.rs)")]
 pub(crate) fn read_back(rt: &tokio::runtime::Runtime, base_url: &str, org: &str) -> Result<(), String> {
     let client = Client::builder()
         .api_key(LOCAL_KEY)
