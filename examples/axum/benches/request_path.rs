@@ -27,7 +27,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const LOAD_GENERATOR: &str = "built-in (examples/axum/benches/request_path.rs: HTTP/1.1 keep-alive over tokio TCP)";
+const LOAD_GENERATOR: &str =
+    "built-in (examples/axum/benches/request_path.rs: HTTP/1.1 keep-alive over tokio TCP)";
 const REQUEST: &[u8] = b"GET /invoices/inv_1 HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer user_1\r\nUser-Agent: request-path-bench/1\r\n\r\n";
 
 struct App {
@@ -60,7 +61,9 @@ impl App {
                 }
             }
         });
-        let first = lines.recv_timeout(Duration::from_secs(30)).expect("the app announced its address");
+        let first = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the app announced its address");
         let announced: Value = serde_json::from_str(&first).expect("the first line is JSON");
         let url = announced["listening"].as_str().expect("listening");
         let addr = url.trim_start_matches("http://").parse().expect("an address");
@@ -69,7 +72,9 @@ impl App {
 
     /// SIGTERM, then the shutdown report.
     fn stop(mut self) -> Option<Value> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let mut report = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -143,7 +148,8 @@ fn content_length(head: &[u8]) -> Option<usize> {
     let text = std::str::from_utf8(head).ok()?;
     text.lines().find_map(|l| {
         let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
     })
 }
 
@@ -173,7 +179,10 @@ impl Run {
 
 /// Closed loop: `connections` connections for `warmup` + `duration`, counting only `duration`.
 fn closed_loop(addr: SocketAddr, connections: usize, warmup: Duration, duration: Duration) -> Run {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let start = Instant::now() + warmup;
         let end = start + duration;
@@ -221,7 +230,10 @@ fn closed_loop(addr: SocketAddr, connections: usize, warmup: Duration, duration:
 /// Open loop: `rate` requests per second for `duration` spread over `connections` connections;
 /// each latency counts from the request's scheduled time.
 fn open_loop(addr: SocketAddr, rate: u32, connections: usize, duration: Duration) -> Run {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
         let (tx, rx) = tokio::sync::mpsc::channel::<tokio::time::Instant>(total.max(1));
@@ -234,7 +246,9 @@ fn open_loop(addr: SocketAddr, rate: u32, connections: usize, duration: Duration
                 let mut latencies = Vec::new();
                 let mut errors = 0;
                 loop {
-                    let Some(scheduled) = rx.lock().await.recv().await else { break };
+                    let Some(scheduled) = rx.lock().await.recv().await else {
+                        break;
+                    };
                     match conn.request().await {
                         Ok(200) => latencies.push(scheduled.elapsed()),
                         Ok(_) => errors += 1,
@@ -294,7 +308,11 @@ fn throughput(quick: bool) {
     for round_no in 0..rounds {
         for (i, env) in [
             vec![("AUDIT_DISABLED", "1")],
-            vec![("AUDIT_SINK", "memory"), ("AUDIT_RATE_LIMIT", "none"), ("AUDIT_SENDERS", "2")],
+            vec![
+                ("AUDIT_SINK", "memory"),
+                ("AUDIT_RATE_LIMIT", "none"),
+                ("AUDIT_SENDERS", "2"),
+            ],
         ]
         .into_iter()
         .enumerate()
@@ -302,7 +320,11 @@ fn throughput(quick: bool) {
             let app = App::start(&env);
             let run = closed_loop(app.addr, connections, warmup, duration);
             let report = app.stop();
-            let label = if i == 0 { "without audit" } else { "with audit (memory sink)" };
+            let label = if i == 0 {
+                "without audit"
+            } else {
+                "with audit (memory sink)"
+            };
             eprintln!(
                 "request_path: round {} {label}: {:.0} req/s, p99 {:.3} ms, {} errors{}",
                 round_no + 1,
@@ -338,9 +360,16 @@ fn throughput(quick: bool) {
 
 fn e2e(quick: bool) {
     let rate = 2000;
-    let duration = if quick { Duration::from_secs(2) } else { Duration::from_secs(5) };
+    let duration = if quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(5)
+    };
     let connections = 32;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let kit = rt
         .block_on(audit_testkit::TestKit::builder().max_recorded_requests(0).start())
         .expect("testkit");
@@ -366,7 +395,10 @@ fn e2e(quick: bool) {
     let report = on_app.stop();
     let sent = warm.requests + on.requests;
     let stored = kit.events(&org).len();
-    let delivered = report.as_ref().and_then(|r| r["shutdown"]["delivered"].as_u64()).unwrap_or(0);
+    let delivered = report
+        .as_ref()
+        .and_then(|r| r["shutdown"]["delivered"].as_u64())
+        .unwrap_or(0);
     eprintln!(
         "request_path e2e: {rate} req/s offered for {:?}; without audit p50 {:.3} ms p99 {:.3} ms; with audit \
          (testkit +30 ms) p50 {:.3} ms p99 {:.3} ms; {sent} audited requests answered 200, {stored} events \
