@@ -336,6 +336,7 @@ impl Store for SpoolStore {
         let seq = inner.next_seq;
         item.seq = seq;
         let accepted = item.accepted;
+        let wake = inner.ready.is_empty();
         let (payload, keep) = if spill {
             (Payload::Owned(item), None)
         } else {
@@ -373,7 +374,7 @@ impl Store for SpoolStore {
             inner.created.remove(&old.seq);
             self.send(Cmd::Delete(old.seq));
         }
-        Pushed::Accepted { evicted }
+        Pushed::Accepted { evicted, wake }
     }
 
     fn take(&self, now: Instant) -> Taken {
@@ -385,12 +386,14 @@ impl Store for SpoolStore {
             if let Some(mut item) = inner.parked.remove(&seq) {
                 item.due = None;
                 inner.taken.insert(seq, item.accepted);
-                return Taken::Item(item);
+                let more = !inner.ready.is_empty();
+                return Taken::Item(item, more);
             }
         }
         if let Some(item) = inner.ready.pop_front() {
             inner.taken.insert(item.seq, item.accepted);
-            return Taken::Item(item);
+            let more = !inner.ready.is_empty();
+            return Taken::Item(item, more);
         }
         let next_due = inner.due.first().map(|&(due, _)| due);
         // Spilled events are loaded by the writer thread, which cannot wake the senders: while
