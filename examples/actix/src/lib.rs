@@ -34,6 +34,7 @@ use audit_actix::{AuditCtx, AuditDisabled, AuditMiddleware, SkipReason, action};
 use audit_core::client::Client;
 use audit_core::client_ip::ClientIpConfig;
 use audit_core::emitter::{Emitter, EmitterBuilder, MemorySink, RateLimit, ShutdownReport, Sink, Stats};
+use audit_core::emitter::{Overflow, SpoolConfig};
 use audit_core::request::SkipCounters;
 use audit_core::{Actor, OrganizationId, Target};
 use serde::{Deserialize, Serialize};
@@ -286,7 +287,7 @@ pub struct Settings {
     pub rate_limit: Option<RateLimit>,
     /// `AUDIT_SENDERS`: concurrent deliveries (default 8).
     pub senders: usize,
-    /// `AUDIT_SPOOL`: a durable spool path (not supported by this build; noted and ignored).
+    /// `AUDIT_SPOOL`: a durable spool file (SQLite): accepted events survive a crash or restart.
     pub spool: Option<String>,
 }
 
@@ -472,12 +473,26 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     };
     let organization =
         OrganizationId::new(organization).map_err(|e| format!("WORKOS_ORGANIZATION_ID: {e}"))?;
-    if settings.spool.is_some() {
-        notes.push("AUDIT_SPOOL is set but this build has no durable spool; it is ignored".to_owned());
-    }
+    let mut spool = match &settings.spool {
+        Some(path) => {
+            let spool = SpoolConfig::new(path)
+                .open()
+                .map_err(|e| format!("AUDIT_SPOOL: {e}"))?;
+            notes.push(format!(
+                "durable spool {path}: {} events kept from an earlier run",
+                spool.recovered()
+            ));
+            Some(spool)
+        }
+        None => None,
+    };
+    let mut start = |builder: EmitterBuilder| match spool.take() {
+        Some(spool) => builder.spool(spool).overflow(Overflow::SpillToSpool).start(),
+        None => builder.start(),
+    };
     let emitter = match destination {
         Destination::Disabled => None,
-        Destination::Memory => Some(settings.emitter(MemorySink::new()).start()),
+        Destination::Memory => Some(start(settings.emitter(MemorySink::new()))),
         Destination::Workos | Destination::EmbeddedTestkit => {
             let key = settings
                 .workos_api_key
@@ -488,7 +503,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
                 .base_url(workos_base_url.clone())
                 .build()
                 .map_err(|e| e.to_string())?;
-            Some(settings.emitter(client).start())
+            Some(start(settings.emitter(client)))
         }
     };
     let audit = emitter
