@@ -133,10 +133,10 @@ fn rewrite(args: &Args, func: &mut ItemFn, private: &TokenStream2) -> syn::Resul
     let annotation: FnArg = parse_quote!(__audit_annotation: #private::Annotation);
     func.sig.inputs.insert(0, annotation);
     let body = &func.block;
-    func.block = Box::new(parse_quote!({
+    *func.block = parse_quote!({
         const __AUDIT_ACTION: #private::Action = #private::Action::from_static(#action);
         __audit_annotation.apply(__AUDIT_ACTION, &[#((#kinds, #params)),*]);
         #body
-    }));
+    });
     Ok(())
 }
