@@ -111,7 +111,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if !status.success() {
         return Err(format!("{package} exited with {status}"));
     }
-    let result = finish(&kit, &org, &script, shutdown, started, demo_started);
+    let result = finish(&kit, &org, &script, shutdown, started, demo_started)
+        .and_then(|()| crate::export::read_back(&rt, &kit.url(), &org));
     viewer(&rt, &kit, &org, keep_running);
     result
 }
