@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p audit-core --bench emitter_emit`; `cargo xtask bench` reads the medians.
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
