@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod ci;
+mod demo;
 mod export;
 mod verify;
 
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&rest),
         Some("ci") => ci::run(&rest),
         Some("export") => export::run(&rest),
+        Some("demo") => demo::run(&rest),
         Some("verify") => verify::run(&rest),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
