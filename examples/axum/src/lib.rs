@@ -5,6 +5,11 @@
 //! the emitter (WorkOS, an in-process audit-testkit, or memory), the server and its graceful
 //! shutdown with the emitter's report.
 
+/// The repository's README: its axum and actix quickstarts are compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct RootReadme;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
