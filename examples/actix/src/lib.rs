@@ -30,12 +30,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, Error, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
-use audit_actix::{AuditCtx, AuditDisabled, AuditMiddleware, SkipReason, action};
+use audit_actix::{AuditCtx, AuditDisabled, AuditMiddleware, action};
 use audit_core::client::Client;
 use audit_core::client_ip::ClientIpConfig;
-use audit_core::emitter::{Emitter, EmitterBuilder, MemorySink, RateLimit, ShutdownReport, Sink, Stats};
+use audit_core::emitter::{Emitter, EmitterBuilder, MemorySink};
 use audit_core::emitter::{Overflow, SpoolConfig};
-use audit_core::request::SkipCounters;
 use audit_core::{Actor, OrganizationId, Target};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -251,183 +250,13 @@ async fn health() -> HttpResponse {
         .body("ok")
 }
 
-/// Where events go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Destination {
-    /// WorkOS (or any compatible server) at `WORKOS_BASE_URL` with `WORKOS_API_KEY`.
-    Workos,
-    /// An audit-testkit started inside this process (no `WORKOS_API_KEY`).
-    EmbeddedTestkit,
-    /// A `MemorySink` (`AUDIT_SINK=memory`, for benchmarks).
-    Memory,
-    /// No audit middleware at all (`AUDIT_DISABLED=1`, for benchmarks).
-    Disabled,
-}
-
-/// The app's configuration, from the environment.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Settings {
-    /// `LISTEN_ADDR`, default `127.0.0.1:3000`.
-    pub listen_addr: SocketAddr,
-    /// `WORKOS_BASE_URL`, default `https://api.workos.com`.
-    pub workos_base_url: String,
-    /// `WORKOS_API_KEY` (never printed).
-    pub workos_api_key: Option<String>,
-    /// `WORKOS_ORGANIZATION_ID`.
-    pub organization_id: Option<String>,
-    /// `AUDIT_TRUSTED_PROXIES`: comma-separated CIDR ranges, none by default.
-    pub client_ip: ClientIpConfig,
-    /// `AUDIT_DISABLED=1`: no audit middleware.
-    pub disabled: bool,
-    /// `AUDIT_SINK=memory`: deliver to memory.
-    pub memory_sink: bool,
-    /// `AUDIT_RATE_LIMIT`: `workos` (default, 6,000 per minute), `none`, or requests per second.
-    pub rate_limit: Option<RateLimit>,
-    /// `AUDIT_SENDERS`: concurrent deliveries (default 8).
-    pub senders: usize,
-    /// `AUDIT_SPOOL`: a durable spool file (SQLite): accepted events survive a crash or restart.
-    pub spool: Option<String>,
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-impl Settings {
-    /// Reads the environment.
-    ///
-    /// # Errors
-    ///
-    /// A message naming the variable at fault.
-    pub fn from_env() -> Result<Self, String> {
-        let listen_addr = env("LISTEN_ADDR")
-            .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
-            .parse()
-            .map_err(|e| format!("LISTEN_ADDR: {e} (expected for example 127.0.0.1:3000)"))?;
-        let rate_limit = match env("AUDIT_RATE_LIMIT").as_deref() {
-            None | Some("workos") => Some(RateLimit::workos()),
-            Some("none") => None,
-            Some(n) => Some(
-                n.parse::<u32>()
-                    .ok()
-                    .and_then(|n| RateLimit::new(n, Duration::from_secs(1)))
-                    .ok_or_else(|| {
-                        format!("AUDIT_RATE_LIMIT: {n:?} is not `workos`, `none` or a positive number")
-                    })?,
-            ),
-        };
-        let senders = match env("AUDIT_SENDERS") {
-            None => EmitterBuilder::DEFAULT_SENDERS,
-            Some(n) => n
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("AUDIT_SENDERS: {n:?} is not a positive number"))?,
-        };
-        Ok(Self {
-            listen_addr,
-            workos_base_url: env("WORKOS_BASE_URL").unwrap_or_else(|| "https://api.workos.com".to_owned()),
-            workos_api_key: env("WORKOS_API_KEY"),
-            organization_id: env("WORKOS_ORGANIZATION_ID"),
-            client_ip: ClientIpConfig::from_env().map_err(|e| e.to_string())?,
-            disabled: env("AUDIT_DISABLED").is_some_and(|v| v != "0" && v != "false"),
-            memory_sink: env("AUDIT_SINK").is_some_and(|v| v == "memory"),
-            rate_limit,
-            senders,
-            spool: env("AUDIT_SPOOL"),
-        })
-    }
-
-    /// Where events go under these settings.
-    pub fn destination(&self) -> Destination {
-        if self.disabled {
-            Destination::Disabled
-        } else if self.memory_sink {
-            Destination::Memory
-        } else if self.workos_api_key.is_some() {
-            Destination::Workos
-        } else {
-            Destination::EmbeddedTestkit
-        }
-    }
-
-    /// An emitter builder for `sink` with these settings' rate limit and senders.
-    pub fn emitter(&self, sink: impl Sink) -> EmitterBuilder {
-        let builder = Emitter::builder(sink).senders(self.senders);
-        match self.rate_limit {
-            Some(limit) => builder.rate_limit(limit),
-            None => builder.no_rate_limit(),
-        }
-    }
-}
+#[path = "../../common.rs"]
+mod common;
+pub use common::{Destination, Settings, shutdown_json, shutdown_signal};
 
 /// The audit middleware of this app, with the configured client-IP rules.
 pub fn audit_middleware(emitter: Emitter, client_ip: ClientIpConfig) -> AuditMiddleware {
     AuditMiddleware::new(emitter).client_ip(client_ip)
-}
-
-/// The machine-readable shutdown report: one JSON object.
-pub fn shutdown_json(
-    report: &ShutdownReport,
-    stats: &Stats,
-    skipped: &SkipCounters,
-    testkit_events: Option<usize>,
-) -> serde_json::Value {
-    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
-    json!({
-        "shutdown": {
-            "accepted": stats.accepted,
-            "delivered": report.delivered,
-            "dead_lettered": report.dead_lettered,
-            "dropped": report.dropped.total(),
-            "pending_at_deadline": report.pending_at_deadline,
-            "retried": stats.retried,
-            "emit_failures": skipped.emit_failures(),
-            "skipped": {
-                "not_annotated": skipped.get(SkipReason::NotAnnotated),
-                "suppressed": skipped.get(SkipReason::Suppressed),
-                "outcome": skipped.get(SkipReason::Outcome),
-                "missing_actor": skipped.get(SkipReason::MissingActor),
-                "missing_organization": skipped.get(SkipReason::MissingOrganization),
-                "invalid": skipped.get(SkipReason::Invalid),
-            },
-            "delivery_latency_ms": {"p50": ms(stats.latency_p50), "p90": ms(stats.latency_p90), "p99": ms(stats.latency_p99)},
-            "last_error": stats.last_error,
-            "testkit_events": testkit_events,
-        }
-    })
-}
-
-/// A future resolving on SIGTERM or Ctrl-C. The handlers are installed when this function is
-/// called (not when the future is first polled), so a signal sent right after the app announced
-/// its address is not missed.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let terminate = signal(SignalKind::terminate()).ok();
-        let interrupt = signal(SignalKind::interrupt()).ok();
-        async move {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = wait(terminate) => {}
-                () = wait(interrupt) => {}
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// The whole program: read [`Settings`], start the emitter, serve until SIGTERM or Ctrl-C, flush
