@@ -49,11 +49,13 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .args(["test", "--workspace", "--all-features"])
             .current_dir(&root),
     )?;
-    // `cargo xtask verify --local`, run by this same binary.
-    let xtask = std::env::current_exe().map_err(|e| format!("verify: cannot find the xtask binary: {e}"))?;
+    // `cargo xtask verify --local`, through cargo: the test step above rebuilt this crate, so the
+    // binary this process was started from may no longer exist on disk.
     step(
         "verify",
-        Command::new(xtask).args(["verify", "--local"]).current_dir(&root),
+        Command::new(cargo())
+            .args(["run", "--quiet", "--package", "xtask", "--", "verify", "--local"])
+            .current_dir(&root),
     )?;
     if skip_sdk {
         println!("xtask ci: SDK compatibility tests skipped (--skip-sdk)");
