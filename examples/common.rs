@@ -6,8 +6,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use audit_core::OrganizationId;
+use audit_core::client::Client;
 use audit_core::client_ip::ClientIpConfig;
-use audit_core::emitter::{Emitter, EmitterBuilder, RateLimit, ShutdownReport, Sink, Stats};
+use audit_core::emitter::{
+    Emitter, EmitterBuilder, MemorySink, Overflow, RateLimit, ShutdownReport, Sink, SpoolConfig, Stats,
+};
 use audit_core::request::{SkipCounters, SkipReason};
 use serde_json::json;
 
@@ -184,5 +188,100 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// What [`Settings::start_audit`] set up: where events go and the organization of the demo users.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AuditSetup {
+    /// The emitter, unless audit is disabled.
+    pub emitter: Option<Emitter>,
+    /// The organization of the demo users.
+    pub organization: OrganizationId,
+    /// The in-process audit-testkit, when no `WORKOS_API_KEY` was given.
+    pub testkit: Option<audit_testkit::TestKit>,
+    /// Where events are sent.
+    pub workos_base_url: String,
+    /// Readable notes for standard output.
+    pub notes: Vec<String>,
+}
+
+impl Settings {
+    /// Starts what these settings ask for: the embedded audit-testkit when there is no key, the
+    /// spool, and the emitter (on the current runtime: under actix-web, the actix system runtime).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the setting at fault.
+    pub async fn start_audit(&self) -> Result<AuditSetup, String> {
+        let destination = self.destination();
+        let mut notes = Vec::new();
+        let mut testkit = None;
+        let mut workos_base_url = self.workos_base_url.clone();
+        let organization = match destination {
+            Destination::EmbeddedTestkit => {
+                let kit = audit_testkit::TestKit::start()
+                    .await
+                    .map_err(|e| format!("starting the embedded audit-testkit: {e}"))?;
+                workos_base_url = kit.url();
+                notes.push(format!(
+                    "WORKOS_API_KEY is not set: started audit-testkit in-process at {} (events stay in this process)",
+                    kit.url()
+                ));
+                let org = kit.organization_id().to_owned();
+                testkit = Some(kit);
+                org
+            }
+            Destination::Workos => self.organization_id.clone().ok_or(
+                "WORKOS_ORGANIZATION_ID: required with WORKOS_API_KEY (the organization of the demo users)",
+            )?,
+            Destination::Memory | Destination::Disabled => self
+                .organization_id
+                .clone()
+                .unwrap_or_else(|| "org_01EXAMPLE0000000000000000".to_owned()),
+        };
+        let organization =
+            OrganizationId::new(organization).map_err(|e| format!("WORKOS_ORGANIZATION_ID: {e}"))?;
+        let mut spool = match &self.spool {
+            Some(path) => {
+                let spool = SpoolConfig::new(path)
+                    .open()
+                    .map_err(|e| format!("AUDIT_SPOOL: {e}"))?;
+                notes.push(format!(
+                    "durable spool {path}: {} events kept from an earlier run",
+                    spool.recovered()
+                ));
+                Some(spool)
+            }
+            None => None,
+        };
+        let mut start = |builder: EmitterBuilder| match spool.take() {
+            Some(spool) => builder.spool(spool).overflow(Overflow::SpillToSpool).start(),
+            None => builder.start(),
+        };
+        let emitter = match destination {
+            Destination::Disabled => None,
+            Destination::Memory => Some(start(self.emitter(MemorySink::new()))),
+            Destination::Workos | Destination::EmbeddedTestkit => {
+                let key = self
+                    .workos_api_key
+                    .clone()
+                    .unwrap_or_else(|| "sk_test_embedded".to_owned());
+                let client = Client::builder()
+                    .api_key(key)
+                    .base_url(workos_base_url.clone())
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Some(start(self.emitter(client)))
+            }
+        };
+        Ok(AuditSetup {
+            emitter,
+            organization,
+            testkit,
+            workos_base_url,
+            notes,
+        })
     }
 }

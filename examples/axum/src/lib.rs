@@ -16,10 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use audit_core::client::Client;
 use audit_core::client_ip::ClientIpConfig;
-use audit_core::emitter::{Emitter, EmitterBuilder, MemorySink};
-use audit_core::emitter::{Overflow, SpoolConfig};
+use audit_core::emitter::Emitter;
 use audit_core::{Actor, OrganizationId, Target};
 use audit_tower::{AuditCtx, AuditDisabled, AuditLayer, action};
 use axum::extract::{Path, Request, State};
@@ -220,7 +218,7 @@ async fn health() -> &'static str {
 
 #[path = "../../common.rs"]
 mod common;
-pub use common::{Destination, Settings, shutdown_json, shutdown_signal};
+pub use common::{AuditSetup, Destination, Settings, shutdown_json, shutdown_signal};
 
 /// The audit layer of this app, with the configured client-IP rules.
 pub fn audit_layer(emitter: Emitter, client_ip: ClientIpConfig) -> AuditLayer {
@@ -239,66 +237,13 @@ pub fn audit_layer(emitter: Emitter, client_ip: ClientIpConfig) -> AuditLayer {
 /// A message for a bad setting, a port that cannot be bound, or a failing server.
 pub async fn run(settings: Settings) -> Result<(), String> {
     let destination = settings.destination();
-    let mut notes = Vec::new();
-    let mut testkit = None;
-    let mut workos_base_url = settings.workos_base_url.clone();
-    let organization = match destination {
-        Destination::EmbeddedTestkit => {
-            let kit = audit_testkit::TestKit::start()
-                .await
-                .map_err(|e| format!("starting the embedded audit-testkit: {e}"))?;
-            workos_base_url = kit.url();
-            notes.push(format!(
-                "WORKOS_API_KEY is not set: started audit-testkit in-process at {} (events stay in this process)",
-                kit.url()
-            ));
-            let org = kit.organization_id().to_owned();
-            testkit = Some(kit);
-            org
-        }
-        Destination::Workos => settings.organization_id.clone().ok_or(
-            "WORKOS_ORGANIZATION_ID: required with WORKOS_API_KEY (the organization of the demo users)",
-        )?,
-        Destination::Memory | Destination::Disabled => settings
-            .organization_id
-            .clone()
-            .unwrap_or_else(|| "org_01EXAMPLE0000000000000000".to_owned()),
-    };
-    let organization =
-        OrganizationId::new(organization).map_err(|e| format!("WORKOS_ORGANIZATION_ID: {e}"))?;
-    let mut spool = match &settings.spool {
-        Some(path) => {
-            let spool = SpoolConfig::new(path)
-                .open()
-                .map_err(|e| format!("AUDIT_SPOOL: {e}"))?;
-            notes.push(format!(
-                "durable spool {path}: {} events kept from an earlier run",
-                spool.recovered()
-            ));
-            Some(spool)
-        }
-        None => None,
-    };
-    let mut start = |builder: EmitterBuilder| match spool.take() {
-        Some(spool) => builder.spool(spool).overflow(Overflow::SpillToSpool).start(),
-        None => builder.start(),
-    };
-    let emitter = match destination {
-        Destination::Disabled => None,
-        Destination::Memory => Some(start(settings.emitter(MemorySink::new()))),
-        Destination::Workos | Destination::EmbeddedTestkit => {
-            let key = settings
-                .workos_api_key
-                .clone()
-                .unwrap_or_else(|| "sk_test_embedded".to_owned());
-            let client = Client::builder()
-                .api_key(key)
-                .base_url(workos_base_url.clone())
-                .build()
-                .map_err(|e| e.to_string())?;
-            Some(start(settings.emitter(client)))
-        }
-    };
+    let AuditSetup {
+        emitter,
+        organization,
+        testkit,
+        workos_base_url,
+        notes,
+    } = settings.start_audit().await?;
     let layer = emitter
         .clone()
         .map(|e| audit_layer(e, settings.client_ip.clone()));
