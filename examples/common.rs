@@ -10,7 +10,8 @@ use audit_core::OrganizationId;
 use audit_core::client::Client;
 use audit_core::client_ip::ClientIpConfig;
 use audit_core::emitter::{
-    Emitter, EmitterBuilder, MemorySink, Overflow, RateLimit, ShutdownReport, Sink, SpoolConfig, Stats,
+    DiscardSink, Emitter, EmitterBuilder, MemorySink, Overflow, RateLimit, ShutdownReport, Sink, SpoolConfig,
+    Stats,
 };
 use audit_core::request::{SkipCounters, SkipReason};
 use serde_json::json;
@@ -23,10 +24,26 @@ pub enum Destination {
     Workos,
     /// An audit-testkit started inside this process (no `WORKOS_API_KEY`).
     EmbeddedTestkit,
-    /// A `MemorySink` (`AUDIT_SINK=memory`, for benchmarks).
+    /// A `MemorySink`, which keeps every event (`AUDIT_SINK=memory`).
     Memory,
+    /// A `DiscardSink`, which only counts events (`AUDIT_SINK=discard`, for benchmarks of the
+    /// request path).
+    Discard,
     /// No audit layer or middleware at all (`AUDIT_DISABLED=1`, for benchmarks).
     Disabled,
+}
+
+impl Destination {
+    /// The name in the app's first output line.
+    pub fn label(self) -> &'static str {
+        match self {
+            Destination::Workos => "workos",
+            Destination::EmbeddedTestkit => "embedded-testkit",
+            Destination::Memory => "memory",
+            Destination::Discard => "discard",
+            Destination::Disabled => "disabled",
+        }
+    }
 }
 
 /// The app's configuration, from the environment.
@@ -45,8 +62,9 @@ pub struct Settings {
     pub client_ip: ClientIpConfig,
     /// `AUDIT_DISABLED=1`: no audit layer or middleware.
     pub disabled: bool,
-    /// `AUDIT_SINK=memory`: deliver to memory.
-    pub memory_sink: bool,
+    /// `AUDIT_SINK`: `memory` (keep every event in memory) or `discard` (count them) instead of
+    /// sending them anywhere.
+    pub local_sink: Option<Destination>,
     /// `AUDIT_RATE_LIMIT`: `workos` (default, 6,000 per minute), `none`, or requests per second.
     pub rate_limit: Option<RateLimit>,
     /// `AUDIT_SENDERS`: concurrent deliveries (default 8).
@@ -82,6 +100,12 @@ impl Settings {
                     })?,
             ),
         };
+        let local_sink = match env("AUDIT_SINK").as_deref() {
+            None => None,
+            Some("memory") => Some(Destination::Memory),
+            Some("discard") => Some(Destination::Discard),
+            Some(other) => return Err(format!("AUDIT_SINK: {other:?} is not `memory` or `discard`")),
+        };
         let senders = match env("AUDIT_SENDERS") {
             None => EmitterBuilder::DEFAULT_SENDERS,
             Some(n) => n
@@ -97,7 +121,7 @@ impl Settings {
             organization_id: env("WORKOS_ORGANIZATION_ID"),
             client_ip: ClientIpConfig::from_env().map_err(|e| e.to_string())?,
             disabled: env("AUDIT_DISABLED").is_some_and(|v| v != "0" && v != "false"),
-            memory_sink: env("AUDIT_SINK").is_some_and(|v| v == "memory"),
+            local_sink,
             rate_limit,
             senders,
             spool: env("AUDIT_SPOOL"),
@@ -108,8 +132,8 @@ impl Settings {
     pub fn destination(&self) -> Destination {
         if self.disabled {
             Destination::Disabled
-        } else if self.memory_sink {
-            Destination::Memory
+        } else if let Some(local) = self.local_sink {
+            local
         } else if self.workos_api_key.is_some() {
             Destination::Workos
         } else {
@@ -236,7 +260,7 @@ impl Settings {
             Destination::Workos => self.organization_id.clone().ok_or(
                 "WORKOS_ORGANIZATION_ID: required with WORKOS_API_KEY (the organization of the demo users)",
             )?,
-            Destination::Memory | Destination::Disabled => self
+            Destination::Memory | Destination::Discard | Destination::Disabled => self
                 .organization_id
                 .clone()
                 .unwrap_or_else(|| "org_01EXAMPLE0000000000000000".to_owned()),
@@ -263,6 +287,7 @@ impl Settings {
         let emitter = match destination {
             Destination::Disabled => None,
             Destination::Memory => Some(start(self.emitter(MemorySink::new()))),
+            Destination::Discard => Some(start(self.emitter(DiscardSink::new()))),
             Destination::Workos | Destination::EmbeddedTestkit => {
                 let key = self
                     .workos_api_key

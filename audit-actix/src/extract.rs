@@ -89,12 +89,7 @@ fn record(
     let extensions = req.extensions();
     match extensions.get::<RequestAudit>() {
         Some(audit) => {
-            if let Some(actor) = extensions.get::<Actor>() {
-                audit.set_actor_if_unset(actor.clone());
-            }
-            if let Some(organization) = extensions.get::<OrganizationId>() {
-                audit.set_organization_if_unset(organization.clone());
-            }
+            audit.fill_if_unset(extensions.get::<Actor>(), extensions.get::<OrganizationId>());
             Ok(Some(audit.clone()))
         }
         None if extensions.get::<AuditDisabled>().is_some() || req.app_data::<AuditDisabled>().is_some() => {
@@ -213,19 +208,8 @@ impl Annotation {
     /// `targets` holds `(target type, path parameter name)` pairs.
     pub fn apply(self, action: Action, targets: &[(&str, &str)]) {
         let Some(audit) = self.audit else { return };
-        audit.set_action(action);
         let params = self.req.match_info();
-        for (kind, param) in targets {
-            match params.get(param) {
-                Some(value) => audit.add_target(Target::new(value, *kind)),
-                None => tracing::warn!(
-                    param,
-                    target_type = kind,
-                    route = ?self.req.match_pattern(),
-                    "audit: #[action] names a path parameter the route does not have; no target added"
-                ),
-            }
-        }
+        audit.annotate_route(action, targets, |name| params.get(name));
     }
 }
 

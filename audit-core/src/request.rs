@@ -48,11 +48,13 @@ pub struct RequestInfo {
     pub location: String,
     /// The `User-Agent`, already bounded.
     pub user_agent: Option<String>,
-    /// The request id (`x-request-id`), when the request carries one.
+    /// The request id (`x-request-id`), when the request carries one. The adapters capture it
+    /// only when [`AuditPolicy::request_metadata`] is on.
     pub request_id: Option<String>,
-    /// The HTTP method.
+    /// The HTTP method (captured by the adapters only with [`AuditPolicy::request_metadata`]).
     pub method: Option<String>,
-    /// The matched route pattern (`/teams/{id}`), when the adapter knows it.
+    /// The matched route pattern (`/teams/{id}`), when the adapter knows it (captured by the
+    /// adapters only with [`AuditPolicy::request_metadata`]).
     pub route: Option<String>,
     /// When the request arrived; becomes the event's `occurred_at`.
     pub received_at: OffsetDateTime,
@@ -277,34 +279,97 @@ struct Record {
     finished: bool,
 }
 
-/// The per-request audit record: a cheap, shared handle (`Arc` around a `Mutex` that is never
-/// held across an `.await`), put into the request's extensions by the adapter.
+/// The per-request audit record: a cheap, shared handle (one `Arc` around the request
+/// information and a `Mutex` that is never held across an `.await`), put into the request's
+/// extensions by the adapter.
 #[derive(Debug, Clone)]
 pub struct RequestAudit {
-    info: Arc<RequestInfo>,
-    record: Arc<Mutex<Record>>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    info: RequestInfo,
+    record: Mutex<Record>,
 }
 
 impl RequestAudit {
     /// A fresh record for a request.
     pub fn new(info: RequestInfo) -> Self {
         Self {
-            info: Arc::new(info),
-            record: Arc::default(),
+            inner: Arc::new(Inner {
+                info,
+                record: Mutex::default(),
+            }),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Record> {
         // A panic while holding this lock cannot leave the record half-written in a way that
         // matters more than losing the request's audit data, so recover from poisoning.
-        self.record
+        self.inner
+            .record
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// What the adapter captured before the handler ran.
     pub fn info(&self) -> &RequestInfo {
-        &self.info
+        &self.inner.info
+    }
+
+    /// Records the route's annotation: the action and the targets taken from the route (one
+    /// lock for all of them).
+    pub fn annotate(&self, action: Action, targets: impl IntoIterator<Item = Target>) {
+        let mut record = self.lock();
+        record.targets.extend(targets);
+        record.action = Some(action);
+    }
+
+    /// Records an `#[action]` annotation: the action, and for each `(target type, path parameter)`
+    /// pair a target whose id is the parameter's value as `param` finds it. A parameter the route
+    /// does not have is logged and left out.
+    pub fn annotate_route<'p>(
+        &self,
+        action: Action,
+        targets: &[(&str, &str)],
+        param: impl Fn(&str) -> Option<&'p str>,
+    ) {
+        let found: Vec<Target> = targets
+            .iter()
+            .filter_map(|&(kind, name)| match param(name) {
+                Some(value) => Some(Target::new(value, kind)),
+                None => {
+                    tracing::warn!(
+                        action = %action,
+                        param = name,
+                        target_type = kind,
+                        "audit: #[action] names a path parameter the route does not have; the target is left out",
+                    );
+                    None
+                }
+            })
+            .collect();
+        self.annotate(action, found);
+    }
+
+    /// Takes the actor and organization found in request extensions for whichever of the two is
+    /// still unset (cloning only those), in one lock.
+    pub fn fill_if_unset(&self, actor: Option<&Actor>, organization: Option<&OrganizationId>) {
+        if actor.is_none() && organization.is_none() {
+            return;
+        }
+        let mut record = self.lock();
+        if let Some(actor) = actor
+            && record.actor.is_none()
+        {
+            record.actor = Some(actor.clone());
+        }
+        if let Some(organization) = organization
+            && record.organization.is_none()
+        {
+            record.organization = Some(organization.clone());
+        }
     }
 
     /// Sets the action (the route's annotation does this).
@@ -387,24 +452,24 @@ impl RequestAudit {
         else {
             return Decision::Skip(SkipReason::MissingOrganization);
         };
-        let mut context = Context::new(self.info.location.clone());
-        context.user_agent = self.info.user_agent.clone();
+        let mut context = Context::new(self.inner.info.location.clone());
+        context.user_agent = self.inner.info.user_agent.clone();
         let mut metadata = std::mem::take(&mut record.metadata);
         if policy.outcomes == Outcomes::All {
             metadata.insert("outcome", if success { "success" } else { "failure" });
             metadata.insert("http_status", response.status);
         }
         if policy.request_metadata {
-            if let Some(id) = &self.info.request_id {
+            if let Some(id) = &self.inner.info.request_id {
                 metadata.insert(
                     "request_id",
                     bounded_lossy(id.as_bytes(), Metadata::MAX_STRING_CHARS),
                 );
             }
-            if let Some(method) = &self.info.method {
+            if let Some(method) = &self.inner.info.method {
                 metadata.insert("http_method", method.as_str());
             }
-            if let Some(route) = &self.info.route {
+            if let Some(route) = &self.inner.info.route {
                 metadata.insert(
                     "http_route",
                     bounded_lossy(route.as_bytes(), Metadata::MAX_STRING_CHARS),
@@ -412,7 +477,7 @@ impl RequestAudit {
             }
             metadata.insert("http_status", response.status);
         }
-        let mut event = Event::new(action, actor, context).occurred_at(self.info.received_at);
+        let mut event = Event::new(action, actor, context).occurred_at(self.inner.info.received_at);
         event.targets = std::mem::take(&mut record.targets);
         if !metadata.is_empty() {
             event.metadata = Some(metadata);

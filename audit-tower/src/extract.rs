@@ -72,12 +72,10 @@ fn record(parts: &Parts, missing: MissingAuditLayer) -> Result<Option<RequestAud
     match parts.extensions.get::<RequestAudit>() {
         Some(audit) => {
             // An auth layer inside the audit layer ran after the record was created.
-            if let Some(actor) = parts.extensions.get::<Actor>() {
-                audit.set_actor_if_unset(actor.clone());
-            }
-            if let Some(org) = parts.extensions.get::<OrganizationId>() {
-                audit.set_organization_if_unset(org.clone());
-            }
+            audit.fill_if_unset(
+                parts.extensions.get::<Actor>(),
+                parts.extensions.get::<OrganizationId>(),
+            );
             Ok(Some(audit.clone()))
         }
         None if parts.extensions.get::<AuditDisabled>().is_some() => Ok(None),
@@ -192,22 +190,10 @@ impl Annotation {
     /// Records the action and turns the named path parameters into targets: `(type, param)`.
     pub fn apply(self, action: Action, targets: &[(&str, &str)]) {
         let Some(audit) = self.audit else { return };
-        for (kind, param) in targets {
-            let value = self
-                .params
-                .as_ref()
-                .and_then(|params| params.iter().find(|(name, _)| name == param).map(|(_, v)| v));
-            match value {
-                Some(value) => audit.add_target(Target::new(value, *kind)),
-                None => tracing::warn!(
-                    action = %action,
-                    param = %param,
-                    "audit: #[action] names the path parameter {param:?} for a {kind:?} target, \
-                     but the route has no such parameter; the target is left out",
-                ),
-            }
-        }
-        audit.set_action(action);
+        let params = self.params.as_ref();
+        audit.annotate_route(action, targets, |name| {
+            params.and_then(|p| p.iter().find(|(n, _)| *n == name).map(|(_, v)| v))
+        });
     }
 }
 

@@ -155,18 +155,21 @@ pub(crate) fn capture(config: &Config, parts: &mut http::request::Parts) -> Requ
             audit_core::client_ip::UNKNOWN_LOCATION,
         );
     }
-    let mut info = RequestInfo::new(client.location()).method(parts.method.as_str());
+    let mut info = RequestInfo::new(client.location());
     if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
         info = info.user_agent_bytes(ua.as_bytes(), policy.user_agent_limit());
     }
-    if let Some(id) = parts.headers.get("x-request-id") {
-        info = info.request_id(audit_core::request::bounded_lossy(
-            id.as_bytes(),
-            audit_core::Metadata::MAX_STRING_CHARS,
-        ));
-    }
-    if let Some(route) = route(parts) {
-        info = info.route(route);
+    if policy.request_metadata {
+        info = info.method(parts.method.as_str());
+        if let Some(id) = parts.headers.get("x-request-id") {
+            info = info.request_id(audit_core::request::bounded_lossy(
+                id.as_bytes(),
+                audit_core::Metadata::MAX_STRING_CHARS,
+            ));
+        }
+        if let Some(route) = route(parts) {
+            info = info.route(route);
+        }
     }
     let audit = RequestAudit::new(info);
     // An outer auth layer's values first; the resolvers only for what is still missing.

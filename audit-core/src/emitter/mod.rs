@@ -119,7 +119,7 @@ pub use dead_letter::{
     CallbackDeadLetters, DeadLetter, DeadLetterError, DeadLetterReason, DeadLetterSink, JsonlDeadLetters,
     MemoryDeadLetters, ReadError, ReplayReport,
 };
-pub use sink::{MemorySink, Sink, SinkFuture};
+pub use sink::{DiscardSink, MemorySink, Sink, SinkFuture};
 pub use stats::{Dropped, Stats};
 // spool (feature `spool`)
 #[cfg(feature = "spool")]
@@ -312,7 +312,7 @@ impl Emitter {
             dead_letters,
             gate: Gate::default(),
             work: Notify::new(),
-            progress: Notify::new(),
+            progress: Default::default(),
             closed: Default::default(),
             stop: Signal::default(),
             counters: Counters::default(),
@@ -385,8 +385,9 @@ impl Emitter {
     ) -> Result<EmitReceipt, EmitError> {
         let (mut item, key) = self.prepare(org, event, options)?;
         let shared = self.shared();
+        let watch = shared.progress.watch();
         loop {
-            let mut progress = pin!(shared.progress.notified());
+            let mut progress = pin!(watch.notified());
             progress.as_mut().enable();
             match shared.store.push(item, Overflow::DropNewest) {
                 Pushed::Accepted { wake, .. } => {
@@ -487,8 +488,9 @@ impl Emitter {
 
     async fn wait_until(&self, done: impl Fn() -> bool, deadline: Instant) -> bool {
         let shared = self.shared();
+        let watch = shared.progress.watch();
         loop {
-            let mut progress = pin!(shared.progress.notified());
+            let mut progress = pin!(watch.notified());
             progress.as_mut().enable();
             if done() {
                 return true;

@@ -121,6 +121,8 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn last_seq(&self) -> u64;
     /// The smallest sequence number still outstanding, if any.
     fn oldest_outstanding(&self) -> Option<u64>;
+    /// When the oldest ready event was accepted, if any is ready (for the senders' linger).
+    fn ready_since(&self) -> Option<Instant>;
 
     // Durable stores (the `spool` feature). The defaults are the in-memory behaviour.
 
@@ -300,6 +302,10 @@ impl Store for MemoryStore {
 
     fn last_seq(&self) -> u64 {
         self.lock().next_seq
+    }
+
+    fn ready_since(&self) -> Option<Instant> {
+        self.lock().ready.front().map(|i| i.accepted)
     }
 
     fn oldest_outstanding(&self) -> Option<u64> {

@@ -2,12 +2,14 @@
 //!
 //! [`Sink`] is one attempt at delivering one create-event request with its idempotency key. The
 //! WorkOS [`Client`](crate::client::Client) is the production sink; [`MemorySink`] records events
-//! in memory for an application's unit tests (and can be told to fail).
+//! in memory for an application's unit tests (and can be told to fail); [`DiscardSink`] only
+//! counts them.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{CreateEvent, Error};
@@ -126,6 +128,36 @@ impl Sink for MemorySink {
             }
         };
         Box::pin(std::future::ready(result))
+    }
+}
+
+/// A sink that accepts every event and keeps nothing but a count: for load tests that measure
+/// what audit costs an application without a network destination, and for environments that run
+/// the audit pipeline (validation, queueing) without sending anywhere. Cloning shares the count.
+///
+/// Unlike [`MemorySink`], whose record of every event grows without bound, it uses no memory
+/// per event.
+#[derive(Debug, Clone, Default)]
+pub struct DiscardSink {
+    accepted: Arc<AtomicU64>,
+}
+
+impl DiscardSink {
+    /// A sink with a count of zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many attempts it accepted (one per delivered event).
+    pub fn count(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Sink for DiscardSink {
+    fn send<'a>(&'a self, _body: &'a CreateEvent, _idempotency_key: &'a str) -> SinkFuture<'a> {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::future::pending;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -49,11 +49,60 @@ impl Signal {
     }
 }
 
+/// A [`Notify`] for waiters that come and go (flush, shutdown, an emit waiting for room), which
+/// the senders signal after every resolved event: the signal costs one atomic load while nobody
+/// waits.
+#[derive(Debug, Default)]
+pub(crate) struct Watchers {
+    notify: Notify,
+    waiting: AtomicUsize,
+}
+
+impl Watchers {
+    /// Registers a waiter until the guard is dropped. Register before checking the condition
+    /// waited for: a change made after that check is then signalled.
+    pub(crate) fn watch(&self) -> WatchGuard<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        WatchGuard(self)
+    }
+
+    /// Wakes every registered waiter, if any.
+    pub(crate) fn notify(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Wakes every waiter, registered or not.
+    fn notify_all(&self) {
+        self.notify.notify_waiters();
+    }
+}
+
+/// A registered waiter of [`Watchers`].
+pub(crate) struct WatchGuard<'a>(&'a Watchers);
+
+impl WatchGuard<'_> {
+    /// A notification future; `enable` it before checking the condition.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.notify.notified()
+    }
+}
+
+impl Drop for WatchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What every sender checks before taking an event: a `Retry-After` pause and the
 /// authorization hold.
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
     state: Mutex<GateState>,
+    /// Whether a pause or a hold may be on (set and cleared under `state`'s lock): while it is
+    /// not, a sender passes the gate with one atomic load.
+    engaged: AtomicBool,
     changed: Notify,
 }
 
@@ -73,6 +122,7 @@ impl Gate {
         if s.paused_until.is_none_or(|t| t < until) {
             s.paused_until = Some(until);
         }
+        self.engaged.store(true, Ordering::SeqCst);
     }
 
     /// Starts a hold; `false` when one is already on (another sender probes).
@@ -82,6 +132,7 @@ impl Gate {
             return false;
         }
         s.held_since = Some(SystemTime::now());
+        self.engaged.store(true, Ordering::SeqCst);
         true
     }
 
@@ -91,12 +142,25 @@ impl Gate {
     }
 
     fn is_open(&self) -> bool {
-        let s = self.state();
-        s.held_since.is_none() && s.paused_until.is_none_or(|t| t <= Instant::now())
+        if !self.engaged.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.paused_until.is_some_and(|t| t <= Instant::now()) {
+            s.paused_until = None;
+        }
+        let open = s.held_since.is_none() && s.paused_until.is_none();
+        if open {
+            self.engaged.store(false, Ordering::SeqCst);
+        }
+        open
     }
 
     /// Waits until neither a pause nor a hold is on; `false` when `stop` fired first.
     async fn wait_open(&self, stop: &Signal) -> bool {
+        if self.is_open() {
+            return !stop.is_set();
+        }
         loop {
             let mut changed = pin!(self.changed.notified());
             changed.as_mut().enable();
@@ -136,7 +200,7 @@ pub(crate) struct Shared {
     /// New work: an accepted event, a parked event, a close.
     pub(crate) work: Notify,
     /// Something was resolved (room in the queue, flush progress).
-    pub(crate) progress: Notify,
+    pub(crate) progress: Watchers,
     pub(crate) closed: AtomicBool,
     /// Shutdown's deadline passed: senders give up what they hold.
     pub(crate) stop: Signal,
@@ -155,11 +219,11 @@ impl Shared {
         self.closed.store(true, Ordering::Release);
         self.store.close();
         self.work.notify_waiters();
-        self.progress.notify_waiters();
+        self.progress.notify_all();
     }
 
     fn resolved(&self) {
-        self.progress.notify_waiters();
+        self.progress.notify();
         if self.is_closed() {
             self.work.notify_waiters();
         }
@@ -355,38 +419,63 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
 }
 
 async fn next_item(shared: &Shared) -> Option<Box<Item>> {
+    // The common case first: an event is ready, no need to register for a wake-up.
+    if let Some(item) = try_take(shared) {
+        return Some(item);
+    }
     loop {
         let mut notified = pin!(shared.work.notified());
         notified.as_mut().enable();
         if shared.stop.is_set() {
             return None;
         }
-        match shared.store.take(Instant::now()) {
-            Taken::Item(item, more) => {
-                if more {
-                    // Wake the next sender: emitters only wake one when the queue was empty.
-                    shared.work.notify_one();
-                }
-                return Some(item);
+        let next_due = match shared.store.take(Instant::now()) {
+            Taken::Item(item, more) => return Some(took(shared, item, more)),
+            Taken::Empty { next_due } => next_due,
+        };
+        if shared.is_closed() && shared.store.depth().outstanding() == 0 {
+            return None;
+        }
+        let due = async {
+            match next_due {
+                Some(at) => sleep_until(at).await,
+                None => pending().await,
             }
-            Taken::Empty { next_due } => {
-                if shared.is_closed() && shared.store.depth().outstanding() == 0 {
-                    return None;
-                }
-                let due = async {
-                    match next_due {
-                        Some(at) => sleep_until(at).await,
-                        None => pending().await,
-                    }
-                };
+        };
+        tokio::select! {
+            () = notified => {}
+            () = due => {}
+            () = shared.stop.wait() => return None,
+        }
+        // Woken from idle: let a burst gather so that one wake-up serves it (see `linger`).
+        if !shared.config.linger.is_zero()
+            && !shared.is_closed()
+            && let Some(since) = shared.store.ready_since()
+        {
+            let until = since + shared.config.linger;
+            if until > Instant::now() {
                 tokio::select! {
-                    () = notified => {}
-                    () = due => {}
+                    () = sleep_until(until) => {}
                     () = shared.stop.wait() => return None,
                 }
             }
         }
     }
+}
+
+fn try_take(shared: &Shared) -> Option<Box<Item>> {
+    match shared.store.take(Instant::now()) {
+        Taken::Item(item, more) => Some(took(shared, item, more)),
+        Taken::Empty { .. } => None,
+    }
+}
+
+fn took(shared: &Shared, item: Box<Item>, more: bool) -> Box<Item> {
+    if more {
+        // Wake the next sender: emitters only wake one when the queue was empty.
+        shared.work.notify_one();
+    }
+    item
 }
 
 async fn wait_for_rate(limiter: &governor::DefaultDirectRateLimiter, stop: &Signal) -> bool {
@@ -451,10 +540,12 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>) -> Option<Result<(), Er
     );
     let result = {
         let send = shared.sink.send(&item.body, &item.key).instrument(span.clone());
+        // The attempt is polled first: a sink that answers at once (in memory) never
+        // registers with the stop signal.
         tokio::select! {
             biased;
-            () = shared.stop.wait() => None,
             r = send => Some(r),
+            () = shared.stop.wait() => None,
         }
     };
     let outcome = match &result {

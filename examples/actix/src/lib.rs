@@ -330,12 +330,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         // Stop accepting, let the requests in flight finish (up to the shutdown timeout).
         handle.stop(true).await;
     });
-    let audit_label = match destination {
-        Destination::Workos => "workos",
-        Destination::EmbeddedTestkit => "embedded-testkit",
-        Destination::Memory => "memory",
-        Destination::Disabled => "disabled",
-    };
+    let audit_label = destination.label();
     println!(
         "{}",
         json!({

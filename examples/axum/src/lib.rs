@@ -255,12 +255,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| format!("LISTEN_ADDR {}: {e}", settings.listen_addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let audit = match destination {
-        Destination::Workos => "workos",
-        Destination::EmbeddedTestkit => "embedded-testkit",
-        Destination::Memory => "memory",
-        Destination::Disabled => "disabled",
-    };
+    let audit = destination.label();
     println!(
         "{}",
         json!({

@@ -560,6 +560,10 @@ impl Store for SpoolStore {
         .min()
     }
 
+    fn ready_since(&self) -> Option<Instant> {
+        self.common.lock().ready.front().map(|i| i.accepted)
+    }
+
     fn spool_stats(&self) -> Option<SpoolStats> {
         Some(self.stats())
     }
