@@ -14,7 +14,7 @@
 //! the senders and the [`Emitter`](super::Emitter) handle only talk to the trait.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::time::Instant;
@@ -27,7 +27,8 @@ use crate::{CreateEvent, Error};
 pub(crate) struct Item {
     /// Order of acceptance; assigned by the store.
     pub(crate) seq: u64,
-    pub(crate) body: CreateEvent,
+    /// Shared, so that a durable store can write it without copying it.
+    pub(crate) body: Arc<CreateEvent>,
     pub(crate) key: String,
     /// When the event was accepted (latency is measured from here).
     pub(crate) accepted: Instant,
@@ -44,7 +45,7 @@ impl Item {
     pub(crate) fn new(body: CreateEvent, key: String) -> Self {
         Self {
             seq: 0,
-            body,
+            body: Arc::new(body),
             key,
             accepted: Instant::now(),
             attempts: 0,

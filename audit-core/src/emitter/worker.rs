@@ -240,7 +240,7 @@ impl Shared {
     /// Dead-letters an event no longer in the store (taken, drained or evicted).
     pub(crate) fn dead_letter(&self, mut item: Box<Item>, reason: DeadLetterReason, error: Option<Error>) {
         let error = error.or_else(|| item.last_error.take());
-        let body = item.body;
+        let body = Arc::unwrap_or_clone(item.body);
         let letter = DeadLetter {
             organization_id: body.organization_id,
             event: body.event,

@@ -43,10 +43,11 @@
 //! # What is guaranteed
 //!
 //! - **The commit window.** An event accepted by [`try_emit`](super::Emitter::try_emit) is in
-//!   the file once the writer's next commit ends: the time of one group commit, under a
+//!   the file once the writer's next group commit ends: the [commit
+//!   delay](SpoolConfig::commit_delay) (2 ms by default) plus the time of one commit, under a
 //!   millisecond with [`SpoolSync::Normal`] on a local disk, a few milliseconds with
-//!   [`SpoolSync::Full`] (an fsync); [`SpoolStats::commit_p99`] shows it. A crash inside that
-//!   window loses the event. [`Emitter::emit_durable`](super::Emitter::emit_durable) returns only
+//!   [`SpoolSync::Full`] (an fsync); [`SpoolStats::commit_p99`] shows the latter. A crash inside
+//!   that window loses the event. [`Emitter::emit_durable`](super::Emitter::emit_durable) returns only
 //!   after the commit, for callers who cannot accept that window.
 //! - **Crashes.** With [`SpoolSync::Normal`] (WAL, the default), a committed event survives the
 //!   process being killed (SIGKILL, OOM, panic=abort); it can be lost if the machine loses power
@@ -129,6 +130,7 @@ pub struct SpoolConfig {
     pub(crate) max_events: u64,
     pub(crate) max_backlog: usize,
     pub(crate) max_batch: usize,
+    pub(crate) commit_delay: Duration,
     pub(crate) sync: SpoolSync,
     pub(crate) stale: StaleEvents,
 }
@@ -139,6 +141,8 @@ impl SpoolConfig {
     pub const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
     /// Default [`max_backlog`](Self::max_backlog): 100,000 events.
     pub const DEFAULT_MAX_BACKLOG: usize = 100_000;
+    /// Default [`commit_delay`](Self::commit_delay): 2 ms.
+    pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_millis(2);
 
     /// A spool in the SQLite file `path` (created if missing; its directory must exist and be
     /// writable, SQLite also writes `<path>-wal` next to it).
@@ -148,6 +152,7 @@ impl SpoolConfig {
             max_events: Self::DEFAULT_MAX_EVENTS,
             max_backlog: Self::DEFAULT_MAX_BACKLOG,
             max_batch: 8_192,
+            commit_delay: Self::DEFAULT_COMMIT_DELAY,
             sync: SpoolSync::default(),
             stale: StaleEvents::default(),
         }
@@ -173,6 +178,17 @@ impl SpoolConfig {
     /// duration and so the window between emit and commit.
     pub fn max_batch(mut self, max: usize) -> Self {
         self.max_batch = max.max(1);
+        self
+    }
+
+    /// How long the writer gathers events before a group commit (default
+    /// [`DEFAULT_COMMIT_DELAY`](Self::DEFAULT_COMMIT_DELAY); `Duration::ZERO` commits as soon as
+    /// it can). It starts when the first event of the group arrives, so it adds to the window
+    /// between emit and commit. In exchange, fewer and larger transactions, and an event that is
+    /// delivered within the delay (usual with a nearby server) is never written at all: its
+    /// insert and delete cancel out.
+    pub fn commit_delay(mut self, delay: Duration) -> Self {
+        self.commit_delay = delay;
         self
     }
 

@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -47,12 +47,12 @@ pub(crate) struct Durable {
     pub(crate) stopped: bool,
 }
 
-// The channel stores commands inline in its blocks: boxing the large variants would add an
-// allocation per event for nothing.
+// The outbox stores commands inline: boxing the large variants would add an allocation per
+// event for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Payload {
-    /// A copy of an event that is also in memory.
-    Copy { body: CreateEvent, key: String },
+    /// A shared copy of an event that is also in memory.
+    Copy { body: Arc<CreateEvent>, key: String },
     /// A spilled event: the writer holds the only copy until it is committed.
     Owned(Box<Item>),
 }
@@ -104,6 +104,12 @@ struct Inner {
     rows: u64,
     /// Wall-clock acceptance of events read back from the file (for the stale check).
     created: HashMap<u64, SystemTime>,
+    /// Commands for the writer, in sequence order (they are queued under this lock).
+    outbox: VecDeque<Cmd>,
+    /// The writer waits for commands on `Common::wake`.
+    writer_waiting: bool,
+    /// The writer has ended (or never started): nothing sent now would be written.
+    writer_gone: bool,
 }
 
 impl Inner {
@@ -130,6 +136,8 @@ impl Inner {
 /// State shared by the store and its writer thread.
 struct Common {
     inner: Mutex<Inner>,
+    /// Wakes the writer when it waits for commands.
+    wake: Condvar,
     capacity: usize,
     durable: watch::Sender<Durable>,
     backlog: AtomicUsize,
@@ -148,12 +156,26 @@ impl Common {
         // Each critical section is a few list operations: a poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Queues a command for the writer (the caller holds the lock, which keeps the commands in
+    /// sequence order). The writer is woken only when it waits: while it is busy committing, the
+    /// commands gather for its next group at the cost of a push. `false` when the writer is gone.
+    fn send(&self, inner: &mut Inner, cmd: Cmd) -> bool {
+        if inner.writer_gone {
+            return false;
+        }
+        inner.outbox.push_back(cmd);
+        if inner.writer_waiting {
+            inner.writer_waiting = false;
+            self.wake.notify_one();
+        }
+        true
+    }
 }
 
 /// The emitter's store with the SQLite spool behind it.
 pub(crate) struct SpoolStore {
     common: Arc<Common>,
-    tx: Sender<Cmd>,
     writer: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
     max_events: u64,
@@ -185,6 +207,9 @@ impl SpoolStore {
             load_cursor: first.saturating_sub(1),
             rows,
             created: HashMap::new(),
+            outbox: VecDeque::new(),
+            writer_waiting: false,
+            writer_gone: false,
         };
         if rows > 0 {
             tracing::info!(
@@ -199,6 +224,7 @@ impl SpoolStore {
         });
         let common = Arc::new(Common {
             inner: Mutex::new(inner),
+            wake: Condvar::new(),
             capacity: capacity.max(1),
             durable,
             backlog: AtomicUsize::new(0),
@@ -211,12 +237,11 @@ impl SpoolStore {
             failing: Mutex::new(None),
             error_warning: Throttle::new(warn_interval),
         });
-        let (tx, rx) = mpsc::channel();
         let writer = Writer {
             conn,
-            rx,
             common: Arc::clone(&common),
             max_batch: config.max_batch,
+            commit_delay: config.commit_delay,
             path: config.path.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -226,14 +251,14 @@ impl SpoolStore {
             Ok(h) => Some(h),
             Err(e) => {
                 // Without a writer nothing becomes durable: say so loudly; emits are refused
-                // (the channel is closed) rather than silently kept in memory only.
+                // rather than silently kept in memory only.
                 tracing::error!(error = %e, "audit spool: could not start the writer thread");
+                common.lock().writer_gone = true;
                 None
             }
         };
         Self {
             common,
-            tx,
             writer: Mutex::new(handle),
             path: config.path,
             max_events: config.max_events,
@@ -241,10 +266,6 @@ impl SpoolStore {
             stale: config.stale,
             refusal_warning: Throttle::new(warn_interval),
         }
-    }
-
-    fn send(&self, cmd: Cmd) -> bool {
-        self.tx.send(cmd).is_ok()
     }
 
     fn refuse(&self, item: Box<Item>, rows: u64, backlog: usize) -> Pushed {
@@ -341,7 +362,7 @@ impl Store for SpoolStore {
             (Payload::Owned(item), None)
         } else {
             let copy = Payload::Copy {
-                body: item.body.clone(),
+                body: Arc::clone(&item.body),
                 key: item.key.clone(),
             };
             (copy, Some(item))
@@ -351,7 +372,7 @@ impl Store for SpoolStore {
             created: SystemTime::now(),
             payload,
         };
-        if !self.send(Cmd::Insert(insert)) {
+        if !self.common.send(&mut inner, Cmd::Insert(insert)) {
             inner.next_seq -= 1;
             return Pushed::Closed;
         }
@@ -372,7 +393,7 @@ impl Store for SpoolStore {
         if let Some(old) = &evicted {
             inner.rows -= 1;
             inner.created.remove(&old.seq);
-            self.send(Cmd::Delete(old.seq));
+            self.common.send(&mut inner, Cmd::Delete(old.seq));
         }
         Pushed::Accepted { evicted, wake }
     }
@@ -409,12 +430,15 @@ impl Store for SpoolStore {
     fn park(&self, mut item: Box<Item>, due: Instant) {
         let mut inner = self.common.lock();
         inner.taken.remove(&item.seq);
-        self.send(Cmd::Attempted {
-            seq: item.seq,
-            attempts: item.attempts,
-            first: item.first_attempt.map(|(_, at)| at),
-            last: item.last_attempt,
-        });
+        self.common.send(
+            &mut inner,
+            Cmd::Attempted {
+                seq: item.seq,
+                attempts: item.attempts,
+                first: item.first_attempt.map(|(_, at)| at),
+                last: item.last_attempt,
+            },
+        );
         item.due = Some(due);
         inner.due.insert((due, item.seq));
         inner.parked.insert(item.seq, item);
@@ -432,7 +456,7 @@ impl Store for SpoolStore {
             inner.rows = inner.rows.saturating_sub(1);
         }
         inner.created.remove(&seq);
-        self.send(Cmd::Delete(seq));
+        self.common.send(&mut inner, Cmd::Delete(seq));
     }
 
     fn give_back(&self, item: Box<Item>) -> Option<Box<Item>> {
@@ -492,7 +516,8 @@ impl Store for SpoolStore {
             return in_memory;
         };
         let (reply, answer) = mpsc::sync_channel(1);
-        let unwritten = if self.send(Cmd::Finish(reply)) {
+        let sent = self.common.send(&mut self.common.lock(), Cmd::Finish(reply));
+        let unwritten = if sent {
             answer.recv().unwrap_or_default()
         } else {
             Vec::new()
@@ -591,9 +616,9 @@ impl Drop for SpoolStore {
 /// The writer thread: owns the connection, commits in groups, loads spilled events.
 struct Writer {
     conn: Connection,
-    rx: Receiver<Cmd>,
     common: Arc<Common>,
     max_batch: usize,
+    commit_delay: Duration,
     path: PathBuf,
 }
 
@@ -622,33 +647,42 @@ impl Writer {
     fn run(mut self) {
         let mut batch = Batch::default();
         let mut finish = None;
-        let mut disconnected = false;
         let mut backoff = Duration::from_millis(50);
         let mut failing = false;
         self.load();
         loop {
-            if batch.cmds.is_empty() && finish.is_none() && !disconnected {
-                match self.rx.recv_timeout(Duration::from_secs(1)) {
-                    Ok(cmd) => batch.absorb(cmd, &mut finish),
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.load();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => disconnected = true,
+            if batch.cmds.is_empty() && finish.is_none() {
+                let cmds = self.receive(self.max_batch, Some(Duration::from_secs(1)));
+                if cmds.is_empty() {
+                    // Nothing for a second: look for spilled events that fit in memory now.
+                    self.load();
+                    continue;
+                }
+                let gathering = std::time::Instant::now();
+                for cmd in cmds {
+                    batch.absorb(cmd, &mut finish);
+                }
+                // Let the group gather (see `SpoolConfig::commit_delay`).
+                if finish.is_none() && !self.commit_delay.is_zero() {
+                    std::thread::sleep(self.commit_delay.saturating_sub(gathering.elapsed()));
                 }
             }
             // Everything that has queued up goes into this group (all of it when ending).
-            while batch.inserts < self.max_batch || finish.is_some() || disconnected {
-                match self.rx.try_recv() {
-                    Ok(cmd) => batch.absorb(cmd, &mut finish),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        disconnected = true;
-                        break;
-                    }
+            let room = if finish.is_some() {
+                usize::MAX
+            } else {
+                self.max_batch.saturating_sub(batch.inserts)
+            };
+            for cmd in self.receive(room, None) {
+                batch.absorb(cmd, &mut finish);
+            }
+            if finish.is_some() {
+                // Whatever was queued before the finish command is part of the last group.
+                for cmd in self.receive(usize::MAX, None) {
+                    batch.absorb(cmd, &mut finish);
                 }
             }
-            let ending = finish.is_some() || disconnected;
+            let ending = finish.is_some();
             if !batch.cmds.is_empty() {
                 let started = std::time::Instant::now();
                 match self.commit(&batch) {
@@ -695,6 +729,7 @@ impl Writer {
                 _ => None,
             })
             .collect();
+        self.common.lock().writer_gone = true;
         self.common.durable.send_modify(|d| d.stopped = true);
         // Close the file (and release its lock) before answering.
         drop(self.conn);
@@ -707,6 +742,23 @@ impl Writer {
                 "audit spool: events could not be written before the spool closed"
             );
         }
+    }
+
+    /// Takes up to `max` queued commands; with `wait`, first waits up to that long for one.
+    fn receive(&self, max: usize, wait: Option<Duration>) -> Vec<Cmd> {
+        let mut inner = self.common.lock();
+        if let Some(timeout) = wait
+            && inner.outbox.is_empty()
+        {
+            inner.writer_waiting = true;
+            inner = match self.common.wake.wait_timeout(inner, timeout) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+            inner.writer_waiting = false;
+        }
+        let n = inner.outbox.len().min(max);
+        inner.outbox.drain(..n).collect()
     }
 
     fn failed(&self, what: &str, e: &rusqlite::Error) {
