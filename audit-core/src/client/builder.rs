@@ -220,6 +220,18 @@ impl ClientBuilder {
                 message: "must be visible ASCII".into(),
             });
         }
+        let mut authorization =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", api_key.expose_secret())).map_err(
+                |_| Error::Config {
+                    setting: self.api_key_setting,
+                    message: "contains characters that cannot be sent in a header".into(),
+                },
+            )?;
+        authorization.set_sensitive(true);
+        let events_url = Url::parse(&format!("{base_url}/audit_logs/events")).map_err(|e| Error::Config {
+            setting: self.base_url_setting,
+            message: format!("cannot be joined with /audit_logs/events: {e}"),
+        })?;
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
@@ -234,6 +246,8 @@ impl ClientBuilder {
             inner: Arc::new(Inner {
                 http,
                 api_key,
+                authorization,
+                events_url,
                 base_url,
                 timeout: self.timeout,
                 retry: self.retry,

@@ -93,6 +93,10 @@ pub struct Client {
 struct Inner {
     http: reqwest::Client,
     api_key: SecretString,
+    /// `Bearer <key>`, marked sensitive so that the HTTP stack never logs it (built once).
+    authorization: HeaderValue,
+    /// `<base>/audit_logs/events`, parsed once: the URL of every delivery attempt.
+    events_url: Url,
     /// The base URL as text, without a trailing slash (`https://api.workos.com`, `http://127.0.0.1:9/x`).
     base_url: String,
     timeout: Duration,
@@ -227,7 +231,7 @@ impl Client {
     fn post_event_request(&self, body: Bytes, key: String) -> Result<Request, Error> {
         Ok(Request {
             method: reqwest::Method::POST,
-            url: self.url(&["audit_logs", "events"], &[])?,
+            url: self.inner.events_url.clone(),
             body: Some(body),
             idempotency_key: Some(key),
             authorized: true,
@@ -420,7 +424,7 @@ impl Client {
             .request(request.method.clone(), request.url.clone())
             .header(header::ACCEPT, "application/json");
         if request.authorized {
-            builder = builder.header(header::AUTHORIZATION, self.authorization()?);
+            builder = builder.header(header::AUTHORIZATION, self.inner.authorization.clone());
         }
         if let Some(key) = &request.idempotency_key {
             let value = HeaderValue::from_str(key).map_err(|_| Error::InvalidParameter {
@@ -438,17 +442,6 @@ impl Client {
                 .body(body.clone());
         }
         builder.send().await.map_err(|e| self.transport_error(request, e))
-    }
-
-    /// `Bearer <key>`, marked sensitive so that it is never logged by the HTTP stack.
-    fn authorization(&self) -> Result<HeaderValue, Error> {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.inner.api_key.expose_secret()))
-            .map_err(|_| Error::Config {
-                setting: "api_key",
-                message: "the API key contains characters that cannot be sent in a header".into(),
-            })?;
-        value.set_sensitive(true);
-        Ok(value)
     }
 
     fn transport_error(&self, request: &Request, e: reqwest::Error) -> Error {

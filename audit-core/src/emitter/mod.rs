@@ -385,7 +385,7 @@ impl Emitter {
     ) -> Result<EmitReceipt, EmitError> {
         let (mut item, key) = self.prepare(org, event, options)?;
         let shared = self.shared();
-        let watch = shared.progress.watch();
+        let watch = shared.progress.watch(None);
         loop {
             let mut progress = pin!(watch.notified());
             progress.as_mut().enable();
@@ -476,8 +476,7 @@ impl Emitter {
     pub async fn flush(&self, timeout: Duration) -> Result<(), FlushTimeout> {
         let shared = self.shared();
         let target = shared.store.last_seq();
-        let done = || shared.store.oldest_outstanding().is_none_or(|seq| seq > target);
-        if self.wait_until(done, Instant::now() + timeout).await {
+        if self.wait_until(target, Instant::now() + timeout).await {
             Ok(())
         } else {
             Err(FlushTimeout {
@@ -486,9 +485,11 @@ impl Emitter {
         }
     }
 
-    async fn wait_until(&self, done: impl Fn() -> bool, deadline: Instant) -> bool {
+    /// Waits until every event up to `target` is resolved, or `deadline`.
+    async fn wait_until(&self, target: u64, deadline: Instant) -> bool {
         let shared = self.shared();
-        let watch = shared.progress.watch();
+        let done = || shared.store.oldest_outstanding().is_none_or(|seq| seq > target);
+        let watch = shared.progress.watch(Some(target));
         loop {
             let mut progress = pin!(watch.notified());
             progress.as_mut().enable();
@@ -511,9 +512,8 @@ impl Emitter {
         let shared = self.shared();
         shared.close();
         let deadline = Instant::now() + timeout;
-        let drained = self
-            .wait_until(|| shared.store.depth().outstanding() == 0, deadline)
-            .await;
+        // Closed: nothing is accepted after `last_seq`, so this waits until nothing is outstanding.
+        let drained = self.wait_until(shared.store.last_seq(), deadline).await;
         if !drained {
             shared.stop.fire();
         }

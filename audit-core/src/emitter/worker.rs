@@ -49,26 +49,50 @@ impl Signal {
     }
 }
 
-/// A [`Notify`] for waiters that come and go (flush, shutdown, an emit waiting for room), which
-/// the senders signal after every resolved event: the signal costs one atomic load while nobody
-/// waits.
+/// A [`Notify`] for waiters that come and go (an emit waiting for room; flush and shutdown
+/// waiting for the events accepted before them), signalled by the senders after every resolved
+/// event. The signal costs one atomic load while nobody waits; a waiter for a sequence number
+/// is woken only once every event up to it is resolved, not at every event.
 #[derive(Debug, Default)]
 pub(crate) struct Watchers {
     notify: Notify,
     waiting: AtomicUsize,
+    /// The sequence numbers waited for (empty entries: waiters for any progress).
+    targets: Mutex<Vec<Option<u64>>>,
 }
 
 impl Watchers {
-    /// Registers a waiter until the guard is dropped. Register before checking the condition
-    /// waited for: a change made after that check is then signalled.
-    pub(crate) fn watch(&self) -> WatchGuard<'_> {
+    /// Registers a waiter until the guard is dropped: for any progress (`None`), or until every
+    /// event up to `target` is resolved. Register before checking the condition waited for: a
+    /// change made after that check is then signalled.
+    pub(crate) fn watch(&self, target: Option<u64>) -> WatchGuard<'_> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(target);
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        WatchGuard(self)
+        WatchGuard {
+            watchers: self,
+            target,
+        }
     }
 
-    /// Wakes every registered waiter, if any.
-    pub(crate) fn notify(&self) {
-        if self.waiting.load(Ordering::SeqCst) > 0 {
+    /// An event was resolved; `oldest` tells the smallest sequence number still outstanding.
+    pub(crate) fn notify(&self, oldest: impl FnOnce() -> Option<u64>) {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let first = {
+            let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+            // `None` (any progress) sorts first.
+            targets.iter().min().copied()
+        };
+        let due = match first {
+            None => false,
+            Some(None) => true,
+            Some(Some(target)) => oldest().is_none_or(|seq| seq > target),
+        };
+        if due {
             self.notify.notify_waiters();
         }
     }
@@ -80,18 +104,25 @@ impl Watchers {
 }
 
 /// A registered waiter of [`Watchers`].
-pub(crate) struct WatchGuard<'a>(&'a Watchers);
+pub(crate) struct WatchGuard<'a> {
+    watchers: &'a Watchers,
+    target: Option<u64>,
+}
 
 impl WatchGuard<'_> {
     /// A notification future; `enable` it before checking the condition.
     pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.0.notify.notified()
+        self.watchers.notify.notified()
     }
 }
 
 impl Drop for WatchGuard<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        let mut targets = self.watchers.targets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = targets.iter().position(|t| *t == self.target) {
+            targets.swap_remove(i);
+        }
+        self.watchers.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -223,7 +254,7 @@ impl Shared {
     }
 
     fn resolved(&self) {
-        self.progress.notify();
+        self.progress.notify(|| self.store.oldest_outstanding());
         if self.is_closed() {
             self.work.notify_waiters();
         }
