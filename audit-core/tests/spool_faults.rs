@@ -1,17 +1,19 @@
 //! The spool against faults: a restart during a WorkOS outage, corrupt and truncated files, a
-//! corrupt row, a read-only directory, a second emitter on the same file, a full spool, spilling
-//! beyond memory, stale events. Every test runs against audit-testkit over loopback.
+//! corrupt row, a read-only directory, a second emitter on the same file, a full spool, a full disk
+//! at run time, spilling beyond memory, stale events. Every test runs against audit-testkit over loopback.
 #![cfg(feature = "spool")]
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use audit_core::emitter::{
-    DeadLetterReason, EmitError, EmitReceipt, Emitter, EmitterBuilder, MemoryDeadLetters, Overflow, Spool,
-    SpoolConfig, SpoolErrorKind, StaleEvents,
+    DeadLetterReason, EmitError, EmitReceipt, Emitter, EmitterBuilder, MemoryDeadLetters, Overflow, Sink,
+    SinkFuture, Spool, SpoolConfig, SpoolErrorKind, StaleEvents,
 };
-use audit_core::{Action, Actor, Client, Context, Event, OrganizationId};
+use audit_core::{Action, Actor, ApiError, Client, Context, CreateEvent, Event, OrganizationId};
 use audit_testkit::TestKit;
 
 async fn kit() -> TestKit {
@@ -361,4 +363,177 @@ fn a_read_only_directory_is_a_clear_error() {
     assert!(line.starts_with("error NotWritable"), "{line}");
     assert!(line.contains(&path.display().to_string()), "{line}");
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A full disk at run time, made real with a size limit that SQLite enforces exactly like a full
+/// disk (`SQLITE_FULL`): the degradation is counted and visible, the emit call says the event is
+/// not durable, nothing is lost, and the spool recovers once deliveries free room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_run_time_is_counted_and_loses_nothing() {
+    let kit = kit().await;
+    kit.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = SpoolConfig::new(dir.path().join("spool.db"))
+        .max_bytes(64 * 1024)
+        .open()
+        .unwrap();
+    let emitter = builder(&kit).capacity(10_000).spool(spool).start();
+    let padding = "x".repeat(400);
+    let big = |n: usize| event(n).meta("padding", padding.as_str());
+
+    let mut keys = Vec::new();
+    let mut durable = 0;
+    let mut not_durable = 0;
+    for i in 0..2_000 {
+        match emitter.emit_durable(org(&kit), big(i)).await {
+            Ok(receipt) => {
+                durable += 1;
+                keys.push(receipt.idempotency_key);
+            }
+            Err(EmitError::NotDurable { idempotency_key }) => {
+                not_durable += 1;
+                keys.push(idempotency_key);
+                if not_durable == 20 {
+                    break;
+                }
+            }
+            Err(other) => panic!("event {i}: {other}"),
+        }
+    }
+    assert!(durable > 10, "some events fit before the limit: {durable}");
+    assert_eq!(not_durable, 20, "the full file was reported to the emit call");
+    let spool = emitter.stats().spool.unwrap();
+    assert!(spool.write_errors > 0, "{spool:?}");
+    let failing = spool.failing.expect("the failure is shown");
+    assert!(failing.contains("full"), "{failing}");
+
+    // WorkOS comes back: every event, durable or not, is delivered exactly once, and the rows
+    // of delivered events are deleted, which frees the file.
+    kit.restart().unwrap();
+    emitter.flush(Duration::from_secs(60)).await.expect("delivered");
+    let stored: HashSet<String> = stored_keys(&kit).into_iter().collect();
+    assert_eq!(stored.len(), keys.len(), "no duplicate, nothing lost");
+    assert_eq!(stored, keys.iter().cloned().collect::<HashSet<_>>());
+    let report = emitter.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(report.dead_lettered, 0);
+    let spool = emitter.stats().spool.unwrap();
+    assert_eq!(spool.depth, 0, "{spool:?}");
+    drop(emitter);
+    // The file holds no row: the deletions were committed despite the full disk.
+    let reopened = Spool::open(dir.path().join("spool.db")).unwrap();
+    assert_eq!(reopened.recovered(), 0);
+}
+
+/// Lets events through to the testkit only once their group is opened; until then each attempt
+/// fails with a retryable 503.
+struct Gated {
+    client: Client,
+    old_open: Arc<AtomicBool>,
+    new_open: Arc<AtomicBool>,
+}
+
+impl Sink for Gated {
+    fn send<'a>(&'a self, body: &'a CreateEvent, key: &'a str) -> SinkFuture<'a> {
+        let gate = if body.event.actor.id.starts_with("new_") {
+            &self.new_open
+        } else {
+            &self.old_open
+        };
+        if gate.load(Ordering::SeqCst) {
+            self.client.send(body, key)
+        } else {
+            let closed = ApiError::from_response(503, None, None, b"{\"message\":\"closed\"}");
+            Box::pin(std::future::ready(Err(audit_core::Error::Api(Box::new(closed)))))
+        }
+    }
+}
+
+/// A full file recovers as soon as delivered events free room, even while newer events still
+/// wait: their rows are deleted before the newer ones are inserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_file_recovers_as_deliveries_free_room() {
+    let kit = kit().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = SpoolConfig::new(dir.path().join("spool.db"))
+        .max_bytes(64 * 1024)
+        .open()
+        .unwrap();
+    let client = Client::builder()
+        .api_key("sk_test_spool")
+        .base_url(kit.url())
+        .build()
+        .unwrap();
+    let (old_open, new_open) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let sink = Gated {
+        client,
+        old_open: Arc::clone(&old_open),
+        new_open: Arc::clone(&new_open),
+    };
+    let emitter = Emitter::builder(sink)
+        .senders(4)
+        .no_rate_limit()
+        .retry_backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .spool(spool)
+        .start();
+    let padding = "x".repeat(400);
+    let mut keys = Vec::new();
+    for i in 0..2_000 {
+        match emitter
+            .emit_durable(org(&kit), event(i).meta("padding", padding.as_str()))
+            .await
+        {
+            Ok(receipt) => keys.push(receipt.idempotency_key),
+            Err(EmitError::NotDurable { idempotency_key }) => {
+                keys.push(idempotency_key);
+                break;
+            }
+            Err(other) => panic!("event {i}: {other}"),
+        }
+    }
+    assert!(
+        emitter.stats().spool.unwrap().failing.is_some(),
+        "the file is full"
+    );
+    let newer: Vec<String> = (0..20)
+        .map(|i| {
+            let e = Event::new(
+                Action::new("user.signed_in").unwrap(),
+                Actor::new(format!("new_{i}"), "user"),
+                Context::new("203.0.113.7"),
+            );
+            emitter.try_emit(org(&kit), e).unwrap().idempotency_key
+        })
+        .collect();
+
+    // The older events are delivered; the newer ones keep failing.
+    old_open.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while emitter.stats().spool.unwrap().failing.is_some() {
+        assert!(std::time::Instant::now() < deadline, "the spool never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored: HashSet<String> = stored_keys(&kit).into_iter().collect();
+    assert!(
+        newer.iter().all(|k| !stored.contains(k)),
+        "newer events still wait"
+    );
+    // Committed again: a newer event is durable now.
+    let e = Event::new(
+        Action::new("user.signed_in").unwrap(),
+        Actor::new("new_durable", "user"),
+        Context::new("203.0.113.7"),
+    );
+    let last = emitter.emit_durable(org(&kit), e).await.expect("durable again");
+
+    new_open.store(true, Ordering::SeqCst);
+    emitter.flush(Duration::from_secs(30)).await.expect("delivered");
+    emitter.shutdown(Duration::from_secs(5)).await;
+    keys.extend(newer);
+    keys.push(last.idempotency_key);
+    let stored = stored_keys(&kit);
+    assert_eq!(stored.len(), keys.len(), "no duplicate, nothing lost");
+    assert_eq!(
+        stored.into_iter().collect::<HashSet<_>>(),
+        keys.into_iter().collect::<HashSet<_>>()
+    );
 }

@@ -140,6 +140,16 @@ pub(super) fn open(config: SpoolConfig) -> Result<Spool, SpoolError> {
             ));
         }
     }
+    if let Some(max_bytes) = config.max_bytes {
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(fail)?;
+        let pages = i64::try_from(max_bytes / u64::try_from(page_size.max(1)).unwrap_or(4096))
+            .unwrap_or(i64::MAX)
+            .max(1);
+        // SQLite keeps the file's current size when it is above the limit (it never shrinks it).
+        conn.pragma_update(None, "max_page_count", pages).map_err(fail)?;
+    }
     let (rows, min_id, max_id): (i64, Option<i64>, Option<i64>) = conn
         .query_row("SELECT count(*), min(id), max(id) FROM events", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))

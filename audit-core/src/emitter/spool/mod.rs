@@ -128,6 +128,7 @@ pub enum StaleEvents {
 pub struct SpoolConfig {
     pub(crate) path: PathBuf,
     pub(crate) max_events: u64,
+    pub(crate) max_bytes: Option<u64>,
     pub(crate) max_backlog: usize,
     pub(crate) max_batch: usize,
     pub(crate) commit_delay: Duration,
@@ -150,6 +151,7 @@ impl SpoolConfig {
         Self {
             path: path.as_ref().to_path_buf(),
             max_events: Self::DEFAULT_MAX_EVENTS,
+            max_bytes: None,
             max_backlog: Self::DEFAULT_MAX_BACKLOG,
             max_batch: 8_192,
             commit_delay: Self::DEFAULT_COMMIT_DELAY,
@@ -163,6 +165,20 @@ impl SpoolConfig {
     /// [`Stats::dropped`](super::Stats::dropped) and [`SpoolStats::refused`], warned about).
     pub fn max_events(mut self, max: u64) -> Self {
         self.max_events = max.max(1);
+        self
+    }
+
+    /// The largest the file may grow, in bytes (default: no limit but the disk). It is enforced
+    /// by SQLite (`max_page_count`) and behaves exactly like a full disk: commits that would grow
+    /// the file fail, which is counted ([`SpoolStats::write_errors`]), shown
+    /// ([`SpoolStats::failing`]) and logged. Deletions of delivered events are still committed,
+    /// so the file frees room as WorkOS catches up; meanwhile new events are delivered from
+    /// memory without being durable ([`emit_durable`](super::Emitter::emit_durable) answers
+    /// [`NotDurable`](super::EmitError::NotDurable)), and once
+    /// [`max_backlog`](Self::max_backlog) of them wait for a commit, new events are refused. A file
+    /// already larger than the limit keeps its size.
+    pub fn max_bytes(mut self, max: u64) -> Self {
+        self.max_bytes = Some(max);
         self
     }
 

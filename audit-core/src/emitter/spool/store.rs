@@ -613,6 +613,11 @@ impl Drop for SpoolStore {
     }
 }
 
+/// Whether SQLite failed because the disk (or the file's size limit) is full.
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
 /// The writer thread: owns the connection, commits in groups, loads spilled events.
 struct Writer {
     conn: Connection,
@@ -706,6 +711,10 @@ impl Writer {
                     Err(e) => {
                         failing = true;
                         self.failed("commit", &e);
+                        if is_disk_full(&e) {
+                            // Free what can be freed: delete the rows of delivered events.
+                            self.commit_deletions(&mut batch);
+                        }
                         self.common.durable.send_modify(|d| d.failing = true);
                         if ending {
                             break;
@@ -800,6 +809,11 @@ impl Writer {
             let mut update = tx.prepare_cached(
                 "UPDATE events SET attempts = ?2, first_attempt_at = ?3, last_attempt_at = ?4 WHERE id = ?1",
             )?;
+            // Deletions first: they free room in the file for this group's inserts (they never
+            // touch a row inserted in the same group, see below).
+            for seq in deleted.iter().filter(|seq| !inserted.contains(seq)) {
+                delete.execute(params![i64::try_from(*seq).unwrap_or(i64::MAX)])?;
+            }
             for cmd in &batch.cmds {
                 match cmd {
                     // Delivered before it was written: nothing to write or delete.
@@ -827,10 +841,7 @@ impl Writer {
                             i64::from(crc)
                         ])?;
                     }
-                    Cmd::Delete(seq) if inserted.contains(seq) => {}
-                    Cmd::Delete(seq) => {
-                        delete.execute(params![i64::try_from(*seq).unwrap_or(i64::MAX)])?;
-                    }
+                    Cmd::Delete(_) => {}
                     Cmd::Attempted {
                         seq,
                         attempts,
@@ -849,6 +860,53 @@ impl Writer {
             }
         }
         tx.commit()
+    }
+
+    /// On a full disk (or [`SpoolConfig::max_bytes`](super::SpoolConfig::max_bytes)): commits the
+    /// batch's deletions alone, which need no new space and free some, and keeps its inserts for
+    /// the next attempt (an insert whose event was delivered meanwhile is dropped with its delete).
+    fn commit_deletions(&mut self, batch: &mut Batch) {
+        let inserted: HashSet<u64> = batch
+            .cmds
+            .iter()
+            .filter_map(|c| match c {
+                Cmd::Insert(i) => Some(i.seq),
+                _ => None,
+            })
+            .collect();
+        let deleted: HashSet<u64> = batch
+            .cmds
+            .iter()
+            .filter_map(|c| match c {
+                Cmd::Delete(seq) => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        if deleted.is_empty() {
+            return;
+        }
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
+                for seq in deleted.iter().filter(|seq| !inserted.contains(seq)) {
+                    delete.execute(params![i64::try_from(*seq).unwrap_or(i64::MAX)])?;
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            self.failed("deleting delivered events", &e);
+            return;
+        }
+        let before = batch.inserts;
+        batch.cmds.retain(|c| match c {
+            Cmd::Insert(i) => !deleted.contains(&i.seq),
+            Cmd::Delete(_) => false,
+            _ => true,
+        });
+        batch.inserts = batch.cmds.iter().filter(|c| matches!(c, Cmd::Insert(_))).count();
+        self.common.backlog.fetch_sub(before - batch.inserts, Relaxed);
     }
 
     /// Moves spilled events back into memory while it has room.
