@@ -75,7 +75,9 @@
 //! At run time a failing commit (full disk, I/O error) is retried with backoff, counted in
 //! [`SpoolStats::write_errors`], logged with `tracing::error!` and shown in
 //! [`SpoolStats::failing`]; events keep flowing from memory meanwhile, and once
-//! [`SpoolConfig::max_backlog`] events wait for the writer, new ones are refused (counted).
+//! [`SpoolConfig::max_backlog`] events wait for the writer, new ones are refused (counted). On a
+//! full disk (or at [`SpoolConfig::max_bytes`]) the rows of delivered events are deleted first,
+//! and alone when the new rows still do not fit, so the file frees room as WorkOS catches up.
 //!
 //! # Security
 //!
