@@ -310,3 +310,26 @@ impl Settings {
         })
     }
 }
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `warn`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+}
+
+/// The process's exit code for the app's result, printing the error (which names the setting at
+/// fault) after the app's name.
+pub fn exit_code(app: &str, result: Result<(), String>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{app}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

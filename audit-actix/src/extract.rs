@@ -5,8 +5,8 @@ use std::fmt;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use audit_core::request::{RequestAudit, RequestInfo};
-use audit_core::{Action, Actor, MetadataValue, OrganizationId, Target};
+use audit_core::request::{AuditHandle, RequestAudit};
+use audit_core::{Action, Actor, OrganizationId};
 use futures_util::future::{Ready, ready};
 
 /// Runs annotated handlers without [`AuditMiddleware`], recording nothing.
@@ -99,8 +99,9 @@ fn record(
     }
 }
 
-/// The handler's access to its request's audit event: add targets and metadata, set the actor or
-/// organization, or suppress the event.
+/// The handler's access to its request's audit event: it dereferences to
+/// [`AuditHandle`](audit_core::request::AuditHandle), whose methods add targets and metadata, set
+/// the actor or organization, or suppress the event.
 ///
 /// ```
 /// use actix_web::{HttpResponse, web};
@@ -117,67 +118,16 @@ fn record(
 /// ```
 ///
 /// Rejects with [`MissingAuditMiddleware`] (a 500 naming the middleware) when the route is not
-/// wrapped by [`AuditMiddleware`](crate::AuditMiddleware).
+/// wrapped by [`AuditMiddleware`](crate::AuditMiddleware); with [`AuditDisabled`] every call does
+/// nothing.
 #[derive(Debug, Clone)]
-pub struct AuditCtx(Option<RequestAudit>);
+pub struct AuditCtx(AuditHandle);
 
-impl AuditCtx {
-    /// Adds a target to the event.
-    pub fn target(&self, target: Target) -> &Self {
-        if let Some(a) = &self.0 {
-            a.add_target(target);
-        }
-        self
-    }
+impl std::ops::Deref for AuditCtx {
+    type Target = AuditHandle;
 
-    /// Adds one metadata entry to the event (WorkOS allows 50 keys of up to 40 characters,
-    /// string values up to 500 characters; the emitter checks).
-    pub fn meta(&self, key: impl Into<String>, value: impl Into<MetadataValue>) -> &Self {
-        if let Some(a) = &self.0 {
-            a.add_metadata(key, value);
-        }
-        self
-    }
-
-    /// Sets the actor, replacing one from extensions or resolvers.
-    pub fn actor(&self, actor: Actor) -> &Self {
-        if let Some(a) = &self.0 {
-            a.set_actor(actor);
-        }
-        self
-    }
-
-    /// Sets the organization, replacing one from extensions or resolvers.
-    pub fn organization(&self, organization: OrganizationId) -> &Self {
-        if let Some(a) = &self.0 {
-            a.set_organization(organization);
-        }
-        self
-    }
-
-    /// Sets or replaces the action (normally the route's `#[action]` does this).
-    pub fn action(&self, action: Action) -> &Self {
-        if let Some(a) = &self.0 {
-            a.set_action(action);
-        }
-        self
-    }
-
-    /// Emits no event for this request, whatever its outcome.
-    pub fn suppress(&self) {
-        if let Some(a) = &self.0 {
-            a.suppress();
-        }
-    }
-
-    /// What the middleware captured before the handler ran (`None` with [`AuditDisabled`]).
-    pub fn info(&self) -> Option<&RequestInfo> {
-        self.0.as_ref().map(RequestAudit::info)
-    }
-
-    /// The underlying record (`None` with [`AuditDisabled`]).
-    pub fn record(&self) -> Option<&RequestAudit> {
-        self.0.as_ref()
+    fn deref(&self) -> &AuditHandle {
+        &self.0
     }
 }
 
@@ -186,7 +136,7 @@ impl FromRequest for AuditCtx {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(record(req, MissingAuditMiddleware::AuditCtx).map(AuditCtx))
+        ready(record(req, MissingAuditMiddleware::AuditCtx).map(|r| AuditCtx(AuditHandle::new(r))))
     }
 }
 

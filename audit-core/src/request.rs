@@ -489,6 +489,95 @@ impl RequestAudit {
     }
 }
 
+/// The handler's side of its request's audit record, behind the adapters' `AuditCtx`
+/// extractors (`audit_tower::AuditCtx`, `audit_actix::AuditCtx`), which dereference to it: add
+/// targets and metadata, set the actor or organization, or suppress the event.
+///
+/// Values set here win over those found in request extensions and the adapter's resolvers. When
+/// audit is switched off for the request (the adapters' `AuditDisabled`), it holds no record and
+/// every call does nothing.
+///
+/// ```
+/// use audit_core::request::{AuditHandle, RequestAudit, RequestInfo};
+/// use audit_core::Target;
+///
+/// let record = RequestAudit::new(RequestInfo::new("203.0.113.7"));
+/// let audit = AuditHandle::new(Some(record.clone()));
+/// audit.target(Target::new("team_42", "team")).meta("plan", "pro");
+/// assert!(!record.is_suppressed());
+/// AuditHandle::new(None).suppress(); // audit off: nothing happens
+/// ```
+#[derive(Debug, Clone)]
+pub struct AuditHandle(Option<RequestAudit>);
+
+impl AuditHandle {
+    /// A handle on `record`, or on nothing when audit is off for the request.
+    pub fn new(record: Option<RequestAudit>) -> Self {
+        Self(record)
+    }
+
+    /// Adds a target.
+    pub fn target(&self, target: Target) -> &Self {
+        if let Some(a) = &self.0 {
+            a.add_target(target);
+        }
+        self
+    }
+
+    /// Adds one metadata entry (WorkOS allows 50 keys of up to 40 characters, string values up
+    /// to 500 characters; an event breaking the limits is not emitted and is counted as
+    /// [`SkipReason::Invalid`]).
+    pub fn meta(&self, key: impl Into<String>, value: impl Into<MetadataValue>) -> &Self {
+        if let Some(a) = &self.0 {
+            a.add_metadata(key, value);
+        }
+        self
+    }
+
+    /// Sets the actor, replacing one from extensions or resolvers.
+    pub fn actor(&self, actor: Actor) -> &Self {
+        if let Some(a) = &self.0 {
+            a.set_actor(actor);
+        }
+        self
+    }
+
+    /// Sets the organization, replacing one from extensions or resolvers.
+    pub fn organization(&self, organization: OrganizationId) -> &Self {
+        if let Some(a) = &self.0 {
+            a.set_organization(organization);
+        }
+        self
+    }
+
+    /// Sets or replaces the action (for handlers whose action depends on the request; the
+    /// `#[action]` attribute is the usual way).
+    pub fn action(&self, action: Action) -> &Self {
+        if let Some(a) = &self.0 {
+            a.set_action(action);
+        }
+        self
+    }
+
+    /// Emits no event for this request, whatever its outcome (counted as
+    /// [`SkipReason::Suppressed`]).
+    pub fn suppress(&self) {
+        if let Some(a) = &self.0 {
+            a.suppress();
+        }
+    }
+
+    /// What the adapter captured before the handler ran (`None` when audit is off).
+    pub fn info(&self) -> Option<&RequestInfo> {
+        self.0.as_ref().map(RequestAudit::info)
+    }
+
+    /// The underlying record (`None` when audit is off).
+    pub fn record(&self) -> Option<&RequestAudit> {
+        self.0.as_ref()
+    }
+}
+
 /// Counters of skipped requests by reason, shared by an adapter's clones.
 #[derive(Debug, Default)]
 pub struct SkipCounters {

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use audit_core::request::{RequestAudit, RequestInfo};
-use audit_core::{Action, Actor, MetadataValue, OrganizationId, Target};
+use audit_core::request::{AuditHandle, RequestAudit};
+use audit_core::{Action, Actor, OrganizationId};
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -83,9 +83,9 @@ fn record(parts: &Parts, missing: MissingAuditLayer) -> Result<Option<RequestAud
     }
 }
 
-/// The handler's view of the request's audit record.
-///
-/// Add targets and metadata, set the actor or organization, or suppress the event:
+/// The handler's view of the request's audit record: it dereferences to
+/// [`AuditHandle`](audit_core::request::AuditHandle), whose methods add targets and metadata, set
+/// the actor or organization, or suppress the event:
 ///
 /// ```
 /// use audit_core::Target;
@@ -102,71 +102,15 @@ fn record(parts: &Parts, missing: MissingAuditLayer) -> Result<Option<RequestAud
 ///
 /// The values set here win over those found in request extensions and resolvers. Without
 /// [`AuditLayer`](crate::AuditLayer) the extractor rejects the request with
-/// [`MissingAuditLayer`] (a 500 naming the layer).
+/// [`MissingAuditLayer`] (a 500 naming the layer); with [`AuditDisabled`] every call does nothing.
 #[derive(Debug, Clone)]
-pub struct AuditCtx(Option<RequestAudit>);
+pub struct AuditCtx(AuditHandle);
 
-impl AuditCtx {
-    /// Adds a target.
-    pub fn target(&self, target: Target) -> &Self {
-        if let Some(a) = &self.0 {
-            a.add_target(target);
-        }
-        self
-    }
+impl std::ops::Deref for AuditCtx {
+    type Target = AuditHandle;
 
-    /// Adds one metadata entry (WorkOS allows 50 keys of up to 40 characters, string values up
-    /// to 500 characters; an event breaking the limits is not emitted and counted as
-    /// [`SkipReason::Invalid`](crate::SkipReason::Invalid)).
-    pub fn meta(&self, key: impl Into<String>, value: impl Into<MetadataValue>) -> &Self {
-        if let Some(a) = &self.0 {
-            a.add_metadata(key, value);
-        }
-        self
-    }
-
-    /// Sets the actor, replacing one from extensions or resolvers.
-    pub fn actor(&self, actor: Actor) -> &Self {
-        if let Some(a) = &self.0 {
-            a.set_actor(actor);
-        }
-        self
-    }
-
-    /// Sets the organization, replacing one from extensions or resolvers.
-    pub fn organization(&self, organization: OrganizationId) -> &Self {
-        if let Some(a) = &self.0 {
-            a.set_organization(organization);
-        }
-        self
-    }
-
-    /// Sets or replaces the action (for handlers whose action depends on the request; the
-    /// `#[action]` attribute is the usual way).
-    pub fn action(&self, action: Action) -> &Self {
-        if let Some(a) = &self.0 {
-            a.set_action(action);
-        }
-        self
-    }
-
-    /// Emit no event for this request, whatever its outcome (counted as
-    /// [`SkipReason::Suppressed`](crate::SkipReason::Suppressed)).
-    pub fn suppress(&self) {
-        if let Some(a) = &self.0 {
-            a.suppress();
-        }
-    }
-
-    /// What the layer captured before the handler ran (`None` when audit is
-    /// [disabled](AuditDisabled)).
-    pub fn info(&self) -> Option<&RequestInfo> {
-        self.0.as_ref().map(RequestAudit::info)
-    }
-
-    /// The underlying record (`None` when audit is [disabled](AuditDisabled)).
-    pub fn record(&self) -> Option<&RequestAudit> {
-        self.0.as_ref()
+    fn deref(&self) -> &AuditHandle {
+        &self.0
     }
 }
 
@@ -174,7 +118,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditCtx {
     type Rejection = MissingAuditLayer;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        record(parts, MissingAuditLayer::AuditCtx).map(AuditCtx)
+        record(parts, MissingAuditLayer::AuditCtx).map(|r| AuditCtx(AuditHandle::new(r)))
     }
 }
 

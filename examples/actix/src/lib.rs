@@ -250,7 +250,9 @@ async fn health() -> HttpResponse {
 
 #[path = "../../common.rs"]
 mod common;
-pub use common::{AuditSetup, Destination, Settings, shutdown_json, shutdown_signal};
+pub use common::{
+    AuditSetup, Destination, Settings, exit_code, init_tracing, shutdown_json, shutdown_signal,
+};
 
 /// The audit middleware of this app, with the configured client-IP rules.
 pub fn audit_middleware(emitter: Emitter, client_ip: ClientIpConfig) -> AuditMiddleware {

@@ -218,7 +218,9 @@ async fn health() -> &'static str {
 
 #[path = "../../common.rs"]
 mod common;
-pub use common::{AuditSetup, Destination, Settings, shutdown_json, shutdown_signal};
+pub use common::{
+    AuditSetup, Destination, Settings, exit_code, init_tracing, shutdown_json, shutdown_signal,
+};
 
 /// The audit layer of this app, with the configured client-IP rules.
 pub fn audit_layer(emitter: Emitter, client_ip: ClientIpConfig) -> AuditLayer {

@@ -2,31 +2,17 @@
 
 use std::process::ExitCode;
 
-/// A thread-caching allocator. An audit event is allocated on the thread that served the request
-/// and freed on the emitter's sender thread; glibc's allocator serializes such frees on a lock
-/// shared with the allocating thread, which costs a busy server about a tenth of its request
-/// rate (see "Benchmarks" in the workspace README). mimalloc frees them without contention.
+/// Events are allocated on the request's thread and freed on the emitter's: mimalloc frees them
+/// without the lock contention of glibc's allocator (see "Benchmarks" in the workspace README).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    example_axum::init_tracing();
     let result = match example_axum::Settings::from_env() {
         Ok(settings) => example_axum::run(settings).await,
         Err(e) => Err(e),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("example-axum: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    example_axum::exit_code("example-axum", result)
 }
