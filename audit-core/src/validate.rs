@@ -138,15 +138,16 @@ pub(crate) fn validate_event(event: &Event) -> Result<(), ValidationErrors> {
         push("/version".into(), FieldErrorKind::InvalidVersion);
     }
     check_entity(
-        "/actor",
+        || "/actor".to_owned(),
         &event.actor.id,
         &event.actor.kind,
         event.actor.metadata.as_ref(),
         &mut push,
     );
     for (i, target) in event.targets.iter().enumerate() {
+        // The pointer is only formatted when something is wrong.
         check_entity(
-            &format!("/targets/{i}"),
+            || format!("/targets/{i}"),
             &target.id,
             &target.kind,
             target.metadata.as_ref(),
@@ -166,20 +167,20 @@ pub(crate) fn validate_event(event: &Event) -> Result<(), ValidationErrors> {
 }
 
 fn check_entity(
-    base: &str,
+    base: impl Fn() -> String,
     id: &str,
     kind: &str,
     metadata: Option<&Metadata>,
     push: &mut impl FnMut(String, FieldErrorKind),
 ) {
     if id.trim().is_empty() {
-        push(format!("{base}/id"), FieldErrorKind::Empty);
+        push(format!("{}/id", base()), FieldErrorKind::Empty);
     }
     if kind.trim().is_empty() {
-        push(format!("{base}/type"), FieldErrorKind::Empty);
+        push(format!("{}/type", base()), FieldErrorKind::Empty);
     }
     if let Some(metadata) = metadata {
-        check_metadata(&format!("{base}/metadata"), metadata, push);
+        check_metadata(&format!("{}/metadata", base()), metadata, push);
     }
 }
 

@@ -165,12 +165,20 @@ struct Inner {
     ready: VecDeque<Box<Item>>,
     parked: BTreeMap<u64, Box<Item>>,
     due: BTreeSet<(Instant, u64)>,
-    taken: BTreeSet<u64>,
+    /// Sequence numbers of the taken events: at most one per sender, so a short list (no
+    /// allocation per event, unlike a tree that empties and refills).
+    taken: Vec<u64>,
 }
 
 impl Inner {
     fn outstanding(&self) -> usize {
         self.ready.len() + self.parked.len() + self.taken.len()
+    }
+
+    fn untake(&mut self, seq: u64) {
+        if let Some(i) = self.taken.iter().position(|&s| s == seq) {
+            self.taken.swap_remove(i);
+        }
     }
 
     /// Removes the oldest event that is not held by a sender.
@@ -244,13 +252,13 @@ impl Store for MemoryStore {
             inner.due.remove(&(due, seq));
             if let Some(mut item) = inner.parked.remove(&seq) {
                 item.due = None;
-                inner.taken.insert(seq);
+                inner.taken.push(seq);
                 let more = !inner.ready.is_empty();
                 return Taken::Item(item, more);
             }
         }
         if let Some(item) = inner.ready.pop_front() {
-            inner.taken.insert(item.seq);
+            inner.taken.push(item.seq);
             let more = !inner.ready.is_empty();
             return Taken::Item(item, more);
         }
@@ -261,7 +269,7 @@ impl Store for MemoryStore {
 
     fn park(&self, mut item: Box<Item>, due: Instant) {
         let mut inner = self.lock();
-        inner.taken.remove(&item.seq);
+        inner.untake(item.seq);
         item.due = Some(due);
         inner.due.insert((due, item.seq));
         inner.parked.insert(item.seq, item);
@@ -269,12 +277,12 @@ impl Store for MemoryStore {
 
     fn unpark_front(&self, item: Box<Item>) {
         let mut inner = self.lock();
-        inner.taken.remove(&item.seq);
+        inner.untake(item.seq);
         inner.ready.push_front(item);
     }
 
     fn resolve(&self, seq: u64) {
-        self.lock().taken.remove(&seq);
+        self.lock().untake(seq);
     }
 
     fn close(&self) {
@@ -314,7 +322,7 @@ impl Store for MemoryStore {
         [
             inner.ready.front().map(|i| i.seq),
             inner.parked.keys().next().copied(),
-            inner.taken.first().copied(),
+            inner.taken.iter().min().copied(),
         ]
         .into_iter()
         .flatten()
