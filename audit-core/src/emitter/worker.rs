@@ -446,6 +446,10 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
             continue;
         }
         attempt(&shared, held).await;
+        // A sink that answers at once (in memory) never makes the sender wait: take part in
+        // tokio's cooperative budget so that a long batch does not hold up the worker's other
+        // tasks (the application's requests).
+        tokio::task::consume_budget().await;
     }
 }
 
