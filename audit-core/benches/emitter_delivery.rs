@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 const KEY: &str = "sk_test_emitter_bench";
 const EVENTS: &str = "/audit_logs/events";
 const CONCURRENCY: usize = 8;
+const TIMEOUT: Duration = Duration::from_secs(5);
+const USER_AGENT: &str = "emitter-delivery-bench/1";
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -75,9 +77,17 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// The baseline: `CONCURRENCY` tasks sending create-event requests with a bare reqwest client.
+/// The baseline: `CONCURRENCY` tasks sending the same create-event requests (the same headers,
+/// the same client settings: request and connect timeouts, user agent, no redirects) with a
+/// bare reqwest client, each task waiting for its answer before the next.
 async fn raw(kit: &TestKit, n: usize) -> f64 {
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .connect_timeout(audit_core::client::DEFAULT_CONNECT_TIMEOUT)
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("reqwest client");
     let url = format!("{}{EVENTS}", kit.url());
     let org = OrganizationId::new(kit.organization_id()).expect("org");
     let next = Arc::new(AtomicUsize::new(0));
@@ -95,6 +105,7 @@ async fn raw(kit: &TestKit, n: usize) -> f64 {
                         serde_json::to_vec(&CreateEvent::new(org.clone(), event(i))).unwrap_or_default();
                     let resp = http
                         .post(&url)
+                        .header("accept", "application/json")
                         .bearer_auth(KEY)
                         .header("content-type", "application/json")
                         .header("idempotency-key", uuid::Uuid::new_v4().to_string())
@@ -123,7 +134,8 @@ fn through_emitter(rt: &tokio::runtime::Runtime, kit: &TestKit, n: usize) -> f64
     let client = Client::builder()
         .api_key(KEY)
         .base_url(kit.url())
-        .timeout(Duration::from_secs(5))
+        .timeout(TIMEOUT)
+        .user_agent(USER_AGENT)
         .build()
         .expect("client");
     let emitter = Emitter::builder(client)

@@ -514,13 +514,18 @@ impl Emitter {
         let deadline = Instant::now() + timeout;
         // Closed: nothing is accepted after `last_seq`, so this waits until nothing is outstanding.
         let drained = self.wait_until(shared.store.last_seq(), deadline).await;
-        if !drained {
-            shared.stop.fire();
-        }
         let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        if !drained {
+            // Senders in the middle of an attempt are aborted: the event each one holds is
+            // dead-lettered (or kept by the spool) as it is dropped.
+            shared.stop.fire();
+            for task in &tasks {
+                task.abort();
+            }
+        }
         for task in tasks {
-            // A sender ends promptly once the queue is empty or `stop` fired; its panic (none is
-            // expected) must not fail the shutdown.
+            // A sender ends promptly once the queue is empty or it was aborted; its panic (none
+            // is expected) must not fail the shutdown.
             let _ = task.await;
         }
         for item in shared.store.drain() {

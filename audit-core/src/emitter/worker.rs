@@ -407,11 +407,19 @@ fn unreachable_item() -> ! {
 }
 
 impl Drop for Held<'_> {
+    /// The sender was aborted at shutdown's deadline (or dropped with its runtime) while it
+    /// held this event.
     fn drop(&mut self) {
-        if let Some(item) = self.item.take()
-            && let Some(item) = self.shared.store.give_back(item)
-        {
-            self.shared.dead_letter(item, DeadLetterReason::Abandoned, None);
+        if let Some(item) = self.item.take() {
+            let reason = if self.shared.stop.is_set() {
+                DeadLetterReason::ShutdownDeadline
+            } else {
+                DeadLetterReason::Abandoned
+            };
+            match self.shared.store.give_back(item) {
+                Some(item) => self.shared.dead_letter(item, reason, None),
+                None => self.shared.resolved(),
+            }
         }
     }
 }
@@ -558,7 +566,12 @@ fn classify(e: &Error) -> Class {
 }
 
 /// Sends the held event once; `None` when shutdown's deadline interrupted it.
-async fn send_once(shared: &Shared, held: &mut Held<'_>) -> Option<Result<(), Error>> {
+///
+/// With `interruptible`, the attempt races the stop signal (the authorization probe, whose error
+/// must reach the dead letter). Otherwise it does not register with the signal at all: at the
+/// deadline, shutdown aborts the senders, and an event dropped with its sender is dead-lettered
+/// by [`Held`]'s `Drop` with [`DeadLetterReason::ShutdownDeadline`].
+async fn send_once(shared: &Shared, held: &mut Held<'_>, interruptible: bool) -> Option<Result<(), Error>> {
     let item = held.item();
     item.attempts += 1;
     let now = SystemTime::now();
@@ -573,15 +586,15 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>) -> Option<Result<(), Er
         attempt = item.attempts,
         outcome = tracing::field::Empty,
     );
-    let result = {
-        let send = shared.sink.send(&item.body, &item.key).instrument(span.clone());
-        // The attempt is polled first: a sink that answers at once (in memory) never
-        // registers with the stop signal.
+    let send = shared.sink.send(&item.body, &item.key).instrument(span.clone());
+    let result = if interruptible {
         tokio::select! {
             biased;
             r = send => Some(r),
             () = shared.stop.wait() => None,
         }
+    } else {
+        Some(send.await)
     };
     let outcome = match &result {
         None => "shutdown_deadline",
@@ -598,7 +611,7 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>) -> Option<Result<(), Er
 }
 
 async fn attempt(shared: &Shared, mut held: Held<'_>) {
-    match send_once(shared, &mut held).await {
+    match send_once(shared, &mut held, false).await {
         None => held.dead_letter(DeadLetterReason::ShutdownDeadline, None),
         Some(Ok(())) => held.delivered(),
         Some(Err(e)) => {
@@ -679,7 +692,7 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
                 return held.dead_letter(DeadLetterReason::ShutdownDeadline, Some(e));
             }
         }
-        match send_once(shared, &mut held).await {
+        match send_once(shared, &mut held, true).await {
             None => {
                 shared.gate.end_hold();
                 return held.dead_letter(DeadLetterReason::ShutdownDeadline, Some(e));
