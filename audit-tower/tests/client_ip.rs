@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use audit_core::client_ip::test_cases::CASES;
-use audit_core::client_ip::{ClientIpConfig, ForwardedHeader};
+use audit_core::client_ip::ClientIpConfig;
+use audit_core::client_ip::test_cases::{self, CASES};
 use audit_core::emitter::{Emitter, MemorySink};
 use audit_core::{Actor, OrganizationId};
 use audit_tower::{AuditCtx, AuditLayer, action};
@@ -99,39 +99,15 @@ fn header_value() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn header_name() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec![
-        "x-forwarded-for",
-        "forwarded",
-        "x-real-ip",
-        "cf-connecting-ip",
-        "true-client-ip",
-        "x-forwarded-host",
-    ])
+    prop::sample::select(test_cases::FORWARDING_HEADER_NAMES)
 }
 
 fn rules() -> impl Strategy<Value = ClientIpConfig> {
-    prop::sample::select(vec![
-        ClientIpConfig::socket_peer(),
-        ClientIpConfig::behind_proxies(["10.0.0.0/8", "fd00::/8"]).unwrap(),
-        ClientIpConfig::behind_proxies(["10.0.0.0/8"])
-            .unwrap()
-            .header(ForwardedHeader::Forwarded),
-        ClientIpConfig::behind_proxies(["10.0.0.0/8"])
-            .unwrap()
-            .header(ForwardedHeader::Single("x-real-ip")),
-        ClientIpConfig::behind_proxies(["192.168.0.0/16", "::1/128"])
-            .unwrap()
-            .header(ForwardedHeader::Single("cf-connecting-ip")),
-    ])
+    prop::sample::select(test_cases::property_rules())
 }
 
 fn untrusted_peer() -> impl Strategy<Value = SocketAddr> {
-    prop::sample::select(vec![
-        "203.0.113.9:51000".parse().unwrap(),
-        "[2001:db8::7]:443".parse().unwrap(),
-        "[::ffff:198.51.100.4]:8080".parse().unwrap(),
-        "172.16.0.1:1".parse().unwrap(),
-    ])
+    prop::sample::select(test_cases::untrusted_peers())
 }
 
 proptest! {

@@ -249,3 +249,42 @@ pub static CASES: &[Case] = &[
         expected: "10.0.0.1",
     },
 ];
+
+/// The forwarding headers a property test fills with arbitrary content.
+pub static FORWARDING_HEADER_NAMES: &[&str] = &[
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "cf-connecting-ip",
+    "true-client-ip",
+    "x-forwarded-host",
+];
+
+/// Socket peers inside none of the ranges trusted by [`property_rules`].
+pub static UNTRUSTED_PEERS: &[&str] = &[
+    "203.0.113.9:51000",
+    "[2001:db8::7]:443",
+    "[::ffff:198.51.100.4]:8080",
+    "172.16.0.1:1",
+];
+
+/// Rules for the property that no header content from an untrusted peer changes the location:
+/// the default, and trusted ranges with each kind of forwarding header.
+pub fn property_rules() -> Vec<ClientIpConfig> {
+    let behind = |ranges: &[&str]| {
+        ClientIpConfig::behind_proxies(ranges.iter().copied())
+            .unwrap_or_else(|_| ClientIpConfig::socket_peer())
+    };
+    vec![
+        ClientIpConfig::socket_peer(),
+        behind(&["10.0.0.0/8", "fd00::/8"]),
+        behind(&["10.0.0.0/8"]).header(ForwardedHeader::Forwarded),
+        behind(&["10.0.0.0/8"]).header(ForwardedHeader::Single("x-real-ip")),
+        behind(&["192.168.0.0/16", "::1/128"]).header(ForwardedHeader::Single("cf-connecting-ip")),
+    ]
+}
+
+/// [`UNTRUSTED_PEERS`] as socket addresses.
+pub fn untrusted_peers() -> Vec<SocketAddr> {
+    UNTRUSTED_PEERS.iter().filter_map(|p| p.parse().ok()).collect()
+}

@@ -34,8 +34,9 @@
 //! [`Emitter::try_emit`] validates the event (an invalid one is refused with the fields named),
 //! gives it an idempotency key (a random UUID v4, or the caller's through [`EmitOptions`]) and
 //! pushes it into a bounded in-memory queue: one short mutex section, no I/O, no `.await`.
-//! `N` sender tasks ([`EmitterBuilder::senders`]) take events from the queue, wait for the shared
-//! rate limiter ([`RateLimit`], WorkOS's 6,000 requests per minute by default) and make one
+//! `N` sender tasks ([`EmitterBuilder::senders`]) take events from the queue (after a quiet
+//! moment, the first event wakes one sender, which lingers 2 ms so that one wake-up serves the
+//! whole burst: [`EmitterBuilder::linger`]), wait for the shared rate limiter ([`RateLimit`], WorkOS's 6,000 requests per minute by default) and make one
 //! attempt each through the [`Sink`] (the WorkOS [`Client`](crate::client::Client)).
 //!
 //! - **Delivered** (2xx): done; counted with its latency from acceptance.

@@ -269,6 +269,8 @@ impl Shared {
     }
 
     /// Dead-letters an event no longer in the store (taken, drained or evicted).
+    // Events travel boxed between the store, the senders and here.
+    #[allow(clippy::boxed_local)]
     pub(crate) fn dead_letter(&self, mut item: Box<Item>, reason: DeadLetterReason, error: Option<Error>) {
         let error = error.or_else(|| item.last_error.take());
         let body = Arc::unwrap_or_clone(item.body);
