@@ -9,7 +9,9 @@ use audit_core::client_ip::ClientIpConfig;
 use audit_core::emitter::Emitter;
 use audit_testkit::TestKit;
 use example_axum::{AppState, audit_layer, router};
-use serde_json::{Value, json};
+
+#[path = "../../routes_scenario.rs"]
+mod routes_scenario;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_against_the_testkit() {
@@ -32,110 +34,15 @@ async fn every_route_against_the_testkit() {
             .unwrap();
     });
 
-    let http = reqwest::Client::builder()
-        .user_agent("example-test/1")
-        .build()
-        .unwrap();
-    let session: Value = http
-        .post(format!("{base}/sessions"))
-        .json(&json!({"email": "ada@example.com", "password": "demo"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = session["token"].as_str().unwrap().to_owned();
-    assert_eq!(token, "user_1");
-    let bad = http
-        .post(format!("{base}/sessions"))
-        .json(&json!({"email": "ada@example.com", "password": "wrong"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 401);
-    let team: Value = http
-        .post(format!("{base}/teams"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Platform"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let team_id = team["id"].as_str().unwrap().to_owned();
-    let deleted = http
-        .delete(format!("{base}/teams/{team_id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
-    let again = http
-        .delete(format!("{base}/teams/{team_id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 404);
-    let invoice = http
-        .get(format!("{base}/invoices/inv_42"))
-        .bearer_auth("user_2")
-        .header("x-forwarded-for", "6.6.6.6")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(invoice.status(), 200);
-    let anonymous = http.get(format!("{base}/invoices/inv_42")).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401);
-    assert_eq!(
-        http.get(format!("{base}/health")).send().await.unwrap().status(),
-        200
-    );
-
+    let team_id = routes_scenario::send_requests(&base).await;
     emitter.flush(Duration::from_secs(10)).await.unwrap();
-    let mut events: Vec<Value> = kit
-        .events(kit.organization_id())
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
-    // Delivery is concurrent, so the testkit may store the events in any order: put them in the
-    // order of the requests (each action happens once here) before comparing.
-    let request_order = ["user.signed_in", "team.created", "team.deleted", "invoice.viewed"];
-    events.sort_by_key(|e| {
-        request_order
-            .iter()
-            .position(|a| e["action"] == *a)
-            .unwrap_or(usize::MAX)
-    });
-    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    routes_scenario::check_events(&kit, &team_id);
     assert_eq!(
-        actions,
-        ["user.signed_in", "team.created", "team.deleted", "invoice.viewed"]
+        counters.get(audit_tower::SkipReason::Outcome),
+        routes_scenario::REFUSED_BY_OUTCOME
     );
-    assert_eq!(
-        events[0]["actor"],
-        json!({"id": "user_1", "type": "user", "name": "Ada Lovelace"})
-    );
-    assert_eq!(
-        events[1]["targets"],
-        json!([{"id": team_id, "type": "team", "name": "Platform"}])
-    );
-    assert_eq!(events[2]["targets"], json!([{"id": team_id, "type": "team"}]));
-    assert_eq!(events[3]["targets"], json!([{"id": "inv_42", "type": "invoice"}]));
-    assert_eq!(events[3]["actor"]["id"], "user_2");
-    for e in &events {
-        assert_eq!(
-            e["context"]["location"], "127.0.0.1",
-            "the forged X-Forwarded-For is ignored"
-        );
-        assert_eq!(e["context"]["user_agent"], "example-test/1");
-    }
-    // The failed sign-in and the second delete were refused by the outcome policy.
-    assert_eq!(counters.get(audit_tower::SkipReason::Outcome), 2);
     let report = emitter.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(report.delivered, 4);
+    assert_eq!(report.delivered, routes_scenario::EVENTS);
 }
 
 #[tokio::test]
