@@ -333,3 +333,57 @@ pub fn exit_code(app: &str, result: Result<(), String>) -> std::process::ExitCod
         }
     }
 }
+
+impl AuditSetup {
+    /// Prints what the app announces once it listens on `addr`: the first JSON line
+    /// `{"listening":…,"workos_base_url":…,"organization_id":…,"audit":…,"trusted_proxies":[…]}`,
+    /// the notes, and a readable line.
+    pub fn announce(&self, app: &str, addr: SocketAddr, settings: &Settings) {
+        let audit = settings.destination().label();
+        println!(
+            "{}",
+            json!({
+                "listening": format!("http://{addr}"),
+                "workos_base_url": self.workos_base_url,
+                "organization_id": self.organization.as_str(),
+                "audit": audit,
+                "trusted_proxies": settings.client_ip.trusted_ranges().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            })
+        );
+        for note in &self.notes {
+            println!("{note}");
+        }
+        println!("{app}: listening on http://{addr} (audit: {audit}); Ctrl-C or SIGTERM to stop");
+    }
+
+    /// Once the server stopped taking requests: shuts the emitter down (delivering what is
+    /// queued, up to 10 s) and prints the report, one JSON line `{"shutdown":{…}}` and a readable
+    /// summary. `skipped` are the adapter's counters (`None` when audit is disabled).
+    pub async fn finish(self, app: &str, skipped: Option<std::sync::Arc<SkipCounters>>) {
+        println!("{app}: stopped taking requests; flushing audit events");
+        let (Some(emitter), Some(skipped)) = (self.emitter, skipped) else {
+            println!("{}", json!({"shutdown": {"audit": "disabled"}}));
+            println!("{app}: audit was disabled; no events");
+            return;
+        };
+        let report = emitter.shutdown(Duration::from_secs(10)).await;
+        let stats = emitter.stats();
+        let stored = self
+            .testkit
+            .as_ref()
+            .map(|k| k.events(self.organization.as_str()).len());
+        println!("{}", shutdown_json(&report, &stats, &skipped, stored));
+        println!(
+            "{app}: {} events delivered, {} dead-lettered, {} dropped, {} pending at the deadline; \
+             {} emit failures",
+            report.delivered,
+            report.dead_lettered,
+            report.dropped.total(),
+            report.pending_at_deadline,
+            skipped.emit_failures()
+        );
+        if let Some(stored) = stored {
+            println!("{app}: the embedded audit-testkit stored {stored} events");
+        }
+    }
+}

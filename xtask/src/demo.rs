@@ -349,7 +349,13 @@ fn finish(
     started: Instant,
     demo_started: Instant,
 ) -> Result<(), String> {
-    let events = kit.events(org);
+    let mut events = kit.events(org);
+    // Delivery is concurrent: the testkit stores events in the order their requests completed.
+    // Show them in the order they happened.
+    events.sort_by(|a, b| {
+        let at = |e: &audit_testkit::StoredEvent| e.event["occurred_at"].as_str().unwrap_or("").to_owned();
+        at(a).cmp(&at(b))
+    });
     println!(
         "\n==> events stored by audit-testkit for {org}: {}\n",
         events.len()
@@ -393,8 +399,11 @@ fn finish(
     );
 
     let mut problems = Vec::new();
-    let expected: Vec<&str> = script.iter().filter_map(|(s, _)| s.event).collect();
-    let stored: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    let mut expected: Vec<&str> = script.iter().filter_map(|(s, _)| s.event).collect();
+    let mut stored: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    // Events of one millisecond may be stored in either order: compare the sets of actions.
+    expected.sort_unstable();
+    stored.sort_unstable();
     if stored != expected {
         problems.push(format!(
             "expected the events {expected:?}, the testkit stored {stored:?}"

@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -273,19 +272,13 @@ pub fn audit_middleware(emitter: Emitter, client_ip: ClientIpConfig) -> AuditMid
 ///
 /// A message for a bad setting, a port that cannot be bound, or a failing server.
 pub async fn run(settings: Settings) -> Result<(), String> {
-    let destination = settings.destination();
-    let AuditSetup {
-        emitter,
-        organization,
-        testkit,
-        workos_base_url,
-        notes,
-    } = settings.start_audit().await?;
-    let audit = emitter
+    let setup = settings.start_audit().await?;
+    let audit = setup
+        .emitter
         .clone()
         .map(|e| audit_middleware(e, settings.client_ip.clone()));
     let skipped = audit.as_ref().map(AuditMiddleware::skip_counters);
-    let state = AppState::new(organization.clone());
+    let state = AppState::new(setup.organization.clone());
 
     // Our own signal handling (installed before the address is announced, so a SIGTERM sent
     // right after it is not missed); actix's is switched off with `disable_signals`.
@@ -332,45 +325,8 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         // Stop accepting, let the requests in flight finish (up to the shutdown timeout).
         handle.stop(true).await;
     });
-    let audit_label = destination.label();
-    println!(
-        "{}",
-        json!({
-            "listening": format!("http://{addr}"),
-            "workos_base_url": workos_base_url,
-            "organization_id": organization.as_str(),
-            "audit": audit_label,
-            "trusted_proxies": settings.client_ip.trusted_ranges().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-        })
-    );
-    for note in notes {
-        println!("{note}");
-    }
-    println!("example-actix: listening on http://{addr} (audit: {audit_label}); Ctrl-C or SIGTERM to stop");
-
+    setup.announce("example-actix", addr, &settings);
     server.await.map_err(|e| format!("server: {e}"))?;
-
-    println!("example-actix: stopped taking requests; flushing audit events");
-    if let (Some(emitter), Some(skipped)) = (emitter, skipped) {
-        let report = emitter.shutdown(Duration::from_secs(10)).await;
-        let stats = emitter.stats();
-        let stored = testkit.as_ref().map(|k| k.events(organization.as_str()).len());
-        println!("{}", shutdown_json(&report, &stats, &skipped, stored));
-        println!(
-            "example-actix: {} events delivered, {} dead-lettered, {} dropped, {} pending at the deadline; \
-             {} emit failures",
-            report.delivered,
-            report.dead_lettered,
-            report.dropped.total(),
-            report.pending_at_deadline,
-            skipped.emit_failures()
-        );
-        if let Some(stored) = stored {
-            println!("example-actix: the embedded audit-testkit stored {stored} events");
-        }
-    } else {
-        println!("{}", json!({"shutdown": {"audit": "disabled"}}));
-        println!("example-actix: audit was disabled; no events");
-    }
+    setup.finish("example-actix", skipped).await;
     Ok(())
 }

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use audit_core::client_ip::ClientIpConfig;
 use audit_core::emitter::Emitter;
@@ -238,67 +237,24 @@ pub fn audit_layer(emitter: Emitter, client_ip: ClientIpConfig) -> AuditLayer {
 ///
 /// A message for a bad setting, a port that cannot be bound, or a failing server.
 pub async fn run(settings: Settings) -> Result<(), String> {
-    let destination = settings.destination();
-    let AuditSetup {
-        emitter,
-        organization,
-        testkit,
-        workos_base_url,
-        notes,
-    } = settings.start_audit().await?;
-    let layer = emitter
+    let setup = settings.start_audit().await?;
+    let layer = setup
+        .emitter
         .clone()
         .map(|e| audit_layer(e, settings.client_ip.clone()));
     let skipped = layer.as_ref().map(AuditLayer::skip_counters);
-    let app = router(AppState::new(organization.clone()), layer);
+    let app = router(AppState::new(setup.organization.clone()), layer);
 
     let stop = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)
         .await
         .map_err(|e| format!("LISTEN_ADDR {}: {e}", settings.listen_addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let audit = destination.label();
-    println!(
-        "{}",
-        json!({
-            "listening": format!("http://{addr}"),
-            "workos_base_url": workos_base_url,
-            "organization_id": organization.as_str(),
-            "audit": audit,
-            "trusted_proxies": settings.client_ip.trusted_ranges().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-        })
-    );
-    for note in notes {
-        println!("{note}");
-    }
-    println!("example-axum: listening on http://{addr} (audit: {audit}); Ctrl-C or SIGTERM to stop");
-
+    setup.announce("example-axum", addr, &settings);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(stop)
         .await
         .map_err(|e| format!("server: {e}"))?;
-
-    println!("example-axum: stopped taking requests; flushing audit events");
-    if let (Some(emitter), Some(skipped)) = (emitter, skipped) {
-        let report = emitter.shutdown(Duration::from_secs(10)).await;
-        let stats = emitter.stats();
-        let stored = testkit.as_ref().map(|k| k.events(organization.as_str()).len());
-        println!("{}", shutdown_json(&report, &stats, &skipped, stored));
-        println!(
-            "example-axum: {} events delivered, {} dead-lettered, {} dropped, {} pending at the deadline; \
-             {} emit failures",
-            report.delivered,
-            report.dead_lettered,
-            report.dropped.total(),
-            report.pending_at_deadline,
-            skipped.emit_failures()
-        );
-        if let Some(stored) = stored {
-            println!("example-axum: the embedded audit-testkit stored {stored} events");
-        }
-    } else {
-        println!("{}", json!({"shutdown": {"audit": "disabled"}}));
-        println!("example-axum: audit was disabled; no events");
-    }
+    setup.finish("example-axum", skipped).await;
     Ok(())
 }
