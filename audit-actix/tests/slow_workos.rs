@@ -108,7 +108,16 @@ async fn failing_workos_does_not_change_responses() {
         slowest < Duration::from_millis(500),
         "slowest response {slowest:?} with WorkOS failing"
     );
-    // The events wait for retries; once WorkOS recovers they are delivered.
+    // The events wait for retries (the senders start a moment after the first event: wait for
+    // a failed attempt); once WorkOS recovers they are delivered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.emitter.stats().retried == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no attempt failed while WorkOS answered 500"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     s.kit.clear_faults();
     s.emitter.flush(Duration::from_secs(30)).await.unwrap();
     assert_eq!(s.kit.events(s.kit.organization_id()).len(), 10);
