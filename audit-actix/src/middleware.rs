@@ -218,7 +218,7 @@ impl AuditMiddleware {
     /// Finds the actor from the request head when no `Actor` is in the request extensions.
     ///
     /// Runs before the inner service, for every request. A handler's
-    /// [`AuditCtx::actor`](crate::AuditCtx::actor) still wins.
+    /// [`AuditCtx`](crate::AuditCtx)`.actor(..)` ([`AuditHandle::actor`](audit_core::request::AuditHandle::actor)) still wins.
     pub fn actor_resolver<F>(self, resolver: F) -> Self
     where
         F: Fn(&HttpRequest) -> Option<Actor> + Send + Sync + 'static,
