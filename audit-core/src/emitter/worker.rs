@@ -432,7 +432,7 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
         if !shared.gate.wait_open(&shared.stop).await {
             return;
         }
-        let Some(item) = next_item(&shared).await else {
+        let Some((item, more)) = next_item(&shared).await else {
             return;
         };
         let held = Held {
@@ -455,7 +455,7 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
             held.unpark_front();
             continue;
         }
-        attempt(&shared, held).await;
+        attempt(&shared, held, more).await;
         // A sink that answers at once (in memory) never makes the sender wait: take part in
         // tokio's cooperative budget so that a long batch does not hold up the worker's other
         // tasks (the application's requests).
@@ -463,7 +463,8 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
     }
 }
 
-async fn next_item(shared: &Shared) -> Option<Box<Item>> {
+/// The next event to attempt, and whether more were ready when it was taken (see [`Wait`]).
+async fn next_item(shared: &Shared) -> Option<(Box<Item>, bool)> {
     // The common case first: an event is ready, no need to register for a wake-up.
     if let Some(item) = try_take(shared) {
         return Some(item);
@@ -475,7 +476,7 @@ async fn next_item(shared: &Shared) -> Option<Box<Item>> {
             return None;
         }
         let next_due = match shared.store.take(Instant::now()) {
-            Taken::Item(item, more) => return Some(took(shared, item, more)),
+            Taken::Item(item, more) => return Some((item, more)),
             Taken::Empty { next_due } => next_due,
         };
         if shared.is_closed() && shared.store.depth().outstanding() == 0 {
@@ -508,19 +509,11 @@ async fn next_item(shared: &Shared) -> Option<Box<Item>> {
     }
 }
 
-fn try_take(shared: &Shared) -> Option<Box<Item>> {
+fn try_take(shared: &Shared) -> Option<(Box<Item>, bool)> {
     match shared.store.take(Instant::now()) {
-        Taken::Item(item, more) => Some(took(shared, item, more)),
+        Taken::Item(item, more) => Some((item, more)),
         Taken::Empty { .. } => None,
     }
-}
-
-fn took(shared: &Shared, item: Box<Item>, more: bool) -> Box<Item> {
-    if more {
-        // Wake the next sender: emitters only wake one when the queue was empty.
-        shared.work.notify_one();
-    }
-    item
 }
 
 async fn wait_for_rate(limiter: &governor::DefaultDirectRateLimiter, stop: &Signal) -> bool {
@@ -567,13 +560,21 @@ fn classify(e: &Error) -> Class {
     }
 }
 
+/// How [`send_once`] waits for its attempt.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Racing the stop signal (the authorization probe, whose error must reach the dead letter).
+    Interruptible,
+    /// Not registered with the stop signal at all: at the deadline, shutdown aborts the senders,
+    /// and an event dropped with its sender is dead-lettered by [`Held`]'s `Drop` with
+    /// [`DeadLetterReason::ShutdownDeadline`]. When the attempt has to wait and `more` events
+    /// were ready, another sender is woken to take the next one; an attempt that completes at
+    /// once (a sink in memory) wakes nobody, and this sender takes the next event itself.
+    Helped { more: bool },
+}
+
 /// Sends the held event once; `None` when shutdown's deadline interrupted it.
-///
-/// With `interruptible`, the attempt races the stop signal (the authorization probe, whose error
-/// must reach the dead letter). Otherwise it does not register with the signal at all: at the
-/// deadline, shutdown aborts the senders, and an event dropped with its sender is dead-lettered
-/// by [`Held`]'s `Drop` with [`DeadLetterReason::ShutdownDeadline`].
-async fn send_once(shared: &Shared, held: &mut Held<'_>, interruptible: bool) -> Option<Result<(), Error>> {
+async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<Result<(), Error>> {
     let item = held.item();
     item.attempts += 1;
     let now = SystemTime::now();
@@ -589,14 +590,25 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, interruptible: bool) ->
         outcome = tracing::field::Empty,
     );
     let send = shared.sink.send(&item.body, &item.key).instrument(span.clone());
-    let result = if interruptible {
-        tokio::select! {
+    let result = match wait {
+        Wait::Interruptible => tokio::select! {
             biased;
             r = send => Some(r),
             () = shared.stop.wait() => None,
+        },
+        Wait::Helped { more } => {
+            let mut send = pin!(send);
+            let mut helper = more;
+            let result = std::future::poll_fn(|cx| {
+                let poll = send.as_mut().poll(cx);
+                if poll.is_pending() && std::mem::take(&mut helper) {
+                    shared.work.notify_one();
+                }
+                poll
+            })
+            .await;
+            Some(result)
         }
-    } else {
-        Some(send.await)
     };
     let outcome = match &result {
         None => "shutdown_deadline",
@@ -612,8 +624,8 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, interruptible: bool) ->
     result
 }
 
-async fn attempt(shared: &Shared, mut held: Held<'_>) {
-    match send_once(shared, &mut held, false).await {
+async fn attempt(shared: &Shared, mut held: Held<'_>, more: bool) {
+    match send_once(shared, &mut held, Wait::Helped { more }).await {
         None => held.dead_letter(DeadLetterReason::ShutdownDeadline, None),
         Some(Ok(())) => held.delivered(),
         Some(Err(e)) => {
@@ -694,7 +706,7 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
                 return held.dead_letter(DeadLetterReason::ShutdownDeadline, Some(e));
             }
         }
-        match send_once(shared, &mut held, true).await {
+        match send_once(shared, &mut held, Wait::Interruptible).await {
             None => {
                 shared.gate.end_hold();
                 return held.dead_letter(DeadLetterReason::ShutdownDeadline, Some(e));
