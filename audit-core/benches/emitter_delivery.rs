@@ -204,43 +204,53 @@ fn delivery(quick: bool) {
                "pass": ratio >= 0.9, "concurrency": CONCURRENCY, "events": n}),
     );
 
-    kit.reset();
-    // Rules are tried in order, each drawing independently: 20 % get a 500 before storing;
-    // 6.25 % of the other 80 % (5 % overall) a 502 after storing; 2.67 % of the remaining
-    // 75 % (2 % overall) a dropped connection after storing.
-    kit.fault(FaultRule::new(EVENTS).method("POST").share(0.20, 11).respond(500));
-    kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
-            .share(0.0625, 12)
-            .respond(502)
-            .after_storage(),
-    );
-    kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
-            .share(0.02 / 0.75, 13)
-            .drop_connection()
-            .after_storage(),
-    );
     // A longer stream than the fault-free runs: the figure is a sustained rate, and the last few
     // events of a run (those that failed several times in a row and wait out their backoff) take
-    // the same time whatever the run's length.
+    // the same time whatever the run's length. Best of as many rounds as the fault-free figure;
+    // every round must store every event exactly once.
     let n_faults = n * 10;
-    let faulty = through_emitter(&rt, &kit, n_faults);
-    let (count, unique) = stored(&kit);
+    let mut faulty = 0f64;
+    let (mut worst_unique, mut duplicates) = (usize::MAX, 0);
+    for _ in 0..rounds {
+        kit.reset();
+        kit.clear_faults();
+        // Rules are tried in order, each drawing independently: 20 % get a 500 before storing;
+        // 6.25 % of the other 80 % (5 % overall) a 502 after storing; 2.67 % of the remaining
+        // 75 % (2 % overall) a dropped connection after storing.
+        kit.fault(FaultRule::new(EVENTS).method("POST").share(0.20, 11).respond(500));
+        kit.fault(
+            FaultRule::new(EVENTS)
+                .method("POST")
+                .share(0.0625, 12)
+                .respond(502)
+                .after_storage(),
+        );
+        kit.fault(
+            FaultRule::new(EVENTS)
+                .method("POST")
+                .share(0.02 / 0.75, 13)
+                .drop_connection()
+                .after_storage(),
+        );
+        faulty = faulty.max(through_emitter(&rt, &kit, n_faults));
+        let (count, unique) = stored(&kit);
+        worst_unique = worst_unique.min(unique);
+        duplicates = duplicates.max(count - unique);
+    }
+    kit.clear_faults();
     record(
         "emitter.delivery.faults.stored_exactly_once",
-        unique as f64,
+        worst_unique as f64,
         "events",
-        json!({"baseline": n_faults, "ratio": round3(unique as f64 / n_faults as f64),
-               "target": "all, no duplicate", "pass": unique == n_faults && count == n_faults}),
+        json!({"baseline": n_faults, "ratio": round3(worst_unique as f64 / n_faults as f64),
+               "target": "all, no duplicate", "pass": worst_unique == n_faults && duplicates == 0,
+               "rounds": rounds}),
     );
     record(
         "emitter.delivery.faults.duplicates",
-        (count - unique) as f64,
+        duplicates as f64,
         "events",
-        json!({"target": "0", "pass": count == unique}),
+        json!({"target": "0", "pass": duplicates == 0, "rounds": rounds}),
     );
     let ratio = faulty / best_emitter;
     record(
@@ -249,7 +259,8 @@ fn delivery(quick: bool) {
         "events/s",
         json!({"baseline": best_emitter.round(), "ratio": round3(ratio), "target": "ratio >= 0.5",
                "pass": ratio >= 0.5, "faults": "500 before 20%, 502 after 5%, drop after 2%",
-               "events": n_faults, "retry_backoff": "20 ms doubling to 500 ms, full jitter"}),
+               "events": n_faults, "best_of": rounds,
+               "retry_backoff": "20 ms doubling to 500 ms, full jitter"}),
     );
     kit.shutdown();
 }
