@@ -307,6 +307,15 @@ impl Shared {
         self.resolved();
     }
 
+    /// A taken event given up at shutdown's deadline or abandoned: a durable store (the spool)
+    /// keeps it for the next start; otherwise it is dead-lettered.
+    fn give_up(&self, item: Box<Item>, reason: DeadLetterReason, error: Option<Error>) {
+        match self.store.give_back(item) {
+            Some(item) => self.dead_letter(item, reason, error),
+            None => self.resolved(),
+        }
+    }
+
     pub(crate) fn warn_dropped(&self, newest: bool) {
         if let Some(suppressed) = self.drop_warning.ready() {
             tracing::warn!(
@@ -377,13 +386,7 @@ impl<'a> Held<'a> {
             reason,
             DeadLetterReason::ShutdownDeadline | DeadLetterReason::Abandoned
         ) {
-            // A durable store (the spool) keeps such an event for the next start.
-            if let Some(item) = shared.store.give_back(item) {
-                shared.dead_letter(item, reason, error);
-            } else {
-                shared.resolved();
-            }
-            return;
+            return shared.give_up(item, reason, error);
         }
         shared.store.resolve(item.seq);
         shared.dead_letter(item, reason, error);
@@ -418,10 +421,7 @@ impl Drop for Held<'_> {
             } else {
                 DeadLetterReason::Abandoned
             };
-            match self.shared.store.give_back(item) {
-                Some(item) => self.shared.dead_letter(item, reason, None),
-                None => self.shared.resolved(),
-            }
+            self.shared.give_up(item, reason, None);
         }
     }
 }
