@@ -354,7 +354,8 @@ impl RequestAudit {
     }
 
     /// Takes the actor and organization found in request extensions for whichever of the two is
-    /// still unset (cloning only those), in one lock.
+    /// still unset (cloning only those), in one lock: a handler's explicit choice wins over
+    /// values found in extensions.
     pub fn fill_if_unset(&self, actor: Option<&Actor>, organization: Option<&OrganizationId>) {
         if actor.is_none() && organization.is_none() {
             return;
@@ -387,20 +388,9 @@ impl RequestAudit {
         self.lock().actor = Some(actor);
     }
 
-    /// Sets the actor unless one is set already (how values found in request extensions are
-    /// taken: a handler's explicit choice wins).
-    pub fn set_actor_if_unset(&self, actor: Actor) {
-        self.lock().actor.get_or_insert(actor);
-    }
-
     /// Sets the organization, replacing any earlier one.
     pub fn set_organization(&self, organization: OrganizationId) {
         self.lock().organization = Some(organization);
-    }
-
-    /// Sets the organization unless one is set already.
-    pub fn set_organization_if_unset(&self, organization: OrganizationId) {
-        self.lock().organization.get_or_insert(organization);
     }
 
     /// Adds a target.
@@ -745,8 +735,10 @@ mod tests {
     #[test]
     fn first_actor_from_extensions_does_not_override_the_handler() {
         let a = annotated();
-        a.set_actor_if_unset(Actor::new("from-extension", "user"));
-        a.set_organization_if_unset(OrganizationId::new("org_2").unwrap());
+        a.fill_if_unset(
+            Some(&Actor::new("from-extension", "user")),
+            Some(&OrganizationId::new("org_2").unwrap()),
+        );
         match a.finish(&AuditPolicy::default(), &ResponseInfo::new(200)) {
             Decision::Emit { organization, event } => {
                 assert_eq!(event.actor.id, "u1");
