@@ -660,6 +660,25 @@ struct Batch {
 }
 
 impl Batch {
+    /// The sequence numbers this group inserts and deletes (an event in both was delivered before
+    /// it was written: neither is done).
+    fn inserted_and_deleted(&self) -> (HashSet<u64>, HashSet<u64>) {
+        let mut inserted = HashSet::new();
+        let mut deleted = HashSet::new();
+        for cmd in &self.cmds {
+            match cmd {
+                Cmd::Insert(i) => {
+                    inserted.insert(i.seq);
+                }
+                Cmd::Delete(seq) => {
+                    deleted.insert(*seq);
+                }
+                _ => {}
+            }
+        }
+        (inserted, deleted)
+    }
+
     fn absorb(&mut self, cmd: Cmd, finish: &mut Option<SyncSender<Vec<Insert>>>) {
         match cmd {
             Cmd::Finish(reply) => *finish = Some(reply),
@@ -811,19 +830,7 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &Batch) -> rusqlite::Result<()> {
-        let mut inserted = HashSet::new();
-        let mut deleted = HashSet::new();
-        for cmd in &batch.cmds {
-            match cmd {
-                Cmd::Insert(i) => {
-                    inserted.insert(i.seq);
-                }
-                Cmd::Delete(seq) => {
-                    deleted.insert(*seq);
-                }
-                _ => {}
-            }
-        }
+        let (inserted, deleted) = batch.inserted_and_deleted();
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -888,22 +895,7 @@ impl Writer {
     /// batch's deletions alone, which need no new space and free some, and keeps its inserts for
     /// the next attempt (an insert whose event was delivered meanwhile is dropped with its delete).
     fn commit_deletions(&mut self, batch: &mut Batch) {
-        let inserted: HashSet<u64> = batch
-            .cmds
-            .iter()
-            .filter_map(|c| match c {
-                Cmd::Insert(i) => Some(i.seq),
-                _ => None,
-            })
-            .collect();
-        let deleted: HashSet<u64> = batch
-            .cmds
-            .iter()
-            .filter_map(|c| match c {
-                Cmd::Delete(seq) => Some(*seq),
-                _ => None,
-            })
-            .collect();
+        let (inserted, deleted) = batch.inserted_and_deleted();
         if deleted.is_empty() {
             return;
         }
