@@ -21,9 +21,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use audit_core::emitter::Emitter;
-use audit_core::{Action, Actor, Client, Context, CreateEvent, Event, OrganizationId, Target};
+use audit_core::{Client, CreateEvent, Event, OrganizationId};
 use audit_testkit::{FaultRule, TestKit};
-use serde_json::{Value, json};
+use serde_json::json;
+
+#[path = "support/records.rs"]
+mod records;
+use records::{event, record};
 
 const KEY: &str = "sk_test_emitter_bench";
 const EVENTS: &str = "/audit_logs/events";
@@ -49,25 +53,6 @@ fn main() {
         delivery(quick);
         eprintln!("emitter_delivery: run `-- memory` in its own process for the memory figure");
     }
-}
-
-fn record(name: &str, value: f64, unit: &str, extra: Value) {
-    let mut line = json!({"name": name, "value": value, "unit": unit});
-    if let (Some(obj), Value::Object(more)) = (line.as_object_mut(), extra) {
-        obj.extend(more);
-    }
-    println!("{line}");
-}
-
-fn event(n: usize) -> Event {
-    Event::new(
-        Action::from_static("team.member_added"),
-        Actor::new(format!("user_{n:08}"), "user").name("Jon Smith"),
-        Context::new("203.0.113.7").user_agent("Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0"),
-    )
-    .target(Target::new("team_01HQ8Z3J6K4M2N7P9R1S5T0V3X", "team").name("Engineering"))
-    .meta("role", "admin")
-    .meta("n", n)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -22,15 +22,21 @@ fn main() {
 }
 
 #[cfg(feature = "spool")]
+#[path = "../benches/support/records.rs"]
+mod records;
+
+#[cfg(feature = "spool")]
 mod bench {
+    use super::records::{event, record};
+
     use std::time::{Duration, Instant};
 
     use audit_core::emitter::{
         Emitter, EmitterBuilder, MemorySink, Overflow, Sink, SinkFuture, SpoolConfig, SpoolSync,
     };
-    use audit_core::{Action, Actor, Client, Context, CreateEvent, Event, OrganizationId, Target};
+    use audit_core::{Client, CreateEvent, Event, OrganizationId};
     use audit_testkit::TestKit;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     const SENDERS: usize = 8;
 
@@ -47,27 +53,8 @@ mod bench {
         });
     }
 
-    fn record(name: &str, value: f64, unit: &str, extra: Value) {
-        let mut line = json!({"name": name, "value": value, "unit": unit});
-        if let (Some(obj), Value::Object(more)) = (line.as_object_mut(), extra) {
-            obj.extend(more);
-        }
-        println!("{line}");
-    }
-
     fn round(v: f64) -> f64 {
         (v * 100.0).round() / 100.0
-    }
-
-    fn event(n: usize) -> Event {
-        Event::new(
-            Action::from_static("team.member_added"),
-            Actor::new(format!("user_{n:08}"), "user").name("Jon Smith"),
-            Context::new("203.0.113.7").user_agent("Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0"),
-        )
-        .target(Target::new("team_01HQ8Z3J6K4M2N7P9R1S5T0V3X", "team").name("Engineering"))
-        .meta("role", "admin")
-        .meta("n", n)
     }
 
     /// A destination that never answers: events stay where the emitter keeps them.
