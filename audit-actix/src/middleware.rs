@@ -298,10 +298,15 @@ where
         Box::pin(async move {
             let result = response.await;
             let status = match &result {
-                Ok(res) => res.status(),
+                Ok(res) => {
+                    // The response keeps its request, and so the record's copy in the extensions:
+                    // taking it out lets `finish` move the captured strings instead of copying.
+                    res.request().extensions_mut().remove::<RequestAudit>();
+                    res.status()
+                }
                 Err(error) => error.as_response_error().status_code(),
             };
-            config.finish(&audit, status.as_u16());
+            config.finish(audit, status.as_u16());
             result
         })
     }
@@ -371,11 +376,11 @@ impl Config {
     }
 
     /// Decides and hands the event off; never fails, never blocks.
-    fn finish(&self, audit: &RequestAudit, status: u16) {
+    fn finish(&self, audit: RequestAudit, status: u16) {
         match audit.finish(&self.policy, &ResponseInfo::new(status)) {
             Decision::Emit { organization, event } => {
                 let action = event.action.clone();
-                match self.emitter.try_emit(organization, *event) {
+                match self.emitter.try_emit(organization, event) {
                     Ok(_) => {}
                     Err(EmitError::Invalid(errors)) => {
                         self.skips.record(SkipReason::Invalid);

@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -138,16 +139,18 @@ impl<'de> Deserialize<'de> for Action {
 /// [`OrganizationId::looks_like_workos_id`] tells whether an id has that exact shape (the
 /// verification checklist warns when it does not). Whether the organization exists is known
 /// only to WorkOS (a 404 there).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct OrganizationId(String);
+///
+/// Cloning is cheap (the id is shared, not copied), so an application can keep one per tenant
+/// and hand a clone to every request.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrganizationId(Arc<str>);
 
 impl OrganizationId {
     /// Checks `id` and makes an organization id of it.
     pub fn new(id: impl Into<String>) -> Result<Self, InvalidValue> {
         let id = id.into();
         if Self::is_valid(&id) {
-            Ok(Self(id))
+            Ok(Self(id.into()))
         } else {
             Err(InvalidValue::organization_id(&id))
         }
@@ -192,6 +195,12 @@ impl std::str::FromStr for OrganizationId {
     type Err = InvalidValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::new(s)
+    }
+}
+
+impl Serialize for OrganizationId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 

@@ -256,13 +256,15 @@ pub enum SkipReason {
 /// The decision for one finished request.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+// `Emit` is the common case on an audited route: boxing it would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum Decision {
     /// Emit this event for this organization.
     Emit {
         /// The organization.
         organization: OrganizationId,
         /// The event, already built from the request.
-        event: Box<Event>,
+        event: Event,
     },
     /// Emit nothing.
     Skip(SkipReason),
@@ -413,70 +415,104 @@ impl RequestAudit {
         self.lock().suppressed
     }
 
-    /// Decides whether this request emits, and builds the event. Only the first call decides;
-    /// later calls answer [`SkipReason::Suppressed`] so that one request never emits twice.
-    pub fn finish(&self, policy: &AuditPolicy, response: &ResponseInfo) -> Decision {
-        let mut record = self.lock();
-        if std::mem::replace(&mut record.finished, true) {
-            return Decision::Skip(SkipReason::Suppressed);
-        }
-        let Some(action) = record.action.take() else {
-            return Decision::Skip(SkipReason::NotAnnotated);
-        };
-        if record.suppressed {
-            return Decision::Skip(SkipReason::Suppressed);
-        }
-        let success = (200..400).contains(&response.status);
-        if !success && policy.outcomes == Outcomes::SuccessOnly {
-            return Decision::Skip(SkipReason::Outcome);
-        }
-        let actor = match (record.actor.take(), &policy.missing_actor) {
-            (Some(actor), _) => actor,
-            (None, MissingActor::Use(actor)) => actor.clone(),
-            (None, MissingActor::Skip) => return Decision::Skip(SkipReason::MissingActor),
-        };
-        let Some(organization) = record
-            .organization
-            .take()
-            .or_else(|| policy.default_organization.clone())
-        else {
-            return Decision::Skip(SkipReason::MissingOrganization);
-        };
-        let mut context = Context::new(self.inner.info.location.clone());
-        context.user_agent = self.inner.info.user_agent.clone();
-        let mut metadata = std::mem::take(&mut record.metadata);
-        if policy.outcomes == Outcomes::All {
-            metadata.insert("outcome", if success { "success" } else { "failure" });
-            metadata.insert("http_status", response.status);
-        }
-        if policy.request_metadata {
-            if let Some(id) = &self.inner.info.request_id {
-                metadata.insert(
-                    "request_id",
-                    bounded_lossy(id.as_bytes(), Metadata::MAX_STRING_CHARS),
-                );
+    /// Decides whether this request emits, and builds the event. Only the first call on any
+    /// clone of the record decides; later calls answer [`SkipReason::Suppressed`] so that one
+    /// request never emits twice.
+    ///
+    /// It consumes this handle: when it is the last one (the adapters call it after the request
+    /// and its extensions are gone), the captured strings move into the event instead of being
+    /// copied.
+    pub fn finish(self, policy: &AuditPolicy, response: &ResponseInfo) -> Decision {
+        let shared;
+        let (record, info) = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                let record = inner.record.into_inner().unwrap_or_else(|p| p.into_inner());
+                if record.finished {
+                    return Decision::Skip(SkipReason::Suppressed);
+                }
+                (record, std::borrow::Cow::Owned(inner.info))
             }
-            if let Some(method) = &self.inner.info.method {
-                metadata.insert("http_method", method.as_str());
+            Err(inner) => {
+                shared = inner;
+                let mut guard = shared.record.lock().unwrap_or_else(|p| p.into_inner());
+                if guard.finished {
+                    return Decision::Skip(SkipReason::Suppressed);
+                }
+                let record = std::mem::take(&mut *guard);
+                guard.finished = true;
+                (record, std::borrow::Cow::Borrowed(&shared.info))
             }
-            if let Some(route) = &self.inner.info.route {
-                metadata.insert(
-                    "http_route",
-                    bounded_lossy(route.as_bytes(), Metadata::MAX_STRING_CHARS),
-                );
-            }
-            metadata.insert("http_status", response.status);
-        }
-        let mut event = Event::new(action, actor, context).occurred_at(self.inner.info.received_at);
-        event.targets = std::mem::take(&mut record.targets);
-        if !metadata.is_empty() {
-            event.metadata = Some(metadata);
-        }
-        Decision::Emit {
-            organization,
-            event: Box::new(event),
-        }
+        };
+        decide(record, info, policy, response)
     }
+}
+
+/// [`RequestAudit::finish`] once the record is taken (the request information is moved out of
+/// the record when nobody else holds it, copied otherwise).
+fn decide(
+    record: Record,
+    info: std::borrow::Cow<'_, RequestInfo>,
+    policy: &AuditPolicy,
+    response: &ResponseInfo,
+) -> Decision {
+    let Record {
+        action,
+        actor,
+        organization,
+        targets,
+        mut metadata,
+        suppressed,
+        finished: _,
+    } = record;
+    let Some(action) = action else {
+        return Decision::Skip(SkipReason::NotAnnotated);
+    };
+    if suppressed {
+        return Decision::Skip(SkipReason::Suppressed);
+    }
+    let success = (200..400).contains(&response.status);
+    if !success && policy.outcomes == Outcomes::SuccessOnly {
+        return Decision::Skip(SkipReason::Outcome);
+    }
+    let actor = match (actor, &policy.missing_actor) {
+        (Some(actor), _) => actor,
+        (None, MissingActor::Use(actor)) => actor.clone(),
+        (None, MissingActor::Skip) => return Decision::Skip(SkipReason::MissingActor),
+    };
+    let Some(organization) = organization.or_else(|| policy.default_organization.clone()) else {
+        return Decision::Skip(SkipReason::MissingOrganization);
+    };
+    let info = info.into_owned();
+    let mut context = Context::new(info.location);
+    context.user_agent = info.user_agent;
+    if policy.outcomes == Outcomes::All {
+        metadata.insert("outcome", if success { "success" } else { "failure" });
+        metadata.insert("http_status", response.status);
+    }
+    if policy.request_metadata {
+        if let Some(id) = &info.request_id {
+            metadata.insert(
+                "request_id",
+                bounded_lossy(id.as_bytes(), Metadata::MAX_STRING_CHARS),
+            );
+        }
+        if let Some(method) = &info.method {
+            metadata.insert("http_method", method.as_str());
+        }
+        if let Some(route) = &info.route {
+            metadata.insert(
+                "http_route",
+                bounded_lossy(route.as_bytes(), Metadata::MAX_STRING_CHARS),
+            );
+        }
+        metadata.insert("http_status", response.status);
+    }
+    let mut event = Event::new(action, actor, context).occurred_at(info.received_at);
+    event.targets = targets;
+    if !metadata.is_empty() {
+        event.metadata = Some(metadata);
+    }
+    Decision::Emit { organization, event }
 }
 
 /// The handler's side of its request's audit record, behind the adapters' `AuditCtx`
@@ -632,7 +668,7 @@ mod tests {
 
     fn emitted(d: Decision) -> Event {
         match d {
-            Decision::Emit { event, .. } => *event,
+            Decision::Emit { event, .. } => event,
             Decision::Skip(r) => panic!("skipped: {r:?}"),
         }
     }
@@ -653,24 +689,47 @@ mod tests {
         let a = annotated();
         a.add_target(Target::new("t1", "team"));
         a.add_metadata("plan", "pro");
-        let e = emitted(a.finish(&AuditPolicy::default(), &ResponseInfo::new(201)));
-        assert_eq!(e.action.as_str(), "team.created");
-        assert_eq!(e.context.location, "198.51.100.4");
-        assert_eq!(e.context.user_agent.as_deref(), Some("ua"));
-        assert_eq!(e.occurred_at, a.info().received_at);
-        assert_eq!(e.targets.len(), 1);
-        assert_eq!(e.metadata.unwrap().get("plan"), Some(&MetadataValue::from("pro")));
+        let received_at = a.info().received_at;
+        // The last handle moves the request's strings into the event; a handle finishing while
+        // another clone is alive copies them. Both build the same event.
+        let still_held = annotated();
+        still_held.add_target(Target::new("t1", "team"));
+        still_held.add_metadata("plan", "pro");
+        let other = still_held.clone();
+        for (e, received_at) in [
+            (emitted(a.finish(&AuditPolicy::default(), &ResponseInfo::new(201))), received_at),
+            (
+                emitted(still_held.finish(&AuditPolicy::default(), &ResponseInfo::new(201))),
+                other.info().received_at,
+            ),
+        ] {
+            assert_eq!(e.action.as_str(), "team.created");
+            assert_eq!(e.context.location, "198.51.100.4");
+            assert_eq!(e.context.user_agent.as_deref(), Some("ua"));
+            assert_eq!(e.occurred_at, received_at);
+            assert_eq!(e.targets.len(), 1);
+            assert_eq!(e.metadata.unwrap().get("plan"), Some(&MetadataValue::from("pro")));
+        }
     }
 
     #[test]
     fn a_request_decides_once() {
         let a = annotated();
         let p = AuditPolicy::default();
+        let b = a.clone();
         assert!(matches!(
-            a.finish(&p, &ResponseInfo::new(200)),
+            a.clone().finish(&p, &ResponseInfo::new(200)),
             Decision::Emit { .. }
         ));
-        assert!(matches!(a.finish(&p, &ResponseInfo::new(200)), Decision::Skip(_)));
+        assert!(matches!(
+            b.finish(&p, &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::Suppressed)
+        ));
+        // The last handle too.
+        assert!(matches!(
+            a.finish(&p, &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::Suppressed)
+        ));
     }
 
     #[test]

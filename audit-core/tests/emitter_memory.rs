@@ -389,7 +389,7 @@ async fn generated_keys_are_uuid_v4_and_unique() {
     let sink = MemorySink::new();
     let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
     let keys: Vec<String> = (0..100)
-        .map(|n| emitter.try_emit(org(), event(n)).unwrap().idempotency_key)
+        .map(|n| emitter.try_emit(org(), event(n)).unwrap().idempotency_key.into())
         .collect();
     emitter.flush(Duration::from_secs(1)).await.unwrap();
     let unique: std::collections::HashSet<_> = keys.iter().collect();

@@ -62,9 +62,9 @@ fn assert_exactly_once(kit: &TestKit, org: &OrganizationId, receipts: &[EmitRece
         .iter()
         .map(|e| e.idempotency_key.clone().expect("key sent"))
         .collect();
-    let unique: HashSet<&String> = keys.iter().collect();
+    let unique: HashSet<&str> = keys.iter().map(String::as_str).collect();
     assert_eq!(unique.len(), keys.len(), "duplicates stored");
-    let expected: HashSet<&String> = receipts.iter().map(|r| &r.idempotency_key).collect();
+    let expected: HashSet<&str> = receipts.iter().map(|r| r.idempotency_key.as_str()).collect();
     assert_eq!(unique, expected, "stored keys differ from accepted ones");
 }
 

@@ -58,9 +58,9 @@ fn stored_keys(kit: &TestKit) -> Vec<String> {
 /// Every receipt's key is stored exactly once, and nothing else is stored.
 fn assert_exactly_once(kit: &TestKit, receipts: &[EmitReceipt]) {
     let keys = stored_keys(kit);
-    let unique: HashSet<&String> = keys.iter().collect();
+    let unique: HashSet<&str> = keys.iter().map(String::as_str).collect();
     assert_eq!(unique.len(), keys.len(), "duplicates stored");
-    let expected: HashSet<&String> = receipts.iter().map(|r| &r.idempotency_key).collect();
+    let expected: HashSet<&str> = receipts.iter().map(|r| r.idempotency_key.as_str()).collect();
     assert_eq!(unique, expected, "stored keys differ from accepted ones");
 }
 
@@ -178,7 +178,7 @@ async fn a_row_that_fails_its_checksum_is_moved_aside_counted_and_the_rest_deliv
         let changed = conn
             .execute(
                 "UPDATE events SET event = replace(event, 'user_1', 'user_X') WHERE idempotency_key = ?1",
-                [&receipts[1].idempotency_key],
+                [receipts[1].idempotency_key.as_str()],
             )
             .unwrap();
         assert_eq!(changed, 1);
@@ -271,7 +271,7 @@ async fn stale_run(policy: StaleEvents) -> (TestKit, Vec<EmitReceipt>, MemoryDea
         conn.execute(
             "UPDATE events SET attempts = 1, first_attempt_at = ?1, last_attempt_at = ?1
              WHERE idempotency_key = ?2",
-            rusqlite::params![day_ago, &receipts[0].idempotency_key],
+            rusqlite::params![day_ago, receipts[0].idempotency_key.as_str()],
         )
         .unwrap();
     }
@@ -388,11 +388,11 @@ async fn a_full_disk_at_run_time_is_counted_and_loses_nothing() {
         match emitter.emit_durable(org(&kit), big(i)).await {
             Ok(receipt) => {
                 durable += 1;
-                keys.push(receipt.idempotency_key);
+                keys.push(receipt.idempotency_key.into());
             }
             Err(EmitError::NotDurable { idempotency_key }) => {
                 not_durable += 1;
-                keys.push(idempotency_key);
+                keys.push(idempotency_key.into());
                 if not_durable == 20 {
                     break;
                 }
@@ -482,9 +482,9 @@ async fn a_full_file_recovers_as_deliveries_free_room() {
             .emit_durable(org(&kit), event(i).meta("padding", padding.as_str()))
             .await
         {
-            Ok(receipt) => keys.push(receipt.idempotency_key),
+            Ok(receipt) => keys.push(receipt.idempotency_key.into()),
             Err(EmitError::NotDurable { idempotency_key }) => {
-                keys.push(idempotency_key);
+                keys.push(idempotency_key.into());
                 break;
             }
             Err(other) => panic!("event {i}: {other}"),
@@ -501,7 +501,7 @@ async fn a_full_file_recovers_as_deliveries_free_room() {
                 Actor::new(format!("new_{i}"), "user"),
                 Context::new("203.0.113.7"),
             );
-            emitter.try_emit(org(&kit), e).unwrap().idempotency_key
+            emitter.try_emit(org(&kit), e).unwrap().idempotency_key.into()
         })
         .collect();
 
@@ -529,7 +529,7 @@ async fn a_full_file_recovers_as_deliveries_free_room() {
     emitter.flush(Duration::from_secs(30)).await.expect("delivered");
     emitter.shutdown(Duration::from_secs(5)).await;
     keys.extend(newer);
-    keys.push(last.idempotency_key);
+    keys.push(last.idempotency_key.into());
     let stored = stored_keys(&kit);
     assert_eq!(stored.len(), keys.len(), "no duplicate, nothing lost");
     assert_eq!(

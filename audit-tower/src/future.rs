@@ -56,19 +56,19 @@ where
                 Ok(response) => response.status().as_u16(),
                 Err(_) => 500,
             };
-            decide(&pending, status);
+            decide(pending, status);
         }
         Poll::Ready(result)
     }
 }
 
-fn decide(pending: &Pending, status: u16) {
+fn decide(pending: Pending, status: u16) {
     let config = &pending.config;
     match pending.audit.finish(&config.policy, &ResponseInfo::new(status)) {
         Decision::Skip(reason) => config.counters.record(reason),
         Decision::Emit { organization, event } => {
             let action = event.action.clone();
-            match config.emitter.try_emit(organization, *event) {
+            match config.emitter.try_emit(organization, event) {
                 Ok(_) => {}
                 Err(EmitError::Invalid(errors)) => {
                     config.counters.record(SkipReason::Invalid);

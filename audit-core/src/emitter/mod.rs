@@ -108,6 +108,7 @@ use tokio::time::Instant;
 
 mod builder;
 mod dead_letter;
+mod key;
 mod queue;
 mod sink;
 #[cfg(feature = "spool")]
@@ -116,6 +117,7 @@ mod stats;
 mod worker;
 
 pub use builder::{EmitterBuilder, RateLimit, StartError};
+pub use key::IdempotencyKey;
 pub use dead_letter::{
     CallbackDeadLetters, DeadLetter, DeadLetterError, DeadLetterReason, DeadLetterSink, JsonlDeadLetters,
     MemoryDeadLetters, ReadError, ReplayReport,
@@ -174,7 +176,7 @@ pub enum EmitError {
     #[error("the audit event was accepted but could not be written to the spool")]
     NotDurable {
         /// The accepted event's idempotency key.
-        idempotency_key: String,
+        idempotency_key: IdempotencyKey,
     },
 }
 
@@ -206,7 +208,7 @@ impl EmitOptions {
 #[non_exhaustive]
 pub struct EmitReceipt {
     /// The idempotency key sent with every attempt.
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
 }
 
 /// [`Emitter::flush`] timed out.
@@ -260,24 +262,6 @@ impl std::fmt::Debug for Emitter {
             .field("in_flight", &depth.taken)
             .finish_non_exhaustive()
     }
-}
-
-fn new_key() -> String {
-    let uuid = uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>()).into_uuid();
-    let mut buf = uuid::Uuid::encode_buffer();
-    uuid.hyphenated().encode_lower(&mut buf).to_owned()
-}
-
-fn check_key(key: &str) -> Result<(), EmitError> {
-    if key.is_empty() || key.len() > 255 {
-        return Err(EmitError::InvalidIdempotencyKey("must be 1 to 255 characters"));
-    }
-    if !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(EmitError::InvalidIdempotencyKey(
-            "must be visible ASCII characters",
-        ));
-    }
-    Ok(())
 }
 
 impl Emitter {
@@ -407,7 +391,7 @@ impl Emitter {
         org: OrganizationId,
         event: Event,
         options: EmitOptions,
-    ) -> Result<(Box<Item>, String), EmitError> {
+    ) -> Result<(Item, IdempotencyKey), EmitError> {
         if self.shared().is_closed() {
             return Err(EmitError::Closed);
         }
@@ -417,13 +401,10 @@ impl Emitter {
             schemas.apply(&mut event).map_err(EmitError::Invalid)?;
         }
         let key = match options.idempotency_key {
-            Some(key) => {
-                check_key(&key)?;
-                key
-            }
-            None => new_key(),
+            Some(key) => IdempotencyKey::parse(key)?,
+            None => IdempotencyKey::generate(),
         };
-        let item = Box::new(Item::new(CreateEvent::new(org, event), key.clone()));
+        let item = Item::new(CreateEvent::new(org, event), key.clone());
         Ok((item, key))
     }
 

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::Overflow;
+use super::{IdempotencyKey, Overflow};
 use crate::{CreateEvent, Error};
 
 /// One accepted event and its delivery history.
@@ -29,20 +29,20 @@ pub(crate) struct Item {
     pub(crate) seq: u64,
     /// Shared, so that a durable store can write it without copying it.
     pub(crate) body: Arc<CreateEvent>,
-    pub(crate) key: String,
+    pub(crate) key: IdempotencyKey,
     /// When the event was accepted (latency is measured from here).
     pub(crate) accepted: Instant,
     pub(crate) attempts: u32,
     /// Monotonic and wall-clock time of the first attempt (the retry window starts here).
     pub(crate) first_attempt: Option<(Instant, SystemTime)>,
     pub(crate) last_attempt: Option<SystemTime>,
-    pub(crate) last_error: Option<Error>,
+    pub(crate) last_error: Option<Box<Error>>,
     /// While parked: when the next attempt is due.
     pub(crate) due: Option<Instant>,
 }
 
 impl Item {
-    pub(crate) fn new(body: CreateEvent, key: String) -> Self {
+    pub(crate) fn new(body: CreateEvent, key: IdempotencyKey) -> Self {
         Self {
             seq: 0,
             body: Arc::new(body),
@@ -62,12 +62,12 @@ impl Item {
 pub(crate) enum Pushed {
     /// Accepted with this sequence number; with `DropOldest` on a full store, the evicted event.
     Accepted {
-        evicted: Option<Box<Item>>,
+        evicted: Option<Item>,
         /// Nothing was ready before: a sender must be woken.
         wake: bool,
     },
     /// The store is full and the policy drops the newest: the event is handed back.
-    Full(Box<Item>),
+    Full(Item),
     /// The store no longer accepts events.
     Closed,
 }
@@ -76,7 +76,7 @@ pub(crate) enum Pushed {
 #[derive(Debug)]
 pub(crate) enum Taken {
     /// The event, and whether more are ready (another sender should be woken).
-    Item(Box<Item>, bool),
+    Item(Item, bool),
     /// Nothing to do now; the earliest parked event is due at this time (if any).
     Empty { next_due: Option<Instant> },
 }
@@ -101,21 +101,19 @@ impl Depth {
 /// same calls (persisting on `push`, deleting on `resolve`).
 pub(crate) trait Store: Send + Sync + 'static {
     /// Accepts an event, applying the overflow policy when full.
-    fn push(&self, item: Box<Item>, overflow: Overflow) -> Pushed;
+    fn push(&self, item: Item, overflow: Overflow) -> Pushed;
     /// Takes the next event to attempt: a due parked one first (it is older), else the oldest ready.
     fn take(&self, now: Instant) -> Taken;
     /// Puts a taken event back to wait until `due`.
-    fn park(&self, item: Box<Item>, due: Instant);
+    fn park(&self, item: Item, due: Instant);
     /// Puts a taken event back at the front of the ready queue (an attempt that was not made).
-    fn unpark_front(&self, item: Box<Item>);
+    fn unpark_front(&self, item: Item);
     /// A taken event was resolved (delivered or dead-lettered).
     fn resolve(&self, seq: u64);
     /// Stops accepting events.
     fn close(&self);
     /// Removes and returns every ready and parked event (taken ones stay with their senders).
-    /// (Boxed like everywhere else: an event moves between places without being copied.)
-    #[allow(clippy::vec_box)]
-    fn drain(&self) -> Vec<Box<Item>>;
+    fn drain(&self) -> Vec<Item>;
     /// The sizes of the three places.
     fn depth(&self) -> Depth;
     /// The sequence number of the latest accepted event (0 when none).
@@ -129,7 +127,7 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// A taken event is being given up at shutdown's deadline or abandoned: `None` when the store
     /// keeps it durably for the next start, else the event (resolved) to dead-letter.
-    fn give_back(&self, item: Box<Item>) -> Option<Box<Item>> {
+    fn give_back(&self, item: Item) -> Option<Item> {
         self.resolve(item.seq);
         Some(item)
     }
@@ -162,8 +160,8 @@ pub(crate) struct MemoryStore {
 struct Inner {
     closed: bool,
     next_seq: u64,
-    ready: VecDeque<Box<Item>>,
-    parked: BTreeMap<u64, Box<Item>>,
+    ready: VecDeque<Item>,
+    parked: BTreeMap<u64, Item>,
     due: BTreeSet<(Instant, u64)>,
     /// Sequence numbers of the taken events: at most one per sender, so a short list (no
     /// allocation per event, unlike a tree that empties and refills).
@@ -182,7 +180,7 @@ impl Inner {
     }
 
     /// Removes the oldest event that is not held by a sender.
-    fn evict_oldest(&mut self) -> Option<Box<Item>> {
+    fn evict_oldest(&mut self) -> Option<Item> {
         let ready = self.ready.front().map(|i| i.seq);
         let parked = self.parked.keys().next().copied();
         match (ready, parked) {
@@ -193,7 +191,7 @@ impl Inner {
         }
     }
 
-    fn remove_parked(&mut self, seq: u64) -> Option<Box<Item>> {
+    fn remove_parked(&mut self, seq: u64) -> Option<Item> {
         let mut item = self.parked.remove(&seq)?;
         if let Some(due) = item.due.take() {
             self.due.remove(&(due, seq));
@@ -218,7 +216,7 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn push(&self, mut item: Box<Item>, overflow: Overflow) -> Pushed {
+    fn push(&self, mut item: Item, overflow: Overflow) -> Pushed {
         let mut inner = self.lock();
         if inner.closed {
             return Pushed::Closed;
@@ -267,7 +265,7 @@ impl Store for MemoryStore {
         }
     }
 
-    fn park(&self, mut item: Box<Item>, due: Instant) {
+    fn park(&self, mut item: Item, due: Instant) {
         let mut inner = self.lock();
         inner.untake(item.seq);
         item.due = Some(due);
@@ -275,7 +273,7 @@ impl Store for MemoryStore {
         inner.parked.insert(item.seq, item);
     }
 
-    fn unpark_front(&self, item: Box<Item>) {
+    fn unpark_front(&self, item: Item) {
         let mut inner = self.lock();
         inner.untake(item.seq);
         inner.ready.push_front(item);
@@ -289,10 +287,9 @@ impl Store for MemoryStore {
         self.lock().closed = true;
     }
 
-    #[allow(clippy::vec_box)]
-    fn drain(&self) -> Vec<Box<Item>> {
+    fn drain(&self) -> Vec<Item> {
         let mut inner = self.lock();
-        let mut out: Vec<Box<Item>> = inner.ready.drain(..).collect();
+        let mut out: Vec<Item> = inner.ready.drain(..).collect();
         inner.due.clear();
         let parked = std::mem::take(&mut inner.parked);
         out.extend(parked.into_values());
@@ -335,19 +332,19 @@ mod tests {
     use super::*;
     use crate::{Action, Actor, Context, Event, OrganizationId};
 
-    fn item(n: u32) -> Box<Item> {
+    fn item(n: u32) -> Item {
         let event = Event::new(
             Action::new("user.signed_in").unwrap(),
             Actor::new(format!("user_{n}"), "user"),
             Context::new("127.0.0.1"),
         );
-        Box::new(Item::new(
+        Item::new(
             CreateEvent::new(OrganizationId::new("org_1").unwrap(), event),
-            format!("key-{n}"),
-        ))
+            IdempotencyKey::from_checked(format!("key-{n}")),
+        )
     }
 
-    fn accepted(p: Pushed) -> Option<Box<Item>> {
+    fn accepted(p: Pushed) -> Option<Item> {
         match p {
             Pushed::Accepted { evicted, .. } => evicted,
             other => panic!("not accepted: {other:?}"),

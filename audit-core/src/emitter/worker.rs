@@ -269,15 +269,13 @@ impl Shared {
     }
 
     /// Dead-letters an event no longer in the store (taken, drained or evicted).
-    // Events travel boxed between the store, the senders and here.
-    #[allow(clippy::boxed_local)]
-    pub(crate) fn dead_letter(&self, mut item: Box<Item>, reason: DeadLetterReason, error: Option<Error>) {
-        let error = error.or_else(|| item.last_error.take());
+    pub(crate) fn dead_letter(&self, mut item: Item, reason: DeadLetterReason, error: Option<Error>) {
+        let error = error.or_else(|| item.last_error.take().map(|e| *e));
         let body = Arc::unwrap_or_clone(item.body);
         let letter = DeadLetter {
             organization_id: body.organization_id,
             event: body.event,
-            idempotency_key: item.key,
+            idempotency_key: item.key.into(),
             reason,
             error: error.as_ref().map(Into::into),
             attempts: item.attempts,
@@ -309,7 +307,7 @@ impl Shared {
 
     /// A taken event given up at shutdown's deadline or abandoned: a durable store (the spool)
     /// keeps it for the next start; otherwise it is dead-lettered.
-    fn give_up(&self, item: Box<Item>, reason: DeadLetterReason, error: Option<Error>) {
+    fn give_up(&self, item: Item, reason: DeadLetterReason, error: Option<Error>) {
         match self.store.give_back(item) {
             Some(item) => self.dead_letter(item, reason, error),
             None => self.resolved(),
@@ -357,16 +355,16 @@ pub(crate) fn metric(outcome: &'static str) {
 /// dead-letters it.
 struct Held<'a> {
     shared: &'a Shared,
-    item: Option<Box<Item>>,
+    item: Option<Item>,
 }
 
 impl<'a> Held<'a> {
     fn item(&mut self) -> &mut Item {
         // Always `Some` until one of the consuming methods below.
-        self.item.as_deref_mut().unwrap_or_else(|| unreachable_item())
+        self.item.as_mut().unwrap_or_else(|| unreachable_item())
     }
 
-    fn take(mut self) -> Box<Item> {
+    fn take(mut self) -> Item {
         match self.item.take() {
             Some(item) => item,
             None => unreachable_item(),
@@ -439,7 +437,7 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
             shared: &shared,
             item: Some(item),
         };
-        if held.item.as_deref().is_some_and(|i| shared.store.is_stale(i)) {
+        if held.item.as_ref().is_some_and(|i| shared.store.is_stale(i)) {
             // Older than WorkOS's idempotency window, and the spool is set to dead-letter those.
             held.dead_letter(DeadLetterReason::Stale, None);
             continue;
@@ -464,7 +462,7 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
 }
 
 /// The next event to attempt, and whether more were ready when it was taken (see [`Wait`]).
-async fn next_item(shared: &Shared) -> Option<(Box<Item>, bool)> {
+async fn next_item(shared: &Shared) -> Option<(Item, bool)> {
     // The common case first: an event is ready, no need to register for a wake-up.
     if let Some(item) = try_take(shared) {
         return Some(item);
@@ -509,7 +507,7 @@ async fn next_item(shared: &Shared) -> Option<(Box<Item>, bool)> {
     }
 }
 
-fn try_take(shared: &Shared) -> Option<(Box<Item>, bool)> {
+fn try_take(shared: &Shared) -> Option<(Item, bool)> {
     match shared.store.take(Instant::now()) {
         Taken::Item(item, more) => Some((item, more)),
         Taken::Empty { .. } => None,
@@ -677,7 +675,7 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
         error = %e,
         "audit event will be retried"
     );
-    item.last_error = Some(e);
+    item.last_error = Some(Box::new(e));
     shared.counters.retried.fetch_add(1, Ordering::Relaxed);
     metric("retried");
     held.park(due);
@@ -687,7 +685,7 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
 async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
     if !shared.gate.begin_hold() {
         // Another sender is already probing; this event waits first in line.
-        held.item().last_error = Some(e);
+        held.item().last_error = Some(Box::new(e));
         return held.unpark_front();
     }
     shared.auth_warning.ready();

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::db::{self, Loaded};
 use super::{Spool, SpoolStats, StaleEvents};
+use crate::emitter::IdempotencyKey;
 use crate::CreateEvent;
 use crate::emitter::Overflow;
 use crate::emitter::queue::{Depth, Item, Pushed, Store, Taken};
@@ -52,9 +53,9 @@ pub(crate) struct Durable {
 #[allow(clippy::large_enum_variant)]
 enum Payload {
     /// A shared copy of an event that is also in memory.
-    Copy { body: Arc<CreateEvent>, key: String },
+    Copy { body: Arc<CreateEvent>, key: IdempotencyKey },
     /// A spilled event: the writer holds the only copy until it is committed.
-    Owned(Box<Item>),
+    Owned(Item),
 }
 
 struct Insert {
@@ -89,8 +90,8 @@ enum Cmd {
 struct Inner {
     closed: bool,
     next_seq: u64,
-    ready: VecDeque<Box<Item>>,
-    parked: BTreeMap<u64, Box<Item>>,
+    ready: VecDeque<Item>,
+    parked: BTreeMap<u64, Item>,
     due: BTreeSet<(Instant, u64)>,
     /// Taken events with their acceptance time.
     taken: BTreeMap<u64, Instant>,
@@ -117,7 +118,7 @@ impl Inner {
         self.ready.len() + self.parked.len() + self.taken.len()
     }
 
-    fn evict_oldest(&mut self) -> Option<Box<Item>> {
+    fn evict_oldest(&mut self) -> Option<Item> {
         let ready = self.ready.front().map(|i| i.seq);
         let parked = self.parked.keys().next().copied();
         let mut item = match (ready, parked) {
@@ -268,7 +269,7 @@ impl SpoolStore {
         }
     }
 
-    fn refuse(&self, item: Box<Item>, rows: u64, backlog: usize) -> Pushed {
+    fn refuse(&self, item: Item, rows: u64, backlog: usize) -> Pushed {
         self.common.refused.fetch_add(1, Relaxed);
         if let Some(suppressed) = self.refusal_warning.ready() {
             tracing::warn!(
@@ -324,7 +325,7 @@ impl SpoolStore {
 }
 
 impl Store for SpoolStore {
-    fn push(&self, mut item: Box<Item>, overflow: Overflow) -> Pushed {
+    fn push(&self, mut item: Item, overflow: Overflow) -> Pushed {
         let mut inner = self.common.lock();
         if inner.closed {
             return Pushed::Closed;
@@ -427,7 +428,7 @@ impl Store for SpoolStore {
         Taken::Empty { next_due }
     }
 
-    fn park(&self, mut item: Box<Item>, due: Instant) {
+    fn park(&self, mut item: Item, due: Instant) {
         let mut inner = self.common.lock();
         inner.taken.remove(&item.seq);
         self.common.send(
@@ -444,7 +445,7 @@ impl Store for SpoolStore {
         inner.parked.insert(item.seq, item);
     }
 
-    fn unpark_front(&self, item: Box<Item>) {
+    fn unpark_front(&self, item: Item) {
         let mut inner = self.common.lock();
         inner.taken.remove(&item.seq);
         inner.ready.push_front(item);
@@ -459,7 +460,7 @@ impl Store for SpoolStore {
         self.common.send(&mut inner, Cmd::Delete(seq));
     }
 
-    fn give_back(&self, item: Box<Item>) -> Option<Box<Item>> {
+    fn give_back(&self, item: Item) -> Option<Item> {
         // Shutdown's deadline or an abandoned sender: the event stays in the file for the next
         // start instead of being dead-lettered (`drain` checks that it was committed).
         let mut inner = self.common.lock();
@@ -492,12 +493,12 @@ impl Store for SpoolStore {
     /// Shutdown (or the end of the runtime): commits everything, stops the writer and closes
     /// the file. Events whose row is committed stay in the file for the next start; only those
     /// that could not be written are returned, to be dead-lettered.
-    fn drain(&self) -> Vec<Box<Item>> {
-        let in_memory: Vec<Box<Item>> = {
+    fn drain(&self) -> Vec<Item> {
+        let in_memory: Vec<Item> = {
             let mut inner = self.common.lock();
             inner.closed = true;
             inner.due.clear();
-            let mut out: Vec<Box<Item>> = inner.ready.drain(..).collect();
+            let mut out: Vec<Item> = inner.ready.drain(..).collect();
             let parked = std::mem::take(&mut inner.parked);
             out.extend(parked.into_values());
             out
@@ -978,7 +979,7 @@ impl Writer {
                     let age = wall.duration_since(t).unwrap_or_default();
                     now.checked_sub(age).unwrap_or(now)
                 };
-                let mut item = Box::new(Item::new(body, key));
+                let mut item = Item::new(body, IdempotencyKey::from_checked(key));
                 item.seq = seq;
                 item.accepted = ago(created_at);
                 item.attempts = attempts;
