@@ -156,7 +156,7 @@ impl fmt::Debug for Annotation {
 impl Annotation {
     /// Records the route's action and turns the named path parameters into targets:
     /// `targets` holds `(target type, path parameter name)` pairs.
-    pub fn apply(self, action: Action, targets: &[(&str, &str)]) {
+    pub fn apply(self, action: Action, targets: &[(&'static str, &str)]) {
         let Some(audit) = self.audit else { return };
         let params = self.req.match_info();
         audit.annotate_route(action, targets, |name| params.get(name));

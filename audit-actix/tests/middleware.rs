@@ -302,7 +302,7 @@ async fn actor_and_organization_from_resolvers() {
     let (organization, event) = h.one_event().await;
     assert_eq!(organization.as_str(), "org_resolved");
     assert_eq!(
-        (event.actor.id.as_str(), event.actor.kind.as_str()),
+        (event.actor.id.as_str(), event.actor.kind.as_ref()),
         ("key_7", "api_key")
     );
 }
@@ -367,7 +367,7 @@ async fn targets_from_path_parameters() {
     assert_eq!(event.action.as_str(), "team.deleted");
     assert_eq!(event.targets.len(), 1);
     assert_eq!(
-        (event.targets[0].id.as_str(), event.targets[0].kind.as_str()),
+        (event.targets[0].id.as_str(), event.targets[0].kind.as_ref()),
         ("team_9", "team")
     );
 
@@ -379,7 +379,7 @@ async fn targets_from_path_parameters() {
         .1
         .targets
         .iter()
-        .map(|t| (t.id.as_str(), t.kind.as_str()))
+        .map(|t| (t.id.as_str(), t.kind.as_ref()))
         .collect();
     assert_eq!(targets, [("t2", "team"), ("u3", "user")]);
 }
@@ -394,7 +394,7 @@ async fn targets_and_metadata_from_the_extractor() {
     let targets: Vec<_> = event
         .targets
         .iter()
-        .map(|t| (t.id.as_str(), t.kind.as_str()))
+        .map(|t| (t.id.as_str(), t.kind.as_ref()))
         .collect();
     assert_eq!(targets, [("inv_5", "invoice"), ("acct_1", "account")]);
     assert_eq!(event.targets[1].name.as_deref(), Some("Acme"));

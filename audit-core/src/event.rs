@@ -454,9 +454,10 @@ fn metadata_is_empty(m: &Option<Metadata>) -> bool {
 pub struct Actor {
     /// The actor's id in your system (`user_01…`); must not be empty.
     pub id: String,
-    /// The kind of actor (`user`, `api_key`, `system`); must not be empty.
+    /// The kind of actor (`user`, `api_key`, `system`); must not be empty. Kinds are usually a fixed set of
+    /// names: a `&'static str` is kept without a copy.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// A display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -467,7 +468,7 @@ pub struct Actor {
 
 impl Actor {
     /// An actor with an id and a type.
-    pub fn new(id: impl Into<String>, kind: impl Into<String>) -> Self {
+    pub fn new(id: impl Into<String>, kind: impl Into<Cow<'static, str>>) -> Self {
         Self {
             id: id.into(),
             kind: kind.into(),
@@ -501,9 +502,10 @@ impl Actor {
 pub struct Target {
     /// The target's id in your system; must not be empty.
     pub id: String,
-    /// The kind of target (`team`, `invoice`); must not be empty.
+    /// The kind of target (`team`, `invoice`); must not be empty. Kinds are usually a fixed set of
+    /// names: a `&'static str` is kept without a copy.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// A display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -514,7 +516,7 @@ pub struct Target {
 
 impl Target {
     /// A target with an id and a type.
-    pub fn new(id: impl Into<String>, kind: impl Into<String>) -> Self {
+    pub fn new(id: impl Into<String>, kind: impl Into<Cow<'static, str>>) -> Self {
         Self {
             id: id.into(),
             kind: kind.into(),

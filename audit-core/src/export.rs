@@ -993,7 +993,7 @@ impl RowView<'_> {
             .map_err(|e| self.error(c.occurred_at, format!("{occurred_at:?} is not RFC 3339: {e}")))?;
         let actor = Actor {
             id: self.required(c.actor_id)?,
-            kind: self.required(c.actor_type)?,
+            kind: self.required(c.actor_type)?.into(),
             name: self.optional(c.actor_name)?,
             metadata: self.metadata(c.actor_metadata)?,
         };
@@ -1007,7 +1007,7 @@ impl RowView<'_> {
                 (None, None) if name.is_none() && metadata.is_none() => {}
                 (Some(id), Some(kind)) => targets.push(Target {
                     id,
-                    kind,
+                    kind: kind.into(),
                     name,
                     metadata,
                 }),

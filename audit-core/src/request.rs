@@ -334,25 +334,22 @@ impl RequestAudit {
     pub fn annotate_route<'p>(
         &self,
         action: Action,
-        targets: &[(&str, &str)],
+        targets: &[(&'static str, &str)],
         param: impl Fn(&str) -> Option<&'p str>,
     ) {
-        let found: Vec<Target> = targets
-            .iter()
-            .filter_map(|&(kind, name)| match param(name) {
-                Some(value) => Some(Target::new(value, kind)),
-                None => {
-                    tracing::warn!(
-                        action = %action,
-                        param = name,
-                        target_type = kind,
-                        "audit: #[action] names a path parameter the route does not have; the target is left out",
-                    );
-                    None
-                }
-            })
-            .collect();
-        self.annotate(action, found);
+        let mut record = self.lock();
+        for &(kind, name) in targets {
+            match param(name) {
+                Some(value) => record.targets.push(Target::new(value, kind)),
+                None => tracing::warn!(
+                    action = %action,
+                    param = name,
+                    target_type = kind,
+                    "audit: #[action] names a path parameter the route does not have; the target is left out",
+                ),
+            }
+        }
+        record.action = Some(action);
     }
 
     /// Takes the actor and organization found in request extensions for whichever of the two is

@@ -251,7 +251,7 @@ mod tests {
             .target(Target::new("", "team"))
             .target(Target::new("t", " "));
         e.actor.id = String::new();
-        e.actor.kind = String::new();
+        e.actor.kind = "".into();
         e.context.location = String::new();
         assert_eq!(
             pointers(&e),

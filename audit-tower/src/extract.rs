@@ -132,7 +132,7 @@ pub struct Annotation {
 
 impl Annotation {
     /// Records the action and turns the named path parameters into targets: `(type, param)`.
-    pub fn apply(self, action: Action, targets: &[(&str, &str)]) {
+    pub fn apply(self, action: Action, targets: &[(&'static str, &str)]) {
         let Some(audit) = self.audit else { return };
         let params = self.params.as_ref();
         audit.annotate_route(action, targets, |name| {
