@@ -179,6 +179,8 @@ struct Run {
     errors: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// The app's CPU time (every thread) over `elapsed`, where the platform tells it.
+    app_cpu: Option<Duration>,
 }
 
 impl Run {
@@ -188,10 +190,29 @@ impl Run {
     fn p(&self, p: f64) -> Duration {
         percentile(&self.latencies, p)
     }
+    /// The app's CPU time per request, in µs.
+    fn cpu_us_per_request(&self) -> Option<f64> {
+        let cpu = self.app_cpu?;
+        (self.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / self.requests as f64)
+    }
 }
 
-/// Closed loop: `connections` connections for `warmup` + `duration`, counting only `duration`.
-fn closed_loop(addr: SocketAddr, connections: usize, warmup: Duration, duration: Duration) -> Run {
+/// CPU time used so far by every thread of process `pid`, from Linux's
+/// `/proc/<pid>/task/*/schedstat` (`None` elsewhere).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// Closed loop: `connections` connections for `warmup` + `duration`, counting only `duration`;
+/// the app's CPU time is sampled over the same `duration`.
+fn closed_loop(app: &App, connections: usize, warmup: Duration, duration: Duration) -> Run {
+    let addr = app.addr;
+    let pid = app.child.id();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -199,6 +220,12 @@ fn closed_loop(addr: SocketAddr, connections: usize, warmup: Duration, duration:
     rt.block_on(async move {
         let start = Instant::now() + warmup;
         let end = start + duration;
+        let cpu = tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let first = cpu_time(pid);
+            tokio::time::sleep_until(end.into()).await;
+            Some(cpu_time(pid)?.saturating_sub(first?))
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..connections {
             tasks.spawn(async move {
@@ -236,6 +263,7 @@ fn closed_loop(addr: SocketAddr, connections: usize, warmup: Duration, duration:
             errors,
             elapsed: duration,
             latencies,
+            app_cpu: cpu.await.ok().flatten(),
         }
     })
 }
@@ -297,6 +325,7 @@ fn open_loop(addr: SocketAddr, rate: u32, connections: usize, duration: Duration
             errors,
             elapsed,
             latencies,
+            app_cpu: None,
         }
     })
 }
@@ -331,7 +360,7 @@ fn throughput(quick: bool) {
         .enumerate()
         {
             let app = App::start(&env);
-            let run = closed_loop(app.addr, connections, warmup, duration);
+            let run = closed_loop(&app, connections, warmup, duration);
             let report = app.stop();
             let label = if i == 0 {
                 "without audit"
@@ -339,11 +368,13 @@ fn throughput(quick: bool) {
                 "with audit (discard sink)"
             };
             eprintln!(
-                "{}request_path: round {} {label}: {:.0} req/s, p99 {:.3} ms, {} errors{}",
+                "{}request_path: round {} {label}: {:.0} req/s, p99 {:.3} ms, app CPU {} µs/request, {} errors{}",
                 subject().prefix,
                 round_no + 1,
                 run.rate(),
                 ms(run.p(99.0)),
+                run.cpu_us_per_request()
+                    .map_or_else(|| "unknown".to_owned(), |us| format!("{us:.2}")),
                 run.errors,
                 report
                     .as_ref()
@@ -371,6 +402,16 @@ fn throughput(quick: bool) {
                "baseline": ms(off.p(99.0)), "ratio": round(ms(on.p(99.0)) / ms(off.p(99.0)).max(0.001), 3),
                "load_generator": LOAD_GENERATOR})
     );
+    if let (Some(on_cpu), Some(off_cpu)) = (on.cpu_us_per_request(), off.cpu_us_per_request()) {
+        // What the whole pipeline costs the app's process per request (the load generator runs
+        // on the same cores: this is the part of the ratio the app is responsible for).
+        println!(
+            "{}",
+            json!({"name": name("throughput.app_cpu_per_request"), "value": round(on_cpu, 3),
+                   "unit": "µs", "baseline": round(off_cpu, 3), "ratio": round(on_cpu / off_cpu, 3),
+                   "audit_cost_us": round(on_cpu - off_cpu, 3)})
+        );
+    }
 }
 
 fn e2e(quick: bool) {
