@@ -33,9 +33,9 @@ pub(crate) struct Item {
     /// When the event was accepted (latency is measured from here).
     pub(crate) accepted: Instant,
     pub(crate) attempts: u32,
-    /// Monotonic and wall-clock time of the first attempt (the retry window starts here).
-    pub(crate) first_attempt: Option<(Instant, SystemTime)>,
-    pub(crate) last_attempt: Option<SystemTime>,
+    /// When the first attempt started (the retry window starts here); see [`wall_clock`].
+    pub(crate) first_attempt: Option<Instant>,
+    pub(crate) last_attempt: Option<Instant>,
     pub(crate) last_error: Option<Box<Error>>,
     /// While parked: when the next attempt is due.
     pub(crate) due: Option<Instant>,
@@ -55,6 +55,13 @@ impl Item {
             due: None,
         }
     }
+}
+
+/// The wall-clock time of a monotonic instant (attempt times are kept as instants, one clock
+/// read per attempt, and turned into dates only for a dead letter or the spool's file).
+pub(crate) fn wall_clock(at: Instant) -> SystemTime {
+    let age = Instant::now().saturating_duration_since(at);
+    SystemTime::now().checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// What [`Store::push`] did.
@@ -103,7 +110,8 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Accepts an event, applying the overflow policy when full.
     fn push(&self, item: Item, overflow: Overflow) -> Pushed;
     /// Takes the next event to attempt: a due parked one first (it is older), else the oldest ready.
-    fn take(&self, now: Instant) -> Taken;
+    /// `now` is read only when a parked event may be due.
+    fn take(&self, now: &dyn Fn() -> Instant) -> Taken;
     /// Puts a taken event back to wait until `due`.
     fn park(&self, item: Item, due: Instant);
     /// Puts a taken event back at the front of the ready queue (an attempt that was not made).
@@ -242,10 +250,10 @@ impl Store for MemoryStore {
         Pushed::Accepted { evicted, wake }
     }
 
-    fn take(&self, now: Instant) -> Taken {
+    fn take(&self, now: &dyn Fn() -> Instant) -> Taken {
         let mut inner = self.lock();
         if let Some(&(due, seq)) = inner.due.first()
-            && due <= now
+            && due <= now()
         {
             inner.due.remove(&(due, seq));
             if let Some(mut item) = inner.parked.remove(&seq) {
@@ -356,7 +364,7 @@ mod tests {
         let s = MemoryStore::new(2);
         accepted(s.push(item(1), Overflow::DropNewest));
         accepted(s.push(item(2), Overflow::DropNewest));
-        let Taken::Item(one, _) = s.take(Instant::now()) else {
+        let Taken::Item(one, _) = s.take(&Instant::now) else {
             panic!()
         };
         s.park(one, Instant::now() + std::time::Duration::from_secs(60));
@@ -369,7 +377,7 @@ mod tests {
         let s = MemoryStore::new(2);
         accepted(s.push(item(1), Overflow::DropOldest));
         accepted(s.push(item(2), Overflow::DropOldest));
-        let Taken::Item(one, _) = s.take(Instant::now()) else {
+        let Taken::Item(one, _) = s.take(&Instant::now) else {
             panic!()
         };
         assert_eq!(one.seq, 1);
@@ -386,21 +394,21 @@ mod tests {
         accepted(s.push(item(1), Overflow::DropNewest));
         accepted(s.push(item(2), Overflow::DropNewest));
         let now = Instant::now();
-        let Taken::Item(one, _) = s.take(now) else {
+        let Taken::Item(one, _) = s.take(&|| now) else {
             panic!()
         };
         s.park(one, now);
-        let Taken::Item(again, _) = s.take(now) else {
+        let Taken::Item(again, _) = s.take(&|| now) else {
             panic!()
         };
         assert_eq!(again.seq, 1);
         s.resolve(again.seq);
-        let Taken::Item(two, _) = s.take(now) else {
+        let Taken::Item(two, _) = s.take(&|| now) else {
             panic!()
         };
         assert_eq!(two.seq, 2);
         s.resolve(2);
-        assert!(matches!(s.take(now), Taken::Empty { next_due: None }));
+        assert!(matches!(s.take(&|| now), Taken::Empty { next_due: None }));
         assert_eq!(s.oldest_outstanding(), None);
     }
 }

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::builder::Config;
 use super::dead_letter::{DeadLetter, DeadLetterReason, DeadLetterSink, system_time};
-use super::queue::{Item, Store, Taken};
+use super::queue::{Item, Store, Taken, wall_clock};
 use super::sink::Sink;
 use super::stats::{Counters, Throttle};
 use crate::Error;
@@ -279,8 +279,8 @@ impl Shared {
             reason,
             error: error.as_ref().map(Into::into),
             attempts: item.attempts,
-            first_attempt_at: item.first_attempt.map(|(_, at)| system_time(at)),
-            last_attempt_at: item.last_attempt.map(system_time),
+            first_attempt_at: item.first_attempt.map(|at| system_time(wall_clock(at))),
+            last_attempt_at: item.last_attempt.map(|at| system_time(wall_clock(at))),
         };
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         if reason == DeadLetterReason::ShutdownDeadline {
@@ -473,7 +473,7 @@ async fn next_item(shared: &Shared) -> Option<(Item, bool)> {
         if shared.stop.is_set() {
             return None;
         }
-        let next_due = match shared.store.take(Instant::now()) {
+        let next_due = match shared.store.take(&Instant::now) {
             Taken::Item(item, more) => return Some((item, more)),
             Taken::Empty { next_due } => next_due,
         };
@@ -508,7 +508,7 @@ async fn next_item(shared: &Shared) -> Option<(Item, bool)> {
 }
 
 fn try_take(shared: &Shared) -> Option<(Item, bool)> {
-    match shared.store.take(Instant::now()) {
+    match shared.store.take(&Instant::now) {
         Taken::Item(item, more) => Some((item, more)),
         Taken::Empty { .. } => None,
     }
@@ -575,9 +575,9 @@ enum Wait {
 async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<Result<(), Error>> {
     let item = held.item();
     item.attempts += 1;
-    let now = SystemTime::now();
+    let now = Instant::now();
     if item.first_attempt.is_none() {
-        item.first_attempt = Some((Instant::now(), now));
+        item.first_attempt = Some(now);
     }
     item.last_attempt = Some(now);
     let span = tracing::info_span!(
@@ -663,7 +663,7 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
         // WorkOS asked everyone to slow down: every sender waits, not only this one.
         shared.gate.pause_until(due);
     }
-    let started = item.first_attempt.map_or(now, |(at, _)| at);
+    let started = item.first_attempt.unwrap_or(now);
     if due.saturating_duration_since(started) > shared.config.retry_window {
         return held.dead_letter(DeadLetterReason::RetryWindowExhausted, Some(e));
     }

@@ -27,7 +27,7 @@ use super::{Spool, SpoolStats, StaleEvents};
 use crate::emitter::IdempotencyKey;
 use crate::CreateEvent;
 use crate::emitter::Overflow;
-use crate::emitter::queue::{Depth, Item, Pushed, Store, Taken};
+use crate::emitter::queue::{Depth, Item, Pushed, Store, Taken, wall_clock};
 use crate::emitter::stats::{Histogram, Throttle};
 
 /// WorkOS forgets an idempotency key after 24 hours.
@@ -399,10 +399,10 @@ impl Store for SpoolStore {
         Pushed::Accepted { evicted, wake }
     }
 
-    fn take(&self, now: Instant) -> Taken {
+    fn take(&self, now: &dyn Fn() -> Instant) -> Taken {
         let mut inner = self.common.lock();
         if let Some(&(due, seq)) = inner.due.first()
-            && due <= now
+            && due <= now()
         {
             inner.due.remove(&(due, seq));
             if let Some(mut item) = inner.parked.remove(&seq) {
@@ -422,8 +422,8 @@ impl Store for SpoolStore {
         // there are some, the senders look again shortly.
         let next_due = match (next_due, inner.spilled > 0) {
             (due, false) => due,
-            (Some(due), true) => Some(due.min(now + SPILL_POLL)),
-            (None, true) => Some(now + SPILL_POLL),
+            (Some(due), true) => Some(due.min(now() + SPILL_POLL)),
+            (None, true) => Some(now() + SPILL_POLL),
         };
         Taken::Empty { next_due }
     }
@@ -436,8 +436,8 @@ impl Store for SpoolStore {
             Cmd::Attempted {
                 seq: item.seq,
                 attempts: item.attempts,
-                first: item.first_attempt.map(|(_, at)| at),
-                last: item.last_attempt,
+                first: item.first_attempt.map(wall_clock),
+                last: item.last_attempt.map(wall_clock),
             },
         );
         item.due = Some(due);
@@ -474,7 +474,7 @@ impl Store for SpoolStore {
             return false;
         }
         let now = SystemTime::now();
-        let start = item.first_attempt.map(|(_, at)| at).unwrap_or_else(|| {
+        let start = item.first_attempt.map(wall_clock).unwrap_or_else(|| {
             self.common
                 .lock()
                 .created
@@ -983,8 +983,8 @@ impl Writer {
                 item.seq = seq;
                 item.accepted = ago(created_at);
                 item.attempts = attempts;
-                item.first_attempt = first_attempt_at.map(|at| (ago(at), at));
-                item.last_attempt = last_attempt_at;
+                item.first_attempt = first_attempt_at.map(ago);
+                item.last_attempt = last_attempt_at.map(ago);
                 inner.created.insert(seq, created_at);
                 inner.spilled = inner.spilled.saturating_sub(1);
                 inner.ready.push_back(item);
