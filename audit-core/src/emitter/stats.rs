@@ -66,8 +66,10 @@ impl Dropped {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) delivered: AtomicU64,
+    /// Written by the emitting threads; on its own cache line, away from the senders' counters
+    /// (sharing one line would make every emit and every delivery fight over it).
+    pub(crate) accepted: Padded<AtomicU64>,
+    pub(crate) delivered: Padded<AtomicU64>,
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) dead_lettered_at_deadline: AtomicU64,
@@ -91,6 +93,18 @@ impl Counters {
             newest: self.dropped_newest.load(Relaxed),
             oldest: self.dropped_oldest.load(Relaxed),
         }
+    }
+}
+
+/// A value on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 
