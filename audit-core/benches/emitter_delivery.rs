@@ -152,7 +152,11 @@ fn stored(kit: &TestKit) -> (usize, usize) {
 
 fn delivery(quick: bool) {
     let n = if quick { 4_000 } else { 20_000 };
-    let rounds = if quick { 1 } else { 3 };
+    // Runs of this length vary by about ±10 % on a 2-core machine (the server, the client and the
+    // load share the cores): the fault-free comparison takes the best of 5 alternating rounds per
+    // side; the fault runs, 10 times longer, the best of 3.
+    let rounds = if quick { 1 } else { 5 };
+    let fault_rounds = if quick { 1 } else { 3 };
     let kit = TestKit::builder()
         .max_recorded_requests(0)
         .start_blocking()
@@ -162,11 +166,15 @@ fn delivery(quick: bool) {
     rt.block_on(raw(&kit, 500));
     through_emitter(&rt, &kit, 500);
     let (mut best_raw, mut best_emitter) = (0f64, 0f64);
+    let mut round_ratios = Vec::new();
     for _ in 0..rounds {
         kit.reset();
-        best_raw = best_raw.max(rt.block_on(raw(&kit, n)));
+        let raw_rate = rt.block_on(raw(&kit, n));
         kit.reset();
-        best_emitter = best_emitter.max(through_emitter(&rt, &kit, n));
+        let emitter_rate = through_emitter(&rt, &kit, n);
+        best_raw = best_raw.max(raw_rate);
+        best_emitter = best_emitter.max(emitter_rate);
+        round_ratios.push(round3(emitter_rate / raw_rate));
         let (count, unique) = stored(&kit);
         assert_eq!(
             (count, unique),
@@ -186,17 +194,17 @@ fn delivery(quick: bool) {
         best_emitter.round(),
         "events/s",
         json!({"baseline": best_raw.round(), "ratio": round3(ratio), "target": "ratio >= 0.9",
-               "pass": ratio >= 0.9, "concurrency": CONCURRENCY, "events": n}),
+               "pass": ratio >= 0.9, "concurrency": CONCURRENCY, "events": n, "best_of": rounds,
+               "round_ratios": round_ratios}),
     );
 
     // A longer stream than the fault-free runs: the figure is a sustained rate, and the last few
     // events of a run (those that failed several times in a row and wait out their backoff) take
-    // the same time whatever the run's length. Best of as many rounds as the fault-free figure;
-    // every round must store every event exactly once.
+    // the same time whatever the run's length. Every round must store every event exactly once.
     let n_faults = n * 10;
     let mut faulty = 0f64;
     let (mut worst_unique, mut duplicates) = (usize::MAX, 0);
-    for _ in 0..rounds {
+    for _ in 0..fault_rounds {
         kit.reset();
         kit.clear_faults();
         // Rules are tried in order, each drawing independently: 20 % get a 500 before storing;
@@ -229,13 +237,13 @@ fn delivery(quick: bool) {
         "events",
         json!({"baseline": n_faults, "ratio": round3(worst_unique as f64 / n_faults as f64),
                "target": "all, no duplicate", "pass": worst_unique == n_faults && duplicates == 0,
-               "rounds": rounds}),
+               "rounds": fault_rounds}),
     );
     record(
         "emitter.delivery.faults.duplicates",
         duplicates as f64,
         "events",
-        json!({"target": "0", "pass": duplicates == 0, "rounds": rounds}),
+        json!({"target": "0", "pass": duplicates == 0, "rounds": fault_rounds}),
     );
     let ratio = faulty / best_emitter;
     record(
@@ -244,7 +252,7 @@ fn delivery(quick: bool) {
         "events/s",
         json!({"baseline": best_emitter.round(), "ratio": round3(ratio), "target": "ratio >= 0.5",
                "pass": ratio >= 0.5, "faults": "500 before 20%, 502 after 5%, drop after 2%",
-               "events": n_faults, "best_of": rounds,
+               "events": n_faults, "best_of": fault_rounds,
                "retry_backoff": "20 ms doubling to 500 ms, full jitter"}),
     );
     kit.shutdown();
