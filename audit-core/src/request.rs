@@ -694,7 +694,10 @@ mod tests {
         still_held.add_metadata("plan", "pro");
         let other = still_held.clone();
         for (e, received_at) in [
-            (emitted(a.finish(&AuditPolicy::default(), &ResponseInfo::new(201))), received_at),
+            (
+                emitted(a.finish(&AuditPolicy::default(), &ResponseInfo::new(201))),
+                received_at,
+            ),
             (
                 emitted(still_held.finish(&AuditPolicy::default(), &ResponseInfo::new(201))),
                 other.info().received_at,

@@ -35,7 +35,10 @@ impl IdempotencyKey {
         let uuid = uuid::Builder::from_random_bytes(random_16()).into_uuid();
         let mut bytes = [0u8; INLINE];
         let len = uuid.hyphenated().encode_lower(&mut bytes).len();
-        Self(Repr::Inline { len: len as u8, bytes })
+        Self(Repr::Inline {
+            len: len as u8,
+            bytes,
+        })
     }
 
     /// The caller's key, checked against WorkOS's rule: 1 to 255 visible ASCII characters.
@@ -70,7 +73,9 @@ impl IdempotencyKey {
         match &self.0 {
             // Only ever filled from a `&str` (ASCII for generated and checked keys) cut at its
             // own length, so this cannot fail; the fallback keeps it panic-free regardless.
-            Repr::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
             Repr::Heap(s) => s,
         }
     }
@@ -211,7 +216,13 @@ mod tests {
 
     #[test]
     fn callers_keys_are_checked_and_kept_whatever_their_length() {
-        for key in ["k", "order-42-created", &"x".repeat(38), &"y".repeat(39), &"z".repeat(255)] {
+        for key in [
+            "k",
+            "order-42-created",
+            &"x".repeat(38),
+            &"y".repeat(39),
+            &"z".repeat(255),
+        ] {
             let parsed = IdempotencyKey::parse(key.to_owned()).expect("valid");
             assert_eq!(parsed, key);
             assert_eq!(String::from(parsed.clone()), key);

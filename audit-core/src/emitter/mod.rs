@@ -117,11 +117,11 @@ mod stats;
 mod worker;
 
 pub use builder::{EmitterBuilder, RateLimit, StartError};
-pub use key::IdempotencyKey;
 pub use dead_letter::{
     CallbackDeadLetters, DeadLetter, DeadLetterError, DeadLetterReason, DeadLetterSink, JsonlDeadLetters,
     MemoryDeadLetters, ReadError, ReplayReport,
 };
+pub use key::IdempotencyKey;
 pub use sink::{DiscardSink, MemorySink, Sink, SinkFuture};
 pub use stats::{Dropped, Stats};
 // spool (feature `spool`)

@@ -61,7 +61,9 @@ impl Item {
 /// read per attempt, and turned into dates only for a dead letter or the spool's file).
 pub(crate) fn wall_clock(at: Instant) -> SystemTime {
     let age = Instant::now().saturating_duration_since(at);
-    SystemTime::now().checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH)
+    SystemTime::now()
+        .checked_sub(age)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// What [`Store::push`] did.

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 
 use super::db::{self, Loaded};
 use super::{Spool, SpoolStats, StaleEvents};
-use crate::emitter::IdempotencyKey;
 use crate::CreateEvent;
+use crate::emitter::IdempotencyKey;
 use crate::emitter::Overflow;
 use crate::emitter::queue::{Depth, Item, Pushed, Store, Taken, wall_clock};
 use crate::emitter::stats::{Histogram, Throttle};
@@ -53,7 +53,10 @@ pub(crate) struct Durable {
 #[allow(clippy::large_enum_variant)]
 enum Payload {
     /// A shared copy of an event that is also in memory.
-    Copy { body: Arc<CreateEvent>, key: IdempotencyKey },
+    Copy {
+        body: Arc<CreateEvent>,
+        key: IdempotencyKey,
+    },
     /// A spilled event: the writer holds the only copy until it is committed.
     Owned(Item),
 }
