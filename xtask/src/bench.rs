@@ -105,6 +105,12 @@ const SOURCES: &[Source] = &[
         bench: "request_path",
         args: &["e2e"],
     },
+    // The pipeline's cost with everything on one thread (the router in a loop, no network).
+    Source::JsonLines {
+        package: "example-axum",
+        bench: "inprocess",
+        args: &[],
+    },
     // The same two measurements for example-actix (same load generator, `actix.` record names).
     Source::JsonLines {
         package: "example-actix",
