@@ -20,18 +20,16 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::USER_AGENT;
 use actix_web::{Error, HttpMessage, HttpRequest};
 use audit_core::client_ip::{ClientIpConfig, ForwardedHeader, InvalidTrustedProxy};
-use audit_core::emitter::{EmitError, Emitter};
+use audit_core::emitter::Emitter;
 use audit_core::request::{
-    AuditPolicy, Decision, MissingActor, Outcomes, RequestAudit, RequestInfo, ResponseInfo, SkipCounters,
-    SkipReason, bounded_lossy,
+    AuditPolicy, HandOff, MissingActor, Outcomes, RequestAudit, RequestInfo, SkipCounters, bounded_lossy,
 };
 use audit_core::{Actor, Metadata, OrganizationId};
 use futures_util::future::{LocalBoxFuture, Ready, ready};
@@ -42,20 +40,16 @@ pub type ActorResolver = Arc<dyn Fn(&HttpRequest) -> Option<Actor> + Send + Sync
 /// A closure that finds the organization of a request from its head.
 pub type OrganizationResolver = Arc<dyn Fn(&HttpRequest) -> Option<OrganizationId> + Send + Sync>;
 
-/// The least time between two warnings about refused events, in seconds.
-const WARN_INTERVAL_SECS: u64 = 10;
-
 /// Set once the "no socket peer" warning was logged (process-wide: it is a deployment problem).
 static WARNED_NO_PEER: AtomicBool = AtomicBool::new(false);
 
 #[derive(Clone)]
 struct Config {
-    emitter: Emitter,
     policy: AuditPolicy,
     actor_resolver: Option<ActorResolver>,
     organization_resolver: Option<OrganizationResolver>,
-    skips: Arc<SkipCounters>,
-    last_warning: Arc<AtomicU64>,
+    /// Emits, counts and logs what a finished request decided.
+    hand_off: Arc<HandOff>,
 }
 
 /// The audit middleware for actix-web: wrap an `App`, a `Scope`, a `Resource` or a `Route`.
@@ -130,12 +124,10 @@ impl AuditMiddleware {
     pub fn with_policy(emitter: Emitter, policy: AuditPolicy) -> Self {
         Self {
             config: Arc::new(Config {
-                emitter,
                 policy,
                 actor_resolver: None,
                 organization_resolver: None,
-                skips: Arc::default(),
-                last_warning: Arc::default(),
+                hand_off: Arc::new(HandOff::new(emitter, Arc::default())),
             }),
         }
     }
@@ -237,12 +229,12 @@ impl AuditMiddleware {
 
     /// The emitter events are handed to.
     pub fn emitter(&self) -> &Emitter {
-        &self.config.emitter
+        self.config.hand_off.emitter()
     }
 
     /// Skipped requests by reason and refused events, shared by every clone.
     pub fn skip_counters(&self) -> Arc<SkipCounters> {
-        self.config.skips.clone()
+        Arc::clone(self.config.hand_off.counters())
     }
 }
 
@@ -306,7 +298,7 @@ where
                 }
                 Err(error) => error.as_response_error().status_code(),
             };
-            config.finish(audit, status.as_u16());
+            config.hand_off.finish(audit, &config.policy, status.as_u16());
             result
         })
     }
@@ -373,50 +365,5 @@ impl Config {
             }
         }
         audit
-    }
-
-    /// Decides and hands the event off; never fails, never blocks.
-    fn finish(&self, audit: RequestAudit, status: u16) {
-        match audit.finish(&self.policy, &ResponseInfo::new(status)) {
-            Decision::Emit { organization, event } => {
-                let action = event.action.clone();
-                match self.emitter.try_emit(organization, event) {
-                    Ok(_) => {}
-                    Err(EmitError::Invalid(errors)) => {
-                        self.skips.record(SkipReason::Invalid);
-                        if self.may_warn() {
-                            tracing::warn!(action = action.as_str(), %errors, "audit: event dropped: invalid");
-                        }
-                    }
-                    Err(error) => {
-                        self.skips.record_emit_failure();
-                        if self.may_warn() {
-                            tracing::warn!(
-                                action = action.as_str(),
-                                %error,
-                                refused_so_far = self.skips.emit_failures(),
-                                "audit: the emitter refused an event"
-                            );
-                        }
-                    }
-                }
-            }
-            Decision::Skip(reason) => self.skips.record(reason),
-            _ => {}
-        }
-    }
-
-    /// At most one warning per [`WARN_INTERVAL_SECS`].
-    fn may_warn(&self) -> bool {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let last = self.last_warning.load(Ordering::Relaxed);
-        (last == 0 || now.saturating_sub(last) >= WARN_INTERVAL_SECS)
-            && self
-                .last_warning
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
     }
 }

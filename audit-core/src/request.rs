@@ -31,10 +31,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
 use crate::client_ip::ClientIpConfig;
+use crate::emitter::{EmitError, Emitter};
 use crate::event::{Action, Actor, Context, Event, Metadata, MetadataValue, OrganizationId, Target};
 
 /// The longest user agent kept, in bytes; longer ones are cut at a character boundary.
@@ -641,12 +643,141 @@ impl SkipCounters {
     }
 }
 
+/// The shortest interval between two log lines of a [`HandOff`] about events that were not
+/// emitted (refused by the emitter, or breaking a WorkOS rule).
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The adapters' last step, shared by `audit-tower` and `audit-actix`: decide a finished request
+/// under the policy, hand a due event to the emitter without waiting, count every request that
+/// emitted nothing ([`SkipCounters`], by reason, and the events the emitter refused) and log
+/// those failures at most once per [`FAILURE_LOG_INTERVAL`], with the number not logged since.
+/// Nothing here fails or blocks: audit trouble never reaches the response.
+#[derive(Debug)]
+pub struct HandOff {
+    emitter: Emitter,
+    counters: Arc<SkipCounters>,
+    started: Instant,
+    /// Milliseconds after `started` of the last failure log line, plus one (0: never).
+    last_log: AtomicU64,
+    /// Failures not logged since the last line.
+    unlogged: AtomicU64,
+}
+
+impl HandOff {
+    /// Hands events to `emitter` and counts into `counters`.
+    pub fn new(emitter: Emitter, counters: Arc<SkipCounters>) -> Self {
+        Self {
+            emitter,
+            counters,
+            started: Instant::now(),
+            last_log: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// The emitter events are handed to.
+    pub fn emitter(&self) -> &Emitter {
+        &self.emitter
+    }
+
+    /// The counters of requests that emitted nothing.
+    pub fn counters(&self) -> &Arc<SkipCounters> {
+        &self.counters
+    }
+
+    /// Finishes the request's record ([`RequestAudit::finish`]) under `policy` with the response's
+    /// `status`, and emits, counts or logs the outcome.
+    pub fn finish(&self, audit: RequestAudit, policy: &AuditPolicy, status: u16) {
+        let (organization, event) = match audit.finish(policy, &ResponseInfo::new(status)) {
+            Decision::Emit { organization, event } => (organization, event),
+            Decision::Skip(reason) => return self.counters.record(reason),
+        };
+        let action = event.action.clone();
+        match self.emitter.try_emit(organization, event) {
+            Ok(_) => {}
+            Err(EmitError::Invalid(errors)) => {
+                self.counters.record(SkipReason::Invalid);
+                if let Some(unlogged) = self.log_slot() {
+                    tracing::warn!(
+                        action = %action,
+                        errors = %errors,
+                        not_logged_since_last = unlogged,
+                        "audit: event not emitted, it breaks a WorkOS rule",
+                    );
+                }
+            }
+            Err(error) => {
+                self.counters.record_emit_failure();
+                if let Some(unlogged) = self.log_slot() {
+                    tracing::warn!(
+                        action = %action,
+                        error = %error,
+                        refused_so_far = self.counters.emit_failures(),
+                        not_logged_since_last = unlogged,
+                        "audit: the emitter refused an event",
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether a failure may be logged now (then the number of failures not logged since the
+    /// previous line); otherwise counts it for the next line.
+    fn log_slot(&self) -> Option<u64> {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.last_log.load(Ordering::Relaxed);
+        let interval = FAILURE_LOG_INTERVAL.as_millis() as u64;
+        if (last != 0 && now.saturating_sub(last) < interval)
+            || self
+                .last_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.unlogged.swap(0, Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn org() -> OrganizationId {
         OrganizationId::new("org_1").unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_hand_off_emits_counts_and_logs_failures_at_a_bounded_rate() {
+        use crate::emitter::MemorySink;
+
+        let sink = MemorySink::new();
+        let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
+        let hand_off = HandOff::new(emitter.clone(), Arc::default());
+        let policy = AuditPolicy::default();
+        hand_off.finish(annotated(), &policy, 201);
+        hand_off.finish(RequestAudit::new(RequestInfo::new("198.51.100.4")), &policy, 200);
+        hand_off.finish(annotated(), &policy, 500);
+        let invalid = annotated();
+        invalid.set_actor(Actor::new("", "user"));
+        hand_off.finish(invalid, &policy, 200);
+        emitter.flush(std::time::Duration::from_secs(5)).await.unwrap();
+        assert_eq!(sink.events().len(), 1, "only the valid, successful, annotated request");
+        let counters = hand_off.counters();
+        assert_eq!(counters.get(SkipReason::NotAnnotated), 1);
+        assert_eq!(counters.get(SkipReason::Outcome), 1);
+        assert_eq!(counters.get(SkipReason::Invalid), 1);
+        assert_eq!(counters.emit_failures(), 0);
+
+        // A shut-down emitter refuses: counted, and (within the interval of the invalid event's
+        // log line) not logged but counted for the next line.
+        emitter.shutdown(std::time::Duration::from_secs(5)).await;
+        hand_off.finish(annotated(), &policy, 201);
+        assert_eq!(counters.emit_failures(), 1);
+        assert_eq!(hand_off.unlogged.load(Ordering::Relaxed), 1);
+        assert_eq!(hand_off.log_slot(), None);
+        assert_eq!(hand_off.unlogged.load(Ordering::Relaxed), 2);
     }
 
     fn annotated() -> RequestAudit {

@@ -5,8 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use audit_core::emitter::EmitError;
-use audit_core::request::{Decision, RequestAudit, ResponseInfo, SkipReason};
+use audit_core::request::RequestAudit;
 use http::Response;
 use pin_project_lite::pin_project;
 
@@ -64,36 +63,5 @@ where
 
 fn decide(pending: Pending, status: u16) {
     let config = &pending.config;
-    match pending.audit.finish(&config.policy, &ResponseInfo::new(status)) {
-        Decision::Skip(reason) => config.counters.record(reason),
-        Decision::Emit { organization, event } => {
-            let action = event.action.clone();
-            match config.emitter.try_emit(organization, event) {
-                Ok(_) => {}
-                Err(EmitError::Invalid(errors)) => {
-                    config.counters.record(SkipReason::Invalid);
-                    if let Some(unlogged) = config.warnings.failure_log_slot() {
-                        tracing::warn!(
-                            action = %action,
-                            errors = %errors,
-                            not_logged_since_last = unlogged,
-                            "audit: event not emitted, it breaks a WorkOS rule",
-                        );
-                    }
-                }
-                Err(error) => {
-                    config.counters.record_emit_failure();
-                    if let Some(unlogged) = config.warnings.failure_log_slot() {
-                        tracing::warn!(
-                            action = %action,
-                            error = %error,
-                            not_logged_since_last = unlogged,
-                            "audit: the emitter refused an event",
-                        );
-                    }
-                }
-            }
-        }
-        _ => {}
-    }
+    config.hand_off.finish(pending.audit, &config.policy, status);
 }

@@ -2,12 +2,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
 
 use audit_core::client_ip::{ClientIpConfig, ForwardedHeader, InvalidTrustedProxy};
 use audit_core::emitter::Emitter;
-use audit_core::request::{AuditPolicy, MissingActor, Outcomes, SkipCounters};
+use audit_core::request::{AuditPolicy, HandOff, MissingActor, Outcomes, SkipCounters};
 use audit_core::{Actor, OrganizationId};
 use tower_layer::Layer;
 
@@ -20,67 +19,16 @@ pub type ActorResolver = Arc<dyn Fn(&http::request::Parts) -> Option<Actor> + Se
 /// Finds the organization of a request from its head, for [`AuditLayer::organization_resolver`].
 pub type OrganizationResolver = Arc<dyn Fn(&http::request::Parts) -> Option<OrganizationId> + Send + Sync>;
 
-/// The shortest interval between two log lines about refused emits or invalid events.
-const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
 /// Everything a request needs; built once, shared through an `Arc`.
 #[derive(Clone)]
 pub(crate) struct Config {
-    pub(crate) emitter: Emitter,
     pub(crate) policy: AuditPolicy,
     pub(crate) actor_resolver: Option<ActorResolver>,
     pub(crate) organization_resolver: Option<OrganizationResolver>,
-    pub(crate) counters: Arc<SkipCounters>,
-    pub(crate) warnings: Arc<Warnings>,
-}
-
-/// One-time and rate-limited warnings, shared by a layer's services.
-pub(crate) struct Warnings {
-    unknown_peer: AtomicBool,
-    started: Instant,
-    /// Milliseconds after `started` of the last failure log line, plus one (0: never).
-    last_failure_log: AtomicU64,
-    /// Failures not logged since the last line.
-    unlogged_failures: AtomicU64,
-}
-
-impl Default for Warnings {
-    fn default() -> Self {
-        Self {
-            unknown_peer: AtomicBool::new(false),
-            started: Instant::now(),
-            last_failure_log: AtomicU64::new(0),
-            unlogged_failures: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Warnings {
-    /// Whether this is the first request without a known socket peer.
-    pub(crate) fn first_unknown_peer(&self) -> bool {
-        !self.unknown_peer.swap(true, Ordering::Relaxed)
-    }
-
-    /// Whether a failure may be logged now; otherwise counts it for the next line. Returns the
-    /// number of failures not logged since the previous line.
-    pub(crate) fn failure_log_slot(&self) -> Option<u64> {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
-        let last = self.last_failure_log.load(Ordering::Relaxed);
-        let interval = FAILURE_LOG_INTERVAL.as_millis() as u64;
-        if last != 0 && now.saturating_sub(last) < interval {
-            self.unlogged_failures.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        if self
-            .last_failure_log
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            self.unlogged_failures.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.unlogged_failures.swap(0, Ordering::Relaxed))
-    }
+    /// Emits, counts and logs what a finished request decided.
+    pub(crate) hand_off: Arc<HandOff>,
+    /// Set once the first request without a known socket peer was logged.
+    pub(crate) warned_unknown_peer: Arc<AtomicBool>,
 }
 
 /// The audit middleware's [`Layer`]: configuration only, cheap to clone.
@@ -141,12 +89,11 @@ impl AuditLayer {
     pub fn with_policy(emitter: Emitter, policy: AuditPolicy) -> Self {
         Self {
             config: Arc::new(Config {
-                emitter,
                 policy,
                 actor_resolver: None,
                 organization_resolver: None,
-                counters: Arc::default(),
-                warnings: Arc::default(),
+                hand_off: Arc::new(HandOff::new(emitter, Arc::default())),
+                warned_unknown_peer: Arc::default(),
             }),
         }
     }
@@ -260,12 +207,12 @@ impl AuditLayer {
     /// Counters of requests that emitted nothing, by [`SkipReason`](crate::SkipReason), and of
     /// events the emitter refused. Shared by every clone of this layer and its services.
     pub fn skip_counters(&self) -> Arc<SkipCounters> {
-        Arc::clone(&self.config.counters)
+        Arc::clone(self.config.hand_off.counters())
     }
 
     /// The emitter events are handed to.
     pub fn emitter(&self) -> &Emitter {
-        &self.config.emitter
+        self.config.hand_off.emitter()
     }
 }
 

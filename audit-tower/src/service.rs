@@ -145,7 +145,9 @@ pub(crate) fn capture(config: &Config, parts: &mut http::request::Parts) -> Requ
         parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
     );
     if let ClientIp::Unknown = client
-        && config.warnings.first_unknown_peer()
+        && !config
+            .warned_unknown_peer
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     {
         tracing::warn!(
             location = audit_core::client_ip::UNKNOWN_LOCATION,
