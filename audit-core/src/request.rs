@@ -763,7 +763,11 @@ mod tests {
         invalid.set_actor(Actor::new("", "user"));
         hand_off.finish(invalid, &policy, 200);
         emitter.flush(std::time::Duration::from_secs(5)).await.unwrap();
-        assert_eq!(sink.events().len(), 1, "only the valid, successful, annotated request");
+        assert_eq!(
+            sink.events().len(),
+            1,
+            "only the valid, successful, annotated request"
+        );
         let counters = hand_off.counters();
         assert_eq!(counters.get(SkipReason::NotAnnotated), 1);
         assert_eq!(counters.get(SkipReason::Outcome), 1);
