@@ -303,6 +303,35 @@ impl TestKit {
         lock(&self.shared.requests).1.iter().cloned().collect()
     }
 
+    /// Waits until a recorded request that `matches` has been answered, and returns it; `None`
+    /// when none is within `timeout`. For tests that must know a client saw an answer (say, a
+    /// scripted 500) before they go on. Only recorded requests count (see
+    /// [`TestKitBuilder::max_recorded_requests`]).
+    pub async fn wait_for_request(
+        &self,
+        timeout: Duration,
+        matches: impl Fn(&RecordedRequest) -> bool,
+    ) -> Option<RecordedRequest> {
+        let find = || {
+            lock(&self.shared.requests)
+                .1
+                .iter()
+                .find(|r| r.status != 0 && matches(r))
+                .cloned()
+        };
+        let wait = async {
+            loop {
+                let mut answered = std::pin::pin!(self.shared.answered.notified());
+                answered.as_mut().enable();
+                if let Some(found) = find() {
+                    return found;
+                }
+                answered.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+
     /// Adds a scripted fault; rules are tried in the order added.
     pub fn fault(&self, rule: FaultRule) {
         lock(&self.shared.faults).push(ActiveFault::new(rule));

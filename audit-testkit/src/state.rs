@@ -126,6 +126,8 @@ pub(crate) struct Shared {
     pub(crate) started_at: OffsetDateTime,
     pub(crate) data: Mutex<Data>,
     pub(crate) requests: Mutex<(u64, VecDeque<RecordedRequest>)>,
+    /// Signalled whenever a recorded request gets its answer.
+    pub(crate) answered: tokio::sync::Notify,
     pub(crate) faults: Mutex<Vec<ActiveFault>>,
     pub(crate) rate: Mutex<HashMap<String, (Instant, u64)>>,
     pub(crate) db: Option<Mutex<Db>>,
@@ -166,6 +168,7 @@ impl Shared {
             started_at: now(),
             data: Mutex::new(data),
             requests: Mutex::new((0, VecDeque::new())),
+            answered: tokio::sync::Notify::new(),
             faults: Mutex::new(Vec::new()),
             rate: Mutex::new(HashMap::new()),
             db,
@@ -260,6 +263,8 @@ impl Shared {
         if let Some(r) = g.1.iter_mut().rev().find(|r| r.seq == seq) {
             r.status = status;
         }
+        drop(g);
+        self.answered.notify_waiters();
     }
 
     /// Fixed-window rate limit per API key: `Err(retry_after_secs)` when exceeded.

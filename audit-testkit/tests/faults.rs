@@ -33,6 +33,39 @@ async fn status_fault_before_storage_stores_nothing() {
     assert_eq!(statuses, vec![503, 503, 200]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_can_wait_for_an_answered_request() {
+    let kit = TestKit::builder().start().await.unwrap();
+    kit.fault(FaultRule::new("/audit_logs/events").times(1).respond(500));
+    // Nothing answered yet: the wait ends empty at its timeout.
+    let none = kit
+        .wait_for_request(Duration::from_millis(50), |r| r.status == 500)
+        .await;
+    assert!(none.is_none());
+    let c = client();
+    let b = body(kit.organization_id(), event("a.b"));
+    let url = kit.url();
+    let sender = tokio::spawn(async move {
+        for key in ["k1", "k2"] {
+            post_key(&c, &url, "/audit_logs/events", &b, key).await;
+        }
+    });
+    let failed = kit
+        .wait_for_request(Duration::from_secs(10), |r| r.status == 500)
+        .await
+        .expect("the scripted 500 was answered");
+    assert_eq!(
+        (failed.method.as_str(), failed.path.as_str()),
+        ("POST", "/audit_logs/events")
+    );
+    let ok = kit
+        .wait_for_request(Duration::from_secs(10), |r| r.status == 200)
+        .await
+        .expect("the next request was stored");
+    assert!(ok.seq > failed.seq);
+    sender.await.unwrap();
+}
+
 #[tokio::test]
 async fn fault_after_storage_makes_idempotency_matter() {
     let kit = TestKit::builder().start().await.unwrap();

@@ -96,15 +96,11 @@ async fn failing_workos_does_not_change_responses() {
         "slowest response {slowest:?} with WorkOS failing"
     );
     // The events wait for retries (the senders start a moment after the first event: wait for
-    // a failed attempt); once WorkOS recovers they are delivered.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.emitter.stats().retried == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no attempt failed while WorkOS answered 500"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // an attempt that got the 500); once WorkOS recovers they are delivered.
+    s.kit
+        .wait_for_request(Duration::from_secs(10), |r| r.status == 500)
+        .await
+        .expect("no attempt failed while WorkOS answered 500");
     s.kit.clear_faults();
     s.emitter.flush(Duration::from_secs(20)).await.unwrap();
     assert_eq!(s.kit.events(s.kit.organization_id()).len(), 20);
