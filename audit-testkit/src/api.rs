@@ -358,9 +358,12 @@ fn export_json(s: &Shared, rec: &ExportRec) -> Value {
     if rec.is_ready() {
         let t = token();
         let expires = now() + s.config.export_url_ttl;
-        lock(&s.data)
-            .export_tokens
-            .insert(t.clone(), (rec.id.clone(), expires));
+        crate::state::insert_token(
+            &mut lock(&s.data).export_tokens,
+            t.clone(),
+            (rec.id.clone(), expires),
+            |v| v.1,
+        );
         json!({
             "object": "audit_log_export", "id": rec.id, "state": "ready",
             "url": format!("{}/_testkit/exports/{}.csv?token={t}", s.base_url, rec.id),
@@ -668,9 +671,13 @@ async fn generate_link(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
         return org_not_found(org);
     }
     let t = token();
-    lock(&s.data)
-        .portal_tokens
-        .insert(t.clone(), (org.to_owned(), intent.to_owned()));
+    let expires = now() + crate::state::PORTAL_LINK_TTL;
+    crate::state::insert_token(
+        &mut lock(&s.data).portal_tokens,
+        t.clone(),
+        (org.to_owned(), intent.to_owned(), expires),
+        |v| v.2,
+    );
     json_response(
         StatusCode::CREATED,
         &json!({"link": format!("{}/portal?token={t}&intent={intent}", s.base_url)}),
@@ -698,9 +705,10 @@ async fn tk_events(State(s): S, RawQuery(q): RawQuery) -> Res {
     json_response(StatusCode::OK, &json!({"data": list}))
 }
 
+/// The recorded requests with `Authorization` values and `sk_` keys redacted.
 async fn tk_requests(State(s): S) -> Res {
-    let g = lock(&s.requests);
-    json_response(StatusCode::OK, &json!({"data": g.1}))
+    let list: Vec<crate::RecordedRequest> = lock(&s.requests).items.iter().map(|r| r.redacted()).collect();
+    json_response(StatusCode::OK, &json!({"data": list}))
 }
 
 async fn tk_add_fault(State(s): S, body: Bytes) -> Res {

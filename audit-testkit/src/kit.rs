@@ -50,6 +50,7 @@ impl Default for TestKitBuilder {
                 log_stream: None,
                 max_body_bytes: 1024 * 1024,
                 max_recorded_requests: 10_000,
+                max_recorded_bytes: 64 * 1024 * 1024,
                 data_path: None,
             },
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -130,6 +131,14 @@ impl TestKitBuilder {
     /// dropped first; 0 keeps none).
     pub fn max_recorded_requests(mut self, n: usize) -> Self {
         self.config.max_recorded_requests = n;
+        self
+    }
+
+    /// How many bytes of received requests (bodies, headers, paths) to keep for
+    /// [`TestKit::requests`] (default 64 MiB; oldest dropped first). A request whose body alone
+    /// exceeds it is kept with its body cut to fit.
+    pub fn max_recorded_bytes(mut self, n: usize) -> Self {
+        self.config.max_recorded_bytes = n;
         self
     }
 
@@ -299,8 +308,14 @@ impl TestKit {
     }
 
     /// Requests received on the WorkOS endpoints (not `/_testkit/`), oldest first.
+    ///
+    /// # Security
+    ///
+    /// These are the requests as received, `Authorization` header included, for tests in the
+    /// same process. `GET /_testkit/requests` serves them with `Authorization` values and every
+    /// `sk_...` word (in headers, query and body) replaced by `[redacted]`.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.requests).1.iter().cloned().collect()
+        lock(&self.shared.requests).items.iter().cloned().collect()
     }
 
     /// Waits until a recorded request that `matches` has been answered, and returns it; `None`
@@ -314,7 +329,7 @@ impl TestKit {
     ) -> Option<RecordedRequest> {
         let find = || {
             lock(&self.shared.requests)
-                .1
+                .items
                 .iter()
                 .find(|r| r.status != 0 && matches(r))
                 .cloned()

@@ -7,6 +7,7 @@ mod db;
 pub mod fault;
 mod kit;
 mod model;
+mod redact;
 mod server;
 mod state;
 mod util;

@@ -142,12 +142,13 @@ async fn portal(State(s): S, RawQuery(q): RawQuery) -> Res {
     let q = query(q);
     let found = q
         .get("token")
-        .and_then(|t| lock(&s.data).portal_tokens.get(t).cloned());
+        .and_then(|t| lock(&s.data).portal_tokens.get(t).cloned())
+        .filter(|(_, _, expires)| crate::util::now() <= *expires);
     match found {
-        Some((org, intent)) if intent == "log_streams" => {
+        Some((org, intent, _)) if intent == "log_streams" => {
             see_other(&href("/viewer/log-streams", &[("org", &org)]))
         }
-        Some((org, _)) => see_other(&href("/viewer/events", &[("org", &org)])),
+        Some((org, _, _)) => see_other(&href("/viewer/events", &[("org", &org)])),
         None => problem(
             StatusCode::NOT_FOUND,
             "Unknown or expired Admin Portal link",
@@ -241,7 +242,8 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
         });
         let total = matched.len();
         let mut rows = String::new();
-        for (i, e) in matched.iter().skip((page_no - 1) * PAGE_SIZE).take(PAGE_SIZE) {
+        let skip = (page_no - 1).saturating_mul(PAGE_SIZE);
+        for (i, e) in matched.iter().skip(skip).take(PAGE_SIZE) {
             let ev = &e.event;
             let get = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
             let ctx = ev.get("context");
@@ -270,7 +272,10 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
             esc(&href("/viewer/events", &pairs))
         )
     };
-    let prev = if page_no > 1 {
+    // Past the last page: an empty page whose "prev" leads back to the last one.
+    let prev = if page_no > pages {
+        page_link(pages, "prev")
+    } else if page_no > 1 {
         page_link(page_no - 1, "prev")
     } else {
         "<span class=\"muted\">prev</span>".to_owned()
@@ -280,12 +285,8 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
     } else {
         "<span class=\"muted\">next</span>".to_owned()
     };
-    let first = if total == 0 {
-        0
-    } else {
-        (page_no - 1) * PAGE_SIZE + 1
-    };
-    let last = (page_no * PAGE_SIZE).min(total);
+    let first = (page_no - 1).saturating_mul(PAGE_SIZE).saturating_add(1);
+    let last = page_no.saturating_mul(PAGE_SIZE).min(total);
     let export_hidden: String = f
         .pairs()
         .iter()
@@ -327,6 +328,8 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
         to = text_input("to", "To (UTC)", &f.to, "2026-02-03T00:00:00Z"),
         shown = if total == 0 {
             "No events match.".to_owned()
+        } else if page_no > pages {
+            format!("No events on this page ({total} match)")
         } else {
             format!("Events {first}–{last} of {total}")
         },
