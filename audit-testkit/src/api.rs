@@ -2,10 +2,11 @@
 // Handlers return complete responses as their error values; boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 
+use crate::export_query::{ExportQuery, NoExport};
 use crate::fault::FaultRule;
 use crate::state::{ExportRec, Idem, Shared, lock};
 use crate::util::{
-    format_ts, json_bytes_response, json_response, message, now, org_not_found, parse_ts, token, ulid,
+    format_ts, json_bytes_response, json_response, message, now, org_not_found, parse_ts, token,
     validation_failed,
 };
 use crate::validate::{CompiledSchema, Problem};
@@ -159,6 +160,9 @@ fn replay(status: u16, body: Vec<u8>) -> Res {
 
 const SUCCESS: &[u8] = b"{\"success\":true}";
 
+/// The message of WorkOS's 400 for an export without matching events.
+pub(crate) const NO_EVENTS: &str = "No audit log events found";
+
 // ---- 1. create event ----------------------------------------------------------------------
 
 async fn create_event(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
@@ -250,7 +254,7 @@ fn str_list(body: &Value, field: &str) -> Option<Vec<String>> {
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
 }
 
-pub(crate) async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
+async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
     let body = match parse_json(&headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -283,75 +287,23 @@ pub(crate) async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) 
             &json!({"message": "Invalid date range", "code": "invalid_audit_log_export_range_date"}),
         );
     }
-    let actions = str_list(&body, "actions");
     let mut actor_names = str_list(&body, "actor_names");
     if let Some(old) = str_list(&body, "actors") {
         actor_names.get_or_insert_with(Vec::new).extend(old);
     }
-    let actor_ids = str_list(&body, "actor_ids");
-    let target_types = str_list(&body, "targets");
-    let csv = {
-        let data = lock(&s.data);
-        let mut matched: Vec<(time::OffsetDateTime, &Value)> = data
-            .events
-            .iter()
-            .filter(|e| e.organization_id == org)
-            .filter_map(|e| {
-                let ev = &e.event;
-                let at = ev.get("occurred_at").and_then(Value::as_str).and_then(parse_ts)?;
-                if at < start || at > end {
-                    return None;
-                }
-                let s_of = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
-                if let Some(a) = &actions
-                    && !a.contains(&s_of(ev.get("action")))
-                {
-                    return None;
-                }
-                let actor = ev.get("actor");
-                if let Some(n) = &actor_names
-                    && !n.contains(&s_of(actor.and_then(|a| a.get("name"))))
-                {
-                    return None;
-                }
-                if let Some(ids) = &actor_ids
-                    && !ids.contains(&s_of(actor.and_then(|a| a.get("id"))))
-                {
-                    return None;
-                }
-                if let Some(tt) = &target_types {
-                    let any = ev
-                        .get("targets")
-                        .and_then(Value::as_array)
-                        .is_some_and(|ts| ts.iter().any(|t| tt.contains(&s_of(t.get("type")))));
-                    if !any {
-                        return None;
-                    }
-                }
-                Some((at, ev))
-            })
-            .collect();
-        if matched.is_empty() {
-            return message(StatusCode::BAD_REQUEST, "No audit log events found");
-        }
-        matched.sort_by_key(|(at, _)| *at);
-        crate::csv_export::render(matched.iter().map(|(_, e)| *e))
+    let query = ExportQuery {
+        start: Some(start),
+        end: Some(end),
+        actions: str_list(&body, "actions"),
+        actor_names,
+        actor_ids: str_list(&body, "actor_ids"),
+        targets: str_list(&body, "targets"),
     };
-    let created = now();
-    let ready = created + s.config.export_delay;
-    let rec = ExportRec {
-        id: format!("audit_log_export_{}", ulid()),
-        organization_id: org.to_owned(),
-        created_at: format_ts(created),
-        ready_at: format_ts(ready),
-        csv,
+    let rec = match s.create_export(org, &query) {
+        Ok(rec) => rec,
+        Err(NoExport::NoEvents) => return message(StatusCode::BAD_REQUEST, NO_EVENTS),
     };
-    if let Ok(text) = serde_json::to_string(&rec) {
-        s.with_db(|db| db.upsert_export(&rec.id, &text));
-    }
-    let out = export_json(&s, &rec);
-    lock(&s.data).exports.insert(rec.id.clone(), rec);
-    json_response(StatusCode::CREATED, &out)
+    json_response(StatusCode::CREATED, &export_json(&s, &rec))
 }
 
 fn export_json(s: &Shared, rec: &ExportRec) -> Value {
@@ -377,7 +329,7 @@ fn export_json(s: &Shared, rec: &ExportRec) -> Value {
     }
 }
 
-pub(crate) async fn get_export(State(s): S, Path(id): Path<String>) -> Res {
+async fn get_export(State(s): S, Path(id): Path<String>) -> Res {
     let rec = lock(&s.data).exports.get(&id).cloned();
     match rec {
         Some(rec) => json_response(StatusCode::OK, &export_json(&s, &rec)),
@@ -741,7 +693,7 @@ async fn tk_reset(State(s): S) -> Res {
     json_response(StatusCode::OK, &json!({"reset": true}))
 }
 
-pub(crate) async fn tk_export_csv(State(s): S, Path(file): Path<String>, RawQuery(q): RawQuery) -> Res {
+async fn tk_export_csv(State(s): S, Path(file): Path<String>, RawQuery(q): RawQuery) -> Res {
     let id = file.strip_suffix(".csv").unwrap_or(&file);
     let q: HashMap<String, String> =
         serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();

@@ -4,6 +4,7 @@ mod api;
 pub mod bench;
 mod csv_export;
 mod db;
+mod export_query;
 pub mod fault;
 mod kit;
 mod model;

@@ -7,7 +7,7 @@
 //! | `GET /portal?token=T&intent=...` | the page an Admin Portal link (`POST /portal/generate_link`) leads to: a redirect to the organization's events (`audit_logs`) or its log stream (`log_streams`); an unknown token is a 404 page |
 //! | `GET /viewer/events?org=ORG&...` | the events, newest first, 50 a page (`page=N`), filtered by `action`, `actor_id`, `actor_name`, `target` (target type), `from`, `to` |
 //! | `GET /viewer/events/{n}` | one event as stored (pretty JSON) and the idempotency key it came with |
-//! | `GET /viewer/export?org=ORG&...` | creates an export with the list's filters through the export endpoints, waits until it is ready and answers the CSV as a download |
+//! | `GET /viewer/export?org=ORG&...` | creates an export record with the list's filters (the same code as `POST /audit_logs/exports`) and answers its CSV as a download |
 //! | `GET /viewer/log-streams?org=ORG` | the simulated log stream's type and state |
 //!
 //! # Security
@@ -23,12 +23,14 @@
 mod filter;
 mod html;
 
+use crate::api::NO_EVENTS;
+use crate::export_query::NoExport;
 use crate::state::{Shared, lock};
 use crate::util::{format_ts, parse_ts};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::routing::get;
 use filter::Filters;
 use html::{esc, href, page, problem, secure};
@@ -36,7 +38,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
 
 type S = State<Arc<Shared>>;
 type Res = Response<Body>;
@@ -224,10 +225,10 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
             .collect();
         let total_org = in_org.len();
         let mut matched: Vec<(usize, &crate::StoredEvent)> = match range {
-            Some(r) => in_org
-                .into_iter()
-                .filter(|(_, e)| f.matches(&e.event, r))
-                .collect(),
+            Some(r) => {
+                let q = f.query(r);
+                in_org.into_iter().filter(|(_, e)| q.matches(&e.event)).collect()
+            }
             None => Vec::new(),
         };
         // Newest first by `occurred_at` (the time WorkOS orders by), then by arrival.
@@ -381,14 +382,6 @@ async fn event_detail(State(s): S, Path(n): Path<String>) -> Res {
 
 // ---- export -------------------------------------------------------------------------------
 
-async fn json_of(res: Res) -> (StatusCode, Value) {
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap_or_default();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 async fn export(State(s): S, RawQuery(q): RawQuery) -> Res {
     let f = Filters::from_query(&query(q));
     if f.org.is_empty() {
@@ -405,65 +398,24 @@ async fn export(State(s): S, RawQuery(q): RawQuery) -> Res {
         Ok(r) => r,
         Err(e) => return problem(StatusCode::BAD_REQUEST, "Invalid filter", &e),
     };
-    let body = f.export_body(range);
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let created = crate::api::create_export(
-        State(s.clone()),
-        headers,
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-    )
-    .await;
-    let (status, created) = json_of(created).await;
-    let message = created
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    if status == StatusCode::BAD_REQUEST && message == "No audit log events found" {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "Nothing to export",
-            "No audit log events found: no event matches these filters.",
-        );
-    }
-    let Some(id) = created.get("id").and_then(Value::as_str).map(str::to_owned) else {
-        return problem(
-            StatusCode::BAD_GATEWAY,
-            "Export failed",
-            &format!("POST /audit_logs/exports answered {status}: {message}"),
-        );
-    };
-    // Poll like a client would, until the export is ready.
-    let deadline = tokio::time::Instant::now() + s.config.export_delay + Duration::from_secs(30);
-    let url = loop {
-        let (_, ex) = json_of(crate::api::get_export(State(s.clone()), Path(id.clone())).await).await;
-        if ex.get("state").and_then(Value::as_str) == Some("ready")
-            && let Some(url) = ex.get("url").and_then(Value::as_str)
-        {
-            break url.to_owned();
-        }
-        if tokio::time::Instant::now() >= deadline {
+    let rec = match s.create_export(&f.org, &f.query(range)) {
+        Ok(rec) => rec,
+        Err(NoExport::NoEvents) => {
             return problem(
-                StatusCode::GATEWAY_TIMEOUT,
-                "Export not ready",
-                &format!("Export {id} did not become ready in time."),
+                StatusCode::NOT_FOUND,
+                "Nothing to export",
+                &format!("{NO_EVENTS}: no event matches these filters."),
             );
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    let token = url.split_once("token=").map(|(_, t)| t.to_owned());
-    let mut res = crate::api::tk_export_csv(
-        State(s.clone()),
-        Path(format!("{id}.csv")),
-        RawQuery(token.map(|t| format!("token={t}"))),
-    )
-    .await;
-    if res.status() == StatusCode::OK {
-        let disposition = format!("attachment; filename=\"{}.csv\"", id.replace('"', ""));
-        if let Ok(v) = HeaderValue::from_str(&disposition) {
-            res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-        }
+    let mut res = Response::new(Body::from(rec.csv));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    let disposition = format!("attachment; filename=\"{}.csv\"", rec.id.replace('"', ""));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     secure(&mut res);
     res
