@@ -53,6 +53,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(tk_add_fault).get(tk_list_faults).delete(tk_clear_faults),
         )
         .route("/_testkit/reset", post(tk_reset))
+        .route("/_testkit/streams", get(tk_streams))
+        .route(
+            "/_testkit/streams/{org}",
+            get(tk_stream).put(tk_put_stream).delete(tk_delete_stream),
+        )
         .route("/_testkit/exports/{file}", get(tk_export_csv));
     // The browser pages, `/portal` (where Admin Portal links lead) included: see `viewer`.
     api.merge(testkit)
@@ -577,7 +582,9 @@ async fn get_configuration(State(s): S, Path(org): Path<String>) -> Res {
         "retention_period_in_days": retention_of(&s, &org),
         "state": "active",
     });
-    if let Some((ty, state)) = &s.config.log_stream {
+    if let Some(stream) = s.streams.status(&org) {
+        out["log_stream"] = stream.configuration_json();
+    } else if let Some((ty, state)) = &s.config.log_stream {
         let suffix: String = org.trim_start_matches("org_").chars().take(26).collect();
         out["log_stream"] = json!({
             "id": format!("als_{suffix}"),
@@ -686,6 +693,73 @@ async fn tk_list_faults(State(s): S) -> Res {
 async fn tk_clear_faults(State(s): S) -> Res {
     lock(&s.faults).clear();
     json_response(StatusCode::OK, &json!({"cleared": true}))
+}
+
+async fn tk_streams(State(s): S) -> Res {
+    let list: Vec<Value> = s.streams.all().iter().map(|st| st.to_json()).collect();
+    json_response(StatusCode::OK, &json!({"data": list}))
+}
+
+fn no_stream(org: &str) -> Res {
+    message(
+        StatusCode::NOT_FOUND,
+        format!("Organization '{org}' has no log stream."),
+    )
+}
+
+async fn tk_stream(State(s): S, Path(org): Path<String>) -> Res {
+    match s.streams.status(&org) {
+        Some(st) => json_response(StatusCode::OK, &st.to_json()),
+        None => no_stream(&org),
+    }
+}
+
+fn invalid_stream(msg: impl std::fmt::Display) -> Res {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"message": format!("Invalid log stream: {msg}."), "code": "invalid_stream"}),
+    )
+}
+
+/// Configures a stream: a [`crate::Destination`] as JSON, plus an optional `"state"`
+/// (`active`, the default, or `inactive`). With only `"state"`, pauses or resumes the stream.
+async fn tk_put_stream(State(s): S, Path(org): Path<String>, body: Bytes) -> Res {
+    if !s.org_known(&org) {
+        return org_not_found(&org);
+    }
+    let mut body: Value = match serde_json::from_slice(&body) {
+        Ok(Value::Object(m)) => Value::Object(m),
+        Ok(_) => return invalid_stream("the body must be a JSON object"),
+        Err(e) => return invalid_stream(e),
+    };
+    let active = match body.as_object_mut().and_then(|m| m.remove("state")) {
+        None => true,
+        Some(v) if v == "active" => true,
+        Some(v) if v == "inactive" => false,
+        Some(_) => return invalid_stream("state: must be active or inactive"),
+    };
+    if body.as_object().is_some_and(|m| m.is_empty()) {
+        return match s.streams.set_active(&org, active) {
+            Some(st) => json_response(StatusCode::OK, &st.to_json()),
+            None => no_stream(&org),
+        };
+    }
+    let dest: crate::Destination = match serde_json::from_value(body) {
+        Ok(d) => d,
+        Err(e) => return invalid_stream(e),
+    };
+    match s.streams.set(&org, dest, active) {
+        Ok(st) => json_response(StatusCode::OK, &st.to_json()),
+        Err(e) => invalid_stream(e),
+    }
+}
+
+async fn tk_delete_stream(State(s): S, Path(org): Path<String>) -> Res {
+    if s.streams.remove(&org) {
+        json_response(StatusCode::OK, &json!({"removed": true}))
+    } else {
+        no_stream(&org)
+    }
 }
 
 async fn tk_reset(State(s): S) -> Res {

@@ -3,6 +3,7 @@
 use crate::fault::{ActiveFault, FaultRule};
 use crate::model::{RecordedRequest, StoredEvent};
 use crate::state::{Config, Shared, lock};
+use crate::streams::{Destination, StreamSettings, StreamStatus};
 use crate::validate::Validators;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ impl Default for TestKitBuilder {
                 max_recorded_requests: 10_000,
                 max_recorded_bytes: 64 * 1024 * 1024,
                 data_path: None,
+                streams: Vec::new(),
+                stream_settings: StreamSettings::default(),
             },
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -106,6 +109,28 @@ impl TestKitBuilder {
     /// configuration endpoint of every organization.
     pub fn log_stream(mut self, kind: impl Into<String>, state: impl Into<String>) -> Self {
         self.config.log_stream = Some((kind.into(), state.into()));
+        self
+    }
+
+    /// Streams every event stored for `organization_id` to `destination` (see
+    /// [`streams`](crate::streams)); the configuration endpoint then reports this stream for
+    /// the organization. Replaces a stream configured earlier for it.
+    pub fn stream(mut self, organization_id: impl Into<String>, destination: Destination) -> Self {
+        let org = organization_id.into();
+        self.config.streams.retain(|(o, _)| *o != org);
+        self.config.streams.push((org, destination));
+        self
+    }
+
+    /// How log streams retry: `attempts` per event (default 5, at least 1), waiting
+    /// `first_backoff` (default 500 ms) after the first failure and twice as long after each
+    /// further one (at most 30 s). An event that fails every attempt is given up and the stream
+    /// reports `error` until a delivery succeeds.
+    pub fn stream_retries(mut self, attempts: u32, first_backoff: Duration) -> Self {
+        self.config.stream_settings = StreamSettings {
+            attempts,
+            first_backoff,
+        };
         self
     }
 
@@ -179,6 +204,7 @@ impl TestKitBuilder {
             .build()
             .map_err(|e| Error::Start(e.to_string()))?;
         let handle = rt.handle().clone();
+        shared.streams.start(handle.clone());
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("audit-testkit".into())
@@ -342,6 +368,54 @@ impl TestKit {
                     return found;
                 }
                 answered.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+
+    /// Streams every event stored for the organization from now on to `destination`, replacing
+    /// its stream if it had one (events still waiting go to the new destination). An invalid
+    /// destination is refused with a message naming the field.
+    pub fn set_stream(&self, organization_id: &str, destination: Destination) -> Result<StreamStatus, Error> {
+        self.shared
+            .streams
+            .set(organization_id, destination, true)
+            .map_err(Error::Config)
+    }
+
+    /// Pauses (`false`: the stream is `inactive`, events stored meanwhile are not delivered) or
+    /// resumes an organization's stream; `None` when it has none.
+    pub fn set_stream_active(&self, organization_id: &str, active: bool) -> Option<StreamStatus> {
+        self.shared.streams.set_active(organization_id, active)
+    }
+
+    /// Removes an organization's stream; whether it had one.
+    pub fn remove_stream(&self, organization_id: &str) -> bool {
+        self.shared.streams.remove(organization_id)
+    }
+
+    /// An organization's stream: state, counters and recent deliveries.
+    pub fn stream_status(&self, organization_id: &str) -> Option<StreamStatus> {
+        self.shared.streams.status(organization_id)
+    }
+
+    /// Waits until the organization's stream status satisfies `matches` (say, three events
+    /// delivered, or the state `error`) and returns it; `None` when it does not within `timeout`.
+    pub async fn wait_for_stream(
+        &self,
+        organization_id: &str,
+        timeout: Duration,
+        matches: impl Fn(&StreamStatus) -> bool,
+    ) -> Option<StreamStatus> {
+        let streams = &self.shared.streams;
+        let wait = async {
+            loop {
+                let mut changed = std::pin::pin!(streams.changed.notified());
+                changed.as_mut().enable();
+                if let Some(s) = streams.status(organization_id).filter(|s| matches(s)) {
+                    return s;
+                }
+                changed.await;
             }
         };
         tokio::time::timeout(timeout, wait).await.ok()

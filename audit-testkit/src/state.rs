@@ -3,6 +3,7 @@
 use crate::db::Db;
 use crate::fault::ActiveFault;
 use crate::model::{RecordedRequest, StoredEvent};
+use crate::streams::{Destination, StreamSettings, Streams};
 use crate::util::{format_ts, now, parse_ts};
 use crate::validate::{CompiledSchema, Validators};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,9 @@ pub(crate) struct Config {
     pub(crate) max_recorded_requests: usize,
     pub(crate) max_recorded_bytes: usize,
     pub(crate) data_path: Option<PathBuf>,
+    /// Log streams configured at start: (organization, destination).
+    pub(crate) streams: Vec<(String, Destination)>,
+    pub(crate) stream_settings: StreamSettings,
 }
 
 pub(crate) struct IdemRecord {
@@ -182,6 +186,7 @@ pub(crate) struct Shared {
     pub(crate) faults: Mutex<Vec<ActiveFault>>,
     pub(crate) rate: Mutex<HashMap<String, (Instant, u64)>>,
     pub(crate) db: Option<Mutex<Db>>,
+    pub(crate) streams: Streams,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicking test thread must not wedge the server).
@@ -211,7 +216,14 @@ impl Shared {
                 Some(Mutex::new(db))
             }
         };
+        let streams = Streams::new(config.stream_settings)?;
+        for (org, dest) in &config.streams {
+            streams
+                .set(org, dest.clone(), true)
+                .map_err(|e| format!("log stream of {org}: {e}"))?;
+        }
         Ok(Shared {
+            streams,
             config,
             orgs,
             validators,
@@ -286,6 +298,7 @@ impl Shared {
                 },
             );
         }
+        self.streams.enqueue(&org, &event);
         data.events.push(StoredEvent {
             organization_id: org,
             event,
@@ -366,6 +379,7 @@ impl Shared {
         *lock(&self.requests) = RequestLog::default();
         lock(&self.faults).clear();
         lock(&self.rate).clear();
+        self.streams.reset();
         self.with_db(Db::clear);
     }
 
@@ -512,6 +526,8 @@ mod tests {
             max_recorded_requests: 0,
             max_recorded_bytes: 0,
             data_path: None,
+            streams: vec![],
+            stream_settings: StreamSettings::default(),
         };
         let shared = Shared::new(config, String::new(), Validators::load().unwrap()).unwrap();
         assert!(shared.rate_check("sk_first").is_ok());
