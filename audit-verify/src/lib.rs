@@ -14,6 +14,7 @@
 //! | `log_stream` | `GET /organizations/{id}/audit_log_configuration` | stream `active` | `inactive`, `error`, `invalid`; none with `require_stream` | SKIP: no stream |
 //! | `schema_validation` | an event violating the action's latest schema | 400 (or 422) | accepted: validation is off | SKIP: no schema, or nothing to violate |
 //! | `export` (opt-in) | an export of the last day, polled to `ready` | `ready` in time | `error`, `expired`, still `pending` | WARN: no events yet |
+//! | `stream_http`, `stream_splunk`, `stream_datadog`, `stream_s3` | a log-stream destination, when one is given ([`VerifyOptions::stream_probe`]; see [`streams`]) | the destination accepts a sample event (S3: the settings are well-formed) | the cause, with its fix | SKIP: named in `only` without a destination; WARN: plain `http://` to a non-local host, an S3 bucket name with dots |
 //!
 //! # Where settings come from
 //! `WORKOS_API_KEY`, `WORKOS_CLIENT_ID`, `WORKOS_ORGANIZATION_ID` and `WORKOS_BASE_URL` are read
