@@ -263,10 +263,19 @@ struct Certs {
 
 /// A leaf certificate for `names`; signed by a fresh CA (whose PEM is returned) or self-signed.
 fn certs(names: &[&str], self_signed: bool) -> Certs {
+    certs_valid(names, self_signed, None)
+}
+
+/// [`certs`], the leaf valid only until `not_after` when given.
+fn certs_valid(names: &[&str], self_signed: bool, not_after: Option<time::OffsetDateTime>) -> Certs {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
     let leaf_key = KeyPair::generate().expect("key");
-    let leaf_params = CertificateParams::new(names).expect("params");
+    let mut leaf_params = CertificateParams::new(names).expect("params");
+    if let Some(end) = not_after {
+        leaf_params.not_before = end - time::Duration::days(30);
+        leaf_params.not_after = end;
+    }
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca_key = KeyPair::generate().expect("ca key");
@@ -328,6 +337,18 @@ async fn tls_failures_name_their_cause() {
     )
     .await;
     assert_fail(&r, "is not valid for localhost", "names include localhost");
+
+    // Signed by a trusted CA for the right name, but expired yesterday.
+    let yesterday = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let c = certs_valid(&["localhost"], false, Some(yesterday));
+    let ca = c.ca_pem.clone();
+    let port = tls_server(c).await;
+    let r = probe_trusting(
+        StreamProbe::http(format!("https://localhost:{port}/in")),
+        Some(ca),
+    )
+    .await;
+    assert_fail(&r, "has expired", "renew the certificate");
 
     // The same CA and the right name: it passes (so the two failures above are the certificates').
     let c = certs(&["localhost"], false);
