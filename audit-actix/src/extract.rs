@@ -5,8 +5,9 @@ use std::fmt;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use audit_core::request::{AuditHandle, RequestAudit};
-use audit_core::{Action, Actor, OrganizationId};
+use audit_core::Action;
+use audit_core::adapter::{RequestAudit, handler_record};
+use audit_core::request::AuditHandle;
 use futures_util::future::{Ready, ready};
 
 /// Runs annotated handlers without [`AuditMiddleware`], recording nothing.
@@ -87,11 +88,8 @@ fn record(
     missing: MissingAuditMiddleware,
 ) -> Result<Option<RequestAudit>, MissingAuditMiddleware> {
     let extensions = req.extensions();
-    match extensions.get::<RequestAudit>() {
-        Some(audit) => {
-            audit.fill_if_unset(extensions.get::<Actor>(), extensions.get::<OrganizationId>());
-            Ok(Some(audit.clone()))
-        }
+    match handler_record(extensions.get(), extensions.get(), extensions.get()) {
+        Some(audit) => Ok(Some(audit)),
         None if extensions.get::<AuditDisabled>().is_some() || req.app_data::<AuditDisabled>().is_some() => {
             Ok(None)
         }

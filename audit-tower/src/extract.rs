@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-use audit_core::request::{AuditHandle, RequestAudit};
-use audit_core::{Action, Actor, OrganizationId};
+use audit_core::Action;
+use audit_core::adapter::{RequestAudit, handler_record};
+use audit_core::request::AuditHandle;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -69,16 +70,10 @@ impl IntoResponse for MissingAuditLayer {
 
 /// The request's audit record, or `None` when audit is switched off with [`AuditDisabled`].
 fn record(parts: &Parts, missing: MissingAuditLayer) -> Result<Option<RequestAudit>, MissingAuditLayer> {
-    match parts.extensions.get::<RequestAudit>() {
-        Some(audit) => {
-            // An auth layer inside the audit layer ran after the record was created.
-            audit.fill_if_unset(
-                parts.extensions.get::<Actor>(),
-                parts.extensions.get::<OrganizationId>(),
-            );
-            Ok(Some(audit.clone()))
-        }
-        None if parts.extensions.get::<AuditDisabled>().is_some() => Ok(None),
+    let extensions = &parts.extensions;
+    match handler_record(extensions.get(), extensions.get(), extensions.get()) {
+        Some(audit) => Ok(Some(audit)),
+        None if extensions.get::<AuditDisabled>().is_some() => Ok(None),
         None => Err(missing),
     }
 }
