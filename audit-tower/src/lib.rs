@@ -39,7 +39,7 @@ pub use extract::{AuditCtx, AuditDisabled, MissingAuditLayer};
 ///
 /// ```
 /// use audit_tower::{action, AuditCtx};
-/// use audit_core::Target;
+/// use audit_tower::Target;
 ///
 /// #[action("team.deleted", targets(team = "id"))]
 /// async fn delete_team(audit: AuditCtx) -> &'static str {

@@ -505,3 +505,67 @@ macro_rules! adapter_builder {
         }
     };
 }
+
+/// Defines an adapter's handler-side types from one definition: the `AuditCtx` extractor type (a
+/// handle on the request's record that dereferences to
+/// [`AuditHandle`](crate::request::AuditHandle)) and the rejection when the middleware is missing
+/// (an enum with `Action` and `AuditCtx`, its body text, its `500` status, `Display` and `Error`).
+/// The adapter adds its framework's extractor and response impls.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! adapter_extractor_types {
+    (
+        $(#[$ctx_meta:meta])*
+        ctx: $ctx:ident;
+        $(#[$missing_meta:meta])*
+        missing: $missing:ident (status: $status:ty) {
+            action: $action_text:expr,
+            ctx: $ctx_text:expr $(,)?
+        }
+    ) => {
+        $(#[$ctx_meta])*
+        #[derive(Debug, Clone)]
+        pub struct $ctx($crate::request::AuditHandle);
+
+        impl ::std::ops::Deref for $ctx {
+            type Target = $crate::request::AuditHandle;
+
+            fn deref(&self) -> &$crate::request::AuditHandle {
+                &self.0
+            }
+        }
+
+        $(#[$missing_meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum $missing {
+            /// An `#[action]` handler.
+            Action,
+            /// The `AuditCtx` extractor.
+            AuditCtx,
+        }
+
+        impl $missing {
+            /// The response body.
+            pub fn body_text(&self) -> &'static str {
+                match self {
+                    Self::Action => $action_text,
+                    Self::AuditCtx => $ctx_text,
+                }
+            }
+
+            /// The status, `500 Internal Server Error`: the server is misconfigured.
+            pub fn status(&self) -> $status {
+                <$status>::INTERNAL_SERVER_ERROR
+            }
+        }
+
+        impl ::std::fmt::Display for $missing {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.body_text())
+            }
+        }
+
+        impl ::std::error::Error for $missing {}
+    };
+}
