@@ -166,7 +166,7 @@ fn replay(status: u16, body: Vec<u8>) -> Res {
 const SUCCESS: &[u8] = b"{\"success\":true}";
 
 /// The message of WorkOS's 400 for an export without matching events.
-pub(crate) const NO_EVENTS: &str = "No audit log events found";
+pub(crate) const NO_EVENTS: &str = audit_core::error::NO_EVENTS_MESSAGE;
 
 // ---- 1. create event ----------------------------------------------------------------------
 

@@ -113,7 +113,7 @@ mod queue;
 mod sink;
 #[cfg(feature = "spool")]
 mod spool;
-mod stats;
+pub(crate) mod stats;
 mod worker;
 
 pub use builder::{EmitterBuilder, RateLimit, StartError};
