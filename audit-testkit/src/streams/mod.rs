@@ -328,11 +328,29 @@ impl Destination {
         }
     }
 
+    /// The names of an HTTP destination's extra headers (empty for the others).
+    pub fn header_names(&self) -> Vec<&str> {
+        match self {
+            Destination::Http { headers, .. } => headers.iter().map(|(n, _)| n.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The secrets the destination holds (header values, token, API key), to keep them out of
+    /// messages.
+    pub fn credentials(&self) -> Vec<&str> {
+        match self {
+            Destination::Http { headers, .. } => headers.iter().map(|(_, v)| v.as_str()).collect(),
+            Destination::Splunk { token, .. } => vec![token.as_str()],
+            Destination::Datadog { api_key, .. } => vec![api_key.as_str()],
+        }
+    }
+
     /// A description without credentials, e.g. `Splunk https://splunk:8088 (token set)`.
     pub fn describe(&self) -> String {
         match self {
-            Destination::Http { url, headers } => {
-                let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+            Destination::Http { url, .. } => {
+                let names = self.header_names();
                 if names.is_empty() {
                     format!("GenericHttps {url}")
                 } else {

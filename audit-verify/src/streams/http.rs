@@ -7,11 +7,8 @@ use crate::report::{CheckId, CheckResult};
 
 const ID: CheckId = CheckId::StreamHttp;
 
-pub(super) async fn probe(p: &Probe, url: &str, headers: &[(String, String)]) -> CheckResult {
-    let mut dest = Destination::http(url);
-    for (k, v) in headers {
-        dest = dest.header(k, v);
-    }
+pub(super) async fn probe(p: &Probe, dest: &Destination) -> CheckResult {
+    let url = dest.url();
     if let Err(e) = dest.validate() {
         return CheckResult::fail(
             ID,
@@ -32,7 +29,7 @@ pub(super) async fn probe(p: &Probe, url: &str, headers: &[(String, String)]) ->
         } => (status, body, location),
         Sent::Failed(t) => return p.transport_failure(ID, url, &t, ""),
     };
-    let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    let names = dest.header_names();
     let sent_headers = if names.is_empty() {
         "no header".to_owned()
     } else {

@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 
 use crate::report::{CheckId, CheckResult};
 
+use audit_testkit::streams::{Destination, StreamKind};
+
 pub use audit_testkit::streams::DatadogSite;
 pub use s3::{WORKOS_AWS_ACCOUNT_PLACEHOLDER, partition_of, s3_policy, s3_trust_relationship};
 
@@ -46,69 +48,42 @@ pub const WORKOS_EGRESS_IPS: [&str; 9] = [
     "174.129.36.47",
 ];
 
-/// A destination to probe.
+/// A destination to probe: build one with [`StreamProbe::http`], [`StreamProbe::splunk`],
+/// [`StreamProbe::datadog`] or [`StreamProbe::s3`].
 ///
 /// # Security
 ///
 /// Holds credentials; `Debug` leaves them out.
 #[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StreamProbe {
-    /// A generic HTTP(S) endpoint and the headers WorkOS will send.
-    Http {
-        /// The endpoint.
-        url: String,
-        /// Headers, e.g. `("Authorization", "Bearer …")`.
-        headers: Vec<(String, String)>,
-    },
-    /// A Splunk HTTP Event Collector.
-    Splunk {
-        /// The HEC URL, e.g. `https://splunk.example.com:8088`.
-        url: String,
-        /// The HEC token.
-        token: String,
-    },
-    /// Datadog.
+pub struct StreamProbe(Target);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Target {
+    /// A generic HTTP endpoint or a Splunk HEC, as audit-testkit streams to it.
+    Destination(Destination),
     Datadog {
-        /// The site the stream is set to.
         site: DatadogSite,
-        /// The API key.
         api_key: String,
-        /// Replaces `https://api.<site>` and `https://http-intake.logs.<site>` (for tests): each
-        /// site is then served at `<url>/<site>`, e.g. `http://127.0.0.1:9000/eu1`.
         url: Option<String>,
     },
-    /// An AWS S3 bucket (checked offline).
     S3 {
-        /// The bucket name.
         bucket: String,
-        /// The bucket's region, e.g. `us-east-1`.
         region: String,
-        /// The IAM role WorkOS assumes, `arn:aws:iam::123456789012:role/name`.
         role_arn: String,
-        /// The external id of the role's trust relationship.
         external_id: String,
     },
 }
 
 impl fmt::Debug for StreamProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StreamProbe::Http { url, headers } => f
-                .debug_struct("Http")
-                .field("url", &display_url(url))
-                .field("headers", &headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
-                .finish(),
-            StreamProbe::Splunk { url, .. } => f
-                .debug_struct("Splunk")
-                .field("url", &display_url(url))
-                .finish_non_exhaustive(),
-            StreamProbe::Datadog { site, url, .. } => f
+        match &self.0 {
+            Target::Destination(d) => f.debug_tuple("StreamProbe").field(d).finish(),
+            Target::Datadog { site, url, .. } => f
                 .debug_struct("Datadog")
                 .field("site", &site.name())
                 .field("url", url)
                 .finish_non_exhaustive(),
-            StreamProbe::S3 {
+            Target::S3 {
                 bucket,
                 region,
                 role_arn,
@@ -126,76 +101,75 @@ impl fmt::Debug for StreamProbe {
 impl StreamProbe {
     /// A generic HTTP endpoint without headers.
     pub fn http(url: impl Into<String>) -> Self {
-        StreamProbe::Http {
-            url: url.into(),
-            headers: Vec::new(),
+        StreamProbe(Target::Destination(Destination::http(url)))
+    }
+
+    /// Adds a header WorkOS will send to an HTTP endpoint (no effect on the other probes).
+    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        match self.0 {
+            Target::Destination(d) => StreamProbe(Target::Destination(d.header(name, value))),
+            other => StreamProbe(other),
         }
     }
 
-    /// Adds a header to an HTTP probe (no effect on the others).
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        if let StreamProbe::Http { headers, .. } = &mut self {
-            headers.push((name.into(), value.into()));
-        }
-        self
-    }
-
-    /// A Splunk HEC URL and token.
+    /// A Splunk HEC URL (e.g. `https://splunk.example.com:8088`) and token.
     pub fn splunk(url: impl Into<String>, token: impl Into<String>) -> Self {
-        StreamProbe::Splunk {
-            url: url.into(),
-            token: token.into(),
-        }
+        StreamProbe(Target::Destination(Destination::splunk(url, token)))
     }
 
     /// A Datadog site and API key.
     pub fn datadog(site: DatadogSite, api_key: impl Into<String>) -> Self {
-        StreamProbe::Datadog {
+        StreamProbe(Target::Datadog {
             site,
             api_key: api_key.into(),
             url: None,
+        })
+    }
+
+    /// Serves every Datadog site from `<base>/<site>` (e.g. `http://127.0.0.1:9000/eu1`) instead
+    /// of `https://api.<site>` and `https://http-intake.logs.<site>`, for tests.
+    pub fn datadog_url(self, base: impl Into<String>) -> Self {
+        match self.0 {
+            Target::Datadog { site, api_key, .. } => StreamProbe(Target::Datadog {
+                site,
+                api_key,
+                url: Some(base.into()),
+            }),
+            other => StreamProbe(other),
         }
     }
 
-    /// Serves every Datadog site from `<url>/<site>` instead of Datadog's hosts (for tests).
-    pub fn datadog_url(mut self, base: impl Into<String>) -> Self {
-        if let StreamProbe::Datadog { url, .. } = &mut self {
-            *url = Some(base.into());
-        }
-        self
-    }
-
-    /// An S3 bucket, its region, the role WorkOS assumes and the role's external id.
+    /// An S3 bucket, its region (e.g. `us-east-1`), the IAM role WorkOS assumes
+    /// (`arn:aws:iam::123456789012:role/NAME`) and the external id of its trust relationship.
     pub fn s3(
         bucket: impl Into<String>,
         region: impl Into<String>,
         role_arn: impl Into<String>,
         external_id: impl Into<String>,
     ) -> Self {
-        StreamProbe::S3 {
+        StreamProbe(Target::S3 {
             bucket: bucket.into(),
             region: region.into(),
             role_arn: role_arn.into(),
             external_id: external_id.into(),
-        }
+        })
     }
 
     /// The check this probe reports as.
     pub fn id(&self) -> CheckId {
-        match self {
-            StreamProbe::Http { .. } => CheckId::StreamHttp,
-            StreamProbe::Splunk { .. } => CheckId::StreamSplunk,
-            StreamProbe::Datadog { .. } => CheckId::StreamDatadog,
-            StreamProbe::S3 { .. } => CheckId::StreamS3,
+        match &self.0 {
+            Target::Destination(d) if d.kind() == StreamKind::Splunk => CheckId::StreamSplunk,
+            Target::Destination(_) => CheckId::StreamHttp,
+            Target::Datadog { .. } => CheckId::StreamDatadog,
+            Target::S3 { .. } => CheckId::StreamS3,
         }
     }
 
     fn secrets(&self) -> Vec<&str> {
-        match self {
-            StreamProbe::Http { headers, .. } => headers.iter().map(|(_, v)| v.as_str()).collect(),
-            StreamProbe::Splunk { token, .. } => vec![token.as_str()],
-            StreamProbe::Datadog { api_key, .. } => vec![api_key.as_str()],
-            StreamProbe::S3 { .. } => Vec::new(),
+        match &self.0 {
+            Target::Destination(d) => d.credentials(),
+            Target::Datadog { api_key, .. } => vec![api_key.as_str()],
+            Target::S3 { .. } => Vec::new(),
         }
     }
 
@@ -229,13 +203,13 @@ impl StreamProbe {
                 .map(str::to_owned)
                 .collect(),
         };
-        let result = match self {
-            StreamProbe::Http { url, headers } => http::probe(&p, url, headers).await,
-            StreamProbe::Splunk { url, token } => splunk::probe(&p, url, token).await,
-            StreamProbe::Datadog { site, api_key, url } => {
+        let result = match &self.0 {
+            Target::Destination(d) if d.kind() == StreamKind::Splunk => splunk::probe(&p, d).await,
+            Target::Destination(d) => http::probe(&p, d).await,
+            Target::Datadog { site, api_key, url } => {
                 datadog::probe(&p, *site, api_key, url.as_deref()).await
             }
-            StreamProbe::S3 {
+            Target::S3 {
                 bucket,
                 region,
                 role_arn,

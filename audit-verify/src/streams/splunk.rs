@@ -27,8 +27,8 @@ fn text(body: &str) -> String {
         .unwrap_or_else(|| excerpt(body))
 }
 
-pub(super) async fn probe(p: &Probe, url: &str, token: &str) -> CheckResult {
-    let dest = Destination::splunk(url, token);
+pub(super) async fn probe(p: &Probe, dest: &Destination) -> CheckResult {
+    let url = dest.url();
     if let Err(e) = dest.validate() {
         return CheckResult::fail(
             ID,
