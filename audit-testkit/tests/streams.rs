@@ -12,6 +12,12 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Stores one event for `org` through the API.
+async fn store(c: &reqwest::Client, kit: &TestKit, org: &str, action: &str) {
+    let res = post(c, &kit.url(), "/audit_logs/events", &body(org, event(action))).await;
+    assert_eq!(res.status(), 200, "storing {action}");
+}
+
 async fn config_stream(c: &reqwest::Client, url: &str, org: &str) -> Value {
     let (st, cfg) = parts(get(c, url, &format!("/organizations/{org}/audit_log_configuration")).await).await;
     assert_eq!(st, 200);
@@ -38,23 +44,10 @@ async fn every_stored_event_reaches_an_http_collector_once() {
     assert_eq!(before["state"], "active");
     assert_eq!(before["last_synced_at"], Value::Null, "nothing synced yet");
     for i in 0..5 {
-        let res = post(
-            &c,
-            &kit.url(),
-            "/audit_logs/events",
-            &body("org_S", event(&format!("a.n{i}"))),
-        )
-        .await;
-        assert_eq!(res.status(), 200);
+        store(&c, &kit, "org_S", &format!("a.n{i}")).await;
     }
     // Another organization's events are not streamed.
-    post(
-        &c,
-        &kit.url(),
-        "/audit_logs/events",
-        &body("org_T", event("other.org")),
-    )
-    .await;
+    store(&c, &kit, "org_T", "other.org").await;
     let status = kit
         .wait_for_stream("org_S", WAIT, |s| s.delivered == 5)
         .await
@@ -105,13 +98,7 @@ async fn a_destination_that_keeps_failing_turns_the_stream_to_error_and_back() {
         .await
         .unwrap();
     let c = client();
-    post(
-        &c,
-        &kit.url(),
-        "/audit_logs/events",
-        &body("org_E", event("will.fail")),
-    )
-    .await;
+    store(&c, &kit, "org_E", "will.fail").await;
     let status = kit
         .wait_for_stream("org_E", WAIT, |s| s.state == StreamState::Error)
         .await
@@ -123,13 +110,7 @@ async fn a_destination_that_keeps_failing_turns_the_stream_to_error_and_back() {
     assert_eq!(config_stream(&c, &kit.url(), "org_E").await["state"], "error");
     // The testkit's answers never waited for the destination; the stream recovers on success.
     collector.set_status(200);
-    post(
-        &c,
-        &kit.url(),
-        "/audit_logs/events",
-        &body("org_E", event("will.pass")),
-    )
-    .await;
+    store(&c, &kit, "org_E", "will.pass").await;
     let status = kit
         .wait_for_stream("org_E", WAIT, |s| s.delivered == 1)
         .await
@@ -154,20 +135,8 @@ async fn splunk_and_datadog_receive_their_envelopes() {
         .await
         .unwrap();
     let c = client();
-    post(
-        &c,
-        &kit.url(),
-        "/audit_logs/events",
-        &body("org_SP", event("to.splunk")),
-    )
-    .await;
-    post(
-        &c,
-        &kit.url(),
-        "/audit_logs/events",
-        &body("org_DD", event("to.datadog")),
-    )
-    .await;
+    store(&c, &kit, "org_SP", "to.splunk").await;
+    store(&c, &kit, "org_DD", "to.datadog").await;
     kit.wait_for_stream("org_SP", WAIT, |s| s.delivered == 1)
         .await
         .expect("splunk");
@@ -236,7 +205,7 @@ async fn the_testkit_api_configures_pauses_and_removes_streams_without_showing_s
     let (st, b) = put(json!({"type": "splunk", "url": splunk.url(), "token": "hec-secret-token"})).await;
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["state"], "active");
-    post(&c, &url, "/audit_logs/events", &body("org_API", event("via.api"))).await;
+    store(&c, &kit, "org_API", "via.api").await;
     kit.wait_for_stream("org_API", WAIT, |s| s.delivered == 1)
         .await
         .expect("delivered");
@@ -257,13 +226,7 @@ async fn the_testkit_api_configures_pauses_and_removes_streams_without_showing_s
     let (st, b) = put(json!({"state": "inactive"})).await;
     assert_eq!((st, b["state"].as_str()), (200, Some("inactive")));
     assert_eq!(config_stream(&c, &url, "org_API").await["state"], "inactive");
-    post(
-        &c,
-        &url,
-        "/audit_logs/events",
-        &body("org_API", event("while.paused")),
-    )
-    .await;
+    store(&c, &kit, "org_API", "while.paused").await;
     let (_, one) = parts(
         c.get(format!("{url}/_testkit/streams/org_API"))
             .send()
@@ -340,13 +303,7 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
-    post(
-        &c,
-        &url,
-        "/audit_logs/events",
-        &body("org_V", event("shown.failed")),
-    )
-    .await;
+    store(&c, &kit, "org_V", "shown.failed").await;
     kit.wait_for_stream("org_V", WAIT, |s| s.state == StreamState::Error)
         .await
         .expect("error");
@@ -358,13 +315,7 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
     assert!(page.contains("X-Token"), "header names are shown");
     assert!(!page.contains("view-secret"), "header values are not");
     collector.set_status(200);
-    post(
-        &c,
-        &url,
-        "/audit_logs/events",
-        &body("org_V", event("shown.delivered")),
-    )
-    .await;
+    store(&c, &kit, "org_V", "shown.delivered").await;
     kit.wait_for_stream("org_V", WAIT, |s| s.delivered == 1)
         .await
         .expect("delivered");

@@ -9,13 +9,6 @@ const ID: CheckId = CheckId::StreamHttp;
 
 pub(super) async fn probe(p: &Probe, dest: &Destination) -> CheckResult {
     let url = dest.url();
-    if let Err(e) = dest.validate() {
-        return CheckResult::fail(
-            ID,
-            format!("the destination cannot be used: {e}"),
-            "pass an http(s) URL and headers as 'Name: value'",
-        );
-    }
     let out = dest.outgoing(&sample_event());
     let shown = display_url(url);
     let sent = p

@@ -203,6 +203,15 @@ impl StreamProbe {
                 .map(str::to_owned)
                 .collect(),
         };
+        if let Target::Destination(d) = &self.0
+            && let Err(e) = d.validate()
+        {
+            let fix = match d.kind() {
+                StreamKind::Splunk => "pass the HEC URL (https://HOST:8088) and its token",
+                _ => "pass an http(s) URL and headers as 'Name: value'",
+            };
+            return CheckResult::fail(self.id(), format!("the destination cannot be used: {e}"), fix);
+        }
         let result = match &self.0 {
             Target::Destination(d) if d.kind() == StreamKind::Splunk => splunk::probe(&p, d).await,
             Target::Destination(d) => http::probe(&p, d).await,
