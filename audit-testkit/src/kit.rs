@@ -432,7 +432,8 @@ impl TestKit {
     }
 
     /// Forgets events, idempotency keys, schemas, exports, retention settings, recorded requests,
-    /// faults and rate-limit windows (also in the data file). Organizations and keys stay.
+    /// faults and rate-limit windows (also in the data file), and the log streams' waiting events,
+    /// counters and recent deliveries. Organizations, keys and stream destinations stay.
     pub fn reset(&self) {
         self.shared.reset();
     }
