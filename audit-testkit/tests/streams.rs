@@ -221,6 +221,15 @@ async fn the_testkit_api_configures_pauses_and_removes_streams_without_showing_s
     let all: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(all["data"][0]["delivered"], 1);
     assert_eq!(all["data"][0]["recent"][0]["outcome"], "delivered");
+    // A reset forgets the counters and recent deliveries, not the destination.
+    kit.reset();
+    let after_reset = kit.stream_status("org_API").expect("still configured");
+    assert_eq!((after_reset.delivered, after_reset.recent.len()), (0, 0));
+    assert_eq!(after_reset.last_synced_at, None);
+    store(&c, &kit, "org_API", "after.reset").await;
+    kit.wait_for_stream("org_API", WAIT, |s| s.delivered == 1)
+        .await
+        .expect("delivered after the reset");
 
     // Paused: reported inactive, nothing delivered.
     let (st, b) = put(json!({"state": "inactive"})).await;
@@ -259,7 +268,7 @@ async fn the_testkit_api_configures_pauses_and_removes_streams_without_showing_s
     )
     .await;
     assert_eq!(st, 404);
-    assert_eq!(splunk.received().len(), 1, "nothing after the pause");
+    assert_eq!(splunk.received().len(), 2, "nothing while paused");
 }
 
 #[tokio::test]
