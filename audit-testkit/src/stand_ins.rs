@@ -8,6 +8,7 @@
 //! | stand-in | request | answer |
 //! |---|---|---|
 //! | collector | any | the configured status, `{}` (a 3xx also gets `Location: /elsewhere`) |
+//! | hanging | any | nothing, ever |
 //! | Splunk | `GET /services/collector/health` | 200 `{"text":"HEC is healthy","code":17}` |
 //! | Splunk | `POST /services/collector[/event]`, no `Authorization` | 401 `{"text":"Token is required","code":2}` |
 //! | Splunk | `Authorization` not `Splunk <token>` | 401 `{"text":"Invalid authorization","code":3}` |
@@ -101,6 +102,7 @@ impl DatadogKey {
 
 enum Behaviour {
     Collector { status: u16 },
+    Hang,
     Splunk { token: String, disabled: bool },
     Datadog { keys: Vec<DatadogKey> },
 }
@@ -139,6 +141,8 @@ fn answer(b: &Behaviour, method: &Method, path: &str, headers: &HeaderMap, body:
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     match b {
         Behaviour::Collector { status } => (*status, json!({})),
+        // Answered by the caller, which never responds.
+        Behaviour::Hang => (0, Value::Null),
         Behaviour::Splunk { token, disabled } => {
             if path == "/services/collector/health" || path == "/services/collector/health/1.0" {
                 return splunk_answer(17, "HEC is healthy", 200);
@@ -273,11 +277,12 @@ impl StandIn {
                             }
                         },
                     );
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
+                    // Not a graceful shutdown: a hanging answer must not keep the stand-in alive.
+                    // Dropping the runtime below cancels the open connections.
+                    tokio::select! {
+                        _ = axum::serve(listener, app) => {}
+                        _ = stop_rx => {}
+                    }
                 });
             })
             .expect("stand-in thread");
@@ -292,6 +297,13 @@ impl StandIn {
     /// An HTTP collector answering every request with `status` (and `{}`).
     pub fn collector(status: u16) -> StandIn {
         StandIn::start(Behaviour::Collector { status })
+    }
+
+    /// A collector that accepts connections and reads requests but never answers (a destination
+    /// stuck behind a firewall that drops the answers, or overloaded). Requests are recorded
+    /// with status 0 and without headers.
+    pub fn hanging() -> StandIn {
+        StandIn::start(Behaviour::Hang)
     }
 
     /// A Splunk HEC that accepts `token`.

@@ -120,6 +120,31 @@ async fn a_destination_that_keeps_failing_turns_the_stream_to_error_and_back() {
 }
 
 #[tokio::test]
+async fn a_hanging_destination_never_slows_the_api() {
+    let stuck = StandIn::hanging();
+    let kit = TestKit::builder()
+        .org("org_H")
+        .stream("org_H", Destination::http(stuck.url()))
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    store(&c, &kit, "org_H", "first").await;
+    stuck
+        .wait_for(1, WAIT)
+        .await
+        .expect("the first delivery is in flight");
+    // While that delivery hangs, the API keeps answering and the events wait their turn.
+    for i in 0..20 {
+        store(&c, &kit, "org_H", &format!("next.n{i}")).await;
+    }
+    assert_eq!(kit.events("org_H").len(), 21);
+    let status = kit.stream_status("org_H").unwrap();
+    assert_eq!((status.delivered, status.pending), (0, 21));
+    assert_eq!(stuck.received().len(), 1, "one delivery at a time, in order");
+}
+
+#[tokio::test]
 async fn splunk_and_datadog_receive_their_envelopes() {
     let splunk = StandIn::splunk("hec-token-1");
     let datadog = StandIn::datadog(vec![DatadogKey::new(DatadogSite::Eu1, "dd-key-1")]);
