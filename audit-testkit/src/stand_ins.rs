@@ -242,6 +242,18 @@ impl StandIn {
                         move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                             let shared = shared.clone();
                             async move {
+                                let hang = matches!(*lock(&shared.behaviour), Behaviour::Hang);
+                                if hang {
+                                    lock(&shared.received).push(Received {
+                                        method: method.to_string(),
+                                        path: uri.path().to_owned(),
+                                        headers: Vec::new(),
+                                        body: body.to_vec(),
+                                        status: 0,
+                                    });
+                                    shared.arrived.notify_waiters();
+                                    std::future::pending::<()>().await;
+                                }
                                 let (status, value) =
                                     answer(&lock(&shared.behaviour), &method, uri.path(), &headers, &body);
                                 lock(&shared.received).push(Received {

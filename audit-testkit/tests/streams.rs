@@ -141,7 +141,15 @@ async fn a_hanging_destination_never_slows_the_api() {
     assert_eq!(kit.events("org_H").len(), 21);
     let status = kit.stream_status("org_H").unwrap();
     assert_eq!((status.delivered, status.pending), (0, 21));
-    assert_eq!(stuck.received().len(), 1, "one delivery at a time, in order");
+    assert!(
+        status.recent.is_empty(),
+        "no attempt has ended: {:?}",
+        status.recent
+    );
+    let got = stuck.received();
+    assert_eq!(got.len(), 1, "one delivery at a time, in order");
+    assert_eq!(got[0].status, 0, "the destination never answered");
+    assert_eq!(got[0].json()["action"], "first");
 }
 
 #[tokio::test]

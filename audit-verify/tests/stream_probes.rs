@@ -92,6 +92,16 @@ async fn http_probe_passes_on_2xx_and_maps_each_failure_to_its_fix() {
     }
     assert!(!text(&r).contains("query-secret"), "{}", text(&r));
 
+    // A destination that never answers: a timeout, with the addresses to allow.
+    let stuck = StandIn::hanging();
+    let o = VerifyOptions::new()
+        .only([CheckId::StreamHttp])
+        .timeout(Duration::from_secs(1))
+        .stream_probe(StreamProbe::http(stuck.url()));
+    let report = Verifier::new(o).run().await;
+    let r = report.get(CheckId::StreamHttp).expect("probed");
+    assert_fail(r, "did not answer within 1 s", WORKOS_EGRESS_IPS[2]);
+
     let r = probe(StreamProbe::http("ftp://example.com/x")).await;
     assert_fail(&r, "scheme", "http(s) URL");
 }
