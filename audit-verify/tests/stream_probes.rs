@@ -136,18 +136,25 @@ async fn splunk_probe_maps_hec_answers() {
         "HEC port",
     );
 
-    // HEC's own answer to a malformed body, through the raw endpoint path.
+    // A URL that already names a collector endpoint is used as given.
     let r = probe(StreamProbe::splunk(
-        format!("{}/services/collector/raw", hec.url()),
+        format!("{}/services/collector", hec.url()),
         "hec-good-token",
     ))
     .await;
-    assert_eq!(
-        r.status,
-        Status::Pass,
-        "the JSON envelope is accepted at any collector path: {}",
-        text(&r)
-    );
+    assert_eq!(r.status, Status::Pass, "{}", text(&r));
+    assert_eq!(hec.received().last().unwrap().path, "/services/collector");
+
+    // HEC's answers to a well-formed event that it still refuses.
+    for (code, finding, fix) in [
+        (6, "Invalid data format", "JSON event endpoint"),
+        (7, "Incorrect index", "default index"),
+        (9, "Server is busy", "overloaded"),
+    ] {
+        let refusing = StandIn::splunk_answering("hec-good-token", code);
+        let r = probe(StreamProbe::splunk(refusing.url(), "hec-good-token")).await;
+        assert_fail(&r, finding, fix);
+    }
 }
 
 #[tokio::test]
