@@ -338,7 +338,17 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
     assert!(kit.stream_status("org_V").is_none());
     let res = no_redirects
         .post(format!("{url}/viewer/log-streams"))
-        .header("origin", url.clone())
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "a browser saying cross-site is refused");
+    assert!(kit.stream_status("org_V").is_none());
+    let res = no_redirects
+        .post(format!("{url}/viewer/log-streams"))
+        .header("origin", "null")
         .header("sec-fetch-site", "same-origin")
         .form(&form)
         .send()
