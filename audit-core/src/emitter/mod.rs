@@ -108,13 +108,15 @@ use tokio::time::Instant;
 
 mod builder;
 mod dead_letter;
+mod gate;
 mod key;
 mod queue;
+mod sender;
+mod shared;
 mod sink;
 #[cfg(feature = "spool")]
 mod spool;
 mod stats;
-mod worker;
 
 pub use builder::{EmitterBuilder, RateLimit, StartError};
 pub use dead_letter::{
@@ -128,9 +130,10 @@ pub use stats::{Dropped, Stats};
 #[cfg(feature = "spool")]
 pub use spool::{Spool, SpoolConfig, SpoolError, SpoolErrorKind, SpoolStats, SpoolSync, StaleEvents};
 
+use gate::{Gate, Signal};
 use queue::{Item, MemoryStore, Pushed};
+use shared::{Shared, metric};
 use stats::{Counters, Throttle};
-use worker::{Gate, Shared, Signal, metric};
 
 use crate::{CreateEvent, Event, OrganizationId, ValidationErrors};
 
@@ -306,7 +309,7 @@ impl Emitter {
             tasks: Default::default(),
             config,
         });
-        worker::spawn_senders(&shared, runtime);
+        sender::spawn_senders(&shared, runtime);
         Self {
             handle: Arc::new(Handle { shared }),
         }
