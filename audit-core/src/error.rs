@@ -45,6 +45,28 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A create-event request got a success status (2xx) but not WorkOS's documented answer
+    /// (`{"success":true}`): whatever answered is not the WorkOS API (a gateway, a web app, a
+    /// wrong `WORKOS_BASE_URL`), and nothing says the event was stored.
+    ///
+    /// The emitter dead-letters such an event with
+    /// [`DeadLetterReason::NotWorkOs`](crate::emitter::DeadLetterReason::NotWorkOs) instead of
+    /// counting it delivered.
+    #[error(
+        "{url} answered {status} ({}) with a body starting {body_start:?}: this is not the WorkOS API: check WORKOS_BASE_URL",
+        content_type.as_deref().unwrap_or("no content type")
+    )]
+    NotWorkOs {
+        /// The URL requested (no query).
+        url: String,
+        /// The HTTP status of the answer (a 2xx).
+        status: u16,
+        /// The `Content-Type` of the answer, when it had one.
+        content_type: Option<String>,
+        /// The first bytes of the body (at most [`Error::NOT_WORKOS_BODY_START`], lossy UTF-8,
+        /// the API key scrubbed).
+        body_start: String,
+    },
     /// The event or a request parameter was refused locally, before anything was sent.
     #[error(transparent)]
     Invalid(#[from] crate::ValidationErrors),
@@ -67,6 +89,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// How many bytes of an unexpected body [`Error::NotWorkOs`] quotes.
+    pub const NOT_WORKOS_BODY_START: usize = 80;
+
+    /// Whether a success status came from something that is not the WorkOS API
+    /// ([`Error::NotWorkOs`]): the base URL points at the wrong server.
+    pub fn is_not_workos(&self) -> bool {
+        matches!(self, Self::NotWorkOs { .. })
+    }
+
     /// The API error, when WorkOS answered.
     pub fn api(&self) -> Option<&ApiError> {
         match self {
@@ -79,7 +110,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Api(e) => Some(e.status),
-            Self::Decode { status, .. } => Some(*status),
+            Self::Decode { status, .. } | Self::NotWorkOs { status, .. } => Some(*status),
             _ => None,
         }
     }

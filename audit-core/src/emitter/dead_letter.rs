@@ -58,6 +58,10 @@ pub enum DeadLetterReason {
     /// The event waited longer than WorkOS's 24-hour idempotency window (a spool configured with
     /// `StaleEvents::DeadLetter`): sending it could store it twice. Replay it if it is not at WorkOS.
     Stale,
+    /// The destination answered a success status but not WorkOS's `{"success":true}`: it is not
+    /// the WorkOS API (check `WORKOS_BASE_URL`), and nothing says the event was stored. Replay it
+    /// once the base URL is fixed.
+    NotWorkOs,
 }
 
 impl DeadLetterReason {
@@ -70,6 +74,7 @@ impl DeadLetterReason {
             Self::Abandoned => "abandoned",
             Self::Refused => "refused",
             Self::Stale => "stale",
+            Self::NotWorkOs => "not_workos",
         }
     }
 }

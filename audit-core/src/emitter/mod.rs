@@ -306,6 +306,7 @@ impl Emitter {
             counters: Counters::default(),
             drop_warning: Throttle::new(config.warn_interval),
             auth_warning: Throttle::new(config.warn_interval),
+            destination_warning: Throttle::new(config.warn_interval),
             tasks: Default::default(),
             config,
         });
@@ -546,6 +547,7 @@ impl Emitter {
             retried: c.retried.load(Ordering::Relaxed),
             dropped: c.dropped(),
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            not_workos: c.not_workos.load(Ordering::Relaxed),
             last_error: c.last_error(),
             auth_failed: gate.held_since.is_some(),
             held_since: gate.held_since,

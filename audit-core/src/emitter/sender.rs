@@ -212,6 +212,7 @@ fn classify(e: &Error) -> Class {
             retry_after: api.retry_after,
         }),
         Error::Api(_) => Class::Permanent(DeadLetterReason::Rejected),
+        Error::NotWorkOs { .. } => Class::Permanent(DeadLetterReason::NotWorkOs),
         Error::Timeout { .. } => Class::Retry(Outcome::Timeout),
         Error::Transport { .. } => Class::Retry(Outcome::Transport),
         Error::Decode { status, .. } if (200..300).contains(status) => Class::Accepted,
@@ -308,7 +309,19 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
     let outcome = match classify(&e) {
         Class::Retry(outcome) => outcome,
         Class::Accepted => return held.delivered(),
-        Class::Permanent(reason) => return held.dead_letter(reason, Some(e)),
+        Class::Permanent(reason) => {
+            if reason == DeadLetterReason::NotWorkOs {
+                shared.counters.not_workos.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = shared.destination_warning.ready() {
+                    tracing::error!(
+                        error = %e,
+                        suppressed,
+                        "the audit emitter's destination is not the WorkOS API: events are dead-lettered, not delivered"
+                    );
+                }
+            }
+            return held.dead_letter(reason, Some(e));
+        }
         Class::Auth => return held.dead_letter(DeadLetterReason::Rejected, Some(e)),
     };
     let item = held.item();

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) drop_warning: Throttle,
     pub(crate) auth_warning: Throttle,
+    /// Answers that were not WorkOS's (see [`Error::NotWorkOs`]).
+    pub(crate) destination_warning: Throttle,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 

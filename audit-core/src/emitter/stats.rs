@@ -28,6 +28,10 @@ pub struct Stats {
     pub dropped: Dropped,
     /// Events dead-lettered.
     pub dead_lettered: u64,
+    /// Of those, events whose answer was a success status but not WorkOS's (the destination is
+    /// not the WorkOS API: check `WORKOS_BASE_URL`); dead-lettered with
+    /// [`DeadLetterReason::NotWorkOs`](super::DeadLetterReason::NotWorkOs).
+    pub not_workos: u64,
     /// The text of the latest error (no secrets).
     pub last_error: Option<String>,
     /// Whether delivery is held because WorkOS refused the API key (401/403).
@@ -73,6 +77,7 @@ pub(crate) struct Counters {
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) dead_lettered_at_deadline: AtomicU64,
+    pub(crate) not_workos: AtomicU64,
     pub(crate) dropped_newest: AtomicU64,
     pub(crate) dropped_oldest: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
