@@ -67,6 +67,15 @@ pub enum Error {
         /// the API key scrubbed).
         body_start: String,
     },
+    /// Code called by the background emitter panicked (a [`Sink`](crate::emitter::Sink), a
+    /// dead-letter destination, a sender): the emitter caught it, kept the event and went on.
+    #[error("{what} panicked: {message}")]
+    Panicked {
+        /// What panicked (`the sink`, `a dead-letter destination`).
+        what: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// The event or a request parameter was refused locally, before anything was sent.
     #[error(transparent)]
     Invalid(#[from] crate::ValidationErrors),

@@ -39,6 +39,18 @@ pub(crate) struct Item {
     pub(crate) last_error: Option<Box<Error>>,
     /// While parked: when the next attempt is due.
     pub(crate) due: Option<Instant>,
+    /// The event was given up but no dead-letter destination recorded it yet: it stays (in
+    /// memory and in the spool) and the write is tried again when it is next taken.
+    pub(crate) dead_letter: Option<Box<PendingDeadLetter>>,
+}
+
+/// A dead letter waiting to be recorded.
+#[derive(Debug)]
+pub(crate) struct PendingDeadLetter {
+    pub(crate) reason: super::DeadLetterReason,
+    pub(crate) error: Option<super::DeadLetterError>,
+    /// Failed writes so far.
+    pub(crate) tries: u32,
 }
 
 impl Item {
@@ -53,6 +65,7 @@ impl Item {
             last_attempt: None,
             last_error: None,
             due: None,
+            dead_letter: None,
         }
     }
 }

@@ -2,9 +2,13 @@
 //! decide what a failure means (retry, hold for authorization, dead-letter).
 
 use std::future::pending;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use governor::clock::Clock;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -43,6 +47,8 @@ impl<'a> Held<'a> {
         shared.delivered(&item);
     }
 
+    /// Dead-letters the event: it leaves the store only once a destination recorded it;
+    /// otherwise it waits in the store and the write is tried again.
     fn dead_letter(self, reason: DeadLetterReason, error: Option<Error>) {
         let shared = self.shared;
         let item = self.take();
@@ -52,8 +58,21 @@ impl<'a> Held<'a> {
         ) {
             return shared.give_up(item, reason, error);
         }
-        shared.store.resolve(item.seq);
-        shared.dead_letter(item, reason, error);
+        let seq = item.seq;
+        match shared.record_dead_letter(item, reason, error) {
+            Ok(()) => {
+                shared.store.resolve(seq);
+                shared.resolved();
+            }
+            Err(item) => {
+                let tries = item.dead_letter.as_ref().map_or(1, |p| p.tries);
+                let wait = DEAD_LETTER_RETRY.saturating_mul(1 << tries.min(6).saturating_sub(1));
+                shared
+                    .store
+                    .park(item, Instant::now() + wait.min(DEAD_LETTER_RETRY_MAX));
+                shared.work.notify_one();
+            }
+        }
     }
 
     fn unpark_front(self) {
@@ -69,6 +88,11 @@ impl<'a> Held<'a> {
     }
 }
 
+/// The first wait before a failed dead-letter write is tried again; it doubles up to
+/// [`DEAD_LETTER_RETRY_MAX`].
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
+const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(60);
+
 #[cold]
 fn unreachable_item() -> ! {
     // `Held` is consumed by the methods that take its item, so this is never reached.
@@ -77,9 +101,15 @@ fn unreachable_item() -> ! {
 
 impl Drop for Held<'_> {
     /// The sender was aborted at shutdown's deadline (or dropped with its runtime) while it
-    /// held this event.
+    /// held this event, or it panicked (the event goes back first in line for the restarted
+    /// sender).
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
+            if std::thread::panicking() && !self.shared.stop.is_set() {
+                self.shared.store.unpark_front(item);
+                self.shared.work.notify_one();
+                return;
+            }
             let reason = if self.shared.stop.is_set() {
                 DeadLetterReason::ShutdownDeadline
             } else {
@@ -103,6 +133,12 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
             shared: &shared,
             item: Some(item),
         };
+        if let Some(pending) = held.item.as_ref().and_then(|i| i.dead_letter.as_ref()) {
+            // Given up earlier, but no destination recorded its dead letter yet: try again.
+            let reason = pending.reason;
+            held.dead_letter(reason, None);
+            continue;
+        }
         if held.item.as_ref().is_some_and(|i| shared.store.is_stale(i)) {
             // Older than WorkOS's idempotency window, and the spool is set to dead-letter those.
             held.dead_letter(DeadLetterReason::Stale, None);
@@ -213,7 +249,7 @@ fn classify(e: &Error) -> Class {
         }),
         Error::Api(_) => Class::Permanent(DeadLetterReason::Rejected),
         Error::NotWorkOs { .. } => Class::Permanent(DeadLetterReason::NotWorkOs),
-        Error::Timeout { .. } => Class::Retry(Outcome::Timeout),
+        Error::Timeout { .. } | Error::Panicked { .. } => Class::Retry(Outcome::Timeout),
         Error::Transport { .. } => Class::Retry(Outcome::Transport),
         Error::Decode { status, .. } if (200..300).contains(status) => Class::Accepted,
         Error::Decode { status, .. } if *status >= 500 => Class::Retry(Outcome::Status {
@@ -254,7 +290,19 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
         attempt = item.attempts,
         outcome = tracing::field::Empty,
     );
-    let send = shared.sink.send(&item.body, &item.key).instrument(span.clone());
+    let body = &item.body;
+    let key = &item.key;
+    let send = async move {
+        // A panicking sink fails this attempt (retried like a transport failure), not the sender.
+        match AssertUnwindSafe(async { shared.sink.send(body, key).await })
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => Err(shared.panicked("the sink", &*panic)),
+        }
+    }
+    .instrument(span.clone());
     let result = match wait {
         Wait::Interruptible => tokio::select! {
             biased;
@@ -419,6 +467,17 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
 pub(crate) fn spawn_senders(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle) {
     let mut tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..shared.config.senders {
-        tasks.push(runtime.spawn(run_sender(Arc::clone(shared))));
+        tasks.push(runtime.spawn(supervise(Arc::clone(shared))));
+    }
+}
+
+/// Runs a sender and restarts it when it panics (the panic is counted and logged; the event it
+/// held goes back first in line), so that the emitter never silently loses its senders.
+async fn supervise(shared: Arc<Shared>) {
+    while let Err(panic) = AssertUnwindSafe(run_sender(Arc::clone(&shared)))
+        .catch_unwind()
+        .await
+    {
+        shared.panicked("an audit sender", &*panic);
     }
 }

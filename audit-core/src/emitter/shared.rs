@@ -1,6 +1,8 @@
 //! [`Shared`]: everything the [`Emitter`](super::Emitter) handle and the senders share, and the
 //! ways an event leaves the emitter (delivered, dead-lettered, given up).
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::builder::Config;
 use super::dead_letter::{DeadLetter, DeadLetterReason, DeadLetterSink, system_time};
 use super::gate::{Gate, Signal, Watchers};
-use super::queue::{Item, Store, wall_clock};
+use super::queue::{Item, PendingDeadLetter, Store, wall_clock};
 use super::sink::Sink;
 use super::stats::{Counters, Throttle};
 use crate::Error;
@@ -35,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) auth_warning: Throttle,
     /// Answers that were not WorkOS's (see [`Error::NotWorkOs`]).
     pub(crate) destination_warning: Throttle,
+    /// Failed dead-letter writes.
+    pub(crate) dead_letter_warning: Throttle,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -65,22 +69,98 @@ impl Shared {
         self.resolved();
     }
 
-    /// Dead-letters an event no longer in the store (taken, drained or evicted).
-    pub(crate) fn dead_letter(&self, mut item: Item, reason: DeadLetterReason, error: Option<Error>) {
-        let error = error.or_else(|| item.last_error.take().map(|e| *e));
-        let body = Arc::unwrap_or_clone(item.body);
-        let letter = DeadLetter {
-            organization_id: body.organization_id,
-            event: body.event,
-            idempotency_key: item.key.into(),
-            reason,
-            error: error.as_ref().map(Into::into),
-            attempts: item.attempts,
-            first_attempt_at: item.first_attempt.map(|at| system_time(wall_clock(at))),
-            last_attempt_at: item.last_attempt.map(|at| system_time(wall_clock(at))),
+    /// Records the dead letter of `item` (taken by a sender, or out of the store) with the
+    /// destinations. `Err` hands the event back, with its pending dead letter, when no
+    /// destination recorded it: the caller keeps it and tries again.
+    pub(crate) fn record_dead_letter(
+        &self,
+        mut item: Item,
+        reason: DeadLetterReason,
+        error: Option<Error>,
+    ) -> Result<(), Item> {
+        let mut pending = match item.dead_letter.take() {
+            Some(pending) => *pending,
+            None => PendingDeadLetter {
+                reason,
+                error: error
+                    .or_else(|| item.last_error.take().map(|e| *e))
+                    .as_ref()
+                    .map(Into::into),
+                tries: 0,
+            },
         };
+        let letter = letter(&item, &pending);
+        if self.write_letter(&letter) {
+            self.count_dead_letter(&letter);
+            return Ok(());
+        }
+        pending.tries += 1;
+        item.dead_letter = Some(Box::new(pending));
+        Err(item)
+    }
+
+    /// Dead-letters an event that is no longer in the store (drained, evicted, given up): when
+    /// no destination records it, the last resort is the whole event and key in the log.
+    pub(crate) fn dead_letter(&self, item: Item, reason: DeadLetterReason, error: Option<Error>) {
+        if let Err(item) = self.record_dead_letter(item, reason, error) {
+            if let Some(pending) = &item.dead_letter {
+                let letter = letter(&item, pending);
+                letter.log(
+                    "no dead-letter destination could record this audit event: it is kept whole in this log",
+                );
+                self.count_dead_letter(&letter);
+            }
+        }
+        self.resolved();
+    }
+
+    /// Hands `letter` to every destination (to the log when there is none); `true` when at
+    /// least one recorded it. Failures and panics are counted and logged (without the event).
+    fn write_letter(&self, letter: &DeadLetter) -> bool {
+        if self.dead_letters.is_empty() {
+            letter.log("audit event dead-lettered (no dead-letter destination configured)");
+            return true;
+        }
+        let mut recorded = false;
+        for sink in &self.dead_letters {
+            let problem = match catch_unwind(AssertUnwindSafe(|| sink.dead_letter(letter))) {
+                Ok(Ok(())) => {
+                    recorded = true;
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(panic) => self.panicked("a dead-letter destination", &*panic).to_string(),
+            };
+            self.counters.dead_letter_failures.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.dead_letter_warning.ready() {
+                tracing::error!(
+                    organization = %letter.organization_id,
+                    action = %letter.event.action,
+                    reason = %letter.reason,
+                    error = %problem,
+                    suppressed,
+                    failures = self.counters.dead_letter_failures.load(Ordering::Relaxed),
+                    "could not record an audit dead letter; the event stays in the emitter and the write is tried again"
+                );
+            }
+        }
+        recorded
+    }
+
+    /// Counts and logs a caught panic of `what`; the error an attempt failed with.
+    pub(crate) fn panicked(&self, what: &'static str, panic: &(dyn Any + Send)) -> Error {
+        self.counters.panics.fetch_add(1, Ordering::Relaxed);
+        let error = Error::Panicked {
+            what,
+            message: panic_message(panic),
+        };
+        tracing::error!(error = %error, "caught a panic in the audit emitter; the event is kept and the sender goes on");
+        error
+    }
+
+    fn count_dead_letter(&self, letter: &DeadLetter) {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        if reason == DeadLetterReason::ShutdownDeadline {
+        if letter.reason == DeadLetterReason::ShutdownDeadline {
             self.counters
                 .dead_lettered_at_deadline
                 .fetch_add(1, Ordering::Relaxed);
@@ -89,17 +169,10 @@ impl Shared {
         tracing::warn!(
             organization = %letter.organization_id,
             action = %letter.event.action,
-            reason = %reason,
+            reason = %letter.reason,
             attempts = letter.attempts,
             "audit event dead-lettered"
         );
-        if self.dead_letters.is_empty() {
-            super::dead_letter::LogDeadLetters.dead_letter(&letter);
-        }
-        for sink in &self.dead_letters {
-            sink.dead_letter(&letter);
-        }
-        self.resolved();
     }
 
     /// A taken event given up at shutdown's deadline or abandoned: a durable store (the spool)
@@ -139,6 +212,31 @@ impl Drop for Shared {
         for item in left {
             self.dead_letter(item, DeadLetterReason::Abandoned, None);
         }
+    }
+}
+
+/// The dead letter of an event.
+fn letter(item: &Item, pending: &PendingDeadLetter) -> DeadLetter {
+    DeadLetter {
+        organization_id: item.body.organization_id.clone(),
+        event: item.body.event.clone(),
+        idempotency_key: item.key.to_string(),
+        reason: pending.reason,
+        error: pending.error.clone(),
+        attempts: item.attempts,
+        first_attempt_at: item.first_attempt.map(|at| system_time(wall_clock(at))),
+        last_attempt_at: item.last_attempt.map(|at| system_time(wall_clock(at))),
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
     }
 }
 

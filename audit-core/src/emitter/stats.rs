@@ -32,6 +32,12 @@ pub struct Stats {
     /// not the WorkOS API: check `WORKOS_BASE_URL`); dead-lettered with
     /// [`DeadLetterReason::NotWorkOs`](super::DeadLetterReason::NotWorkOs).
     pub not_workos: u64,
+    /// Dead-letter writes that failed (or panicked); the event stayed and the write was tried
+    /// again.
+    pub dead_letter_failures: u64,
+    /// Panics caught in the sink, dead-letter destinations or the senders themselves; the event
+    /// was retried or dead-lettered and the sender went on.
+    pub panics: u64,
     /// The text of the latest error (no secrets).
     pub last_error: Option<String>,
     /// Whether delivery is held because WorkOS refused the API key (401/403).
@@ -78,6 +84,8 @@ pub(crate) struct Counters {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) dead_lettered_at_deadline: AtomicU64,
     pub(crate) not_workos: AtomicU64,
+    pub(crate) dead_letter_failures: AtomicU64,
+    pub(crate) panics: AtomicU64,
     pub(crate) dropped_newest: AtomicU64,
     pub(crate) dropped_oldest: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,

@@ -120,21 +120,6 @@ impl Inner {
     fn in_memory(&self) -> usize {
         self.ready.len() + self.parked.len() + self.taken.len()
     }
-
-    fn evict_oldest(&mut self) -> Option<Item> {
-        let ready = self.ready.front().map(|i| i.seq);
-        let parked = self.parked.keys().next().copied();
-        let mut item = match (ready, parked) {
-            (Some(r), Some(p)) if p < r => self.parked.remove(&p),
-            (Some(_), _) => self.ready.pop_front(),
-            (None, Some(p)) => self.parked.remove(&p),
-            (None, None) => None,
-        }?;
-        if let Some(due) = item.due.take() {
-            self.due.remove(&(due, item.seq));
-        }
-        Some(item)
-    }
 }
 
 /// State shared by the store and its writer thread.
@@ -328,7 +313,7 @@ impl SpoolStore {
 }
 
 impl Store for SpoolStore {
-    fn push(&self, mut item: Item, overflow: Overflow) -> Pushed {
+    fn push(&self, mut item: Item, _overflow: Overflow) -> Pushed {
         let mut inner = self.common.lock();
         if inner.closed {
             return Pushed::Closed;
@@ -339,24 +324,10 @@ impl Store for SpoolStore {
             drop(inner);
             return self.refuse(item, rows, backlog);
         }
-        let mut evicted = None;
-        let spill = if inner.spilled > 0 {
-            true
-        } else if inner.in_memory() >= self.common.capacity {
-            match overflow {
-                Overflow::SpillToSpool => true,
-                Overflow::DropOldest => {
-                    evicted = inner.evict_oldest();
-                    if evicted.is_none() {
-                        return Pushed::Full(item);
-                    }
-                    false
-                }
-                _ => return Pushed::Full(item),
-            }
-        } else {
-            false
-        };
+        // Memory full: whatever the overflow policy, the event waits in the file (spilled) until
+        // memory has room. Nothing is evicted, so an event whose durability was confirmed is
+        // never dropped; only a full spool refuses (above).
+        let spill = inner.spilled > 0 || inner.in_memory() >= self.common.capacity;
         inner.next_seq += 1;
         let seq = inner.next_seq;
         item.seq = seq;
@@ -394,12 +365,7 @@ impl Store for SpoolStore {
                 inner.spilled += 1;
             }
         }
-        if let Some(old) = &evicted {
-            inner.rows -= 1;
-            inner.created.remove(&old.seq);
-            self.common.send(&mut inner, Cmd::Delete(old.seq));
-        }
-        Pushed::Accepted { evicted, wake }
+        Pushed::Accepted { evicted: None, wake }
     }
 
     fn take(&self, now: &dyn Fn() -> Instant) -> Taken {
