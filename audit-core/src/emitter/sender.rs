@@ -60,11 +60,11 @@ impl<'a> Held<'a> {
         }
         let seq = item.seq;
         match shared.record_dead_letter(item, reason, error) {
-            Ok(()) => {
+            None => {
                 shared.store.resolve(seq);
                 shared.resolved();
             }
-            Err(item) => {
+            Some(item) => {
                 let tries = item.dead_letter.as_ref().map_or(1, |p| p.tries);
                 let wait = DEAD_LETTER_RETRY.saturating_mul(1 << tries.min(6).saturating_sub(1));
                 shared

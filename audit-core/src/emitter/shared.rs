@@ -70,14 +70,14 @@ impl Shared {
     }
 
     /// Records the dead letter of `item` (taken by a sender, or out of the store) with the
-    /// destinations. `Err` hands the event back, with its pending dead letter, when no
-    /// destination recorded it: the caller keeps it and tries again.
+    /// destinations. Hands the event back, with its pending dead letter, when no destination
+    /// recorded it: the caller keeps it and tries again.
     pub(crate) fn record_dead_letter(
         &self,
         mut item: Item,
         reason: DeadLetterReason,
         error: Option<Error>,
-    ) -> Result<(), Item> {
+    ) -> Option<Item> {
         let mut pending = match item.dead_letter.take() {
             Some(pending) => *pending,
             None => PendingDeadLetter {
@@ -92,24 +92,24 @@ impl Shared {
         let letter = letter(&item, &pending);
         if self.write_letter(&letter) {
             self.count_dead_letter(&letter);
-            return Ok(());
+            return None;
         }
         pending.tries += 1;
         item.dead_letter = Some(Box::new(pending));
-        Err(item)
+        Some(item)
     }
 
     /// Dead-letters an event that is no longer in the store (drained, evicted, given up): when
     /// no destination records it, the last resort is the whole event and key in the log.
     pub(crate) fn dead_letter(&self, item: Item, reason: DeadLetterReason, error: Option<Error>) {
-        if let Err(item) = self.record_dead_letter(item, reason, error) {
-            if let Some(pending) = &item.dead_letter {
-                let letter = letter(&item, pending);
-                letter.log(
-                    "no dead-letter destination could record this audit event: it is kept whole in this log",
-                );
-                self.count_dead_letter(&letter);
-            }
+        if let Some(item) = self.record_dead_letter(item, reason, error)
+            && let Some(pending) = &item.dead_letter
+        {
+            let letter = letter(&item, pending);
+            letter.log(
+                "no dead-letter destination could record this audit event: it is kept whole in this log",
+            );
+            self.count_dead_letter(&letter);
         }
         self.resolved();
     }
