@@ -71,6 +71,7 @@ pub(crate) struct Config {
     pub(crate) overflow: Overflow,
     pub(crate) auth_probe_initial: Duration,
     pub(crate) auth_probe_max: Duration,
+    pub(crate) auth_hold_alert: Duration,
     pub(crate) warn_interval: Duration,
     pub(crate) linger: Duration,
     /// Schema registry: fills in `version` and checks metadata in the emit call (crate::schema).
@@ -91,6 +92,7 @@ impl Default for Config {
             overflow: Overflow::DropNewest,
             auth_probe_initial: Duration::from_secs(30),
             auth_probe_max: Duration::from_secs(300),
+            auth_hold_alert: EmitterBuilder::DEFAULT_AUTH_HOLD_ALERT,
             warn_interval: Duration::from_secs(10),
             linger: EmitterBuilder::DEFAULT_LINGER,
             schemas: None,
@@ -139,6 +141,8 @@ impl EmitterBuilder {
     /// out typical incidents; longer outages are what the dead letters (and the durable spool)
     /// are for.
     pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(3600);
+    /// Default [`auth_hold_alert`](Self::auth_hold_alert): 15 minutes.
+    pub const DEFAULT_AUTH_HOLD_ALERT: Duration = Duration::from_secs(15 * 60);
     /// Default linger: 2 ms. See [`linger`](Self::linger).
     pub const DEFAULT_LINGER: Duration = Duration::from_millis(2);
 
@@ -229,6 +233,16 @@ impl EmitterBuilder {
     pub fn auth_probe_interval(mut self, initial: Duration, max: Duration) -> Self {
         self.config.auth_probe_initial = initial;
         self.config.auth_probe_max = max.max(initial);
+        self
+    }
+
+    /// How long an authorization hold may last before it is reported as an outage (default
+    /// [`DEFAULT_AUTH_HOLD_ALERT`](Self::DEFAULT_AUTH_HOLD_ALERT)): after it, every failed probe
+    /// logs `AUDIT DELIVERY STOPPED` with `tracing::error!` (at most every
+    /// [`warn_interval`](Self::warn_interval)). The hold itself goes on (events are kept);
+    /// [`Stats::held_since`](super::Stats::held_since) tells since when.
+    pub fn auth_hold_alert(mut self, limit: Duration) -> Self {
+        self.config.auth_hold_alert = limit;
         self
     }
 

@@ -281,6 +281,7 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
     let now = Instant::now();
     if item.first_attempt.is_none() {
         item.first_attempt = Some(now);
+        item.delivered_before = shared.counters.delivered.load(Ordering::Relaxed);
     }
     item.last_attempt = Some(now);
     let span = tracing::info_span!(
@@ -408,8 +409,16 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
     held.park(due);
 }
 
-/// WorkOS refused the API key: hold every sender and probe with this event until it is accepted.
-async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
+/// WorkOS refused the request's authorization (401/403): hold every sender and probe, with a
+/// rotating event, until one is accepted. A 403 for an event while others were delivered since
+/// its first attempt is about that event (its organization), not the key: it is dead-lettered
+/// instead of holding everyone.
+async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
+    if e.status() == Some(403)
+        && shared.counters.delivered.load(Ordering::Relaxed) > held.item().delivered_before
+    {
+        return held.dead_letter(DeadLetterReason::Rejected, Some(e));
+    }
     if !shared.gate.begin_hold() {
         // Another sender is already probing; this event waits first in line.
         held.item().last_error = Some(Box::new(e));
@@ -422,19 +431,33 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
         probe_in_s = shared.config.auth_probe_initial.as_secs_f64(),
         "WorkOS refused the API key: audit delivery is held (events stay queued) until a probe succeeds"
     );
+    let started = Instant::now();
     let mut wait = shared.config.auth_probe_initial;
+    // The held event's latest refusal.
+    let mut e = Some(e);
     loop {
         tokio::select! {
             () = sleep(wait) => {}
             () = shared.stop.wait() => {
                 shared.gate.end_hold();
-                return held.dead_letter(DeadLetterReason::ShutdownDeadline, Some(e));
+                return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
             }
+        }
+        // Rotate: the next probe goes with the next event in line; the one that just failed
+        // waits until after that probe, so a refusal tied to one event (its organization) cannot
+        // keep the hold on forever.
+        if let Some((next, _)) = try_take(shared) {
+            let mut failed = std::mem::replace(held.item(), next);
+            if let Some(e) = e.take() {
+                failed.last_error = Some(Box::new(e));
+            }
+            let due = Instant::now() + (wait * 2).min(shared.config.auth_probe_max) + PROBE_ROTATION_SLACK;
+            shared.store.park(failed, due);
         }
         match send_once(shared, &mut held, Wait::Interruptible).await {
             None => {
                 shared.gate.end_hold();
-                return held.dead_letter(DeadLetterReason::ShutdownDeadline, Some(e));
+                return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
             }
             Some(Ok(())) => {
                 shared.gate.end_hold();
@@ -443,16 +466,30 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
             }
             Some(Err(next)) if matches!(classify(&next), Class::Auth) => {
                 shared.counters.set_last_error(&next);
+                let held_for = started.elapsed();
                 if let Some(suppressed) = shared.auth_warning.ready() {
-                    tracing::error!(
-                        status = next.status(),
-                        error = %next,
-                        suppressed,
-                        queued = shared.store.depth().outstanding(),
-                        "WorkOS still refuses the API key: audit delivery remains held"
-                    );
+                    if held_for > shared.config.auth_hold_alert {
+                        tracing::error!(
+                            status = next.status(),
+                            error = %next,
+                            suppressed,
+                            held_for_s = held_for.as_secs(),
+                            limit_s = shared.config.auth_hold_alert.as_secs(),
+                            queued = shared.store.depth().outstanding(),
+                            "AUDIT DELIVERY STOPPED: WorkOS has refused the API key for longer than the hold limit; events are kept but none is delivered: fix WORKOS_API_KEY"
+                        );
+                    } else {
+                        tracing::error!(
+                            status = next.status(),
+                            error = %next,
+                            suppressed,
+                            held_for_s = held_for.as_secs(),
+                            queued = shared.store.depth().outstanding(),
+                            "WorkOS still refuses the API key: audit delivery remains held"
+                        );
+                    }
                 }
-                e = next;
+                e = Some(next);
                 wait = (wait * 2).min(shared.config.auth_probe_max);
             }
             Some(Err(next)) => {
@@ -463,6 +500,9 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
         }
     }
 }
+
+/// How long after the next probe an event whose probe failed becomes due again.
+const PROBE_ROTATION_SLACK: Duration = Duration::from_millis(1);
 
 pub(crate) fn spawn_senders(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle) {
     let mut tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
