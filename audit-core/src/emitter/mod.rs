@@ -522,7 +522,16 @@ impl Emitter {
             // is expected) must not fail the shutdown.
             let _ = task.await;
         }
-        for item in shared.store.drain() {
+        // The spool's drain waits for its writer's last commit: never on a runtime thread.
+        let owner = Arc::clone(&self.handle.shared);
+        let left = match tokio::task::spawn_blocking(move || owner.store.drain()).await {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::error!(error = %e, "the audit emitter could not drain its store at shutdown");
+                Vec::new()
+            }
+        };
+        for item in left {
             shared.dead_letter(item, DeadLetterReason::ShutdownDeadline, None);
         }
         let c = &shared.counters;
