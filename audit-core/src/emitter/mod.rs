@@ -315,6 +315,7 @@ impl Emitter {
             destination_warning: Throttle::new(config.warn_interval),
             dead_letter_warning: Throttle::new(config.warn_interval),
             tasks: Default::default(),
+            forbidden: Default::default(),
             config,
         });
         sender::spawn_senders(&shared, runtime);

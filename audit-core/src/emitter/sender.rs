@@ -1,6 +1,7 @@
 //! The sender loop: wait at the gate, take an event, respect the rate limit, attempt it, and
 //! decide what a failure means (retry, hold for authorization, dead-letter).
 
+use std::collections::VecDeque;
 use std::future::pending;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
@@ -18,8 +19,8 @@ use super::dead_letter::DeadLetterReason;
 use super::gate::Signal;
 use super::queue::{Item, Taken};
 use super::shared::{Shared, metric};
-use crate::Error;
 use crate::retry::{Decision, Outcome};
+use crate::{Error, OrganizationId};
 
 /// An event held by a sender. Dropping it unresolved (the task dropped with its runtime)
 /// dead-letters it.
@@ -414,10 +415,14 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
 /// its first attempt is about that event (its organization), not the key: it is dead-lettered
 /// instead of holding everyone.
 async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
-    if e.status() == Some(403)
-        && shared.counters.delivered.load(Ordering::Relaxed) > held.item().delivered_before
-    {
-        return held.dead_letter(DeadLetterReason::Rejected, Some(e));
+    if e.status() == Some(403) {
+        let item = held.item();
+        let others_delivered = shared.counters.delivered.load(Ordering::Relaxed) > item.delivered_before;
+        if others_delivered || shared.forbidden.contains(&item.body.organization_id) {
+            // The key works for other events: this refusal is about this event's organization.
+            shared.forbidden.insert(&item.body.organization_id);
+            return held.dead_letter(DeadLetterReason::Rejected, Some(e));
+        }
     }
     if !shared.gate.begin_hold() {
         // Another sender is already probing; this event waits first in line.
@@ -435,37 +440,57 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
     let mut wait = shared.config.auth_probe_initial;
     // The held event's latest refusal.
     let mut e = Some(e);
+    // Organizations whose events got a 403 during this hold.
+    let mut refused: Vec<OrganizationId> = Vec::new();
+    note_refusal(&mut refused, e.as_ref().and_then(Error::status), held.item());
+    // Events already refused during this hold, oldest probe first: each probe takes the next
+    // event in line, then these in turn, so a refusal tied to one event (its organization)
+    // cannot keep the hold on forever. They stay held by this sender (counted in flight).
+    let mut probed: VecDeque<Held<'_>> = VecDeque::new();
     loop {
         tokio::select! {
             () = sleep(wait) => {}
             () = shared.stop.wait() => {
                 shared.gate.end_hold();
+                release(probed, false);
                 return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
             }
         }
-        // Rotate: the next probe goes with the next event in line; the one that just failed
-        // waits until after that probe, so a refusal tied to one event (its organization) cannot
-        // keep the hold on forever.
-        if let Some((next, _)) = try_take(shared) {
-            let mut failed = std::mem::replace(held.item(), next);
+        let next = match try_take(shared) {
+            Some((next, _)) => Some(Held {
+                shared,
+                item: Some(next),
+            }),
+            None => probed.pop_front(),
+        };
+        if let Some(next) = next {
+            let mut failed = std::mem::replace(&mut held, next);
             if let Some(e) = e.take() {
-                failed.last_error = Some(Box::new(e));
+                failed.item().last_error = Some(Box::new(e));
             }
-            let due = Instant::now() + (wait * 2).min(shared.config.auth_probe_max) + PROBE_ROTATION_SLACK;
-            shared.store.park(failed, due);
+            probed.push_back(failed);
         }
         match send_once(shared, &mut held, Wait::Interruptible).await {
             None => {
                 shared.gate.end_hold();
+                release(probed, false);
                 return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
             }
             Some(Ok(())) => {
+                // A 403 for other organizations while this one is accepted: their events are
+                // refused for themselves, not for the key.
+                let accepted = &held.item().body.organization_id;
+                for org in refused.iter().filter(|org| *org != accepted) {
+                    shared.forbidden.insert(org);
+                }
                 shared.gate.end_hold();
+                release(probed, true);
                 tracing::warn!("WorkOS accepts the API key again: audit delivery resumed");
                 return held.delivered();
             }
             Some(Err(next)) if matches!(classify(&next), Class::Auth) => {
                 shared.counters.set_last_error(&next);
+                note_refusal(&mut refused, next.status(), held.item());
                 let held_for = started.elapsed();
                 if let Some(suppressed) = shared.auth_warning.ready() {
                     if held_for > shared.config.auth_hold_alert {
@@ -495,14 +520,31 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
             Some(Err(next)) => {
                 shared.counters.set_last_error(&next);
                 shared.gate.end_hold();
+                release(probed, true);
                 return after_failure(shared, held, next);
             }
         }
     }
 }
 
-/// How long after the next probe an event whose probe failed becomes due again.
-const PROBE_ROTATION_SLACK: Duration = Duration::from_millis(1);
+/// Puts the events refused during a hold back first in line, oldest first (`resume`), or
+/// gives them up at shutdown's deadline.
+fn release(probed: VecDeque<Held<'_>>, resume: bool) {
+    for held in probed.into_iter().rev() {
+        if resume {
+            held.unpark_front();
+        } else {
+            held.dead_letter(DeadLetterReason::ShutdownDeadline, None);
+        }
+    }
+}
+
+/// Notes the organization of an event refused with a 403 during a hold.
+fn note_refusal(refused: &mut Vec<OrganizationId>, status: Option<u16>, item: &Item) {
+    if status == Some(403) && !refused.contains(&item.body.organization_id) {
+        refused.push(item.body.organization_id.clone());
+    }
+}
 
 pub(crate) fn spawn_senders(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle) {
     let mut tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,6 +2,7 @@
 //! ways an event leaves the emitter (delivered, dead-lettered, given up).
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use super::gate::{Gate, Signal, Watchers};
 use super::queue::{Item, PendingDeadLetter, Store, wall_clock};
 use super::sink::Sink;
 use super::stats::{Counters, Throttle};
-use crate::Error;
+use crate::{Error, OrganizationId};
 
 /// Everything the handle and the senders share.
 pub(crate) struct Shared {
@@ -40,6 +41,49 @@ pub(crate) struct Shared {
     /// Failed dead-letter writes.
     pub(crate) dead_letter_warning: Throttle,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Organizations WorkOS answers 403 for while it accepts others' events.
+    pub(crate) forbidden: Forbidden,
+}
+
+/// Organizations whose events WorkOS refuses with 403 while it accepts other organizations':
+/// their next 403 dead-letters the event at once instead of holding every sender. Bounded; an
+/// organization leaves the set when one of its events is delivered.
+#[derive(Debug, Default)]
+pub(crate) struct Forbidden {
+    any: AtomicBool,
+    orgs: Mutex<HashSet<OrganizationId>>,
+}
+
+impl Forbidden {
+    /// At most this many organizations are remembered (the set is cleared beyond it).
+    const MAX: usize = 10_000;
+
+    pub(crate) fn contains(&self, org: &OrganizationId) -> bool {
+        self.any.load(Ordering::Relaxed) && self.orgs.lock().unwrap_or_else(|p| p.into_inner()).contains(org)
+    }
+
+    pub(crate) fn insert(&self, org: &OrganizationId) {
+        let mut orgs = self.orgs.lock().unwrap_or_else(|p| p.into_inner());
+        if orgs.len() >= Self::MAX {
+            orgs.clear();
+        }
+        if orgs.insert(org.clone()) {
+            tracing::error!(
+                organization = %org,
+                "WorkOS refuses this organization's audit events (403) while it accepts others': they are dead-lettered instead of holding delivery"
+            );
+        }
+        self.any.store(true, Ordering::Relaxed);
+    }
+
+    /// One of `org`'s events was delivered: it is no longer refused.
+    pub(crate) fn accepted(&self, org: &OrganizationId) {
+        if self.any.load(Ordering::Relaxed) {
+            let mut orgs = self.orgs.lock().unwrap_or_else(|p| p.into_inner());
+            orgs.remove(org);
+            self.any.store(!orgs.is_empty(), Ordering::Relaxed);
+        }
+    }
 }
 
 impl Shared {
@@ -63,6 +107,7 @@ impl Shared {
 
     pub(crate) fn delivered(&self, item: &Item) {
         self.store.resolve(item.seq);
+        self.forbidden.accepted(&item.body.organization_id);
         self.counters.delivered.fetch_add(1, Ordering::Relaxed);
         self.counters.latency.record(item.accepted.elapsed());
         metric("delivered");
