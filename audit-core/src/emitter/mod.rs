@@ -110,6 +110,7 @@ mod builder;
 mod dead_letter;
 mod gate;
 mod key;
+mod pace;
 mod queue;
 mod sender;
 mod shared;
@@ -316,6 +317,12 @@ impl Emitter {
             dead_letter_warning: Throttle::new(config.warn_interval),
             tasks: Default::default(),
             forbidden: Default::default(),
+            concurrency: {
+                let (min, max) = config.sender_range();
+                pace::Concurrency::new(min, max, config.rate_limit.map(|l| l.per_second()))
+            },
+            rates: Default::default(),
+            backlog_warning: Throttle::new(config.warn_interval),
             config,
         });
         sender::spawn_senders(&shared, runtime);
@@ -556,6 +563,7 @@ impl Emitter {
         let depth = shared.store.depth();
         let gate = shared.gate.state();
         let [p50, p90, p99] = c.latency.percentiles([50.0, 90.0, 99.0]);
+        let pace = shared.pace();
         Stats {
             accepted: c.accepted.load(Ordering::Relaxed),
             queued: depth.ready,
@@ -572,6 +580,10 @@ impl Emitter {
             auth_failed: gate.held_since.is_some(),
             held_since: gate.held_since,
             paused: gate.paused_until.is_some_and(|t| t > Instant::now()),
+            accept_rate: pace.accepted_per_s,
+            delivery_rate: pace.delivered_per_s,
+            time_to_drain: pace.time_to_drain(depth.outstanding()),
+            concurrency: shared.concurrency.limit(),
             latency_p50: p50,
             latency_p90: p90,
             latency_p99: p99,

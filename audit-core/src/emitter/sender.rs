@@ -122,8 +122,15 @@ impl Drop for Held<'_> {
 }
 
 /// One sender: wait at the gate, take an event, respect the rate limit, attempt it.
-pub(crate) async fn run_sender(shared: Arc<Shared>) {
+pub(crate) async fn run_sender(shared: Arc<Shared>, index: usize) {
     loop {
+        if !shared
+            .concurrency
+            .admit(index, &shared.stop, || shared.is_closed())
+            .await
+        {
+            return;
+        }
         if !shared.gate.wait_open(&shared.stop).await {
             return;
         }
@@ -325,6 +332,9 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
             Some(result)
         }
     };
+    if shared.concurrency.adapts() && result.is_some() {
+        shared.concurrency.observe(now.elapsed());
+    }
     let outcome = match &result {
         None => "shutdown_deadline",
         Some(Ok(())) => "delivered",
@@ -548,15 +558,30 @@ fn note_refusal(refused: &mut Vec<OrganizationId>, status: Option<u16>, item: &I
 
 pub(crate) fn spawn_senders(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle) {
     let mut tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
-    for _ in 0..shared.config.senders {
-        tasks.push(runtime.spawn(supervise(Arc::clone(shared))));
+    for index in 0..shared.concurrency.tasks() {
+        tasks.push(runtime.spawn(supervise(Arc::clone(shared), index)));
+    }
+    runtime.spawn(pace(Arc::downgrade(shared)));
+}
+
+/// Samples the rates once a second (for `stats()` and the backlog warning) while the emitter
+/// is open; holds no reference that would keep it alive.
+async fn pace(shared: std::sync::Weak<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match shared.upgrade() {
+            Some(shared) if !shared.is_closed() => shared.tick(),
+            _ => return,
+        }
     }
 }
 
 /// Runs a sender and restarts it when it panics (the panic is counted and logged; the event it
 /// held goes back first in line), so that the emitter never silently loses its senders.
-async fn supervise(shared: Arc<Shared>) {
-    while let Err(panic) = AssertUnwindSafe(run_sender(Arc::clone(&shared)))
+async fn supervise(shared: Arc<Shared>, index: usize) {
+    while let Err(panic) = AssertUnwindSafe(run_sender(Arc::clone(&shared), index))
         .catch_unwind()
         .await
     {

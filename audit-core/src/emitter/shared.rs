@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use super::builder::Config;
 use super::dead_letter::{DeadLetter, DeadLetterReason, DeadLetterSink, system_time};
 use super::gate::{Gate, Signal, Watchers};
+use super::pace::{Concurrency, Pace, Rates};
 use super::queue::{Item, PendingDeadLetter, Store, wall_clock};
 use super::sink::Sink;
 use super::stats::{Counters, Throttle};
@@ -43,6 +44,11 @@ pub(crate) struct Shared {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Organizations WorkOS answers 403 for while it accepts others' events.
     pub(crate) forbidden: Forbidden,
+    /// How many senders may work at once.
+    pub(crate) concurrency: Concurrency,
+    /// Accept and delivery rates.
+    pub(crate) rates: Rates,
+    pub(crate) backlog_warning: Throttle,
 }
 
 /// Organizations whose events WorkOS refuses with 403 while it accepts other organizations':
@@ -95,6 +101,7 @@ impl Shared {
         self.closed.store(true, Ordering::Release);
         self.store.close();
         self.work.notify_waiters();
+        self.concurrency.wake();
         self.progress.notify_all();
     }
 
@@ -190,6 +197,46 @@ impl Shared {
             }
         }
         recorded
+    }
+
+    /// The accept and delivery rates over the last seconds.
+    pub(crate) fn pace(&self) -> Pace {
+        let c = &self.counters;
+        self.rates.pace(
+            c.accepted.load(Ordering::Relaxed),
+            c.delivered.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Samples the rates (about once a second) and warns, at a bounded rate, when the backlog
+    /// grows: more events accepted than delivered with more waiting than the senders take at once.
+    pub(crate) fn tick(&self) {
+        let c = &self.counters;
+        if !self.rates.tick(
+            c.accepted.load(Ordering::Relaxed),
+            c.delivered.load(Ordering::Relaxed),
+        ) {
+            return;
+        }
+        let pace = self.pace();
+        let outstanding = self.store.depth().outstanding();
+        if pace.accepted_per_s > pace.delivered_per_s * 1.05
+            && outstanding > self.concurrency.limit()
+            && let Some(suppressed) = self.backlog_warning.ready()
+        {
+            let filling = pace.accepted_per_s - pace.delivered_per_s;
+            let room = self.config.capacity.saturating_sub(outstanding) as f64;
+            tracing::warn!(
+                accepted_per_s = pace.accepted_per_s.round(),
+                delivered_per_s = pace.delivered_per_s.round(),
+                waiting = outstanding,
+                capacity = self.config.capacity,
+                senders = self.concurrency.limit(),
+                full_in_s = (room / filling).round(),
+                suppressed,
+                "audit backlog growing: events are accepted faster than WorkOS takes them"
+            );
+        }
     }
 
     /// Counts and logs a caught panic of `what`; the error an attempt failed with.

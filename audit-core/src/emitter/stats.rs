@@ -46,6 +46,17 @@ pub struct Stats {
     pub held_since: Option<SystemTime>,
     /// Whether every sender waits for a `Retry-After` right now.
     pub paused: bool,
+    /// Events accepted per second over about the last ten seconds.
+    pub accept_rate: f64,
+    /// Events delivered per second over the same window. Above `accept_rate`, the backlog
+    /// shrinks; below it, the backlog grows (warned about at a bounded rate).
+    pub delivery_rate: f64,
+    /// How long the events waiting now take to drain at these rates (`Some(0)` when none wait;
+    /// `None` while the backlog does not shrink).
+    pub time_to_drain: Option<Duration>,
+    /// How many senders may work at once now (it follows WorkOS's latency under a rate limit;
+    /// see [`EmitterBuilder::max_senders`](super::EmitterBuilder::max_senders)).
+    pub concurrency: usize,
     /// Time from acceptance to delivery, 50th percentile (`None` before the first delivery).
     pub latency_p50: Option<Duration>,
     /// 90th percentile.
