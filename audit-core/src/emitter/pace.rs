@@ -109,7 +109,7 @@ impl Concurrency {
     }
 }
 
-/// Accepted and delivered counts sampled about once a second over the last ten seconds, for
+/// Accepted and delivered counts sampled about once a second over the last five seconds, for
 /// the rates in [`Stats`](super::Stats) and the backlog warning.
 #[derive(Debug)]
 pub(crate) struct Rates {
@@ -127,7 +127,7 @@ pub(crate) struct Pace {
 }
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-const SAMPLES: usize = 11;
+const SAMPLES: usize = 6;
 
 impl Default for Rates {
     fn default() -> Self {

@@ -46,7 +46,7 @@ pub struct Stats {
     pub held_since: Option<SystemTime>,
     /// Whether every sender waits for a `Retry-After` right now.
     pub paused: bool,
-    /// Events accepted per second over about the last ten seconds.
+    /// Events accepted per second over about the last five seconds.
     pub accept_rate: f64,
     /// Events delivered per second over the same window. Above `accept_rate`, the backlog
     /// shrinks; below it, the backlog grows (warned about at a bounded rate).
