@@ -97,6 +97,19 @@ pub enum Error {
     },
 }
 
+/// The message of WorkOS's 400 answer to an export that would hold no events.
+pub const NO_EVENTS_MESSAGE: &str = "No audit log events found";
+
+/// Whether a response with `status` and `message` is WorkOS's 400 `"No audit log events found"`
+/// ([`NO_EVENTS_MESSAGE`], in any case, possibly with more text around it): an export that would
+/// hold no events, which readers show as an empty result rather than a failure.
+pub fn is_no_events_message(status: u16, message: &str) -> bool {
+    status == 400
+        && message
+            .to_ascii_lowercase()
+            .contains(&NO_EVENTS_MESSAGE.to_ascii_lowercase())
+}
+
 impl Error {
     /// How many bytes of an unexpected body [`Error::NotWorkOs`] quotes.
     pub const NOT_WORKOS_BODY_START: usize = 80;
@@ -147,6 +160,13 @@ impl Error {
     /// 404: the organization, export or action does not exist.
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
+    }
+
+    /// WorkOS's 400 `"No audit log events found"`: an export would hold no events. Readers treat
+    /// it as an empty result, not as a failure ([`is_no_events_message`]).
+    pub fn is_no_events(&self) -> bool {
+        self.api()
+            .is_some_and(|api| is_no_events_message(api.status, api.message.as_deref().unwrap_or("")))
     }
 
     /// 401: the key is missing, wrong, revoked or for the other environment.

@@ -117,7 +117,7 @@ mod shared;
 mod sink;
 #[cfg(feature = "spool")]
 mod spool;
-mod stats;
+pub(crate) mod stats;
 
 pub use builder::{EmitterBuilder, RateLimit, StartError};
 pub use dead_letter::{

@@ -210,7 +210,7 @@ pub(crate) struct Throttle {
     interval_ms: u64,
     /// Milliseconds after `start` of the last log, plus one (0: never).
     last: AtomicU64,
-    suppressed: AtomicU64,
+    pub(crate) suppressed: AtomicU64,
 }
 
 impl Throttle {

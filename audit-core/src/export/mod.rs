@@ -348,7 +348,7 @@ impl EventReader {
     async fn create(&self, query: &CreateExport) -> Result<Option<AuditLogExport>, ReadError> {
         match self.client.create_export(query).await {
             Ok(export) => Ok(Some(export)),
-            Err(e) if is_no_events(&e) => Ok(None),
+            Err(e) if e.is_no_events() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -376,17 +376,6 @@ impl EventReader {
         }
         Ok(export)
     }
-}
-
-/// Whether `e` is WorkOS's 400 "No audit log events found".
-fn is_no_events(e: &Error) -> bool {
-    e.api().is_some_and(|api| {
-        api.status == 400
-            && api
-                .message
-                .as_deref()
-                .is_some_and(|m| m.to_ascii_lowercase().contains("no audit log events found"))
-    })
 }
 
 type BoxStream = Pin<Box<dyn Stream<Item = Result<Event, ReadError>> + Send>>;
@@ -538,11 +527,7 @@ impl ReadProgress {
 
     /// The id of the export being read, once created.
     pub fn export_id(&self) -> Option<String> {
-        self.inner
-            .export_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.inner.export_id).clone()
     }
 
     fn set_phase(&self, phase: Phase) {
@@ -557,7 +542,7 @@ impl ReadProgress {
     }
 
     fn set_export_id(&self, id: &str) {
-        *self.inner.export_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());
+        *crate::sync::lock(&self.inner.export_id) = Some(id.to_owned());
     }
 }
 

@@ -417,7 +417,7 @@ async fn export(State(s): S, RawQuery(q): RawQuery) -> Res {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    if status == StatusCode::BAD_REQUEST && message == "No audit log events found" {
+    if audit_core::error::is_no_events_message(status.as_u16(), &message) {
         return problem(
             StatusCode::NOT_FOUND,
             "Nothing to export",
