@@ -215,7 +215,8 @@ pub struct RelayStats {
     pub retried: u64,
     /// Rows moved to the dead-letter table.
     pub dead_lettered: u64,
-    /// 429 answers that paused the fleet.
+    /// 429 answers with a `Retry-After` that paused the fleet (counted once the pause is
+    /// recorded in the database).
     pub rate_limited: u64,
     /// Database errors met (each followed by a backoff).
     pub database_errors: u64,
@@ -630,14 +631,16 @@ impl Shared {
     }
 
     async fn pause_fleet(&self, after: Duration) {
-        add(&self.counters.rate_limited, 1, "audit_outbox_rate_limited_total");
         let paused = sqlx::query(&self.outbox.queries().pause)
             .bind(self.bucket())
             .bind(after.as_secs_f64())
             .execute(self.outbox.pool())
             .await;
-        if let Err(e) = paused {
-            tracing::warn!(error = %e, "audit outbox relay: could not record a Retry-After pause for the fleet");
+        match paused {
+            Ok(_) => add(&self.counters.rate_limited, 1, "audit_outbox_rate_limited_total"),
+            Err(e) => {
+                tracing::warn!(error = %e, "audit outbox relay: could not record a Retry-After pause for the fleet");
+            }
         }
     }
 
