@@ -7,8 +7,8 @@ use std::time::Duration;
 use audit_core::emitter::{DeadLetterError, DeadLetterReason};
 use audit_core::retry::{Decision, GiveUp, Outcome};
 use audit_core::{CreateEvent, Error, Event, OrganizationId, RetryPolicy, Sink};
-use sqlx::Row;
 use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, Row};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -376,6 +376,7 @@ enum Step {
 async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut failures = 0u32;
     let mut bucket_ready = false;
+    let mut conn: Option<PgConnection> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -386,13 +387,22 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // A batch in flight is not interrupted by a stop: shutdown waits for it (up to its
         // deadline), so its outcomes are recorded instead of waiting for the lease to end.
         let step = async {
+            let conn = match &mut conn {
+                Some(conn) => conn,
+                None => conn.insert(shared.connect().await?),
+            };
             if !bucket_ready {
-                shared.ensure_bucket().await?;
+                shared.ensure_bucket(conn).await?;
                 bucket_ready = true;
             }
-            shared.step().await
+            shared.step(conn).await
         };
-        match step.await {
+        let step = step.await;
+        if step.is_err() {
+            // A broken connection is replaced; a working one is reopened at little cost.
+            conn = None;
+        }
+        match step {
             Ok(Step::Worked) => failures = 0,
             Ok(Step::Idle(wait)) => {
                 failures = 0;
@@ -455,25 +465,41 @@ impl Shared {
         self.config.bucket.as_str()
     }
 
-    async fn ensure_bucket(&self) -> Result<(), sqlx::Error> {
+    /// The task's own connection, taken from the pool for good (the pool opens a replacement),
+    /// with `synchronous_commit` off: the relay's statements (claims, deletes, backoffs) then
+    /// commit without waiting for the WAL flush. A crash can lose the last few of them, which
+    /// only means a row is sent again with its key, and WorkOS stores it once; rows written by
+    /// the application are not affected.
+    async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
+        let mut conn = self.outbox.pool().acquire().await?.detach();
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut conn)
+            .await?;
+        Ok(conn)
+    }
+
+    async fn ensure_bucket(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         let burst = self.config.rate_limit.map_or(0.0, |l| f64::from(l.max_burst()));
         sqlx::query(&self.outbox.queries().ensure_bucket)
             .bind(self.bucket())
             .bind(burst)
-            .execute(self.outbox.pool())
+            .execute(conn)
             .await?;
         Ok(())
     }
 
     /// How many rows this task may send now, or how long to wait.
-    async fn tokens(&self, want: usize) -> Result<Result<usize, Duration>, sqlx::Error> {
+    async fn tokens(
+        &self,
+        conn: &mut PgConnection,
+        want: usize,
+    ) -> Result<Result<usize, Duration>, sqlx::Error> {
         let q = self.outbox.queries();
-        let pool = self.outbox.pool();
         match self.config.rate_limit {
             None => {
                 let left: Option<f64> = sqlx::query_scalar(&q.pause_left)
                     .bind(self.bucket())
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *conn)
                     .await?;
                 match left {
                     Some(left) if left > 0.0 => Ok(Err(secs(left))),
@@ -486,11 +512,11 @@ impl Shared {
                     .bind(want as i64)
                     .bind(limit.rate())
                     .bind(f64::from(limit.max_burst()))
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *conn)
                     .await?;
                 let Some(row) = row else {
                     // The bucket row was deleted under us: recreate it.
-                    self.ensure_bucket().await?;
+                    self.ensure_bucket(conn).await?;
                     return Ok(Err(Duration::ZERO));
                 };
                 let granted: i64 = row.try_get(0)?;
@@ -507,10 +533,9 @@ impl Shared {
         }
     }
 
-    async fn step(&self) -> Result<Step, sqlx::Error> {
+    async fn step(&self, conn: &mut PgConnection) -> Result<Step, sqlx::Error> {
         let q = self.outbox.queries();
-        let pool = self.outbox.pool();
-        let granted = match self.tokens(self.config.batch).await? {
+        let granted = match self.tokens(conn, self.config.batch).await? {
             Ok(n) => n,
             Err(wait) => return Ok(Step::Throttled(wait)),
         };
@@ -518,7 +543,7 @@ impl Shared {
             .bind(&self.config.instance)
             .bind(self.config.lease.as_secs_f64())
             .bind(granted as i64)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
         if rows.len() < granted
             && let Some(limit) = self.config.rate_limit
@@ -527,11 +552,11 @@ impl Shared {
                 .bind(self.bucket())
                 .bind((granted - rows.len()) as f64)
                 .bind(f64::from(limit.max_burst()))
-                .execute(pool)
+                .execute(&mut *conn)
                 .await?;
         }
         if rows.is_empty() {
-            let next: Option<f64> = sqlx::query_scalar(&q.next_due).fetch_one(pool).await?;
+            let next: Option<f64> = sqlx::query_scalar(&q.next_due).fetch_one(&mut *conn).await?;
             let wait = next.map_or(self.config.poll, |s| secs(s.max(0.0)));
             return Ok(Step::Idle(wait));
         }
@@ -561,7 +586,7 @@ impl Shared {
             "audit_outbox_claimed_total",
         );
         let verdicts = futures_util::future::join_all(claimed.iter().map(|row| self.attempt(row))).await;
-        self.record(&claimed, verdicts).await?;
+        self.record(conn, &claimed, verdicts).await?;
         Ok(Step::Worked)
     }
 
@@ -645,9 +670,13 @@ impl Shared {
     }
 
     /// Records every verdict of a batch: one statement per kind.
-    async fn record(&self, rows: &[Claimed], verdicts: Vec<Verdict>) -> Result<(), sqlx::Error> {
+    async fn record(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[Claimed],
+        verdicts: Vec<Verdict>,
+    ) -> Result<(), sqlx::Error> {
         let q = self.outbox.queries();
-        let pool = self.outbox.pool();
         let mut delivered = Vec::new();
         let (mut retry_ids, mut retry_claims, mut retry_delays, mut retry_errors) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -677,7 +706,10 @@ impl Shared {
             }
         }
         if !delivered.is_empty() {
-            sqlx::query(&q.delete).bind(&delivered).execute(pool).await?;
+            sqlx::query(&q.delete)
+                .bind(&delivered)
+                .execute(&mut *conn)
+                .await?;
             add(
                 &self.counters.delivered,
                 delivered.len(),
@@ -690,7 +722,7 @@ impl Shared {
                 .bind(&retry_claims)
                 .bind(&retry_delays)
                 .bind(&retry_errors)
-                .execute(pool)
+                .execute(&mut *conn)
                 .await?;
             add(
                 &self.counters.retried,
@@ -704,7 +736,7 @@ impl Shared {
                 .bind(&dead_claims)
                 .bind(&dead_reasons)
                 .bind(&dead_errors)
-                .execute(pool)
+                .execute(&mut *conn)
                 .await?;
             add(
                 &self.counters.dead_lettered,

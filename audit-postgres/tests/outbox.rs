@@ -201,7 +201,10 @@ async fn ambiguous_502s_after_storing_and_connection_resets_store_each_event_onc
     let relays: Vec<_> = (0..3).map(|_| relay(&outbox, &kit).start().unwrap()).collect();
     wait_drained(&outbox, Duration::from_secs(60)).await;
     assert_exactly_once(&kit, &org, &keys);
-    let retried: u64 = relays.iter().map(|r| r.stats().retried).sum();
+    let mut retried = 0;
+    for r in relays {
+        retried += r.shutdown(Duration::from_secs(5)).await.stats.retried;
+    }
     assert!(retried > 0, "the faults caused retries");
 }
 
@@ -258,7 +261,10 @@ async fn a_killed_relays_leases_are_taken_over_without_loss_or_duplicates() {
     let survivor = relay(&outbox, &kit).instance_id("survivor").start().unwrap();
     wait_drained(&outbox, Duration::from_secs(20)).await;
     assert_exactly_once(&kit, &org, &keys);
-    assert_eq!(survivor.stats().delivered, 20);
+    assert_eq!(
+        survivor.shutdown(Duration::from_secs(5)).await.stats.delivered,
+        20
+    );
     kit.clear_faults();
 }
 
@@ -305,8 +311,9 @@ async fn three_relays_together_stay_within_the_fleet_rate_limit() {
         "{n} requests took only {span:.3}s"
     );
     // Every instance took part.
-    for r in &relays {
-        assert!(r.stats().delivered > 0, "{:?}", r.stats());
+    for r in relays {
+        let stats = r.shutdown(Duration::from_secs(5)).await.stats;
+        assert!(stats.delivered > 0, "{stats:?}");
     }
 }
 
@@ -346,13 +353,11 @@ async fn a_retry_after_pauses_every_relay() {
     {
         assert!(r.received_at >= resume, "request {} sent during the pause", r.seq);
     }
-    let delivered: u64 = relays.iter().map(|r| r.stats().delivered).sum();
-    assert_eq!(
-        delivered,
-        30,
-        "{:?}",
-        relays.iter().map(|r| r.stats()).collect::<Vec<_>>()
-    );
+    let mut delivered = 0;
+    for r in relays {
+        delivered += r.shutdown(Duration::from_secs(5)).await.stats.delivered;
+    }
+    assert_eq!(delivered, 30);
 }
 
 #[tokio::test]
@@ -385,7 +390,10 @@ async fn rejected_events_are_dead_lettered_and_replayed_with_their_keys() {
         assert_eq!(l.letter.organization_id, org);
         assert!(l.letter.first_attempt_at.is_some());
     }
-    assert_eq!(relay.stats().dead_lettered, 2);
+    wait_until(Duration::from_secs(5), "2 dead letters counted", || async {
+        relay.stats().dead_lettered == 2
+    })
+    .await;
 
     assert_eq!(outbox.replay_dead_letters().await.unwrap(), 2);
     wait_drained(&outbox, Duration::from_secs(10)).await;
@@ -419,5 +427,5 @@ async fn try_emit_lands_in_the_outbox_and_is_delivered_once() {
     let relay = relay(&outbox, &kit).start().unwrap();
     wait_drained(&outbox, Duration::from_secs(20)).await;
     assert_exactly_once(&kit, &org, &receipts);
-    assert_eq!(relay.stats().delivered, 200);
+    assert_eq!(relay.shutdown(Duration::from_secs(5)).await.stats.delivered, 200);
 }
