@@ -399,6 +399,7 @@ impl Streams {
         g.pending.push_back(p);
         drop(g);
         stream.wake.notify_one();
+        self.changed.notify_waiters();
     }
 
     /// Forgets waiting events, counters and recent deliveries (the configuration stays).
