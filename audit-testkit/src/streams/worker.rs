@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 /// How many recent deliveries and failures a stream remembers.
 const RECENT: usize = 100;
 
-/// How many events may wait for delivery per stream; more are dropped and counted as failed.
-pub(crate) const MAX_PENDING: usize = 10_000;
+/// How many events may wait for delivery per stream by default; more are dropped and counted as
+/// failed.
+const MAX_PENDING: usize = 10_000;
 
 /// How long one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,8 @@ pub(crate) struct StreamSettings {
     pub(crate) attempts: u32,
     /// The wait after the first failed attempt; it doubles after each further one.
     pub(crate) first_backoff: Duration,
+    /// How many events may wait per stream (the one being attempted included).
+    pub(crate) max_pending: usize,
 }
 
 impl Default for StreamSettings {
@@ -37,6 +40,7 @@ impl Default for StreamSettings {
         StreamSettings {
             attempts: 5,
             first_backoff: Duration::from_millis(500),
+            max_pending: MAX_PENDING,
         }
     }
 }
@@ -389,7 +393,7 @@ impl Streams {
             event: shapes::streamed_event(&id, org, event),
             id,
         };
-        if g.pending.len() >= MAX_PENDING {
+        if g.pending.len() >= self.settings.max_pending.max(1) {
             g.failed += 1;
             g.note(&p, 0, DeliveryOutcome::Dropped);
             drop(g);
