@@ -523,3 +523,50 @@ async fn run(stream: Arc<Stream>, client: reqwest::Client, settings: StreamSetti
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback URL nothing listens on: every attempt fails at once, without a timer.
+    fn refusing_url() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        format!("http://127.0.0.1:{port}/in")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_exponentially_then_give_up() {
+        let streams = Streams::new(StreamSettings {
+            attempts: 4,
+            first_backoff: Duration::from_millis(500),
+            max_pending: 10,
+        })
+        .unwrap();
+        streams.start(tokio::runtime::Handle::current());
+        streams
+            .set("org_1", Destination::http(refusing_url()), true)
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        streams.enqueue("org_1", &json!({"action": "a.b"}));
+        loop {
+            let mut changed = std::pin::pin!(streams.changed.notified());
+            changed.as_mut().enable();
+            if streams.status("org_1").unwrap().state == StreamState::Error {
+                break;
+            }
+            changed.await;
+        }
+        // 500 ms, 1 s and 2 s between the four attempts, on the paused clock.
+        assert_eq!(started.elapsed(), Duration::from_millis(3_500));
+        let status = streams.status("org_1").unwrap();
+        let attempts: Vec<(u32, bool)> = status
+            .recent
+            .iter()
+            .map(|d| (d.attempt, matches!(d.outcome, DeliveryOutcome::GaveUp { .. })))
+            .collect();
+        assert_eq!(attempts, [(1, false), (2, false), (3, false), (4, true)]);
+        assert_eq!((status.failed, status.pending), (1, 0));
+    }
+}
