@@ -278,7 +278,9 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn letters_of(entries: Vec<Result<DeadLetter, audit_core::emitter::ReadError>>) -> Vec<DeadLetter> {
+fn letters_of(
+    entries: Vec<Result<DeadLetter, audit_core::emitter::UnreadableDeadLetter>>,
+) -> Vec<DeadLetter> {
     entries.into_iter().map(|e| e.expect("readable")).collect()
 }
 

@@ -122,7 +122,7 @@ pub(crate) mod stats;
 pub use builder::{EmitterBuilder, RateLimit, StartError};
 pub use dead_letter::{
     CallbackDeadLetters, DEAD_LETTER_LOG_MARKER, DeadLetter, DeadLetterError, DeadLetterReason,
-    DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReadError, ReplayReport,
+    DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReplayReport, UnreadableDeadLetter,
 };
 pub use key::IdempotencyKey;
 pub use sink::{DiscardSink, MemorySink, Sink, SinkFuture};
@@ -611,7 +611,10 @@ impl Emitter {
         self.replay(DeadLetter::read_log(path)?).await
     }
 
-    async fn replay(&self, entries: Vec<Result<DeadLetter, ReadError>>) -> std::io::Result<ReplayReport> {
+    async fn replay(
+        &self,
+        entries: Vec<Result<DeadLetter, UnreadableDeadLetter>>,
+    ) -> std::io::Result<ReplayReport> {
         let mut report = ReplayReport::default();
         for (i, entry) in entries.into_iter().enumerate() {
             match entry {
