@@ -412,7 +412,7 @@ fn ends_inside_a_line(path: &Path) -> bool {
 
 impl DeadLetterSink for JsonlDeadLetters {
     fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()> {
-        let mut out = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = crate::sync::lock(&self.file);
         let mut record = Vec::with_capacity(1024);
         if out.torn {
             record.push(b'\n');
@@ -438,12 +438,12 @@ impl MemoryDeadLetters {
 
     /// Every dead letter so far, oldest first.
     pub fn letters(&self) -> Vec<DeadLetter> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.0).clone()
     }
 
     /// How many dead letters there are.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        crate::sync::lock(&self.0).len()
     }
 
     /// Whether there are none.
@@ -454,10 +454,7 @@ impl MemoryDeadLetters {
 
 impl DeadLetterSink for MemoryDeadLetters {
     fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(letter.clone());
+        crate::sync::lock(&self.0).push(letter.clone());
         Ok(())
     }
 }

@@ -516,7 +516,7 @@ impl Emitter {
         let deadline = Instant::now() + timeout;
         // Closed: nothing is accepted after `last_seq`, so this waits until nothing is outstanding.
         let drained = self.wait_until(shared.store.last_seq(), deadline).await;
-        let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks = std::mem::take(&mut *crate::sync::lock(&shared.tasks));
         if !drained {
             // Senders in the middle of an attempt are aborted: the event each one holds is
             // dead-lettered (or kept by the spool) as it is dropped.
