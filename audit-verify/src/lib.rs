@@ -106,6 +106,7 @@ pub struct VerifyOptions {
     base_url: Option<String>,
     require_stream: bool,
     export: bool,
+    allow_live_writes: bool,
     only: Option<BTreeSet<CheckId>>,
     skip: BTreeSet<CheckId>,
     timeout: Duration,
@@ -128,6 +129,7 @@ impl fmt::Debug for VerifyOptions {
             .field("base_url", &self.base_url)
             .field("require_stream", &self.require_stream)
             .field("export", &self.export)
+            .field("allow_live_writes", &self.allow_live_writes)
             .field("only", &self.only)
             .field("skip", &self.skip)
             .field("timeout", &self.timeout)
@@ -158,6 +160,7 @@ impl VerifyOptions {
             base_url: None,
             require_stream: false,
             export: false,
+            allow_live_writes: false,
             only: None,
             skip: BTreeSet::new(),
             timeout: Duration::from_secs(15),
@@ -242,6 +245,20 @@ impl VerifyOptions {
     /// Whether to run the `export` check (default off: it takes seconds to a minute).
     pub fn export(mut self, yes: bool) -> Self {
         self.export = yes;
+        self
+    }
+
+    /// Whether the checks that write into the organization's audit log (`event` records a test
+    /// event; `schema_validation` sends an event that is recorded when validation is off) run
+    /// with a live (`sk_live_`) key. Default off: with a live key they are SKIP, and the
+    /// `api_key` finding says so. A test (`sk_test_`) key is not affected.
+    ///
+    /// # Security
+    /// The events land in a production organization's audit log, where its customers (and their
+    /// log streams) see them, and cannot be deleted. Turn this on only to verify production on
+    /// purpose, before go-live.
+    pub fn allow_live_writes(mut self, yes: bool) -> Self {
+        self.allow_live_writes = yes;
         self
     }
 
@@ -336,9 +353,14 @@ impl Verifier {
     /// destination probes, and reports. Never fails: every problem is a [`Status::Fail`] in the
     /// report.
     pub async fn run(&self) -> Report {
-        let mut results = self.run_checklist().await;
+        let o = &self.options;
+        let layers = EnvLayers::load(&o.env, o.env_dir.as_deref());
+        let mut results = self.run_checklist(&layers).await;
         results.extend(self.run_probes().await);
-        Report::new(results)
+        // The last line of defence: whatever setting a secret was put in, and whatever echoed it.
+        let key = layers.get(ENV_API_KEY).map(|f| f.value);
+        let known: Vec<&str> = key.as_deref().into_iter().collect();
+        Report::new(results.into_iter().map(|r| r.redacted(&known)).collect())
     }
 
     /// The destination probes: each given destination whose check is selected, then a SKIP for
@@ -361,9 +383,8 @@ impl Verifier {
         results
     }
 
-    async fn run_checklist(&self) -> Vec<CheckResult> {
+    async fn run_checklist(&self, layers: &EnvLayers) -> Vec<CheckResult> {
         let o = &self.options;
-        let layers = EnvLayers::load(&o.env, o.env_dir.as_deref());
         let mut results = Vec::new();
 
         if o.selected(CheckId::Dependency) {
@@ -384,16 +405,16 @@ impl Verifier {
                 });
             results.push(result);
         }
-        let (key_result, key) = settings::api_key(&layers, o.in_ci());
+        let (key_result, key) = settings::api_key(layers, o.in_ci(), o.allow_live_writes);
         let org_option = o.organization_id.as_deref();
-        let (org_result, org) = settings::organization(org_option, &layers);
+        let (org_result, org) = settings::organization(org_option, layers);
         let key_prereq = key_result.clone();
         let org_prereq = org_result.clone();
         if o.selected(CheckId::ApiKey) {
             results.push(key_result);
         }
         if o.selected(CheckId::ClientId) {
-            results.push(settings::client_id(&layers));
+            results.push(settings::client_id(layers));
         }
         if o.selected(CheckId::Organization) {
             results.push(org_result);
@@ -416,11 +437,14 @@ impl Verifier {
                 .as_ref()
                 .is_some_and(|only| only.contains(&CheckId::Export));
 
+        // The checks that write hold back with a live key unless allowed.
+        let writes_held = !o.allow_live_writes && key.as_deref().is_some_and(|k| k.starts_with("sk_live_"));
+
         // Prerequisites: a usable key and organization, then a client.
         let mut ready = match (key, org) {
             (None, _) => Prerequisite::Setting(key_prereq),
             (_, None) => Prerequisite::Setting(org_prereq),
-            (Some(key), Some(org)) => match self.client(&layers, &key) {
+            (Some(key), Some(org)) => match self.client(layers, &key) {
                 Ok(client) => {
                     let action = Action::new(o.action.clone()).map_err(|e| e.to_string());
                     let mut c = ApiContext::new(client, key, org, action);
@@ -447,6 +471,10 @@ impl Verifier {
                 continue;
             }
             let ctx = match &mut ready {
+                Prerequisite::Ready(_) if writes_held && id.writes() => {
+                    results.push(CheckResult::skip(id, live_writes_held(id)));
+                    continue;
+                }
                 Prerequisite::Ready(c) => c,
                 Prerequisite::Setting(pre) => {
                     results.push(prerequisite_failed(id, pre, o.selected(pre.id)));
@@ -517,6 +545,14 @@ impl Verifier {
                 None => (None, String::new()),
             },
         };
+        if url.as_deref().is_some_and(env::holds_secret_key) {
+            return Err((
+                format!(
+                    "the base URL ({origin}) holds what looks like a secret key (sk_…), not shown: it cannot be the API's address"
+                ),
+                "set WORKOS_BASE_URL to https://api.workos.com (or remove it), or to http://127.0.0.1:PORT for audit-testkit; keep the key in WORKOS_API_KEY only, and roll it in the WorkOS Dashboard → API Keys if it was shown or logged anywhere".to_owned(),
+            ));
+        }
         let mut builder = Client::builder()
             .api_key(key)
             .retry_policy(RetryPolicy::disabled())
@@ -536,6 +572,17 @@ impl Verifier {
             }
         })
     }
+}
+
+/// The finding of a check that writes, held back because the key is live.
+fn live_writes_held(id: CheckId) -> String {
+    let what = match id {
+        CheckId::Event => "records a test event",
+        _ => "sends an event that is recorded when schema validation is off",
+    };
+    format!(
+        "not run: the API key is a live (production) key and this check {what} in the organization's audit log, which its customers see; pass --allow-live-writes (VerifyOptions::allow_live_writes) to run it, or use a test key (sk_test_…) and a test organization"
+    )
 }
 
 /// Whether the API checks can run.
