@@ -801,9 +801,12 @@ fn run_blocking_works_outside_and_inside_a_runtime() {
     assert!(r.passed());
 }
 
+/// The status, content type and body of an answer.
+type Answer = (u16, Option<&'static str>, &'static str);
+
 /// A loopback axum server standing where WorkOS should be (a proxy, a gateway, a web app):
-/// `answer` gives the status, content type and body of the answer to each method.
-async fn foreign_server(answer: fn(&Method) -> (u16, Option<&'static str>, &'static str)) -> String {
+/// `answer` gives the answer to each method.
+async fn foreign_server(answer: fn(&Method) -> Answer) -> String {
     let app = axum::Router::new().fallback(move |method: Method| async move {
         let (status, content_type, body) = answer(&method);
         let mut response = axum::response::Response::new(axum::body::Body::from(body));
@@ -823,7 +826,7 @@ async fn foreign_server(answer: fn(&Method) -> (u16, Option<&'static str>, &'sta
 }
 
 /// Every request answered with an HTML page and `status`.
-fn html(status: u16) -> (u16, Option<&'static str>, &'static str) {
+fn html(status: u16) -> Answer {
     (
         status,
         Some("text/html"),
@@ -868,7 +871,7 @@ async fn a_web_app_answering_200_html_fails_the_event_check() {
 async fn a_create_event_answer_that_is_not_success_true_fails_the_event_check() {
     // A gateway that answers reads as WorkOS does for an action without schemas (404 JSON), but
     // the create-event request with 200 HTML, 204 or some other JSON: not {"success":true}.
-    let answers: [fn(&Method) -> (u16, Option<&'static str>, &'static str); 3] = [
+    let answers: [fn(&Method) -> Answer; 3] = [
         |m| match *m {
             Method::GET => (404, Some("application/json"), r#"{"message":"Not Found"}"#),
             _ => html(200),
