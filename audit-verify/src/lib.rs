@@ -8,11 +8,11 @@
 //! |---|---|---|---|---|
 //! | `dependency` | `cargo metadata --no-deps` of the manifest: a workspace member depends on `audit-core`, `audit-tower` or `audit-actix` | a normal dependency | none, or `cargo metadata` fails | WARN: only a dev-dependency |
 //! | `api_key` | `WORKOS_API_KEY` | `sk_test_…`, or `sk_live_…` outside CI | missing, whitespace, no `sk_` | WARN: `sk_live_` in CI, neither test nor live, or a `.env` line that cannot be parsed |
-//! | `client_id` | `WORKOS_CLIENT_ID` | starts with `client_` | anything else | SKIP: not set |
-//! | `organization` | `--org`, else `WORKOS_ORGANIZATION_ID` | `org_` + 26-character ULID | missing or malformed | WARN: valid but not the ULID shape |
-//! | `event` | `POST /audit_logs/events` with the chosen action (default [`DEFAULT_ACTION`], `verify.checked`) | 200 | 401, 403, 404, 429, 400/422, 5xx, unreachable, TLS | |
+//! | `client_id` | `WORKOS_CLIENT_ID` | starts with `client_` | anything else (a secret key: named, not shown) | SKIP: not set |
+//! | `organization` | `--org`, else `WORKOS_ORGANIZATION_ID` | `org_` + 26-character ULID | missing or malformed (a secret key: named, not shown) | WARN: valid but not the ULID shape |
+//! | `event` | `POST /audit_logs/events` with the chosen action (default [`DEFAULT_ACTION`], `verify.checked`) | 200 `{"success":true}` | 401, 403, 404, 429, 400/422, 5xx, unreachable, TLS, an answer that is not WorkOS's (a 2xx other than `{"success":true}`, HTML) | SKIP: a live key without [`VerifyOptions::allow_live_writes`] |
 //! | `log_stream` | `GET /organizations/{id}/audit_log_configuration` | stream `active` | `inactive`, `error`, `invalid`; none with `require_stream` | SKIP: no stream |
-//! | `schema_validation` | an event violating the action's latest schema | 400 (or 422) | accepted: validation is off | SKIP: no schema, or nothing to violate |
+//! | `schema_validation` | an event violating the action's latest schema | 400 (or 422) | accepted: validation is off | SKIP: no schema, or nothing to violate; a live key without [`VerifyOptions::allow_live_writes`] |
 //! | `export` (opt-in) | an export of the last day, polled to `ready` | `ready` in time | `error`, `expired`, still `pending` | WARN: no events yet |
 //! | `stream_http`, `stream_splunk`, `stream_datadog`, `stream_s3` | a log-stream destination, when one is given ([`VerifyOptions::stream_probe`]; see [`streams`]) | the destination accepts a sample event (S3: the settings are well-formed) | the cause, with its fix | SKIP: named in `only` without a destination; WARN: plain `http://` to a non-local host, an S3 bucket name with dots |
 //!
@@ -26,15 +26,24 @@
 //! behind the caller's back, so tests stay hermetic; [`VerifyOptions::from_env`] takes a
 //! snapshot of the process environment.
 //!
-//! # A live key in CI
-//! A `sk_live_` key passes when run by hand (verifying production before go-live is the point
-//! of the checklist) but is a WARN in CI (`CI=true` or `CI=1`): every CI run would write a test
-//! event into a production organization's audit log, which its customers can see.
-//!
-//! # What the checks write
+//! # What the checks write, and a live key
 //! `event` records one event (actor `audit-core-verify` of type `system`, location `127.0.0.1`)
 //! for the organization; `schema_validation` sends one event that should be refused, and that is
-//! recorded when schema validation is off. Run the checklist against a test organization.
+//! recorded when schema validation is off ([`CheckId::writes`]). Run the checklist against a test
+//! organization.
+//!
+//! With a live (`sk_live_`) key those two checks write nothing: they are SKIP, naming the flag
+//! that runs them (`--allow-live-writes`, [`VerifyOptions::allow_live_writes`]), and the
+//! `api_key` finding says so; the checks that only read (`log_stream`, `export`) run. A live key
+//! passes when run by hand (verifying production before go-live is the point of the checklist)
+//! but is a WARN in CI (`CI=true` or `CI=1`): use a test key and a test organization there.
+//!
+//! # Secrets
+//! The API key is shown as its prefix and last four characters (`sk_test_…abcd`) at most. A
+//! secret key found in another setting (`WORKOS_ORGANIZATION_ID`, `--org`, `WORKOS_CLIENT_ID`,
+//! `WORKOS_BASE_URL`, swapped by mistake) fails that setting's check with a finding that names
+//! the setting and never shows any part of the value; as a last line of defence, anything that
+//! looks like a secret key (`sk_…`) in a finding or fix is replaced by `[redacted]`.
 //!
 //! # Errors and fixes
 //! Every failure names its cause and the fix (from WorkOS's error-recovery guidance): a refused
