@@ -113,7 +113,7 @@ struct Args {
     /// The Datadog API key of `--stream-datadog-site`.
     #[arg(long, value_name = "KEY", requires = "stream_datadog_site")]
     stream_datadog_key: Option<String>,
-    /// Serve every Datadog site from URL/<site> instead of Datadog's hosts (for tests).
+    /// Serve every Datadog site from `URL/<site>` instead of Datadog's hosts (for tests).
     #[arg(long, value_name = "URL", requires = "stream_datadog_site")]
     stream_datadog_url: Option<String>,
     /// Check an S3 stream's bucket name (with the other --stream-s3-* options).
