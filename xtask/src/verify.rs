@@ -6,6 +6,7 @@
 //! cargo xtask verify --json               # one JSON document on stdout
 //! cargo xtask verify --checks api_key,event --org org_… --action user.signed_in
 //! cargo xtask verify --skip dependency --require-stream --export
+//! cargo xtask verify --allow-live-writes  # with a sk_live_ key: also send the test events
 //! cargo xtask verify --stream-http https://siem.example.com/in --stream-header 'Authorization: Bearer …'
 //! cargo xtask verify --stream-splunk https://splunk.example.com:8088 --stream-splunk-token …
 //! cargo xtask verify --stream-datadog-site EU1 --stream-datadog-key …
@@ -75,6 +76,10 @@ struct Args {
     /// Also check that an export of the last day reaches `ready`.
     #[arg(long)]
     export: bool,
+    /// With a live (sk_live_) key, also run the checks that write into the organization's audit
+    /// log (event, schema_validation); without it they are skipped.
+    #[arg(long)]
+    allow_live_writes: bool,
     /// How long the export may stay pending, in seconds.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     export_timeout: u64,
@@ -240,6 +245,7 @@ pub(crate) fn run_with(args: &[String]) -> Result<(Report, String), Usage> {
             )
             .action(args.action.clone())
             .require_stream(args.require_stream)
+            .allow_live_writes(args.allow_live_writes)
             .timeout(Duration::from_secs(args.timeout.max(1)))
             .export_timeout(Duration::from_secs(args.export_timeout))
             .skip(skip);
@@ -463,6 +469,17 @@ mod tests {
         assert!(output.contains("arn:aws:s3:::audit-bucket/*"));
         assert!(output.contains("\"sts:ExternalId\": \"ext-secret-id\""));
         assert!(output.contains("s3:PutObjectAcl"));
+    }
+
+    #[test]
+    fn live_writes_are_off_unless_the_flag_is_given() {
+        let parse = |list: &[&str]| {
+            Args::try_parse_from(std::iter::once("cargo xtask verify").chain(list.iter().copied()))
+                .expect("parses")
+                .allow_live_writes
+        };
+        assert!(!parse(&[]));
+        assert!(parse(&["--allow-live-writes"]));
     }
 
     #[test]
