@@ -346,6 +346,7 @@ pub(crate) async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) 
         ready_at: format_ts(ready),
         csv,
     };
+    #[cfg(feature = "sqlite")]
     if let Ok(text) = serde_json::to_string(&rec) {
         s.with_db(|db| db.upsert_export(&rec.id, &text));
     }
@@ -609,6 +610,7 @@ async fn put_retention(State(s): S, Path(org): Path<String>, headers: HeaderMap,
         },
     };
     lock(&s.data).retention.insert(org.clone(), Some(days));
+    #[cfg(feature = "sqlite")]
     s.with_db(|db| db.set_retention(&org, Some(days)));
     json_response(StatusCode::OK, &json!({"retention_period_in_days": days}))
 }

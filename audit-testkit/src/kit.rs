@@ -5,6 +5,7 @@ use crate::model::{RecordedRequest, StoredEvent};
 use crate::state::{Config, Shared, lock};
 use crate::validate::Validators;
 use std::net::{SocketAddr, TcpListener as StdListener};
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +51,7 @@ impl Default for TestKitBuilder {
                 log_stream: None,
                 max_body_bytes: 1024 * 1024,
                 max_recorded_requests: 10_000,
+                #[cfg(feature = "sqlite")]
                 data_path: None,
             },
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -108,7 +110,9 @@ impl TestKitBuilder {
         self
     }
 
-    /// Keep state in this SQLite file, so that it survives restarts.
+    /// Keep state in this SQLite file, so that it survives restarts (the `sqlite` feature).
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn data_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.data_path = Some(path.into());
         self

@@ -3,6 +3,7 @@
 mod api;
 pub mod bench;
 mod csv_export;
+#[cfg(feature = "sqlite")]
 mod db;
 pub mod fault;
 mod kit;

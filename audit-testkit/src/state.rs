@@ -1,5 +1,6 @@
 //! The testkit's shared state: configuration, stored data, recorded requests and faults.
 
+#[cfg(feature = "sqlite")]
 use crate::db::Db;
 use crate::fault::ActiveFault;
 use crate::model::{RecordedRequest, StoredEvent};
@@ -8,6 +9,7 @@ use crate::validate::{CompiledSchema, Validators};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ pub(crate) struct Config {
     pub(crate) log_stream: Option<(String, String)>,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_recorded_requests: usize,
+    #[cfg(feature = "sqlite")]
     pub(crate) data_path: Option<PathBuf>,
 }
 
@@ -130,6 +133,7 @@ pub(crate) struct Shared {
     pub(crate) answered: tokio::sync::Notify,
     pub(crate) faults: Mutex<Vec<ActiveFault>>,
     pub(crate) rate: Mutex<HashMap<String, (Instant, u64)>>,
+    #[cfg(feature = "sqlite")]
     pub(crate) db: Option<Mutex<Db>>,
 }
 
@@ -151,7 +155,9 @@ pub(crate) enum Idem {
 impl Shared {
     pub(crate) fn new(config: Config, base_url: String, validators: Validators) -> Result<Shared, String> {
         let orgs: HashSet<String> = config.orgs.iter().cloned().collect();
+        #[cfg_attr(not(feature = "sqlite"), allow(unused_mut))]
         let mut data = Data::default();
+        #[cfg(feature = "sqlite")]
         let db = match &config.data_path {
             None => None,
             Some(p) => {
@@ -171,6 +177,7 @@ impl Shared {
             answered: tokio::sync::Notify::new(),
             faults: Mutex::new(Vec::new()),
             rate: Mutex::new(HashMap::new()),
+            #[cfg(feature = "sqlite")]
             db,
         })
     }
@@ -179,6 +186,7 @@ impl Shared {
         self.config.any_org || self.orgs.contains(org)
     }
 
+    #[cfg(feature = "sqlite")]
     pub(crate) fn with_db(&self, f: impl FnOnce(&Db)) {
         if let Some(db) = &self.db {
             f(&lock(db));
@@ -216,6 +224,7 @@ impl Shared {
                 other => return other,
             }
         }
+        #[cfg(feature = "sqlite")]
         if let Some(db) = &self.db {
             let db = lock(db);
             let ts = format_ts(at);
@@ -291,6 +300,7 @@ impl Shared {
         *lock(&self.requests) = (0, VecDeque::new());
         lock(&self.faults).clear();
         lock(&self.rate).clear();
+        #[cfg(feature = "sqlite")]
         self.with_db(Db::clear);
     }
 
@@ -320,6 +330,7 @@ impl Shared {
         }
         let version = rec.versions.len() as i64 + 1;
         let id = format!("audit_log_schema_{}", crate::util::ulid());
+        #[cfg(feature = "sqlite")]
         self.with_db(|db| db.insert_schema(action, &id, version, &body, &format_ts(at)));
         let s = SchemaRec {
             id,
@@ -334,6 +345,7 @@ impl Shared {
     }
 }
 
+#[cfg(feature = "sqlite")]
 fn load_into(data: &mut Data, loaded: crate::db::Loaded) {
     for (org, ev, key, at) in loaded.events {
         let Ok(event) = serde_json::from_str(&ev) else {

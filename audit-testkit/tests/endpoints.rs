@@ -656,6 +656,7 @@ async fn testkit_http_api() {
     assert!(kit.all_events().is_empty());
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn data_file_survives_restart() {
     let dir = tempfile::tempdir().unwrap();

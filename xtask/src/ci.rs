@@ -7,6 +7,10 @@
 //! 4. the official WorkOS SDKs (Node and Python) against audit-testkit (`sdk-tests/`)
 //! 5. `cargo doc --workspace --no-deps --all-features` with `-D warnings`
 //!
+//! After step 3: `xtask/compat/sqlx`, a crate outside the workspace that depends on audit-core
+//! (`spool`), audit-testkit (`sqlite`) and sqlx 0.8 (`sqlite`), is checked with the workspace's
+//! `Cargo.lock` pins (only one crate in a build may link `sqlite3`).
+//!
 //! `--skip-sdk` leaves out step 4 (for a machine without Node or Python); on CI (`CI=true`) the SDK
 //! tests are never skipped silently: missing installs are an error.
 //!
@@ -57,6 +61,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .args(["run", "--quiet", "--package", "xtask", "--", "verify", "--local"])
             .current_dir(&root),
     )?;
+    compat_sqlx(&root)?;
     if skip_sdk {
         println!("xtask ci: SDK compatibility tests skipped (--skip-sdk)");
     } else {
@@ -90,6 +95,28 @@ fn step(name: &str, command: &mut Command) -> Result<(), String> {
     }
 }
 
+/// Checks `xtask/compat/sqlx`: audit-core's spool, audit-testkit's persistence and sqlx's SQLite
+/// in one build. The crate is its own workspace; it starts from a copy of the project's
+/// `Cargo.lock`, so that it resolves to the versions the project is tested with and cargo adds
+/// only what sqlx brings. It shares the project's target directory, so most dependencies are
+/// already built.
+fn compat_sqlx(root: &Path) -> Result<(), String> {
+    let dir = root.join("xtask/compat/sqlx");
+    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))
+        .map_err(|e| format!("compat sqlx: copying Cargo.lock: {e}"))?;
+    let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    step(
+        "audit-core (spool) + audit-testkit (sqlite) + sqlx 0.8 (sqlite) in one build",
+        Command::new(cargo())
+            .arg("check")
+            .arg("--manifest-path")
+            .arg(dir.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(root),
+    )
+}
+
 /// Runs the official SDKs' tests against the audit-testkit binary.
 fn sdk_tests(root: &Path) -> Result<(), String> {
     let on_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
@@ -106,7 +133,15 @@ fn sdk_tests(root: &Path) -> Result<(), String> {
     step(
         "build audit-testkit",
         Command::new(cargo())
-            .args(["build", "-p", "audit-testkit", "--bin", "audit-testkit"])
+            .args([
+                "build",
+                "-p",
+                "audit-testkit",
+                "--features",
+                "cli",
+                "--bin",
+                "audit-testkit",
+            ])
             .current_dir(root),
     )?;
     let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
@@ -146,7 +181,15 @@ fn viewer_tests(root: &Path) -> Result<(), String> {
     step(
         "build audit-testkit",
         Command::new(cargo())
-            .args(["build", "-p", "audit-testkit", "--bin", "audit-testkit"])
+            .args([
+                "build",
+                "-p",
+                "audit-testkit",
+                "--features",
+                "cli",
+                "--bin",
+                "audit-testkit",
+            ])
             .current_dir(root),
     )?;
     let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
