@@ -433,9 +433,8 @@ impl Client {
             })?;
             builder = builder.header(IDEMPOTENCY_KEY_HEADER, value);
         }
-        if let Some(timeout) = request.timeout {
-            builder = builder.timeout(timeout);
-        }
+        // Always per request: a shared application client may have another total timeout.
+        builder = builder.timeout(request.timeout.unwrap_or(self.inner.timeout));
         if let Some(body) = &request.body {
             builder = builder
                 .header(header::CONTENT_TYPE, "application/json")
