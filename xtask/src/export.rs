@@ -360,27 +360,17 @@ fn sample_events(now: OffsetDateTime) -> Vec<Event> {
     ]
 }
 
-/// RFC 3339, or a duration before `now` (`90s`, `30m`, `24h`, `7d`, `2w`).
+/// RFC 3339, or a duration before `now` in humantime's syntax (`90s`, `30m`, `24h`, `7d`, `2w`,
+/// `1d 12h`).
 fn parse_time(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
     if let Ok(t) = audit_core::event::rfc3339_millis::parse(text) {
         return Ok(t);
     }
-    let unit_at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: add a unit (s, m, h, d, w) or use RFC 3339"))?;
-    let (n, unit) = text.split_at(unit_at);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("{text:?} is neither RFC 3339 nor a duration such as 24h"))?;
-    let d = match unit {
-        "s" => time::Duration::seconds(n),
-        "m" => time::Duration::minutes(n),
-        "h" => time::Duration::hours(n),
-        "d" => time::Duration::days(n),
-        "w" => time::Duration::weeks(n),
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h, d or w)")),
-    };
-    Ok(now - d)
+    let d = audit_core::config::parse_duration(text)
+        .map_err(|e| format!("neither RFC 3339 nor a duration before now: {e}"))?;
+    let d = time::Duration::try_from(d).map_err(|_| format!("{text:?} is too long ago"))?;
+    now.checked_sub(d)
+        .ok_or_else(|| format!("{text:?} is too long ago"))
 }
 
 fn human(bytes: u64) -> String {
@@ -451,7 +441,9 @@ mod tests {
             "2026-01-02T02:04:05.000Z"
         );
         assert!(t("24").is_err());
-        assert!(t("3y").is_err());
+        assert_eq!(t("1d 12h").unwrap(), "2026-01-08T12:00:00.000Z");
+        assert!(t("3q").is_err());
+        assert!(t("0s").is_err());
         assert!(t("yesterday").is_err());
     }
 }

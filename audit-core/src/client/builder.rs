@@ -74,7 +74,7 @@ impl fmt::Debug for ClientBuilder {
 }
 
 /// Shows only which environment a key belongs to.
-pub(super) struct RedactedKey<'a>(pub(super) Option<&'a SecretString>);
+pub(crate) struct RedactedKey<'a>(pub(crate) Option<&'a SecretString>);
 
 impl fmt::Debug for RedactedKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -146,6 +146,20 @@ impl ClientBuilder {
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(SecretString::from(key.into()));
         self.api_key_setting = "api_key";
+        self
+    }
+
+    /// The key, already secret, with the name errors give its setting.
+    pub(crate) fn api_key_secret(mut self, key: SecretString, setting: &'static str) -> Self {
+        self.api_key = Some(key);
+        self.api_key_setting = setting;
+        self
+    }
+
+    /// The base URL, with the name errors give its setting.
+    pub(crate) fn base_url_named(mut self, url: String, setting: &'static str) -> Self {
+        self.base_url = Some(url);
+        self.base_url_setting = setting;
         self
     }
 

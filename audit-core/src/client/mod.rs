@@ -56,6 +56,7 @@ use crate::error::{ApiError, Error};
 use crate::event::{CreateEvent, Event, OrganizationId};
 use crate::retry::{Decision, Outcome, RetryPolicy};
 
+pub(crate) use builder::RedactedKey;
 pub use builder::{ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
 pub use download::{ByteStream, DOWNLOAD_TIMEOUT};
 pub use pagination::{List, ListMetadata, ListOptions, Order};
