@@ -12,8 +12,6 @@ pub mod request;
 pub mod retry;
 pub mod schema;
 pub mod validate;
-#[cfg(feature = "verify")]
-pub mod verify;
 
 pub use error::{ApiError, ApiFieldError, Error};
 pub use event::{

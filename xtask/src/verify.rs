@@ -1,4 +1,4 @@
-//! `cargo xtask verify`: the WorkOS verification checklist (`audit_core::verify`).
+//! `cargo xtask verify`: the WorkOS verification checklist (`audit_verify`).
 //!
 //! ```text
 //! cargo xtask verify                      # against WorkOS, settings from env, .env, .env.local
@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use audit_core::client::{Client, CreateSchema, SchemaTarget};
-use audit_core::verify::{CheckId, DEFAULT_ACTION, Report, Verifier, VerifyOptions};
 use audit_core::{Action, OrganizationId};
 use audit_testkit::TestKit;
+use audit_verify::{CheckId, DEFAULT_ACTION, Report, Verifier, VerifyOptions};
 use clap::Parser;
 use serde_json::json;
 
@@ -228,7 +228,7 @@ pub(crate) fn exit_status(report: &Report) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use audit_core::verify::{CheckResult, Status};
+    use audit_verify::{CheckResult, Status};
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()

@@ -201,7 +201,7 @@ pub struct Summary {
 /// The report of a run: every check that was selected, in order.
 ///
 /// ```
-/// use audit_core::verify::{CheckId, CheckResult, Report, Status};
+/// use audit_verify::{CheckId, CheckResult, Report, Status};
 ///
 /// let report = Report::new(vec![CheckResult::new(CheckId::ApiKey, Status::Pass, "sk_test_…abcd", None)]);
 /// assert!(report.passed());

@@ -47,13 +47,18 @@
 //! finding.
 //!
 //! ```no_run
-//! use audit_core::verify::{Verifier, VerifyOptions};
+//! use audit_verify::{Verifier, VerifyOptions};
 //!
 //! let options = VerifyOptions::from_env().require_stream(true);
 //! let report = Verifier::new(options).run_blocking();
 //! println!("{report}");
 //! std::process::exit(report.exit_code().into());
 //! ```
+
+// The README's examples (the ten lines of a user's own xtask) compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod api;
 mod env;
@@ -72,10 +77,10 @@ pub use report::{CheckId, CheckResult, Report, Status, Summary, UnknownCheck};
 pub use settings::{ENV_API_KEY, ENV_CLIENT_ID, ENV_ORGANIZATION_ID};
 pub use workspace::PROJECT_CRATES;
 
-use crate::client::{Client, ENV_BASE_URL};
-use crate::event::Action;
-use crate::retry::RetryPolicy;
 use api::{ApiContext, Failure};
+use audit_core::client::{Client, ENV_BASE_URL};
+use audit_core::event::Action;
+use audit_core::retry::RetryPolicy;
 use env::EnvLayers;
 
 /// The action of the test events unless [`VerifyOptions::action`] names another.
@@ -469,7 +474,7 @@ impl Verifier {
         }
         builder.build().map_err(|e| {
             match (&e, &url) {
-                (crate::Error::Config { message, .. }, Some(u)) => (
+                (audit_core::Error::Config { message, .. }, Some(u)) => (
                     format!("the base URL {u:?} ({origin}) cannot be used: {message}"),
                     "set WORKOS_BASE_URL to https://api.workos.com (or remove it), or to http://127.0.0.1:PORT for audit-testkit".to_owned(),
                 ),
