@@ -1,7 +1,7 @@
 //! `cargo xtask verify`: the WorkOS verification checklist (`audit_verify`).
 //!
 //! ```text
-//! cargo xtask verify                      # against WorkOS, settings from env, .env, .env.local
+//! cargo xtask verify                      # against WorkOS, settings from env, .env.local, .env
 //! cargo xtask verify --local              # against an in-process audit-testkit: every check runs
 //! cargo xtask verify --json               # one JSON document on stdout
 //! cargo xtask verify --checks api_key,event --org org_… --action user.signed_in
@@ -37,7 +37,7 @@ const LOCAL_CLIENT_ID: &str = "client_01JVERFYXTASK0CAMRGN000000";
     name = "cargo xtask verify",
     about = "Run the WorkOS verification checklist",
     after_help = "Checks: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export (opt-in).\n\
-                  Settings: WORKOS_API_KEY, WORKOS_ORGANIZATION_ID, WORKOS_CLIENT_ID, WORKOS_BASE_URL, from the environment first, then .env, then .env.local.\n\
+                  Settings: WORKOS_API_KEY, WORKOS_ORGANIZATION_ID, WORKOS_CLIENT_ID, WORKOS_BASE_URL, from the environment first, then .env.local, then .env.\n\
                   Exit status: 0 when no check fails, 1 when one does, 2 for a usage error."
 )]
 struct Args {
@@ -71,7 +71,7 @@ struct Args {
     /// The Cargo.toml of the workspace to check (default: this repository's).
     #[arg(long, value_name = "PATH")]
     manifest_path: Option<PathBuf>,
-    /// The directory holding .env and .env.local (default: this repository's root).
+    /// The directory holding .env.local and .env (default: this repository's root).
     #[arg(long, value_name = "DIR")]
     env_dir: Option<PathBuf>,
     /// The API base URL (default: WORKOS_BASE_URL, else the WorkOS API at api.workos.com).
