@@ -11,7 +11,7 @@
 //! (`spool`), audit-testkit (`sqlite`) and sqlx 0.8 (`sqlite`), is checked with the workspace's
 //! `Cargo.lock` pins (only one crate in a build may link `sqlite3`).
 //!
-//! `--skip-sdk` leaves out step 4 (for a machine without Node or Python); on CI (`CI=true`) the SDK
+//! Flags are parsed by clap (unknown ones are refused). `--skip-sdk` leaves out step 4 (for a machine without Node or Python); on CI (`CI=true`) the SDK
 //! tests are never skipped silently: missing installs are an error.
 //!
 //! After step 4: the audit-testkit viewer in headless Chromium (`viewer-tests/`, playwright-core
@@ -23,9 +23,22 @@ use std::process::Command;
 
 use crate::{cargo, project_root};
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let skip_sdk = args.iter().any(|a| a == "--skip-sdk");
-    let skip_browser = args.iter().any(|a| a == "--skip-browser");
+/// The flags of `cargo xtask ci`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Leave out the official SDKs' tests (for a machine without Node or Python).
+    #[arg(long)]
+    pub(crate) skip_sdk: bool,
+    /// Leave out the viewer's tests in headless Chromium.
+    #[arg(long)]
+    pub(crate) skip_browser: bool,
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    let Args {
+        skip_sdk,
+        skip_browser,
+    } = *args;
     let root = project_root();
     step(
         "fmt",

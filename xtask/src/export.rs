@@ -25,7 +25,7 @@ use audit_core::client::CreateExport;
 use audit_core::export::{EventReader, Phase, ReadError, ReadProgress, parse_csv};
 use audit_core::{Action, Actor, Client, Context, Event, OrganizationId, Target};
 use audit_testkit::TestKit;
-use clap::{Parser, ValueEnum};
+use clap::ValueEnum;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
@@ -43,14 +43,13 @@ enum Format {
     Csv,
 }
 
-#[derive(Debug, Parser)]
+/// The flags of `cargo xtask export`.
+#[derive(Debug, clap::Args)]
 #[command(
-    name = "cargo xtask export",
-    about = "Read events back through a WorkOS CSV export",
-    after_help = "Times: RFC 3339 (2026-01-02T03:04:05Z) or relative to now: 90s, 30m, 24h, 7d, 2w.\n\
+    after_help = "Times: RFC 3339 (2026-01-02T03:04:05Z) or relative to now (humantime): 90s, 30m, 24h, 7d, 2w, 1d 12h.\n\
                   Settings: WORKOS_API_KEY, WORKOS_BASE_URL, WORKOS_ORGANIZATION_ID (ignored with --local)."
 )]
-struct Args {
+pub(crate) struct Args {
     /// The organization (default: WORKOS_ORGANIZATION_ID).
     #[arg(long, value_name = "ORG_ID")]
     org: Option<String>,
@@ -81,25 +80,15 @@ struct Args {
     /// Run against an embedded audit-testkit seeded with sample events.
     #[arg(long)]
     local: bool,
-    /// The longest the export may stay pending, in seconds.
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    max_wait: u64,
+    /// The longest the export may stay pending (humantime: 90s, 10m).
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = audit_core::config::parse_duration)]
+    max_wait: Duration,
     /// No progress display.
     #[arg(long)]
     quiet: bool,
 }
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let args = match Args::try_parse_from(
-        std::iter::once("cargo xtask export".to_owned()).chain(args.iter().cloned()),
-    ) {
-        Ok(a) => a,
-        Err(e) if !e.use_stderr() => {
-            print!("{e}");
-            return Ok(());
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+pub(crate) fn run(args: Args) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -141,7 +130,7 @@ async fn run_async(args: Args) -> Result<(), String> {
     for t in &args.target_type {
         query = query.target(t);
     }
-    let reader = EventReader::new(client).max_wait(Duration::from_secs(args.max_wait));
+    let reader = EventReader::new(client).max_wait(args.max_wait);
     let out: Box<dyn Write + Send> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
