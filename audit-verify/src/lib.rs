@@ -54,6 +54,7 @@
 //! println!("{report}");
 //! std::process::exit(report.exit_code().into());
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples (the ten lines of a user's own xtask) compile as doctests.
 #[cfg(doctest)]

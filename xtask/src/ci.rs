@@ -7,6 +7,12 @@
 //! 4. the official WorkOS SDKs (Node and Python) against audit-testkit (`sdk-tests/`)
 //! 5. `cargo doc --workspace --no-deps --all-features` with `-D warnings`
 //!
+//! After step 2: the publishing checks: each feature of every library crate on its own
+//! (`cargo hack check --each-feature --no-dev-deps`), no unused dependencies (`cargo machete`),
+//! and `cargo package --workspace` (every publishable crate packaged and its package built, the
+//! crates of this workspace resolved from each other's packages). cargo-hack and cargo-machete are
+//! installed by `.ci/install-tools`.
+//!
 //! After step 3: `xtask/compat/sqlx`, a crate outside the workspace that depends on audit-core
 //! (`spool`), audit-testkit (`sqlite`) and sqlx 0.8 (`sqlite`), is checked with the workspace's
 //! `Cargo.lock` pins (only one crate in a build may link `sqlite3`).
@@ -60,6 +66,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
             ])
             .current_dir(&root),
     )?;
+    publishing(&root)?;
     step(
         "test",
         Command::new(cargo())
@@ -106,6 +113,36 @@ fn step(name: &str, command: &mut Command) -> Result<(), String> {
     } else {
         Err(format!("{name} failed ({status})"))
     }
+}
+
+/// The library crates, checked feature by feature.
+const LIBRARY_CRATES: [&str; 6] = [
+    "audit-core",
+    "audit-macros",
+    "audit-testkit",
+    "audit-tower",
+    "audit-actix",
+    "audit-verify",
+];
+
+/// Each feature on its own, unused dependencies, and the packages of the publishable crates.
+fn publishing(root: &Path) -> Result<(), String> {
+    let mut hack = Command::new(cargo());
+    hack.args(["hack", "check", "--each-feature", "--no-dev-deps"]);
+    for krate in LIBRARY_CRATES {
+        hack.args(["-p", krate]);
+    }
+    step("each feature on its own (cargo hack)", hack.current_dir(root))?;
+    step(
+        "unused dependencies (cargo machete)",
+        Command::new("cargo-machete").current_dir(root),
+    )?;
+    step(
+        "cargo package (every publishable crate)",
+        Command::new(cargo())
+            .args(["package", "--workspace", "--allow-dirty"])
+            .current_dir(root),
+    )
 }
 
 /// Checks `xtask/compat/sqlx`: audit-core's spool, audit-testkit's persistence and sqlx's SQLite
