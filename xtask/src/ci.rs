@@ -9,8 +9,9 @@
 //!
 //! After step 2: the publishing checks: each feature of every library crate on its own
 //! (`cargo hack check --each-feature --no-dev-deps`), no unused dependencies (`cargo machete`),
-//! and `cargo package --workspace` (every publishable crate packaged and its package built, the
-//! crates of this workspace resolved from each other's packages). cargo-hack and cargo-machete are
+//! and `cargo package -p <each publishable crate>`: each package is built from its `.crate` file,
+//! with the crates of this workspace resolved from each other's packages (cargo overlays them on
+//! the registry), so nothing needs to be published first. cargo-hack and cargo-machete are
 //! installed by `.ci/install-tools`.
 //!
 //! After step 3: `xtask/compat/sqlx`, a crate outside the workspace that depends on audit-core
@@ -115,7 +116,7 @@ fn step(name: &str, command: &mut Command) -> Result<(), String> {
     }
 }
 
-/// The library crates, checked feature by feature.
+/// The library crates: checked feature by feature, and packaged (they are the publishable ones).
 const LIBRARY_CRATES: [&str; 6] = [
     "audit-core",
     "audit-macros",
@@ -137,11 +138,14 @@ fn publishing(root: &Path) -> Result<(), String> {
         "unused dependencies (cargo machete)",
         Command::new("cargo-machete").current_dir(root),
     )?;
+    let mut package = Command::new(cargo());
+    package.args(["package", "--allow-dirty"]);
+    for krate in LIBRARY_CRATES {
+        package.args(["-p", krate]);
+    }
     step(
         "cargo package (every publishable crate)",
-        Command::new(cargo())
-            .args(["package", "--workspace", "--allow-dirty"])
-            .current_dir(root),
+        package.current_dir(root),
     )
 }
 
