@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adapter;
 pub mod client;
 pub mod client_ip;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod export;
 pub mod request;
 pub mod retry;
 pub mod schema;
+pub mod sync;
 pub mod validate;
 
 pub use error::{ApiError, ApiFieldError, Error};

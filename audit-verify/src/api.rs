@@ -365,7 +365,7 @@ impl ApiContext {
             .await
         {
             Ok(e) => e,
-            Err(e) if e.status() == Some(400) && message_of(&e).contains("No audit log events found") => {
+            Err(e) if e.is_no_events() => {
                 return Ok(CheckResult::warn(
                     id,
                     format!("no events of {} in the last day to export yet", self.org),

@@ -122,6 +122,14 @@ const SOURCES: &[Source] = &[
         bench: "request_path",
         args: &["e2e"],
     },
+    // The PostgreSQL outbox (needs DATABASE_URL; prints nothing without it): the event's cost in
+    // the business transaction, relay delivery against the in-memory emitter, exactly-once
+    // under the emitter bench's fault mix with three relays.
+    Source::JsonLines {
+        package: "audit-postgres",
+        bench: "outbox",
+        args: &[],
+    },
     // Reading events back (rows/s and peak RSS in a process of its own) and the schema check.
     Source::JsonLines {
         package: "xtask",

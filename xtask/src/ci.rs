@@ -117,13 +117,14 @@ fn step(name: &str, command: &mut Command) -> Result<(), String> {
 }
 
 /// The library crates: checked feature by feature, and packaged (they are the publishable ones).
-const LIBRARY_CRATES: [&str; 6] = [
+const LIBRARY_CRATES: [&str; 7] = [
     "audit-core",
     "audit-macros",
     "audit-testkit",
     "audit-tower",
     "audit-actix",
     "audit-verify",
+    "audit-postgres",
 ];
 
 /// Each feature on its own, unused dependencies, and the packages of the publishable crates.

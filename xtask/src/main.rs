@@ -27,7 +27,7 @@ pub(crate) enum Task {
     /// Run the axum example against an embedded audit-testkit and show the events it recorded.
     Demo(demo::Args),
     /// Run the WorkOS verification checklist (--local: against audit-testkit).
-    Verify(verify::Args),
+    Verify(Box<verify::Args>),
     /// Read events back through a CSV export (--local: an embedded audit-testkit).
     Export(export::Args),
     /// Everything CI checks: fmt, clippy, tests, compatibility builds, SDK tests, docs.
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Some(Task::Ci(args)) => ci::run(&args),
         Some(Task::Export(args)) => export::run(args),
         Some(Task::Demo(args)) => demo::run(&args),
-        Some(Task::Verify(args)) => verify::run(args),
+        Some(Task::Verify(args)) => verify::run(*args),
         None => {
             let _ = Cli::command().print_help();
             Ok(())
