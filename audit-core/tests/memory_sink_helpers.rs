@@ -48,7 +48,9 @@ async fn too_few_events_fail_the_test_naming_what_arrived() {
 }
 
 #[tokio::test(start_paused = true)]
-#[should_panic(expected = "expected an audit event \"team.deleted\" within 1s; delivered: [\"team.created\"]")]
+#[should_panic(
+    expected = "expected an audit event \"team.deleted\" within 1s; delivered: [\"team.created\"]"
+)]
 async fn a_missing_action_fails_the_test_naming_what_arrived() {
     let sink = MemorySink::new();
     let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
 #[cfg(feature = "sqlite")]
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -193,10 +193,8 @@ pub(crate) struct Shared {
     pub(crate) streams: Streams,
 }
 
-/// Locks a mutex, recovering from poisoning (a panicking test thread must not wedge the server).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+// Locks a mutex, also when poisoned (a panicking test thread must not wedge the server).
+pub(crate) use audit_core::sync::lock;
 
 /// The outcome of an idempotency lookup.
 pub(crate) enum Idem {

@@ -120,6 +120,39 @@ async fn a_destination_that_keeps_failing_turns_the_stream_to_error_and_back() {
 }
 
 #[tokio::test]
+async fn a_hanging_destination_never_slows_the_api() {
+    let stuck = StandIn::hanging();
+    let kit = TestKit::builder()
+        .org("org_H")
+        .stream("org_H", Destination::http(stuck.url()))
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    store(&c, &kit, "org_H", "first").await;
+    stuck
+        .wait_for(1, WAIT)
+        .await
+        .expect("the first delivery is in flight");
+    // While that delivery hangs, the API keeps answering and the events wait their turn.
+    for i in 0..20 {
+        store(&c, &kit, "org_H", &format!("next.n{i}")).await;
+    }
+    assert_eq!(kit.events("org_H").len(), 21);
+    let status = kit.stream_status("org_H").unwrap();
+    assert_eq!((status.delivered, status.pending), (0, 21));
+    assert!(
+        status.recent.is_empty(),
+        "no attempt has ended: {:?}",
+        status.recent
+    );
+    let got = stuck.received();
+    assert_eq!(got.len(), 1, "one delivery at a time, in order");
+    assert_eq!(got[0].status, 0, "the destination never answered");
+    assert_eq!(got[0].json()["action"], "first");
+}
+
+#[tokio::test]
 async fn splunk_and_datadog_receive_their_envelopes() {
     let splunk = StandIn::splunk("hec-token-1");
     let datadog = StandIn::datadog(vec![DatadogKey::new(DatadogSite::Eu1, "dd-key-1")]);
@@ -305,7 +338,17 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
     assert!(kit.stream_status("org_V").is_none());
     let res = no_redirects
         .post(format!("{url}/viewer/log-streams"))
-        .header("origin", url.clone())
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "a browser saying cross-site is refused");
+    assert!(kit.stream_status("org_V").is_none());
+    let res = no_redirects
+        .post(format!("{url}/viewer/log-streams"))
+        .header("origin", "null")
         .header("sec-fetch-site", "same-origin")
         .form(&form)
         .send()

@@ -456,13 +456,13 @@ fn finish(
             );
             println!(
                 "    requests without an event: not annotated {}, outcome policy {}, missing actor {}, \
-                 missing organization {}, suppressed {}, invalid {}; emit failures {}",
+                 missing organization {}, suppressed {}; refused by the emitter: invalid {}, emit failures {}",
                 s["skipped"]["not_annotated"],
                 s["skipped"]["outcome"],
                 s["skipped"]["missing_actor"],
                 s["skipped"]["missing_organization"],
                 s["skipped"]["suppressed"],
-                s["skipped"]["invalid"],
+                s["invalid_events"],
                 s["emit_failures"]
             );
             println!(

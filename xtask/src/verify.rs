@@ -6,6 +6,7 @@
 //! cargo xtask verify --json               # one JSON document on stdout
 //! cargo xtask verify --checks api_key,event --org org_… --action user.signed_in
 //! cargo xtask verify --skip dependency --require-stream --export
+//! cargo xtask verify --allow-live-writes  # with a sk_live_ key: also send the test events
 //! cargo xtask verify --stream-http https://siem.example.com/in --stream-header 'Authorization: Bearer …'
 //! cargo xtask verify --stream-splunk https://splunk.example.com:8088 --stream-splunk-token …
 //! cargo xtask verify --stream-datadog-site EU1 --stream-datadog-key …
@@ -73,6 +74,10 @@ pub(crate) struct Args {
     /// Also check that an export of the last day reaches `ready`.
     #[arg(long)]
     export: bool,
+    /// With a live (sk_live_) key, also run the checks that write into the organization's audit
+    /// log (event, schema_validation); without it they are skipped.
+    #[arg(long)]
+    allow_live_writes: bool,
     /// How long the export may stay pending (humantime: 60s, 2m).
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = audit_core::config::parse_duration)]
     export_timeout: Duration,
@@ -106,7 +111,7 @@ pub(crate) struct Args {
     /// The Datadog API key of `--stream-datadog-site`.
     #[arg(long, value_name = "KEY", requires = "stream_datadog_site")]
     stream_datadog_key: Option<String>,
-    /// Serve every Datadog site from URL/<site> instead of Datadog's hosts (for tests).
+    /// Serve every Datadog site from `URL/<site>` instead of Datadog's hosts (for tests).
     #[arg(long, value_name = "URL", requires = "stream_datadog_site")]
     stream_datadog_url: Option<String>,
     /// Check an S3 stream's bucket name (with the other --stream-s3-* options).
@@ -231,6 +236,7 @@ pub(crate) fn run_with(args: Args) -> Result<(Report, String), Usage> {
             )
             .action(args.action.clone())
             .require_stream(args.require_stream)
+            .allow_live_writes(args.allow_live_writes)
             .timeout(args.timeout)
             .export_timeout(args.export_timeout)
             .skip(skip);
@@ -462,6 +468,12 @@ mod tests {
         assert!(output.contains("arn:aws:s3:::audit-bucket/*"));
         assert!(output.contains("\"sts:ExternalId\": \"ext-secret-id\""));
         assert!(output.contains("s3:PutObjectAcl"));
+    }
+
+    #[test]
+    fn live_writes_are_off_unless_the_flag_is_given() {
+        assert!(!args(&[]).allow_live_writes);
+        assert!(args(&["--allow-live-writes"]).allow_live_writes);
     }
 
     #[test]

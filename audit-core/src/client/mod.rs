@@ -1,9 +1,9 @@
 //! The WorkOS Audit Logs API client.
 //!
-//! A [`Client`] calls every audit-log endpoint of WorkOS (reference §1, endpoints 1 to 10): create an
-//! event, create and read exports (and stream an export's CSV), create and list schemas, list
-//! actions, read and set an organization's retention, read its audit-log configuration, and generate
-//! an Admin Portal link. It is cheap to clone (one pooled HTTP client inside, shared) and can be used
+//! A [`Client`] calls every endpoint of WorkOS's Audit Logs API reference: create an event, create
+//! and read exports (and stream an export's CSV), create and list schemas, list actions, read and
+//! set an organization's retention, read its audit-log configuration, and generate an Admin Portal
+//! link. It is cheap to clone (one pooled HTTP client inside, shared) and can be used
 //! from many tasks at once.
 //!
 //! ```no_run

@@ -126,7 +126,7 @@ mod telemetry;
 pub use builder::{EmitterBuilder, RateLimit, StartError};
 pub use dead_letter::{
     CallbackDeadLetters, DEAD_LETTER_LOG_MARKER, DeadLetter, DeadLetterError, DeadLetterReason,
-    DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReadError, ReplayReport,
+    DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReplayReport, UnreadableDeadLetter,
 };
 pub use key::IdempotencyKey;
 pub use sink::{DiscardSink, MemorySink, Sink, SinkFuture};
@@ -523,7 +523,7 @@ impl Emitter {
         let deadline = Instant::now() + timeout;
         // Closed: nothing is accepted after `last_seq`, so this waits until nothing is outstanding.
         let drained = self.wait_until(shared.store.last_seq(), deadline).await;
-        let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks = std::mem::take(&mut *crate::sync::lock(&shared.tasks));
         if !drained {
             // Senders in the middle of an attempt are aborted: the event each one holds is
             // dead-lettered (or kept by the spool) as it is dropped.
@@ -645,7 +645,10 @@ impl Emitter {
         self.replay(DeadLetter::read_log(path)?).await
     }
 
-    async fn replay(&self, entries: Vec<Result<DeadLetter, ReadError>>) -> std::io::Result<ReplayReport> {
+    async fn replay(
+        &self,
+        entries: Vec<Result<DeadLetter, UnreadableDeadLetter>>,
+    ) -> std::io::Result<ReplayReport> {
         let mut report = ReplayReport::default();
         for (i, entry) in entries.into_iter().enumerate() {
             match entry {

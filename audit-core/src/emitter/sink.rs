@@ -94,7 +94,7 @@ impl MemorySink {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// The next attempt fails with `error` (failures are used in the order they were pushed).
