@@ -64,6 +64,7 @@
 //! ([`AuditMiddleware::trusted_proxies`]). actix-web's own
 //! [`ConnectionInfo::realip_remote_addr`](actix_web::dev::ConnectionInfo::realip_remote_addr) is
 //! never used: it returns whatever a client put in `Forwarded`/`X-Forwarded-For`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Lets `#[action]`'s absolute `::audit_actix::..` paths resolve inside this crate too.
 #[allow(unused_extern_crates)]

@@ -6,6 +6,7 @@ use crate::state::{Config, Shared, lock};
 use crate::streams::{Destination, StreamSettings, StreamStatus};
 use crate::validate::Validators;
 use std::net::{SocketAddr, TcpListener as StdListener};
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,6 +53,7 @@ impl Default for TestKitBuilder {
                 max_body_bytes: 1024 * 1024,
                 max_recorded_requests: 10_000,
                 max_recorded_bytes: 64 * 1024 * 1024,
+                #[cfg(feature = "sqlite")]
                 data_path: None,
                 streams: Vec::new(),
                 stream_settings: StreamSettings::default(),
@@ -140,7 +142,9 @@ impl TestKitBuilder {
         self
     }
 
-    /// Keep state in this SQLite file, so that it survives restarts.
+    /// Keep state in this SQLite file, so that it survives restarts (the `sqlite` feature).
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn data_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.data_path = Some(path.into());
         self

@@ -1,4 +1,5 @@
-//! Where a setting comes from: the process environment, `.env`, `.env.local`, in that order.
+//! Where a setting comes from: the process environment, `.env.local`, `.env`, in that order
+//! (`.env.local` overrides `.env`, as with dotenv-flow, Vite and Next.js).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,7 +20,7 @@ pub enum Source {
 }
 
 impl Source {
-    /// `the --org option`, `environment`, `.env`, `.env.local`.
+    /// `the --org option`, `environment`, `.env.local`, `.env`.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Option => "the --org option",
@@ -46,7 +47,7 @@ pub(crate) struct Found {
 }
 
 impl Found {
-    /// `from .env` or `from .env (also set in .env.local, ignored)`.
+    /// `from .env.local` or `from .env.local (also set in .env, ignored)`.
     pub(crate) fn origin(&self) -> String {
         if self.shadowed.is_empty() {
             format!("from {}", self.source)
@@ -61,7 +62,7 @@ impl Found {
     }
 }
 
-/// The layered settings: the environment first, then `.env`, then `.env.local`.
+/// The layered settings: the environment first, then `.env.local`, then `.env`.
 #[derive(Debug, Default)]
 pub(crate) struct EnvLayers {
     layers: Vec<(Source, BTreeMap<String, String>)>,
@@ -70,14 +71,14 @@ pub(crate) struct EnvLayers {
 }
 
 impl EnvLayers {
-    /// The environment map and, when `dir` is given, its `.env` and `.env.local` files.
+    /// The environment map and, when `dir` is given, its `.env.local` and `.env` files.
     pub(crate) fn load(env: &BTreeMap<String, String>, dir: Option<&Path>) -> Self {
         let mut out = EnvLayers {
             layers: vec![(Source::Environment, env.clone())],
             problems: Vec::new(),
         };
         if let Some(dir) = dir {
-            for (source, name) in [(Source::DotEnv, ".env"), (Source::DotEnvLocal, ".env.local")] {
+            for (source, name) in [(Source::DotEnvLocal, ".env.local"), (Source::DotEnv, ".env")] {
                 let path = dir.join(name);
                 if !path.is_file() {
                     continue;

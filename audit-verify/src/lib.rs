@@ -18,11 +18,11 @@
 //!
 //! # Where settings come from
 //! `WORKOS_API_KEY`, `WORKOS_CLIENT_ID`, `WORKOS_ORGANIZATION_ID` and `WORKOS_BASE_URL` are read
-//! from the process environment first, then from `.env`, then from `.env.local` (in
+//! from the process environment first, then from `.env.local`, then from `.env` (in
 //! [`VerifyOptions::env_dir`]): the **first** source that sets a non-empty value wins, and the
 //! finding names it (and any later source it shadows). The environment comes first so that CI
-//! secrets override files that happen to be checked out; `.env.local` is the last resort, not
-//! an override. The environment is passed as a map ([`VerifyOptions::env_vars`]), never read
+//! secrets override files that happen to be checked out; `.env.local` (a developer's own,
+//! never committed) overrides the shared `.env`, as with dotenv-flow, Vite and Next.js. The environment is passed as a map ([`VerifyOptions::env_vars`]), never read
 //! behind the caller's back, so tests stay hermetic; [`VerifyOptions::from_env`] takes a
 //! snapshot of the process environment.
 //!
@@ -64,6 +64,7 @@
 //! println!("{report}");
 //! std::process::exit(report.exit_code().into());
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples (the ten lines of a user's own xtask) compile as doctests.
 #[cfg(doctest)]
@@ -183,7 +184,7 @@ impl VerifyOptions {
     }
 
     /// [`VerifyOptions::new`] with a snapshot of the process environment (variables that are not
-    /// Unicode are left out) and `.env` / `.env.local` read from the current directory.
+    /// Unicode are left out) and `.env.local` / `.env` read from the current directory.
     pub fn from_env() -> Self {
         Self::new()
             .env_vars(
@@ -207,7 +208,7 @@ impl VerifyOptions {
         self
     }
 
-    /// The directory whose `.env` and `.env.local` are read (after the environment).
+    /// The directory whose `.env.local` and then `.env` are read (after the environment).
     pub fn env_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.env_dir = Some(dir.into());
         self

@@ -13,7 +13,7 @@ use crate::env::redact;
 pub enum CheckId {
     /// The workspace depends on `audit-core`, `audit-tower` or `audit-actix` (`cargo metadata`).
     Dependency,
-    /// `WORKOS_API_KEY` is set (environment, `.env`, `.env.local`) and looks like a secret key.
+    /// `WORKOS_API_KEY` is set (environment, `.env.local`, `.env`) and looks like a secret key.
     ApiKey,
     /// `WORKOS_CLIENT_ID`, when set, starts with `client_`.
     ClientId,

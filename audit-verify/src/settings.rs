@@ -11,7 +11,7 @@ pub const ENV_CLIENT_ID: &str = "WORKOS_CLIENT_ID";
 /// The environment variable holding the API key.
 pub const ENV_API_KEY: &str = audit_core::client::ENV_API_KEY;
 
-const KEY_FIX: &str = "create or copy a secret key in the WorkOS Dashboard → API Keys (it starts with \"sk_test_\" or \"sk_live_\") and set WORKOS_API_KEY in the environment, .env or .env.local (in CI: a repository secret)";
+const KEY_FIX: &str = "create or copy a secret key in the WorkOS Dashboard → API Keys (it starts with \"sk_test_\" or \"sk_live_\") and set WORKOS_API_KEY in the environment, .env.local or .env (in CI: a repository secret)";
 
 fn not_set(layers: &EnvLayers, key: &str) -> String {
     let empty = layers.empty_in(key);

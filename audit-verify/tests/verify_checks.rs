@@ -705,7 +705,7 @@ async fn dependency_check_reads_cargo_metadata() {
 // ---- .env precedence --------------------------------------------------------------------------
 
 #[tokio::test]
-async fn environment_then_dot_env_then_dot_env_local() {
+async fn environment_then_dot_env_local_then_dot_env() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env_key = "sk_test_from_environment_0001";
     let file_key = "sk_test_from_dot_env_00000002";
@@ -734,7 +734,7 @@ async fn environment_then_dot_env_then_dot_env_local() {
         &r,
         CheckId::ApiKey,
         Status::Pass,
-        "sk_test_…0001 from environment (also set in .env, .env.local, ignored)",
+        "sk_test_…0001 from environment (also set in .env.local, .env, ignored)",
     );
     assert_status(
         &r,
@@ -749,28 +749,32 @@ async fn environment_then_dot_env_then_dot_env_local() {
         &format!("{ORG} from .env.local"),
     );
 
-    // Then .env.
+    // Then .env.local, which overrides .env.
     let r = run(base()).await;
     assert_status(
         &r,
         CheckId::ApiKey,
         Status::Pass,
-        "sk_test_…0002 from .env (also set in .env.local, ignored)",
+        "sk_test_…l_03 from .env.local (also set in .env, ignored)",
     );
 
-    // Then .env.local.
-    write(dir.path(), ".env", "OTHER=1\n");
+    // Then .env.
+    write(
+        dir.path(),
+        ".env.local",
+        &format!("WORKOS_ORGANIZATION_ID={ORG}\n"),
+    );
     let r = run(base()).await;
-    assert_status(&r, CheckId::ApiKey, Status::Pass, "sk_test_…l_03 from .env.local");
+    assert_status(&r, CheckId::ApiKey, Status::Pass, "sk_test_…0002 from .env");
 
     // An empty value does not count; an unparsable line is reported by number, never by content.
     write(
         dir.path(),
-        ".env",
+        ".env.local",
         "WORKOS_API_KEY=\nthis line has no equals sign sk_test_secret\n",
     );
     let r = run(base().no_env_files().env_dir(dir.path())).await;
-    assert_status(&r, CheckId::ApiKey, Status::Warn, "from .env.local");
+    assert_status(&r, CheckId::ApiKey, Status::Warn, "from .env");
     assert_status(&r, CheckId::ApiKey, Status::Warn, "line 2 is not KEY=VALUE");
     assert_fix(&r, CheckId::ApiKey, "KEY=VALUE");
     assert!(!r.to_json().contains("sk_test_secret"));

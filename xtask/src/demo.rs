@@ -61,14 +61,19 @@ struct Step {
     event: Option<&'static str>,
 }
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let actix = args.iter().any(|a| a == "--actix");
-    let keep_running = args.iter().any(|a| a == "--keep-running");
-    if let Some(bad) = args.iter().find(|a| *a != "--actix" && *a != "--keep-running") {
-        return Err(format!(
-            "demo: unknown argument {bad:?} (accepted: --actix, --keep-running)"
-        ));
-    }
+/// The flags of `cargo xtask demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Run the actix-web example instead of the axum one.
+    #[arg(long)]
+    pub(crate) actix: bool,
+    /// Keep the testkit (and its event viewer) serving until Ctrl-C.
+    #[arg(long)]
+    pub(crate) keep_running: bool,
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    let Args { actix, keep_running } = *args;
     let package = if actix { "example-actix" } else { "example-axum" };
     let started = Instant::now();
     println!("==> building {package}");

@@ -56,6 +56,7 @@ use crate::error::{ApiError, Error};
 use crate::event::{CreateEvent, Event, OrganizationId};
 use crate::retry::{Decision, Outcome, RetryPolicy};
 
+pub(crate) use builder::RedactedKey;
 pub use builder::{ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
 pub use download::{ByteStream, DOWNLOAD_TIMEOUT};
 pub use pagination::{List, ListMetadata, ListOptions, Order};
@@ -471,9 +472,8 @@ impl Client {
             })?;
             builder = builder.header(IDEMPOTENCY_KEY_HEADER, value);
         }
-        if let Some(timeout) = request.timeout {
-            builder = builder.timeout(timeout);
-        }
+        // Always per request: a shared application client may have another total timeout.
+        builder = builder.timeout(request.timeout.unwrap_or(self.inner.timeout));
         if let Some(body) = &request.body {
             builder = builder
                 .header(header::CONTENT_TYPE, "application/json")

@@ -116,7 +116,10 @@ impl Shared {
         self.store.resolve(item.seq);
         self.forbidden.accepted(&item.body.organization_id);
         self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-        self.counters.latency.record(item.accepted.elapsed());
+        let latency = item.accepted.elapsed();
+        self.counters.latency.record(latency);
+        #[cfg(feature = "metrics")]
+        super::telemetry::delivered(latency);
         metric("delivered");
         self.resolved();
     }
