@@ -19,7 +19,8 @@ pub struct RequestInfo {
     /// [`Metadata::MAX_STRING_CHARS`] bytes. The adapters capture it only when
     /// [`AuditPolicy::request_metadata`] is on.
     pub request_id: Option<String>,
-    /// The HTTP method (captured by the adapters only with [`AuditPolicy::request_metadata`]).
+    /// The HTTP method, at most [`Metadata::MAX_STRING_CHARS`] bytes (an extension method can be
+    /// any token; captured by the adapters only with [`AuditPolicy::request_metadata`]).
     pub method: Option<String>,
     /// The matched route pattern (`/teams/{id}`), when the adapter knows it, at most
     /// [`Metadata::MAX_STRING_CHARS`] bytes (captured by the adapters only with
@@ -60,9 +61,10 @@ impl RequestInfo {
         self
     }
 
-    /// Sets the HTTP method.
+    /// Sets the HTTP method, cut to [`Metadata::MAX_STRING_CHARS`] bytes at a character
+    /// boundary like the other request metadata.
     pub fn method(mut self, method: impl Into<String>) -> Self {
-        self.method = Some(method.into());
+        self.method = Some(bounded(method.into(), Metadata::MAX_STRING_CHARS));
         self
     }
 
@@ -548,6 +550,13 @@ mod tests {
         assert_eq!(m.get("http_status"), Some(&MetadataValue::Integer(201)));
         let e = emitted(annotated().finish(&AuditPolicy::default(), &ResponseInfo::new(201)));
         assert!(e.metadata.is_none());
+    }
+
+    #[test]
+    fn the_http_method_is_bounded_like_the_other_metadata() {
+        let long = "X".repeat(Metadata::MAX_STRING_CHARS * 4);
+        let info = RequestInfo::new("1.2.3.4").method(long);
+        assert_eq!(info.method.map(|m| m.len()), Some(Metadata::MAX_STRING_CHARS));
     }
 
     #[test]
