@@ -170,6 +170,7 @@ pub fn shutdown_json(
             "pending_at_deadline": report.pending_at_deadline,
             "retried": stats.retried,
             "emit_failures": skipped.emit_failures(),
+            "cancelled": skipped.cancelled(),
             "skipped": {
                 "not_annotated": skipped.get(SkipReason::NotAnnotated),
                 "suppressed": skipped.get(SkipReason::Suppressed),

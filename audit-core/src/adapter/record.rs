@@ -109,14 +109,28 @@ fn bounded(s: String, max_len: usize) -> String {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct ResponseInfo {
-    /// The HTTP status code.
+    /// The HTTP status code (0 for a cancelled request, which has none).
     pub status: u16,
+    /// The response future was dropped before the response existed (the client went away, a
+    /// timeout layer fired): the handler may have made its change, nothing was answered.
+    pub cancelled: bool,
 }
 
 impl ResponseInfo {
     /// Response information with a status.
     pub fn new(status: u16) -> Self {
-        Self { status }
+        Self {
+            status,
+            cancelled: false,
+        }
+    }
+
+    /// A request whose response future was dropped before the response existed.
+    pub fn cancelled() -> Self {
+        Self {
+            status: 0,
+            cancelled: true,
+        }
     }
 }
 
@@ -334,7 +348,9 @@ fn decide(
         return Decision::Skip(SkipReason::Suppressed);
     }
     let success = (200..400).contains(&response.status);
-    if !success && policy.outcomes == Outcomes::SuccessOnly {
+    // A cancelled request has no outcome: the handler may have done its work, so the outcome
+    // policy does not apply (the adapters emit it only under `CancelledRequests::Emit`).
+    if !success && !response.cancelled && policy.outcomes == Outcomes::SuccessOnly {
         return Decision::Skip(SkipReason::Outcome);
     }
     let actor = match (actor, &policy.missing_actor) {
@@ -348,7 +364,10 @@ fn decide(
     let info = info.into_owned();
     let mut context = Context::new(info.location);
     context.user_agent = info.user_agent;
-    if policy.outcomes == Outcomes::All {
+    if response.cancelled {
+        // The trail shows the attempt, and that no response was given.
+        metadata.insert("outcome", "cancelled");
+    } else if policy.outcomes == Outcomes::All {
         metadata.insert("outcome", if success { "success" } else { "failure" });
         metadata.insert("http_status", response.status);
     }
@@ -362,7 +381,9 @@ fn decide(
         if let Some(route) = info.route {
             metadata.insert("http_route", route);
         }
-        metadata.insert("http_status", response.status);
+        if !response.cancelled {
+            metadata.insert("http_status", response.status);
+        }
     }
     let mut event = Event::new(action, actor, context).occurred_at(info.received_at);
     event.targets = targets;
