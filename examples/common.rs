@@ -67,8 +67,9 @@ pub struct Settings {
     pub local_sink: Option<Destination>,
     /// `AUDIT_RATE_LIMIT`: `workos` (default, 6,000 per minute), `none`, or requests per second.
     pub rate_limit: Option<RateLimit>,
-    /// `AUDIT_SENDERS`: concurrent deliveries (default 8).
-    pub senders: usize,
+    /// `AUDIT_SENDERS`: concurrent deliveries, fixed (default: the emitter's own, 8 growing to 64
+    /// as WorkOS's latency requires under the rate limit).
+    pub senders: Option<usize>,
     /// `AUDIT_SPOOL`: a durable spool file (SQLite): accepted events survive a crash or restart.
     pub spool: Option<String>,
 }
@@ -107,12 +108,13 @@ impl Settings {
             Some(other) => return Err(format!("AUDIT_SINK: {other:?} is not `memory` or `discard`")),
         };
         let senders = match env("AUDIT_SENDERS") {
-            None => EmitterBuilder::DEFAULT_SENDERS,
-            Some(n) => n
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("AUDIT_SENDERS: {n:?} is not a positive number"))?,
+            None => None,
+            Some(n) => Some(
+                n.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("AUDIT_SENDERS: {n:?} is not a positive number"))?,
+            ),
         };
         Ok(Self {
             listen_addr,
@@ -145,7 +147,11 @@ impl Settings {
     /// the runtime that serves the app (under actix-web, the actix system runtime of
     /// `#[actix_web::main]`): the emitter's senders are spawned on it.
     pub fn emitter(&self, sink: impl Sink) -> EmitterBuilder {
-        let builder = Emitter::builder(sink).senders(self.senders);
+        let builder = Emitter::builder(sink);
+        let builder = match self.senders {
+            Some(n) => builder.senders(n),
+            None => builder,
+        };
         match self.rate_limit {
             Some(limit) => builder.rate_limit(limit),
             None => builder.no_rate_limit(),
