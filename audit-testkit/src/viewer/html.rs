@@ -1,31 +1,18 @@
-//! HTML building blocks of the viewer: escaping, the page frame and its security headers.
+//! HTML building blocks of the viewer: the page frame, its security headers and links.
 //!
-//! Every value that comes from an event, a query string or the configuration goes through
-//! [`esc`] before it reaches the markup; the pages carry a Content-Security-Policy that forbids
-//! scripts, images, frames and every other fetch, so even a missed escape could not run code.
+//! The pages are built with [`maud`]'s `html!` templates, checked at compile time: every value
+//! spliced into a template (text or attribute) is HTML-escaped unless it is itself [`Markup`], so
+//! a value from an event, a query string or the configuration cannot add markup. The pages also
+//! carry a Content-Security-Policy that forbids scripts, images, frames and every other fetch, so
+//! even markup that slipped through could not run code.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, header};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 /// The Content-Security-Policy of every viewer page: nothing may load or run except the inline
 /// stylesheet, forms submit only to the testkit itself, and the page cannot be framed.
 pub(crate) const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-
-/// Escapes text for use in HTML content and in double- or single-quoted attribute values.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// A relative URL `path?k=v&...` with the pairs form-encoded; empty values are left out.
 pub(crate) fn href(path: &str, pairs: &[(&str, &str)]) -> String {
@@ -75,17 +62,28 @@ dt{color:#59636e}dd{margin:0}\
 .note{background:#fff8c5;border:1px solid #eac54f;border-radius:6px;padding:8px 12px;margin:0 0 12px}\
 .error{background:#ffebe9;border:1px solid #ff8182;border-radius:6px;padding:8px 12px;margin:0 0 12px}";
 
-/// A complete page: `title` is plain text (escaped here), `body` is markup built with [`esc`].
-pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{title} · audit-testkit</title><style>{STYLE}</style></head><body>\
-         <header><a class=\"home\" href=\"/\">audit-testkit</a><span>Audit Logs viewer (local stand-in for the \
-         WorkOS dashboard and Admin Portal)</span></header><main>{body}</main></body></html>",
-        title = esc(title),
-    );
-    let mut res = Response::new(Body::from(html));
+/// A complete page: `title` is plain text, `body` the page's content.
+pub(crate) fn page(status: StatusCode, title: &str, body: Markup) -> Response<Body> {
+    let html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { (title) " · audit-testkit" }
+                // A constant of this file: `<style>` is raw text, where escaping would corrupt it.
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    a.home href="/" { "audit-testkit" }
+                    span { "Audit Logs viewer (local stand-in for the WorkOS dashboard and Admin Portal)" }
+                }
+                main { (body) }
+            }
+        }
+    };
+    let mut res = Response::new(Body::from(html.into_string()));
     *res.status_mut() = status;
     secure(&mut res);
     res.headers_mut().insert(
@@ -112,25 +110,17 @@ pub(crate) fn problem(status: StatusCode, title: &str, text: &str) -> Response<B
     page(
         status,
         title,
-        &format!(
-            "<h1>{}</h1><p class=\"sub\">{}</p><p><a href=\"/\">All organizations</a></p>",
-            esc(title),
-            esc(text)
-        ),
+        html! {
+            h1 { (title) }
+            p.sub { (text) }
+            p { a href="/" { "All organizations" } }
+        },
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_markup_and_both_quotes() {
-        assert_eq!(
-            esc("<script>alert('x')</script>\"&"),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;"
-        );
-    }
 
     #[test]
     fn href_encodes_and_skips_empty_values() {

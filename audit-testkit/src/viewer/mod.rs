@@ -35,10 +35,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::routing::get;
 use filter::Filters;
-use html::{esc, href, page, problem, secure};
+use html::{href, page, problem, secure};
+use maud::{Markup, html};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 type S = State<Arc<Shared>>;
@@ -105,38 +105,32 @@ async fn organizations(State(s): S) -> Res {
     let mut seen: Vec<String> = counts.keys().filter(|o| !orgs.contains(o)).cloned().collect();
     seen.sort();
     orgs.extend(seen);
-    let mut rows = String::new();
-    for org in &orgs {
-        let (n, latest) = counts.get(org).cloned().unwrap_or_default();
-        let _ = write!(
-            rows,
-            "<tr><td><a class=\"mono\" href=\"{events}\">{o}</a></td><td>{n}</td><td class=\"mono\">{latest}</td>\
-             <td><a href=\"{events}\">Events</a> · <a href=\"{streams}\">Log stream</a></td></tr>",
-            events = esc(&href("/viewer/events", &[("org", org)])),
-            streams = esc(&href("/viewer/log-streams", &[("org", org)])),
-            o = esc(org),
-            latest = if latest.is_empty() {
-                "—".to_owned()
-            } else {
-                esc(&latest)
-            },
-        );
-    }
-    let any = if s.config.any_org {
-        "<p class=\"note\">This testkit accepts any organization id; organizations appear here once they have events.</p>"
-    } else {
-        ""
+    let body = html! {
+        h1 { "Organizations" }
+        p.sub { "Audit-log events stored by the audit-testkit at " (s.base_url) }
+        @if s.config.any_org {
+            p.note { "This testkit accepts any organization id; organizations appear here once they have events." }
+        }
+        table {
+            thead { tr { th { "Organization" } th { "Events" } th { "Latest event" } th {} } }
+            tbody {
+                @for org in &orgs {
+                    @let (n, latest) = counts.get(org).cloned().unwrap_or_default();
+                    @let events = href("/viewer/events", &[("org", org)]);
+                    tr {
+                        td { a.mono href=(events) { (org) } }
+                        td { (n) }
+                        td.mono { @if latest.is_empty() { "—" } @else { (latest) } }
+                        td {
+                            a href=(events) { "Events" } " · "
+                            a href=(href("/viewer/log-streams", &[("org", org)])) { "Log stream" }
+                        }
+                    }
+                }
+            }
+        }
     };
-    page(
-        StatusCode::OK,
-        "Organizations",
-        &format!(
-            "<h1>Organizations</h1><p class=\"sub\">Audit-log events stored by the audit-testkit at {url}</p>{any}\
-             <table><thead><tr><th>Organization</th><th>Events</th><th>Latest event</th><th></th></tr></thead>\
-             <tbody>{rows}</tbody></table>",
-            url = esc(&s.base_url)
-        ),
-    )
+    page(StatusCode::OK, "Organizations", body)
 }
 
 // ---- the Admin Portal link ----------------------------------------------------------------
@@ -163,44 +157,35 @@ async fn portal(State(s): S, RawQuery(q): RawQuery) -> Res {
 
 // ---- the event list -----------------------------------------------------------------------
 
-fn text_input(name: &str, label: &str, value: &str, placeholder: &str) -> String {
-    format!(
-        "<label>{label}<input name=\"{name}\" value=\"{v}\" placeholder=\"{p}\"></label>",
-        v = esc(value),
-        p = esc(placeholder)
-    )
+/// A JSON string's text; anything else (absent, another type) shows as nothing.
+fn text(v: Option<&Value>) -> &str {
+    v.and_then(Value::as_str).unwrap_or("")
 }
 
-fn actor_cell(ev: &Value) -> String {
+fn text_input(name: &str, label: &str, value: &str, placeholder: &str) -> Markup {
+    html! { label { (label) input name=(name) value=(value) placeholder=(placeholder); } }
+}
+
+fn actor_cell(ev: &Value) -> Markup {
     let a = ev.get("actor");
     let get = |k: &str| a.and_then(|a| a.get(k)).and_then(Value::as_str).unwrap_or("");
     let (id, ty, name) = (get("id"), get("type"), get("name"));
-    let head = if name.is_empty() { esc(id) } else { esc(name) };
-    format!(
-        "{head}<br><span class=\"mono muted\">{} · {}</span>",
-        esc(id),
-        esc(ty)
-    )
+    html! {
+        (if name.is_empty() { id } else { name })
+        br;
+        span class="mono muted" { (id) " · " (ty) }
+    }
 }
 
-fn targets_cell(ev: &Value) -> String {
-    let mut out = String::new();
-    for t in ev.get("targets").and_then(Value::as_array).into_iter().flatten() {
-        let get = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("");
-        let label = if get("name").is_empty() {
-            get("id")
-        } else {
-            get("name")
-        };
-        let _ = write!(
-            out,
-            "<span class=\"pill\" title=\"{id}\">{ty}: {label}</span>",
-            id = esc(get("id")),
-            ty = esc(get("type")),
-            label = esc(label)
-        );
+fn targets_cell(ev: &Value) -> Markup {
+    let targets = ev.get("targets").and_then(Value::as_array).into_iter().flatten();
+    html! {
+        @for t in targets {
+            @let get = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("");
+            @let label = if get("name").is_empty() { get("id") } else { get("name") };
+            span.pill title=(get("id")) { (get("type")) ": " (label) }
+        }
     }
-    out
 }
 
 async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
@@ -244,25 +229,22 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
             std::cmp::Reverse((at, *i))
         });
         let total = matched.len();
-        let mut rows = String::new();
         let skip = (page_no - 1).saturating_mul(PAGE_SIZE);
-        for (i, e) in matched.iter().skip(skip).take(PAGE_SIZE) {
-            let ev = &e.event;
-            let get = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
-            let ctx = ev.get("context");
-            let ua = get(ctx.and_then(|c| c.get("user_agent")));
-            let _ = write!(
-                rows,
-                "<tr data-index=\"{i}\"><td class=\"time mono\">{time}</td><td><a href=\"/viewer/events/{i}\">{action}</a></td>\
-                 <td>{actor}</td><td>{targets}</td><td class=\"mono\">{loc}</td><td class=\"ua\" title=\"{ua}\">{ua}</td></tr>",
-                time = esc(&get(ev.get("occurred_at"))),
-                action = esc(&get(ev.get("action"))),
-                actor = actor_cell(ev),
-                targets = targets_cell(ev),
-                loc = esc(&get(ctx.and_then(|c| c.get("location")))),
-                ua = esc(&ua),
-            );
-        }
+        let rows = html! {
+            @for (i, e) in matched.iter().skip(skip).take(PAGE_SIZE) {
+                @let ev = &e.event;
+                @let ctx = ev.get("context");
+                @let ua = text(ctx.and_then(|c| c.get("user_agent")));
+                tr data-index=(i) {
+                    td class="time mono" { (text(ev.get("occurred_at"))) }
+                    td { a href={ "/viewer/events/" (i) } { (text(ev.get("action"))) } }
+                    td { (actor_cell(ev)) }
+                    td { (targets_cell(ev)) }
+                    td.mono { (text(ctx.and_then(|c| c.get("location")))) }
+                    td.ua title=(ua) { (ua) }
+                }
+            }
+        };
         (total_org, rows, total)
     };
     let pages = total.div_ceil(PAGE_SIZE).max(1);
@@ -270,10 +252,7 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
         let n = n.to_string();
         let mut pairs = f.pairs();
         pairs.push(("page", &n));
-        format!(
-            "<a href=\"{}\" rel=\"{label}\">{label}</a>",
-            esc(&href("/viewer/events", &pairs))
-        )
+        html! { a href=(href("/viewer/events", &pairs)) rel=(label) { (label) } }
     };
     // Past the last page: an empty page whose "prev" leads back to the last one.
     let prev = if page_no > pages {
@@ -281,68 +260,70 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
     } else if page_no > 1 {
         page_link(page_no - 1, "prev")
     } else {
-        "<span class=\"muted\">prev</span>".to_owned()
+        html! { span.muted { "prev" } }
     };
     let next = if page_no < pages {
         page_link(page_no + 1, "next")
     } else {
-        "<span class=\"muted\">next</span>".to_owned()
+        html! { span.muted { "next" } }
     };
     let first = (page_no - 1).saturating_mul(PAGE_SIZE).saturating_add(1);
     let last = page_no.saturating_mul(PAGE_SIZE).min(total);
-    let export_hidden: String = f
-        .pairs()
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", esc(v)))
-        .collect();
-    let clear = if f.any() {
-        format!(
-            " <a class=\"button\" href=\"{}\">Clear</a>",
-            esc(&href("/viewer/events", &[("org", &f.org)]))
-        )
+    let shown = if total == 0 {
+        "No events match.".to_owned()
+    } else if page_no > pages {
+        format!("No events on this page ({total} match)")
     } else {
-        String::new()
+        format!("Events {first}–{last} of {total}")
     };
-    let error_html = error
-        .as_deref()
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>Audit log events</h1>\
-         <p class=\"sub\">Organization <code>{org}</code> · {total_org} stored · \
-         <a href=\"{streams}\">Log stream</a></p>{error_html}\
-         <form class=\"filters\" method=\"get\" action=\"/viewer/events\">\
-         <input type=\"hidden\" name=\"org\" value=\"{org}\">{action}{actor_id}{actor_name}{target}{from}{to}\
-         <button type=\"submit\" class=\"primary\">Filter</button>{clear}</form>\
-         <div class=\"bar\"><span id=\"count\">{shown}</span>\
-         <span><form method=\"get\" action=\"/viewer/export\" style=\"display:inline\">{export_hidden}\
-         <button type=\"submit\" id=\"export\">Export CSV</button></form>\
-         <span class=\"pager\">{prev} <span>page {page_no} of {pages}</span> {next}</span></span></div>\
-         <table id=\"events\"><thead><tr><th>Time (occurred_at)</th><th>Action</th><th>Actor</th><th>Targets</th>\
-         <th>Location</th><th>User agent</th></tr></thead><tbody>{rows}</tbody></table>",
-        org = esc(&f.org),
-        streams = esc(&href("/viewer/log-streams", &[("org", &f.org)])),
-        action = text_input("action", "Action", &f.action, "user.signed_in"),
-        actor_id = text_input("actor_id", "Actor ID", &f.actor_id, "user_…"),
-        actor_name = text_input("actor_name", "Actor name", &f.actor_name, ""),
-        target = text_input("target", "Target type", &f.target, "team"),
-        from = text_input("from", "From (UTC)", &f.from, "2026-02-02T00:00:00Z"),
-        to = text_input("to", "To (UTC)", &f.to, "2026-02-03T00:00:00Z"),
-        shown = if total == 0 {
-            "No events match.".to_owned()
-        } else if page_no > pages {
-            format!("No events on this page ({total} match)")
-        } else {
-            format!("Events {first}–{last} of {total}")
-        },
-    );
+    let body = html! {
+        h1 { "Audit log events" }
+        p.sub {
+            "Organization " code { (f.org) } " · " (total_org) " stored · "
+            a href=(href("/viewer/log-streams", &[("org", &f.org)])) { "Log stream" }
+        }
+        @if let Some(e) = &error { p.error role="alert" { (e) } }
+        form.filters method="get" action="/viewer/events" {
+            input type="hidden" name="org" value=(f.org);
+            (text_input("action", "Action", &f.action, "user.signed_in"))
+            (text_input("actor_id", "Actor ID", &f.actor_id, "user_…"))
+            (text_input("actor_name", "Actor name", &f.actor_name, ""))
+            (text_input("target", "Target type", &f.target, "team"))
+            (text_input("from", "From (UTC)", &f.from, "2026-02-02T00:00:00Z"))
+            (text_input("to", "To (UTC)", &f.to, "2026-02-03T00:00:00Z"))
+            button type="submit" class="primary" { "Filter" }
+            @if f.any() {
+                " " a.button href=(href("/viewer/events", &[("org", &f.org)])) { "Clear" }
+            }
+        }
+        div.bar {
+            span id="count" { (shown) }
+            span {
+                form method="get" action="/viewer/export" style="display:inline" {
+                    @for (k, v) in f.pairs() {
+                        @if !v.is_empty() { input type="hidden" name=(k) value=(v); }
+                    }
+                    button type="submit" id="export" { "Export CSV" }
+                }
+                span.pager { (prev) " " span { "page " (page_no) " of " (pages) } " " (next) }
+            }
+        }
+        table id="events" {
+            thead {
+                tr {
+                    th { "Time (occurred_at)" } th { "Action" } th { "Actor" } th { "Targets" }
+                    th { "Location" } th { "User agent" }
+                }
+            }
+            tbody { (rows) }
+        }
+    };
     let status = if error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
-    page(status, &format!("Events of {}", f.org), &body)
+    page(status, &format!("Events of {}", f.org), body)
 }
 
 // ---- one event ----------------------------------------------------------------------------
@@ -361,25 +342,28 @@ async fn event_detail(State(s): S, Path(n): Path<String>) -> Res {
     };
     let json = serde_json::to_string_pretty(&e.event).unwrap_or_default();
     let get = |k: &str| e.event.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    let key = match &e.idempotency_key {
-        Some(k) => format!("<code id=\"idempotency-key\">{}</code>", esc(k)),
-        None => "<span class=\"muted\" id=\"idempotency-key\">none (sent without an Idempotency-Key header)</span>"
-            .to_owned(),
+    let body = html! {
+        p { a href=(href("/viewer/events", &[("org", &e.organization_id)])) { "← Events of " (e.organization_id) } }
+        h1 { (get("action")) }
+        dl {
+            dt { "Organization" } dd { code { (e.organization_id) } }
+            dt { "Occurred at" } dd { code { (get("occurred_at")) } }
+            dt { "Received by the testkit" } dd { code { (format_ts(e.received_at)) } }
+            dt { "Idempotency-Key" }
+            dd {
+                @match &e.idempotency_key {
+                    Some(k) => code id="idempotency-key" { (k) },
+                    None => span.muted id="idempotency-key" { "none (sent without an Idempotency-Key header)" },
+                }
+            }
+        }
+        p.sub {
+            "The event as it was received and stored (the " code { "event" } " object of "
+            code { "POST /audit_logs/events" } "):"
+        }
+        pre id="event-json" { (json) }
     };
-    let body = format!(
-        "<p><a href=\"{back}\">← Events of {org}</a></p><h1>{action}</h1>\
-         <dl><dt>Organization</dt><dd><code>{org}</code></dd><dt>Occurred at</dt><dd><code>{at}</code></dd>\
-         <dt>Received by the testkit</dt><dd><code>{received}</code></dd><dt>Idempotency-Key</dt><dd>{key}</dd></dl>\
-         <p class=\"sub\">The event as it was received and stored (the <code>event</code> object of \
-         <code>POST /audit_logs/events</code>):</p><pre id=\"event-json\">{json}</pre>",
-        back = esc(&href("/viewer/events", &[("org", &e.organization_id)])),
-        org = esc(&e.organization_id),
-        action = esc(&get("action")),
-        at = esc(&get("occurred_at")),
-        received = esc(&format_ts(e.received_at)),
-        json = esc(&json),
-    );
-    page(StatusCode::OK, &format!("Event {}", get("action")), &body)
+    page(StatusCode::OK, &format!("Event {}", get("action")), body)
 }
 
 // ---- export -------------------------------------------------------------------------------
@@ -425,87 +409,91 @@ async fn export(State(s): S, RawQuery(q): RawQuery) -> Res {
 
 // ---- log streams --------------------------------------------------------------------------
 
-fn stream_section(st: &crate::StreamStatus) -> String {
+fn stream_section(st: &crate::StreamStatus) -> Markup {
     use crate::streams::DeliveryOutcome;
-    let mut rows = String::new();
-    for d in st.recent.iter().rev() {
-        let (class, outcome, detail) = match &d.outcome {
-            DeliveryOutcome::Delivered { status } => ("", "delivered", format!("HTTP {status}")),
-            DeliveryOutcome::Retrying { error } => ("muted", "failed, retrying", error.clone()),
-            DeliveryOutcome::GaveUp { error } => ("", "failed, gave up", error.clone()),
-            DeliveryOutcome::Dropped => ("", "dropped", "too many events waiting".to_owned()),
-        };
-        let _ = write!(
-            rows,
-            "<tr class=\"{class}\" data-outcome=\"{outcome}\"><td class=\"time mono\">{at}</td><td class=\"mono\">{id}</td>\
-             <td>{action}</td><td>{attempt}</td><td>{outcome}</td><td class=\"mono\">{detail}</td></tr>",
-            at = esc(&format_ts(d.at)),
-            id = esc(&d.event_id),
-            action = esc(&d.action),
-            attempt = d.attempt,
-            detail = esc(&detail),
-        );
+    let synced = st.last_synced_at.map(format_ts);
+    html! {
+        dl {
+            dt { "Type" } dd id="stream-type" { (st.kind.type_name()) }
+            dt { "State" } dd id="stream-state" { (st.state.as_str()) }
+            dt { "Destination" } dd id="stream-destination" class="mono" { (st.destination) }
+            dt { "Delivered" } dd id="stream-delivered" { (st.delivered) }
+            dt { "Failed" } dd id="stream-failed" { (st.failed) }
+            dt { "Waiting" } dd id="stream-pending" { (st.pending) }
+            dt { "Last synced" } dd.mono { (synced.as_deref().unwrap_or("never")) }
+        }
+        h2 { "Recent deliveries and failures" }
+        table id="stream-deliveries" {
+            thead {
+                tr {
+                    th { "Time" } th { "Event id" } th { "Action" } th { "Attempt" } th { "Outcome" }
+                    th { "Detail" }
+                }
+            }
+            tbody {
+                @for d in st.recent.iter().rev() {
+                    @let (class, outcome, detail) = match &d.outcome {
+                        DeliveryOutcome::Delivered { status } => ("", "delivered", format!("HTTP {status}")),
+                        DeliveryOutcome::Retrying { error } => ("muted", "failed, retrying", error.clone()),
+                        DeliveryOutcome::GaveUp { error } => ("", "failed, gave up", error.clone()),
+                        DeliveryOutcome::Dropped => ("", "dropped", "too many events waiting".to_owned()),
+                    };
+                    tr class=(class) data-outcome=(outcome) {
+                        td class="time mono" { (format_ts(d.at)) }
+                        td.mono { (d.event_id) }
+                        td { (d.action) }
+                        td { (d.attempt) }
+                        td { (outcome) }
+                        td.mono { (detail) }
+                    }
+                }
+                @if st.recent.is_empty() {
+                    tr {
+                        td colspan="6" class="muted" {
+                            "Nothing delivered yet: events stored from now on are streamed."
+                        }
+                    }
+                }
+            }
+        }
     }
-    if rows.is_empty() {
-        rows = "<tr><td colspan=\"6\" class=\"muted\">Nothing delivered yet: events stored from now on are \
-                streamed.</td></tr>"
-            .to_owned();
-    }
-    format!(
-        "<dl><dt>Type</dt><dd id=\"stream-type\">{ty}</dd><dt>State</dt><dd id=\"stream-state\">{state}</dd>\
-         <dt>Destination</dt><dd id=\"stream-destination\" class=\"mono\">{dest}</dd>\
-         <dt>Delivered</dt><dd id=\"stream-delivered\">{delivered}</dd><dt>Failed</dt><dd id=\"stream-failed\">{failed}</dd>\
-         <dt>Waiting</dt><dd id=\"stream-pending\">{pending}</dd><dt>Last synced</dt><dd class=\"mono\">{synced}</dd></dl>\
-         <h2>Recent deliveries and failures</h2><table id=\"stream-deliveries\"><thead><tr><th>Time</th><th>Event id</th>\
-         <th>Action</th><th>Attempt</th><th>Outcome</th><th>Detail</th></tr></thead><tbody>{rows}</tbody></table>",
-        ty = esc(st.kind.type_name()),
-        state = esc(st.state.as_str()),
-        dest = esc(&st.destination),
-        delivered = st.delivered,
-        failed = st.failed,
-        pending = st.pending,
-        synced = st
-            .last_synced_at
-            .map(format_ts)
-            .unwrap_or_else(|| "never".to_owned()),
-    )
 }
 
-fn stream_form(org: &str, configured: bool, active: bool) -> String {
-    let controls = if configured {
-        let toggle = if active {
-            ("pause", "Pause")
-        } else {
-            ("resume", "Resume")
-        };
-        format!(
-            "<form method=\"post\" action=\"/viewer/log-streams\" style=\"display:inline\">\
-             <input type=\"hidden\" name=\"org\" value=\"{org}\"><button name=\"do\" value=\"{}\" id=\"stream-{}\">{}</button> \
-             <button name=\"do\" value=\"remove\" id=\"stream-remove\">Remove</button></form>",
-            toggle.0,
-            toggle.0,
-            toggle.1,
-            org = esc(org)
-        )
+fn stream_form(org: &str, configured: bool, active: bool) -> Markup {
+    let (toggle, toggle_label) = if active {
+        ("pause", "Pause")
     } else {
-        String::new()
+        ("resume", "Resume")
     };
-    format!(
-        "<h2>{title}</h2>{controls}<form class=\"filters\" method=\"post\" action=\"/viewer/log-streams\">\
-         <input type=\"hidden\" name=\"org\" value=\"{org}\"><input type=\"hidden\" name=\"do\" value=\"set\">\
-         <label>Type<select name=\"type\"><option value=\"http\">HTTP POST</option><option value=\"splunk\">Splunk HEC</option>\
-         <option value=\"datadog\">Datadog</option></select></label>\
-         <label>URL<input name=\"url\" placeholder=\"http://127.0.0.1:9000/collect\"></label>\
-         <label>Token / API key (Splunk, Datadog)<input name=\"secret\" type=\"password\" autocomplete=\"off\"></label>\
-         <label>Header (HTTP), Name: value<input name=\"header\" placeholder=\"Authorization: Bearer …\"></label>\
-         <button type=\"submit\" class=\"primary\" id=\"stream-save\">Stream to this destination</button></form>",
-        title = if configured {
-            "Change the destination"
-        } else {
-            "Stream this organization's events"
-        },
-        org = esc(org),
-    )
+    html! {
+        h2 {
+            @if configured { "Change the destination" } @else { "Stream this organization's events" }
+        }
+        @if configured {
+            form method="post" action="/viewer/log-streams" style="display:inline" {
+                input type="hidden" name="org" value=(org);
+                button name="do" value=(toggle) id={ "stream-" (toggle) } { (toggle_label) }
+                " "
+                button name="do" value="remove" id="stream-remove" { "Remove" }
+            }
+        }
+        form.filters method="post" action="/viewer/log-streams" {
+            input type="hidden" name="org" value=(org);
+            input type="hidden" name="do" value="set";
+            label {
+                "Type"
+                select name="type" {
+                    option value="http" { "HTTP POST" }
+                    option value="splunk" { "Splunk HEC" }
+                    option value="datadog" { "Datadog" }
+                }
+            }
+            label { "URL" input name="url" placeholder="http://127.0.0.1:9000/collect"; }
+            label { "Token / API key (Splunk, Datadog)" input name="secret" type="password" autocomplete="off"; }
+            label { "Header (HTTP), Name: value" input name="header" placeholder="Authorization: Bearer …"; }
+            button type="submit" class="primary" id="stream-save" { "Stream to this destination" }
+        }
+    }
 }
 
 async fn log_streams(State(s): S, RawQuery(q): RawQuery) -> Res {
@@ -517,27 +505,7 @@ async fn log_streams(State(s): S, RawQuery(q): RawQuery) -> Res {
     if !org_exists(&s, &f.org) {
         return unknown_org(&f.org);
     }
-    let error_html = q
-        .get("error")
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
-        .unwrap_or_default();
     let status = s.streams.status(&f.org);
-    let stream = match (&status, &s.config.log_stream) {
-        (Some(st), _) => stream_section(st),
-        (None, Some((ty, state))) => format!(
-            "<dl><dt>Type</dt><dd id=\"stream-type\">{}</dd><dt>State</dt><dd id=\"stream-state\">{}</dd></dl>\
-             <p class=\"note\">This stream is simulated (<code>--log-stream TYPE:STATE</code>): audit-testkit reports its \
-             type and state in <code>GET /organizations/{org}/audit_log_configuration</code> and sends nothing.</p>",
-            esc(ty),
-            esc(state),
-            org = esc(&f.org),
-        ),
-        (None, None) => "<p class=\"note\" id=\"stream-none\">No log stream is configured for this organization. \
-                 Configure one below, with <code>PUT /_testkit/streams/ORG</code>, or start the testkit with \
-                 <code>--stream-http URL</code> (or <code>--stream-splunk</code>, <code>--stream-datadog-url</code>); \
-                 <code>--log-stream TYPE:STATE</code> only simulates one.</p>"
-            .to_owned(),
-    };
     let form = stream_form(
         &f.org,
         status.is_some(),
@@ -545,16 +513,40 @@ async fn log_streams(State(s): S, RawQuery(q): RawQuery) -> Res {
             .as_ref()
             .is_some_and(|st| st.state != crate::StreamState::Inactive),
     );
-    let body = format!(
-        "<p><a href=\"{back}\">← Events of {org}</a></p><h1>Log stream</h1>\
-         <p class=\"sub\">Organization <code>{org}</code></p>{error_html}{stream}\
-         <p class=\"note\">Log streams are configured in WorkOS (the dashboard or the Admin Portal), not through \
-         the API. Here audit-testkit delivers every event stored for the organization to the destination, in the \
-         envelope WorkOS uses for it, so that you can see what your SIEM or collector receives.</p>{form}",
-        back = esc(&href("/viewer/events", &[("org", &f.org)])),
-        org = esc(&f.org),
-    );
-    page(StatusCode::OK, "Log stream", &body)
+    let body = html! {
+        p { a href=(href("/viewer/events", &[("org", &f.org)])) { "← Events of " (f.org) } }
+        h1 { "Log stream" }
+        p.sub { "Organization " code { (f.org) } }
+        @if let Some(e) = q.get("error") { p.error role="alert" { (e) } }
+        @match (&status, &s.config.log_stream) {
+            (Some(st), _) => (stream_section(st)),
+            (None, Some((ty, state))) => {
+                dl {
+                    dt { "Type" } dd id="stream-type" { (ty) }
+                    dt { "State" } dd id="stream-state" { (state) }
+                }
+                p.note {
+                    "This stream is simulated (" code { "--log-stream TYPE:STATE" } "): audit-testkit reports its type \
+                     and state in " code { "GET /organizations/" (f.org) "/audit_log_configuration" } " and sends nothing."
+                }
+            },
+            (None, None) => {
+                p.note id="stream-none" {
+                    "No log stream is configured for this organization. Configure one below, with "
+                    code { "PUT /_testkit/streams/ORG" } ", or start the testkit with " code { "--stream-http URL" }
+                    " (or " code { "--stream-splunk" } ", " code { "--stream-datadog-url" } "); "
+                    code { "--log-stream TYPE:STATE" } " only simulates one."
+                }
+            },
+        }
+        p.note {
+            "Log streams are configured in WorkOS (the dashboard or the Admin Portal), not through the API. Here \
+             audit-testkit delivers every event stored for the organization to the destination, in the envelope \
+             WorkOS uses for it, so that you can see what your SIEM or collector receives."
+        }
+        (form)
+    };
+    page(StatusCode::OK, "Log stream", body)
 }
 
 /// Whether a form post comes from a viewer page, so that another site cannot point a stream
