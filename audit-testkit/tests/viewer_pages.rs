@@ -440,3 +440,96 @@ async fn log_stream_page_without_a_stream_and_unknown_orgs() {
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/");
 }
+
+/// A value that would close an element, open a script, break out of either kind of quoted
+/// attribute and smuggle an entity, if it reached the markup as it is.
+const HOSTILE: &str = "</td><script>alert(\"x\")</script> & 'q' \"&lt;";
+/// [`HOSTILE`] as HTML text or attribute value.
+const HOSTILE_HTML: &str =
+    "&lt;/td&gt;&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; 'q' &quot;&amp;lt;";
+/// [`HOSTILE`] inside the pretty JSON of the detail page (JSON-escaped, then HTML-escaped).
+const HOSTILE_JSON_HTML: &str =
+    "&lt;/td&gt;&lt;script&gt;alert(\\&quot;x\\&quot;)&lt;/script&gt; &amp; 'q' \\&quot;&amp;lt;";
+
+/// No page lets the hostile value through as markup.
+fn assert_inert(what: &str, page: &str) {
+    assert!(!page.contains("<script"), "{what}: a raw <script> tag");
+    assert!(
+        !page.contains("alert(\"x\")"),
+        "{what}: quotes of the value unescaped"
+    );
+    assert!(!page.contains(HOSTILE), "{what}: the value unescaped");
+}
+
+#[tokio::test]
+async fn a_hostile_action_actor_and_metadata_value_is_escaped_on_every_page_that_shows_it() {
+    let collector = audit_testkit::stand_ins::StandIn::collector(200);
+    let kit = TestKit::builder()
+        .org("org_H")
+        .stream("org_H", audit_testkit::Destination::http(collector.url()))
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    let mut e = ev(HOSTILE, "2026-01-01T00:00:00.000Z", ("user_1", HOSTILE), "team");
+    e["metadata"] = json!({ "note": HOSTILE });
+    store(&c, &kit.url(), "org_H", e).await;
+    let base = kit.url();
+
+    // The list: the action (also the link text to the event) and the actor name.
+    let (st, list) = html(&c, &format!("{base}/viewer/events?org=org_H")).await;
+    assert_eq!(st, 200);
+    assert_inert("list", &list);
+    assert_eq!(actions(&list), [HOSTILE_HTML]);
+    assert!(
+        list.contains(&format!("<td>{HOSTILE_HTML}<br>")),
+        "the actor name"
+    );
+
+    // The list filtered by the value: it is echoed in the form's inputs and the export form.
+    let q = serde_urlencoded::to_string([("org", "org_H"), ("action", HOSTILE), ("actor_name", HOSTILE)])
+        .unwrap();
+    let (st, filtered) = html(&c, &format!("{base}/viewer/events?{q}")).await;
+    assert_eq!(st, 200);
+    assert_inert("filtered list", &filtered);
+    assert_eq!(
+        actions(&filtered),
+        [HOSTILE_HTML],
+        "the filter matches the stored value"
+    );
+    assert!(filtered.contains(&format!("name=\"action\" value=\"{HOSTILE_HTML}\"")));
+    assert!(filtered.contains(&format!(
+        "type=\"hidden\" name=\"actor_name\" value=\"{HOSTILE_HTML}\""
+    )));
+
+    // The detail page: the action as heading and title, all three in the stored JSON.
+    let (st, detail) = html(&c, &format!("{base}/viewer/events/0")).await;
+    assert_eq!(st, 200);
+    assert_inert("detail", &detail);
+    assert!(detail.contains(&format!("<h1>{HOSTILE_HTML}</h1>")));
+    assert!(detail.contains(&format!("<title>Event {HOSTILE_HTML} · audit-testkit</title>")));
+    assert!(detail.contains(&format!("\"action\": \"{HOSTILE_JSON_HTML}\"").replace('"', "&quot;")));
+    assert!(detail.contains(&format!("&quot;name&quot;: &quot;{HOSTILE_JSON_HTML}&quot;")));
+    assert!(detail.contains(&format!("&quot;note&quot;: &quot;{HOSTILE_JSON_HTML}&quot;")));
+
+    // The log-stream page: the action of the delivery, and an error message from the query.
+    kit.wait_for_stream("org_H", std::time::Duration::from_secs(20), |s| s.delivered == 1)
+        .await
+        .expect("the event is delivered");
+    let q = serde_urlencoded::to_string([("org", "org_H"), ("error", HOSTILE)]).unwrap();
+    let (st, streams) = html(&c, &format!("{base}/viewer/log-streams?{q}")).await;
+    assert_eq!(st, 200);
+    assert_inert("log stream", &streams);
+    assert!(
+        streams.contains(&format!("<td>{HOSTILE_HTML}</td>")),
+        "the delivery's action"
+    );
+    assert!(streams.contains(&format!("<p class=\"error\" role=\"alert\">{HOSTILE_HTML}</p>")));
+
+    // A page about an unknown organization names it.
+    let q = serde_urlencoded::to_string([("org", HOSTILE)]).unwrap();
+    let (st, missing) = html(&c, &format!("{base}/viewer/events?{q}")).await;
+    assert_eq!(st, 404);
+    assert_inert("unknown organization", &missing);
+    assert!(missing.contains(&format!("organization '{HOSTILE_HTML}'.")));
+}
