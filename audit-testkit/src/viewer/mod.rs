@@ -12,7 +12,8 @@
 //!
 //! # Security
 //!
-//! Every value from an event is untrusted: all text is HTML-escaped, and the pages carry
+//! Every value from an event is untrusted: the pages are `maud` templates, which HTML-escape
+//! every value spliced into text or an attribute (only the templates' own markup is not), and carry
 //! `Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; ...` so that no script,
 //! image or other resource can load even if markup slipped through. Every route but the log-stream
 //! form is a `GET`; the form's `POST` is refused unless the browser says it comes from the same
@@ -67,6 +68,11 @@ fn query(q: Option<String>) -> HashMap<String, String> {
     serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default()
 }
 
+/// A JSON string's text; anything else (absent, another type) shows as nothing.
+fn text(v: Option<&Value>) -> &str {
+    v.and_then(Value::as_str).unwrap_or("")
+}
+
 fn org_exists(s: &Shared, org: &str) -> bool {
     s.org_known(org) || lock(&s.data).events.iter().any(|e| e.organization_id == org)
 }
@@ -96,7 +102,7 @@ async fn organizations(State(s): S) -> Res {
     for e in lock(&s.data).events.iter() {
         let c = counts.entry(e.organization_id.clone()).or_default();
         c.0 += 1;
-        let at = e.event.get("occurred_at").and_then(Value::as_str).unwrap_or("");
+        let at = text(e.event.get("occurred_at"));
         if at > c.1.as_str() {
             c.1 = at.to_owned();
         }
@@ -157,18 +163,13 @@ async fn portal(State(s): S, RawQuery(q): RawQuery) -> Res {
 
 // ---- the event list -----------------------------------------------------------------------
 
-/// A JSON string's text; anything else (absent, another type) shows as nothing.
-fn text(v: Option<&Value>) -> &str {
-    v.and_then(Value::as_str).unwrap_or("")
-}
-
 fn text_input(name: &str, label: &str, value: &str, placeholder: &str) -> Markup {
     html! { label { (label) input name=(name) value=(value) placeholder=(placeholder); } }
 }
 
 fn actor_cell(ev: &Value) -> Markup {
     let a = ev.get("actor");
-    let get = |k: &str| a.and_then(|a| a.get(k)).and_then(Value::as_str).unwrap_or("");
+    let get = |k: &str| text(a.and_then(|a| a.get(k)));
     let (id, ty, name) = (get("id"), get("type"), get("name"));
     html! {
         (if name.is_empty() { id } else { name })
@@ -181,7 +182,7 @@ fn targets_cell(ev: &Value) -> Markup {
     let targets = ev.get("targets").and_then(Value::as_array).into_iter().flatten();
     html! {
         @for t in targets {
-            @let get = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("");
+            @let get = |k: &str| text(t.get(k));
             @let label = if get("name").is_empty() { get("id") } else { get("name") };
             span.pill title=(get("id")) { (get("type")) ": " (label) }
         }
@@ -341,7 +342,7 @@ async fn event_detail(State(s): S, Path(n): Path<String>) -> Res {
         );
     };
     let json = serde_json::to_string_pretty(&e.event).unwrap_or_default();
-    let get = |k: &str| e.event.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let get = |k: &str| text(e.event.get(k));
     let body = html! {
         p { a href=(href("/viewer/events", &[("org", &e.organization_id)])) { "← Events of " (e.organization_id) } }
         h1 { (get("action")) }
