@@ -496,16 +496,8 @@ impl Shared {
     ) -> Result<Result<usize, Duration>, sqlx::Error> {
         let q = self.outbox.queries();
         match self.config.rate_limit {
-            None => {
-                let left: Option<f64> = sqlx::query_scalar(&q.pause_left)
-                    .bind(self.bucket())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                match left {
-                    Some(left) if left > 0.0 => Ok(Err(secs(left))),
-                    _ => Ok(Ok(want)),
-                }
-            }
+            // The claim itself takes nothing while the bucket is paused.
+            None => Ok(Ok(want)),
             Some(limit) => {
                 let row = sqlx::query(&q.take_tokens)
                     .bind(self.bucket())
@@ -543,6 +535,7 @@ impl Shared {
             .bind(&self.config.instance)
             .bind(self.config.lease.as_secs_f64())
             .bind(granted as i64)
+            .bind(self.bucket())
             .fetch_all(&mut *conn)
             .await?;
         if rows.len() < granted
@@ -556,6 +549,13 @@ impl Shared {
                 .await?;
         }
         if rows.is_empty() {
+            let paused: Option<f64> = sqlx::query_scalar(&q.pause_left)
+                .bind(self.bucket())
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(left) = paused.filter(|left| *left > 0.0) {
+                return Ok(Step::Throttled(secs(left)));
+            }
             let next: Option<f64> = sqlx::query_scalar(&q.next_due).fetch_one(&mut *conn).await?;
             let wait = next.map_or(self.config.poll, |s| secs(s.max(0.0)));
             return Ok(Step::Idle(wait));
