@@ -17,7 +17,7 @@ use crate::{Outbox, OutboxError};
 
 /// Configures the relays of one instance. Made by [`Outbox::relay`].
 ///
-/// Defaults: 2 tasks claiming up to 32 rows each, a 30 s lease, a 5 s fallback poll, backoff
+/// Defaults: 4 tasks claiming up to 16 rows each, a 30 s lease, a 5 s fallback poll, backoff
 /// from 500 ms doubling to 30 s with full jitter, `Retry-After` honoured up to 10 minutes, a
 /// one-hour retry window, [`FleetRateLimit::workos`] on the bucket [`RateLimitKey::default`].
 pub struct RelayBuilder {
@@ -61,8 +61,8 @@ impl RelayBuilder {
             outbox,
             sink,
             config: Config {
-                tasks: 2,
-                batch: 32,
+                tasks: 4,
+                batch: 16,
                 lease: Duration::from_secs(30),
                 poll: Duration::from_secs(5),
                 retry: RetryPolicy::standard()
@@ -76,14 +76,14 @@ impl RelayBuilder {
         }
     }
 
-    /// How many relay tasks this instance runs (default 2, at least 1). Each claims a batch,
-    /// delivers it concurrently and records the outcomes.
+    /// How many relay tasks this instance runs (default 4, at least 1). Each claims a batch,
+    /// delivers it concurrently and records the outcomes; while one records, the others send.
     pub fn tasks(mut self, tasks: usize) -> Self {
         self.config.tasks = tasks.max(1);
         self
     }
 
-    /// The most rows one task claims at once (default 32, at least 1): the requests it has in
+    /// The most rows one task claims at once (default 16, at least 1): the requests it has in
     /// flight together.
     pub fn batch_size(mut self, batch: usize) -> Self {
         self.config.batch = batch.clamp(1, 10_000);
