@@ -5,8 +5,9 @@ use std::fmt;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use audit_core::request::{AuditHandle, RequestAudit};
-use audit_core::{Action, Actor, OrganizationId};
+use audit_core::Action;
+use audit_core::adapter::{RequestAudit, handler_record};
+use audit_core::request::AuditHandle;
 use futures_util::future::{Ready, ready};
 
 /// Runs annotated handlers without [`AuditMiddleware`], recording nothing.
@@ -21,50 +22,43 @@ use futures_util::future::{Ready, ready};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuditDisabled;
 
-/// The rejection of `#[action]` handlers and of [`AuditCtx`] when the request did not pass
-/// through [`AuditMiddleware`]: `500 Internal Server Error` with a body naming the middleware, so
-/// that a forgotten `.wrap(..)` fails in the first test that calls the route instead of silently
-/// emitting nothing.
-///
-/// [`AuditMiddleware`]: crate::AuditMiddleware
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MissingAuditMiddleware {
-    /// An `#[action]` handler.
-    Action,
-    /// The [`AuditCtx`] extractor.
-    AuditCtx,
-}
-
-impl MissingAuditMiddleware {
-    /// The response body.
-    pub fn body_text(&self) -> &'static str {
-        match self {
-            Self::Action => {
-                "audit: #[action] handler called without AuditMiddleware; add \
+audit_core::adapter_extractor_types! {
+    /// The handler's access to its request's audit event: it dereferences to
+    /// [`AuditHandle`](audit_core::request::AuditHandle), whose methods add targets and metadata, set
+    /// the actor or organization, or suppress the event.
+    ///
+    /// ```
+    /// use actix_web::{HttpResponse, web};
+    /// use audit_actix::AuditCtx;
+    /// use audit_actix::Target;
+    ///
+    /// #[audit_actix::action("team.created")]
+    /// async fn create_team(audit: AuditCtx, name: web::Json<String>) -> HttpResponse {
+    ///     let id = "team_42"; // created in the database
+    ///     audit.target(Target::new(id, "team").name(name.as_str()));
+    ///     audit.meta("plan", "pro");
+    ///     HttpResponse::Created().finish()
+    /// }
+    /// ```
+    ///
+    /// Rejects with [`MissingAuditMiddleware`] (a 500 naming the middleware) when the route is not
+    /// wrapped by [`AuditMiddleware`](crate::AuditMiddleware); with [`AuditDisabled`] every call does
+    /// nothing.
+    ctx: AuditCtx;
+    /// The rejection of `#[action]` handlers and of [`AuditCtx`] when the request did not pass
+    /// through [`AuditMiddleware`]: `500 Internal Server Error` with a body naming the middleware, so
+    /// that a forgotten `.wrap(..)` fails in the first test that calls the route instead of silently
+    /// emitting nothing.
+    ///
+    /// [`AuditMiddleware`]: crate::AuditMiddleware
+    missing: MissingAuditMiddleware (status: StatusCode) {
+        action: "audit: #[action] handler called without AuditMiddleware; add \
                  `.wrap(audit_middleware)` (audit_actix::AuditMiddleware) to the App, Scope or Resource \
-                 that serves this route"
-            }
-            Self::AuditCtx => {
-                "audit: AuditCtx extractor used without AuditMiddleware; add `.wrap(audit_middleware)` \
-                 (audit_actix::AuditMiddleware) to the App, Scope or Resource that serves this route"
-            }
-        }
-    }
-
-    /// The status, `500 Internal Server Error`: the server is misconfigured.
-    pub fn status(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
+                 that serves this route",
+        ctx: "audit: AuditCtx extractor used without AuditMiddleware; add `.wrap(audit_middleware)` \
+              (audit_actix::AuditMiddleware) to the App, Scope or Resource that serves this route",
     }
 }
-
-impl fmt::Display for MissingAuditMiddleware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.body_text())
-    }
-}
-
-impl std::error::Error for MissingAuditMiddleware {}
 
 impl ResponseError for MissingAuditMiddleware {
     fn status_code(&self) -> StatusCode {
@@ -87,47 +81,12 @@ fn record(
     missing: MissingAuditMiddleware,
 ) -> Result<Option<RequestAudit>, MissingAuditMiddleware> {
     let extensions = req.extensions();
-    match extensions.get::<RequestAudit>() {
-        Some(audit) => {
-            audit.fill_if_unset(extensions.get::<Actor>(), extensions.get::<OrganizationId>());
-            Ok(Some(audit.clone()))
-        }
+    match handler_record(extensions.get(), extensions.get(), extensions.get()) {
+        Some(audit) => Ok(Some(audit)),
         None if extensions.get::<AuditDisabled>().is_some() || req.app_data::<AuditDisabled>().is_some() => {
             Ok(None)
         }
         None => Err(missing),
-    }
-}
-
-/// The handler's access to its request's audit event: it dereferences to
-/// [`AuditHandle`](audit_core::request::AuditHandle), whose methods add targets and metadata, set
-/// the actor or organization, or suppress the event.
-///
-/// ```
-/// use actix_web::{HttpResponse, web};
-/// use audit_actix::AuditCtx;
-/// use audit_core::Target;
-///
-/// #[audit_actix::action("team.created")]
-/// async fn create_team(audit: AuditCtx, name: web::Json<String>) -> HttpResponse {
-///     let id = "team_42"; // created in the database
-///     audit.target(Target::new(id, "team").name(name.as_str()));
-///     audit.meta("plan", "pro");
-///     HttpResponse::Created().finish()
-/// }
-/// ```
-///
-/// Rejects with [`MissingAuditMiddleware`] (a 500 naming the middleware) when the route is not
-/// wrapped by [`AuditMiddleware`](crate::AuditMiddleware); with [`AuditDisabled`] every call does
-/// nothing.
-#[derive(Debug, Clone)]
-pub struct AuditCtx(AuditHandle);
-
-impl std::ops::Deref for AuditCtx {
-    type Target = AuditHandle;
-
-    fn deref(&self) -> &AuditHandle {
-        &self.0
     }
 }
 

@@ -1,16 +1,14 @@
 //! WorkOS Audit Logs for actix-web: one `.wrap(..)`, one `#[action(..)]` line per handler.
 //!
 //! [`AuditMiddleware`] is an actix-web [`Transform`](actix_web::dev::Transform) that creates a
-//! per-request audit record ([`RequestAudit`], in the request
-//! extensions) before the handler runs, and after the handler produced its response hands the
-//! finished event to audit-core's background [`Emitter`](audit_core::emitter::Emitter) without
+//! per-request audit record (in the request extensions) before the handler runs, and after the handler produced its response hands the
+//! finished event to audit-core's background [`Emitter`] without
 //! waiting for anything. The response, its status and its latency are never changed.
 //!
 //! ```
 //! use actix_web::{App, HttpMessage, HttpResponse, delete, post, web};
-//! use audit_actix::{AuditCtx, AuditMiddleware};
-//! use audit_core::emitter::{Emitter, MemorySink};
-//! use audit_core::{Actor, OrganizationId, Target};
+//! use audit_actix::{Actor, AuditCtx, AuditMiddleware, Emitter, OrganizationId, Target};
+//! use audit_core::emitter::MemorySink;
 //!
 //! // One line per handler: the action name is checked at compile time, `{id}` becomes a target.
 //! #[audit_actix::action("team.deleted", targets(team = "id"))]
@@ -50,13 +48,13 @@
 //! # Runtime
 //!
 //! actix-web runs each worker on its own single-threaded runtime and its futures are not `Send`.
-//! The middleware only touches `Send + Sync` handles ([`Emitter`](audit_core::emitter::Emitter),
+//! The middleware only touches `Send + Sync` handles ([`Emitter`],
 //! the record's `Arc<Mutex<..>>`) and calls the synchronous, non-blocking
-//! [`Emitter::try_emit`](audit_core::emitter::Emitter::try_emit), so it works unchanged from any
+//! [`Emitter::try_emit`], so it works unchanged from any
 //! worker. Start the emitter once in `main` (its senders run on the main actix system runtime, or
 //! on a runtime of your choice with `start_on`), and after `HttpServer::run().await` returns (actix
 //! handles SIGINT/SIGTERM with a graceful stop), call
-//! [`Emitter::shutdown`](audit_core::emitter::Emitter::shutdown) to deliver what is still queued.
+//! [`Emitter::shutdown`] to deliver what is still queued.
 //!
 //! # Security
 //!
@@ -74,7 +72,12 @@ extern crate self as audit_actix;
 mod extract;
 mod middleware;
 
-pub use audit_core::request::{AuditPolicy, MissingActor, Outcomes, RequestAudit, SkipCounters, SkipReason};
+// What an app's audit setup touches, so that the quickstart needs this crate only.
+pub use audit_core::client::Client;
+pub use audit_core::client_ip::{ClientIpConfig, ForwardedHeader};
+pub use audit_core::emitter::Emitter;
+pub use audit_core::request::{AuditHandle, AuditPolicy, MissingActor, Outcomes, SkipCounters, SkipReason};
+pub use audit_core::{Actor, OrganizationId, Target};
 pub use extract::{AuditCtx, AuditDisabled, MissingAuditMiddleware};
 pub use middleware::{ActorResolver, AuditMiddleware, AuditMiddlewareService, OrganizationResolver};
 

@@ -11,10 +11,10 @@ use actix_web::http::header::HeaderValue;
 use actix_web::test as at;
 use actix_web::{App, HttpMessage, HttpResponse, get, post};
 use audit_actix::{AuditCtx, AuditMiddleware, action};
-use audit_core::client_ip::test_cases::{self, CASES};
 use audit_core::client_ip::{ClientIpConfig, ForwardedHeader};
 use audit_core::emitter::{Emitter, MemorySink};
 use audit_core::{Actor, OrganizationId};
+use audit_test_cases::client_ip::{self as test_cases, CASES};
 use proptest::prelude::*;
 
 #[action("session.created")]

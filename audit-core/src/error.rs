@@ -45,6 +45,37 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A create-event request got a success status (2xx) but not WorkOS's documented answer
+    /// (`{"success":true}`): whatever answered is not the WorkOS API (a gateway, a web app, a
+    /// wrong `WORKOS_BASE_URL`), and nothing says the event was stored.
+    ///
+    /// The emitter dead-letters such an event with
+    /// [`DeadLetterReason::NotWorkOs`](crate::emitter::DeadLetterReason::NotWorkOs) instead of
+    /// counting it delivered.
+    #[error(
+        "{url} answered {status} ({}) with a body starting {body_start:?}: this is not the WorkOS API: check WORKOS_BASE_URL",
+        content_type.as_deref().unwrap_or("no content type")
+    )]
+    NotWorkOs {
+        /// The URL requested (no query).
+        url: String,
+        /// The HTTP status of the answer (a 2xx).
+        status: u16,
+        /// The `Content-Type` of the answer, when it had one.
+        content_type: Option<String>,
+        /// The first bytes of the body (at most [`Error::NOT_WORKOS_BODY_START`], lossy UTF-8,
+        /// the API key scrubbed).
+        body_start: String,
+    },
+    /// Code called by the background emitter panicked (a [`Sink`](crate::emitter::Sink), a
+    /// dead-letter destination, a sender): the emitter caught it, kept the event and went on.
+    #[error("{what} panicked: {message}")]
+    Panicked {
+        /// What panicked (`the sink`, `a dead-letter destination`).
+        what: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// The event or a request parameter was refused locally, before anything was sent.
     #[error(transparent)]
     Invalid(#[from] crate::ValidationErrors),
@@ -66,7 +97,29 @@ pub enum Error {
     },
 }
 
+/// The message of WorkOS's 400 answer to an export that would hold no events.
+pub const NO_EVENTS_MESSAGE: &str = "No audit log events found";
+
+/// Whether a response with `status` and `message` is WorkOS's 400 `"No audit log events found"`
+/// ([`NO_EVENTS_MESSAGE`], in any case, possibly with more text around it): an export that would
+/// hold no events, which readers show as an empty result rather than a failure.
+pub fn is_no_events_message(status: u16, message: &str) -> bool {
+    status == 400
+        && message
+            .to_ascii_lowercase()
+            .contains(&NO_EVENTS_MESSAGE.to_ascii_lowercase())
+}
+
 impl Error {
+    /// How many bytes of an unexpected body [`Error::NotWorkOs`] quotes.
+    pub const NOT_WORKOS_BODY_START: usize = 80;
+
+    /// Whether a success status came from something that is not the WorkOS API
+    /// ([`Error::NotWorkOs`]): the base URL points at the wrong server.
+    pub fn is_not_workos(&self) -> bool {
+        matches!(self, Self::NotWorkOs { .. })
+    }
+
     /// The API error, when WorkOS answered.
     pub fn api(&self) -> Option<&ApiError> {
         match self {
@@ -79,7 +132,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Api(e) => Some(e.status),
-            Self::Decode { status, .. } => Some(*status),
+            Self::Decode { status, .. } | Self::NotWorkOs { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -107,6 +160,13 @@ impl Error {
     /// 404: the organization, export or action does not exist.
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
+    }
+
+    /// WorkOS's 400 `"No audit log events found"`: an export would hold no events. Readers treat
+    /// it as an empty result, not as a failure ([`is_no_events_message`]).
+    pub fn is_no_events(&self) -> bool {
+        self.api()
+            .is_some_and(|api| is_no_events_message(api.status, api.message.as_deref().unwrap_or("")))
     }
 
     /// 401: the key is missing, wrong, revoked or for the other environment.

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adapter;
 pub mod client;
 pub mod client_ip;
 pub mod emitter;
@@ -10,9 +11,8 @@ pub mod export;
 pub mod request;
 pub mod retry;
 pub mod schema;
+pub mod sync;
 pub mod validate;
-#[cfg(feature = "verify")]
-pub mod verify;
 
 pub use error::{ApiError, ApiFieldError, Error};
 pub use event::{

@@ -3,7 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use audit_core::client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, UNKNOWN_LOCATION, test_cases};
+use audit_core::client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, UNKNOWN_LOCATION};
+use audit_test_cases::client_ip as test_cases;
 use proptest::prelude::*;
 
 const RECOGNISED: &[&str] = &["x-forwarded-for", "forwarded", "cf-connecting-ip", "x-real-ip"];

@@ -322,12 +322,33 @@ async fn overflow_drop_oldest_evicts_waiting_events() {
         (stats.queued, stats.dropped.oldest, stats.dropped.newest),
         (2, 3, 0)
     );
+    // The evicted ones are dead-lettered whole at once, with the reason.
+    let evicted: Vec<(String, DeadLetterReason)> = dead
+        .letters()
+        .iter()
+        .map(|l| (l.event.actor.id.clone(), l.reason))
+        .collect();
+    let overflow = DeadLetterReason::Overflow;
+    assert_eq!(
+        evicted,
+        [
+            ("user_1".into(), overflow),
+            ("user_2".into(), overflow),
+            ("user_3".into(), overflow)
+        ]
+    );
     let report = emitter.shutdown(Duration::from_secs(1)).await;
     // The one in flight and the two newest remain, dead-lettered at the deadline.
-    let mut kept: Vec<String> = dead.letters().iter().map(|l| l.event.actor.id.clone()).collect();
+    let mut kept: Vec<String> = dead
+        .letters()
+        .iter()
+        .filter(|l| l.reason == DeadLetterReason::ShutdownDeadline)
+        .map(|l| l.event.actor.id.clone())
+        .collect();
     kept.sort();
     assert_eq!(kept, ["user_0", "user_4", "user_5"]);
     assert_eq!(report.dropped.oldest, 3);
+    assert_eq!(report.dead_lettered, 6);
     assert_eq!(report.pending_at_deadline, 3);
 }
 

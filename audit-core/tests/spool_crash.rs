@@ -126,6 +126,30 @@ fn sigkill_during_delivery_then_restart_stores_every_event_exactly_once() {
     assert_eq!(unique, expected, "stored events differ from accepted ones");
 }
 
+#[test]
+fn a_second_process_is_refused_by_the_spool_lock() {
+    let kit = TestKit::builder().start_blocking().expect("testkit");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let held = SpoolConfig::new(&path)
+        .open()
+        .expect("this process holds the spool");
+    let mut child = spawn_child("open", &path, &kit);
+    let rx = lines(&mut child);
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the child answers");
+    assert!(line.starts_with("refused Locked"), "{line}");
+    assert!(line.contains("spool.db"), "names the file: {line}");
+    assert!(child.wait().unwrap().success());
+    // Released with the holder: the next process gets it.
+    drop(held);
+    let mut child = spawn_child("open", &path, &kit);
+    let rx = lines(&mut child);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)).unwrap(), "opened");
+    assert!(child.wait().unwrap().success());
+}
+
 /// The child process (only with `SPOOL_CHILD` set).
 #[test]
 fn child() {
@@ -142,6 +166,14 @@ fn child() {
         .enable_all()
         .build()
         .unwrap();
+    if mode == "open" {
+        // Another process trying the file a live emitter holds.
+        match SpoolConfig::new(&path).open() {
+            Ok(_) => println!("@spool opened"),
+            Err(e) => println!("@spool refused {:?}: {e}", e.kind),
+        }
+        return;
+    }
     runtime.block_on(async move {
         let client = Client::builder()
             .api_key("sk_test_spool_crash")

@@ -4,11 +4,16 @@ mod api;
 pub mod bench;
 mod csv_export;
 mod db;
+mod export_query;
 pub mod fault;
 mod kit;
 mod model;
+mod redact;
 mod server;
+#[cfg(feature = "stand-ins")]
+pub mod stand_ins;
 mod state;
+pub mod streams;
 mod util;
 mod validate;
 mod viewer;
@@ -16,6 +21,7 @@ mod viewer;
 pub use fault::{FaultAction, FaultRule, FaultWhen};
 pub use kit::{Error, TestKit, TestKitBuilder};
 pub use model::{RecordedRequest, StoredEvent};
+pub use streams::{Destination, StreamState, StreamStatus};
 
 /// The CSV columns an export always has, in order; per-target columns
 /// (`target_id_N`, `target_type_N`, `target_name_N`, `target_metadata_N`) follow.

@@ -1,9 +1,8 @@
 //! The axum side: the [`AuditCtx`] extractor and the extractor behind `#[action]`.
 
-use std::fmt;
-
-use audit_core::request::{AuditHandle, RequestAudit};
-use audit_core::{Action, Actor, OrganizationId};
+use audit_core::Action;
+use audit_core::adapter::{RequestAudit, handler_record};
+use audit_core::request::AuditHandle;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -18,47 +17,39 @@ use http::request::Parts;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuditDisabled;
 
-/// The rejection of `#[action]` handlers and of [`AuditCtx`] when the request did not pass
-/// through [`AuditLayer`](crate::AuditLayer): `500 Internal Server Error` with a body naming the
-/// layer, so that a forgotten layer fails in the first test that calls the route instead of
-/// silently emitting nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MissingAuditLayer {
-    /// An `#[action]` handler.
-    Action,
-    /// The [`AuditCtx`] extractor.
-    AuditCtx,
-}
-
-impl MissingAuditLayer {
-    /// The response body.
-    pub fn body_text(&self) -> &'static str {
-        match self {
-            Self::Action => {
-                "audit: #[action] handler called without AuditLayer; add `.layer(audit_layer)` to the \
-                 router (audit_tower::AuditLayer), outside the handler's route"
-            }
-            Self::AuditCtx => {
-                "audit: AuditCtx extractor used without AuditLayer; add `.layer(audit_layer)` to the \
-                 router (audit_tower::AuditLayer), outside the handler's route"
-            }
-        }
-    }
-
-    /// The status, `500 Internal Server Error`: the server is misconfigured.
-    pub fn status(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
-}
-
-impl fmt::Display for MissingAuditLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.body_text())
+audit_core::adapter_extractor_types! {
+/// The handler's view of the request's audit record: it dereferences to
+    /// [`AuditHandle`](audit_core::request::AuditHandle), whose methods add targets and metadata, set
+    /// the actor or organization, or suppress the event:
+    ///
+    /// ```
+    /// use audit_tower::Target;
+    /// use audit_tower::{action, AuditCtx};
+    ///
+    /// #[action("team.created")]
+    /// async fn create_team(audit: AuditCtx) -> &'static str {
+    ///     let team_id = "team_42"; // created by the app
+    ///     audit.target(Target::new(team_id, "team").name("Platform"));
+    ///     audit.meta("plan", "pro");
+    ///     "created"
+    /// }
+    /// ```
+    ///
+    /// The values set here win over those found in request extensions and resolvers. Without
+    /// [`AuditLayer`](crate::AuditLayer) the extractor rejects the request with
+    /// [`MissingAuditLayer`] (a 500 naming the layer); with [`AuditDisabled`] every call does nothing.
+    ctx: AuditCtx;
+    /// The rejection of `#[action]` handlers and of [`AuditCtx`] when the request did not pass
+    /// through [`AuditLayer`](crate::AuditLayer): `500 Internal Server Error` with a body naming the
+    /// layer, so that a forgotten layer fails in the first test that calls the route instead of
+    /// silently emitting nothing.
+    missing: MissingAuditLayer (status: StatusCode) {
+        action: "audit: #[action] handler called without AuditLayer; add `.layer(audit_layer)` to the \
+                 router (audit_tower::AuditLayer), outside the handler's route",
+        ctx: "audit: AuditCtx extractor used without AuditLayer; add `.layer(audit_layer)` to the \
+              router (audit_tower::AuditLayer), outside the handler's route",
     }
 }
-
-impl std::error::Error for MissingAuditLayer {}
 
 impl IntoResponse for MissingAuditLayer {
     fn into_response(self) -> Response {
@@ -69,48 +60,11 @@ impl IntoResponse for MissingAuditLayer {
 
 /// The request's audit record, or `None` when audit is switched off with [`AuditDisabled`].
 fn record(parts: &Parts, missing: MissingAuditLayer) -> Result<Option<RequestAudit>, MissingAuditLayer> {
-    match parts.extensions.get::<RequestAudit>() {
-        Some(audit) => {
-            // An auth layer inside the audit layer ran after the record was created.
-            audit.fill_if_unset(
-                parts.extensions.get::<Actor>(),
-                parts.extensions.get::<OrganizationId>(),
-            );
-            Ok(Some(audit.clone()))
-        }
-        None if parts.extensions.get::<AuditDisabled>().is_some() => Ok(None),
+    let extensions = &parts.extensions;
+    match handler_record(extensions.get(), extensions.get(), extensions.get()) {
+        Some(audit) => Ok(Some(audit)),
+        None if extensions.get::<AuditDisabled>().is_some() => Ok(None),
         None => Err(missing),
-    }
-}
-
-/// The handler's view of the request's audit record: it dereferences to
-/// [`AuditHandle`](audit_core::request::AuditHandle), whose methods add targets and metadata, set
-/// the actor or organization, or suppress the event:
-///
-/// ```
-/// use audit_core::Target;
-/// use audit_tower::{action, AuditCtx};
-///
-/// #[action("team.created")]
-/// async fn create_team(audit: AuditCtx) -> &'static str {
-///     let team_id = "team_42"; // created by the app
-///     audit.target(Target::new(team_id, "team").name("Platform"));
-///     audit.meta("plan", "pro");
-///     "created"
-/// }
-/// ```
-///
-/// The values set here win over those found in request extensions and resolvers. Without
-/// [`AuditLayer`](crate::AuditLayer) the extractor rejects the request with
-/// [`MissingAuditLayer`] (a 500 naming the layer); with [`AuditDisabled`] every call does nothing.
-#[derive(Debug, Clone)]
-pub struct AuditCtx(AuditHandle);
-
-impl std::ops::Deref for AuditCtx {
-    type Target = AuditHandle;
-
-    fn deref(&self) -> &AuditHandle {
-        &self.0
     }
 }
 

@@ -1,21 +1,12 @@
-//! [`ResponseFuture`]: waits for the inner service, then decides and emits.
+//! [`ResponseFuture`]: waits for the inner service, then hands the request off.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use audit_core::request::RequestAudit;
+use audit_core::adapter::InFlight;
 use http::Response;
 use pin_project_lite::pin_project;
-
-use crate::layer::Config;
-
-/// What a call needs once the response head exists.
-struct Pending {
-    audit: RequestAudit,
-    config: Arc<Config>,
-}
 
 pin_project! {
     /// The response future of [`AuditService`](crate::AuditService).
@@ -28,15 +19,15 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        pending: Option<Pending>,
+        in_flight: Option<InFlight<http::request::Parts>>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, audit: RequestAudit, config: Arc<Config>) -> Self {
+    pub(crate) fn new(inner: F, in_flight: InFlight<http::request::Parts>) -> Self {
         Self {
             inner,
-            pending: Some(Pending { audit, config }),
+            in_flight: Some(in_flight),
         }
     }
 }
@@ -50,18 +41,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
-        if let Some(pending) = this.pending.take() {
-            let status = match &result {
-                Ok(response) => response.status().as_u16(),
-                Err(_) => 500,
-            };
-            decide(pending, status);
+        if let Some(in_flight) = this.in_flight.take() {
+            in_flight.finish(result.as_ref().map_or(500, |response| response.status().as_u16()));
         }
         Poll::Ready(result)
     }
-}
-
-fn decide(pending: Pending, status: u16) {
-    let config = &pending.config;
-    config.hand_off.finish(pending.audit, &config.policy, status);
 }

@@ -39,7 +39,7 @@ pub use extract::{AuditCtx, AuditDisabled, MissingAuditLayer};
 ///
 /// ```
 /// use audit_tower::{action, AuditCtx};
-/// use audit_core::Target;
+/// use audit_tower::Target;
 ///
 /// #[action("team.deleted", targets(team = "id"))]
 /// async fn delete_team(audit: AuditCtx) -> &'static str {
@@ -52,7 +52,12 @@ pub use extract::{AuditCtx, AuditDisabled, MissingAuditLayer};
 #[cfg(feature = "axum")]
 pub use audit_macros::tower_action as action;
 
-pub use audit_core::request::{AuditPolicy, MissingActor, Outcomes, RequestAudit, SkipCounters, SkipReason};
+// What an app's audit setup touches, so that the quickstart needs this crate only.
+pub use audit_core::client::Client;
+pub use audit_core::client_ip::{ClientIpConfig, ForwardedHeader};
+pub use audit_core::emitter::Emitter;
+pub use audit_core::request::{AuditHandle, AuditPolicy, MissingActor, Outcomes, SkipCounters, SkipReason};
+pub use audit_core::{Actor, OrganizationId, Target};
 
 /// Used by the code `#[action]` generates. Not part of the stable API.
 #[doc(hidden)]

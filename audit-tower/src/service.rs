@@ -1,18 +1,17 @@
 //! [`AuditService`]: captures the request before the inner service, decides after it.
 
+use std::borrow::Cow;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use audit_core::client_ip::ClientIp;
-use audit_core::request::{RequestAudit, RequestInfo};
+use audit_core::adapter::{Middleware, RequestHead};
 use audit_core::{Actor, OrganizationId};
 use http::{Request, Response};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::layer::Config;
 
 /// The socket peer of a request, for tower stacks outside axum: insert it into the request
 /// extensions (for example in a hyper `service_fn` wrapper) before [`AuditService`] runs.
@@ -30,22 +29,22 @@ pub struct PeerAddr(pub SocketAddr);
 
 /// The audit middleware, wrapping an inner service; built by [`AuditLayer`](crate::AuditLayer).
 ///
-/// Before calling the inner service it creates the request's [`RequestAudit`] (client location,
+/// Before calling the inner service it captures the request with audit-core (client location,
 /// user agent, request id, method, matched route, arrival time; the actor and organization from
-/// the extensions or the layer's resolvers) and inserts it into the request extensions. When the
+/// the extensions or the layer's resolvers) and inserts the request's record into its extensions. When the
 /// inner service has produced the response head, it decides under the layer's policy and hands a
 /// due event to the emitter without waiting. The response, its status, headers and body are passed
 /// through untouched; the inner service's error type is kept.
 pub struct AuditService<S> {
     inner: S,
-    config: Arc<Config>,
+    middleware: Arc<Middleware<http::request::Parts>>,
 }
 
 impl<S: Clone> Clone for AuditService<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            config: Arc::clone(&self.config),
+            middleware: Arc::clone(&self.middleware),
         }
     }
 }
@@ -54,14 +53,14 @@ impl<S: fmt::Debug> fmt::Debug for AuditService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditService")
             .field("inner", &self.inner)
-            .field("policy", &self.config.policy)
+            .field("policy", &self.middleware.settings().policy)
             .finish_non_exhaustive()
     }
 }
 
 impl<S> AuditService<S> {
-    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
-        Self { inner, config }
+    pub(crate) fn new(inner: S, middleware: Arc<Middleware<http::request::Parts>>) -> Self {
+        Self { inner, middleware }
     }
 
     /// The wrapped service.
@@ -94,10 +93,10 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        let audit = capture(&self.config, &mut parts);
-        parts.extensions.insert(audit.clone());
+        let (audit, in_flight) = self.middleware.capture(&Head(&parts));
+        parts.extensions.insert(audit);
         let future = self.inner.call(Request::from_parts(parts, body));
-        ResponseFuture::new(future, audit, Arc::clone(&self.config))
+        ResponseFuture::new(future, in_flight)
     }
 }
 
@@ -120,76 +119,51 @@ fn peer(parts: &http::request::Parts) -> Option<SocketAddr> {
     None
 }
 
-/// The matched route pattern (`/teams/{id}`), when the router recorded it.
-fn route(parts: &http::request::Parts) -> Option<&str> {
-    #[cfg(feature = "axum")]
-    {
-        parts
-            .extensions
-            .get::<axum::extract::MatchedPath>()
-            .map(|p| p.as_str())
-    }
-    #[cfg(not(feature = "axum"))]
-    {
-        let _ = parts;
-        None
-    }
-}
+/// What audit-core's capture reads of an `http` request head.
+struct Head<'a>(&'a http::request::Parts);
 
-/// Everything known before the inner service runs.
-pub(crate) fn capture(config: &Config, parts: &mut http::request::Parts) -> RequestAudit {
-    let policy = &config.policy;
-    let peer = peer(parts).map(|a| a.ip());
-    let client = policy.client_ip.resolve(
-        peer,
-        parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
-    );
-    if let ClientIp::Unknown = client
-        && !config
-            .warned_unknown_peer
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-    {
-        tracing::warn!(
-            location = audit_core::client_ip::UNKNOWN_LOCATION,
-            "audit: the socket peer of a request is unknown, its events get the location \"{}\"; \
-             serve the router with `into_make_service_with_connect_info::<SocketAddr>()` \
-             (or add `MockConnectInfo` in tests, or insert `audit_tower::PeerAddr`)",
-            audit_core::client_ip::UNKNOWN_LOCATION,
-        );
+impl RequestHead for Head<'_> {
+    type Input = http::request::Parts;
+
+    fn input(&self) -> &http::request::Parts {
+        self.0
     }
-    let mut info = RequestInfo::new(client.location());
-    if let Some(ua) = parts.headers.get(http::header::USER_AGENT) {
-        info = info.user_agent_bytes(ua.as_bytes(), policy.user_agent_limit());
+
+    fn peer(&self) -> Option<IpAddr> {
+        peer(self.0).map(|addr| addr.ip())
     }
-    if policy.request_metadata {
-        info = info.method(parts.method.as_str());
-        if let Some(id) = parts.headers.get("x-request-id") {
-            info = info.request_id(audit_core::request::bounded_lossy(
-                id.as_bytes(),
-                audit_core::Metadata::MAX_STRING_CHARS,
-            ));
+
+    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.headers.get(name).map(|v| v.as_bytes())
+    }
+
+    fn method(&self) -> &str {
+        self.0.method.as_str()
+    }
+
+    fn route(&self) -> Option<Cow<'_, str>> {
+        #[cfg(feature = "axum")]
+        {
+            self.0
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| Cow::Borrowed(p.as_str()))
         }
-        if let Some(route) = route(parts) {
-            info = info.route(route);
-        }
-    }
-    let audit = RequestAudit::new(info);
-    // An outer auth layer's values first; the resolvers only for what is still missing.
-    match parts.extensions.get::<Actor>() {
-        Some(actor) => audit.set_actor(actor.clone()),
-        None => {
-            if let Some(actor) = config.actor_resolver.as_ref().and_then(|r| r(parts)) {
-                audit.set_actor(actor);
-            }
+        #[cfg(not(feature = "axum"))]
+        {
+            None
         }
     }
-    match parts.extensions.get::<OrganizationId>() {
-        Some(org) => audit.set_organization(org.clone()),
-        None => {
-            if let Some(org) = config.organization_resolver.as_ref().and_then(|r| r(parts)) {
-                audit.set_organization(org);
-            }
-        }
+
+    fn actor(&self) -> Option<Actor> {
+        self.0.extensions.get::<Actor>().cloned()
     }
-    audit
+
+    fn organization(&self) -> Option<OrganizationId> {
+        self.0.extensions.get::<OrganizationId>().cloned()
+    }
 }

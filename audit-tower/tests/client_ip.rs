@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use audit_core::client_ip::ClientIpConfig;
-use audit_core::client_ip::test_cases::{self, CASES};
 use audit_core::emitter::{Emitter, MemorySink};
 use audit_core::{Actor, OrganizationId};
+use audit_test_cases::client_ip::{self as test_cases, CASES};
 use audit_tower::{AuditCtx, AuditLayer, action};
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;

@@ -470,7 +470,10 @@ async fn works_in_a_plain_tower_stack() {
     let svc = ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(|req: Request<Body>| async move {
-            let audit = req.extensions().get::<audit_tower::RequestAudit>().unwrap();
+            let audit = req
+                .extensions()
+                .get::<audit_core::adapter::RequestAudit>()
+                .unwrap();
             audit.set_action(audit_core::Action::from_static("report.exported"));
             audit.set_actor(Actor::new("user_1", "user"));
             audit.set_organization(org("org_1"));

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use audit_core::client::CreateExport;
 use audit_core::export::{EventReader, Phase, ReadError, ReadProgress, parse_csv};
+use audit_core::sync::lock;
 use audit_core::{Action, Actor, Client, Context, Event, OrganizationId, Target};
 use audit_testkit::TestKit;
 use clap::{Parser, ValueEnum};
@@ -254,13 +255,9 @@ async fn csv(
     let (o, w) = (out.clone(), write_error.clone());
     let tee = bytes.map(move |chunk| {
         if let Ok(chunk) = &chunk
-            && let Err(e) = o
-                .lock()
-                .map_err(|_| "poisoned".to_owned())
-                .and_then(|mut o| o.write_all(chunk).map_err(|e| e.to_string()))
-            && let Ok(mut w) = w.lock()
+            && let Err(e) = lock(&o).write_all(chunk)
         {
-            w.get_or_insert(e);
+            lock(&w).get_or_insert(e.to_string());
         }
         chunk
     });
@@ -282,13 +279,10 @@ async fn csv(
         }
     }
     ticker.abort();
-    if let Some(e) = write_error.lock().ok().and_then(|w| w.clone()) {
+    if let Some(e) = lock(&write_error).clone() {
         return Err(format!("writing: {e}"));
     }
-    out.lock()
-        .map_err(|_| "poisoned".to_owned())?
-        .flush()
-        .map_err(|e| format!("writing: {e}"))?;
+    lock(&out).flush().map_err(|e| format!("writing: {e}"))?;
     match failure {
         Some(f) => Err(format!("some rows could not be read; the first: {f}")),
         None => Ok((n, download_progress.bytes())),

@@ -1,4 +1,4 @@
-//! `cargo xtask verify`: the WorkOS verification checklist (`audit_core::verify`).
+//! `cargo xtask verify`: the WorkOS verification checklist (`audit_verify`).
 //!
 //! ```text
 //! cargo xtask verify                      # against WorkOS, settings from env, .env, .env.local
@@ -6,7 +6,15 @@
 //! cargo xtask verify --json               # one JSON document on stdout
 //! cargo xtask verify --checks api_key,event --org org_… --action user.signed_in
 //! cargo xtask verify --skip dependency --require-stream --export
+//! cargo xtask verify --stream-http https://siem.example.com/in --stream-header 'Authorization: Bearer …'
+//! cargo xtask verify --stream-splunk https://splunk.example.com:8088 --stream-splunk-token …
+//! cargo xtask verify --stream-datadog-site EU1 --stream-datadog-key …
+//! cargo xtask verify --stream-s3-bucket b --stream-s3-region us-east-1 --stream-s3-role-arn arn:… --stream-s3-external-id …
 //! ```
+//!
+//! The `--stream-*` options probe a log-stream destination before it is configured in WorkOS
+//! (`audit_verify::streams`); with the S3 options the filled-in IAM policy and trust
+//! relationship are printed after the table.
 //!
 //! The exit status is 1 when any check fails (0 with warnings or skips), 2 for a usage error.
 //! `--local` ignores the process environment and the `.env` files: it starts audit-testkit with
@@ -17,9 +25,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use audit_core::client::{Client, CreateSchema, SchemaTarget};
-use audit_core::verify::{CheckId, DEFAULT_ACTION, Report, Verifier, VerifyOptions};
 use audit_core::{Action, OrganizationId};
 use audit_testkit::TestKit;
+use audit_verify::streams::{DatadogSite, partition_of, s3_policy, s3_trust_relationship};
+use audit_verify::{CheckId, DEFAULT_ACTION, Report, StreamProbe, Verifier, VerifyOptions};
 use clap::Parser;
 use serde_json::json;
 
@@ -36,7 +45,8 @@ const LOCAL_CLIENT_ID: &str = "client_01JVERFYXTASK0CAMRGN000000";
 #[command(
     name = "cargo xtask verify",
     about = "Run the WorkOS verification checklist",
-    after_help = "Checks: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export (opt-in).\n\
+    after_help = "Checks: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export (opt-in);\n\
+                  destination probes (with their --stream-* options): stream_http, stream_splunk, stream_datadog, stream_s3.\n\
                   Settings: WORKOS_API_KEY, WORKOS_ORGANIZATION_ID, WORKOS_CLIENT_ID, WORKOS_BASE_URL, from the environment first, then .env, then .env.local.\n\
                   Exit status: 0 when no check fails, 1 when one does, 2 for a usage error."
 )]
@@ -80,6 +90,97 @@ struct Args {
     /// The timeout of each request, in seconds.
     #[arg(long, default_value_t = 15, value_name = "SECONDS")]
     timeout: u64,
+    /// Probe this generic HTTP stream destination with a sample event.
+    #[arg(long, value_name = "URL")]
+    stream_http: Option<String>,
+    /// A header WorkOS will send to `--stream-http`, `'Name: value'` (repeatable).
+    #[arg(long, value_name = "NAME: VALUE", requires = "stream_http")]
+    stream_header: Vec<String>,
+    /// Probe this Splunk HEC URL (health, then one event).
+    #[arg(long, value_name = "URL", requires = "stream_splunk_token")]
+    stream_splunk: Option<String>,
+    /// The HEC token of `--stream-splunk`.
+    #[arg(long, value_name = "TOKEN", requires = "stream_splunk")]
+    stream_splunk_token: Option<String>,
+    /// Probe Datadog on this site: US1, US3, US5, EU1, AP1 or US1-FED.
+    #[arg(long, value_name = "SITE", requires = "stream_datadog_key")]
+    stream_datadog_site: Option<String>,
+    /// The Datadog API key of `--stream-datadog-site`.
+    #[arg(long, value_name = "KEY", requires = "stream_datadog_site")]
+    stream_datadog_key: Option<String>,
+    /// Serve every Datadog site from URL/<site> instead of Datadog's hosts (for tests).
+    #[arg(long, value_name = "URL", requires = "stream_datadog_site")]
+    stream_datadog_url: Option<String>,
+    /// Check an S3 stream's bucket name (with the other --stream-s3-* options).
+    #[arg(long, value_name = "NAME", requires_all = ["stream_s3_region", "stream_s3_role_arn", "stream_s3_external_id"])]
+    stream_s3_bucket: Option<String>,
+    /// The S3 bucket's region, e.g. us-east-1.
+    #[arg(long, value_name = "REGION", requires = "stream_s3_bucket")]
+    stream_s3_region: Option<String>,
+    /// The IAM role WorkOS assumes, arn:aws:iam::ACCOUNT:role/NAME.
+    #[arg(long, value_name = "ARN", requires = "stream_s3_bucket")]
+    stream_s3_role_arn: Option<String>,
+    /// The external id of the role's trust relationship.
+    #[arg(long, value_name = "ID", requires = "stream_s3_bucket")]
+    stream_s3_external_id: Option<String>,
+}
+
+impl Args {
+    /// The destination probes the `--stream-*` options ask for.
+    fn stream_probes(&self) -> Result<Vec<StreamProbe>, Usage> {
+        let mut probes = Vec::new();
+        if let Some(url) = &self.stream_http {
+            let mut p = StreamProbe::http(url);
+            for h in &self.stream_header {
+                let (name, value) = h.split_once(':').ok_or_else(|| {
+                    Usage("--stream-header: expected 'Name: value', got a value without ':'".to_owned())
+                })?;
+                p = p.header(name.trim(), value.trim());
+            }
+            probes.push(p);
+        }
+        if let (Some(url), Some(token)) = (&self.stream_splunk, &self.stream_splunk_token) {
+            probes.push(StreamProbe::splunk(url, token));
+        }
+        if let (Some(site), Some(key)) = (&self.stream_datadog_site, &self.stream_datadog_key) {
+            let site = DatadogSite::parse(site).ok_or_else(|| {
+                Usage(format!(
+                    "--stream-datadog-site: unknown site {site:?}; the sites are US1, US3, US5, EU1, AP1, US1-FED"
+                ))
+            })?;
+            let mut p = StreamProbe::datadog(site, key);
+            if let Some(u) = &self.stream_datadog_url {
+                p = p.datadog_url(u);
+            }
+            probes.push(p);
+        }
+        if let (Some(b), Some(r), Some(a), Some(e)) = (
+            &self.stream_s3_bucket,
+            &self.stream_s3_region,
+            &self.stream_s3_role_arn,
+            &self.stream_s3_external_id,
+        ) {
+            probes.push(StreamProbe::s3(b, r, a, e));
+        }
+        Ok(probes)
+    }
+
+    /// The IAM policy and trust relationship of the S3 options, filled in.
+    fn s3_documents(&self) -> Option<String> {
+        let (Some(bucket), Some(arn), Some(ext)) = (
+            &self.stream_s3_bucket,
+            &self.stream_s3_role_arn,
+            &self.stream_s3_external_id,
+        ) else {
+            return None;
+        };
+        let partition = partition_of(arn);
+        Some(format!(
+            "IAM policy of the role (from the WorkOS guide):\n{}\n\nTrust relationship of the role (replace WORKOS_AWS_ACCOUNT_ID with the account the WorkOS dashboard shows):\n{}",
+            s3_policy(bucket.trim(), partition),
+            s3_trust_relationship(ext, partition)
+        ))
+    }
 }
 
 /// Runs the task; `Err` carries the message and exit status.
@@ -151,6 +252,9 @@ pub(crate) fn run_with(args: &[String]) -> Result<(Report, String), Usage> {
         if let Some(url) = &args.base_url {
             options = options.base_url(url.clone());
         }
+        for probe in args.stream_probes()? {
+            options = options.stream_probe(probe);
+        }
         let _kit;
         let mut heading = "WorkOS verification checklist".to_owned();
         if args.local {
@@ -172,7 +276,10 @@ pub(crate) fn run_with(args: &[String]) -> Result<(Report, String), Usage> {
         let output = if args.json {
             report.to_json()
         } else {
-            format!("{heading}\n\n{report}")
+            match args.s3_documents() {
+                Some(docs) => format!("{heading}\n\n{report}\n\n{docs}"),
+                None => format!("{heading}\n\n{report}"),
+            }
         };
         Ok((report, output))
     })
@@ -228,7 +335,7 @@ pub(crate) fn exit_status(report: &Report) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use audit_core::verify::{CheckResult, Status};
+    use audit_verify::{CheckResult, Status};
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
@@ -305,6 +412,60 @@ mod tests {
     }
 
     #[test]
+    fn local_run_with_a_stream_destination_exits_by_its_answer() {
+        let good = audit_testkit::stand_ins::StandIn::collector(202);
+        let url = format!("{}/in", good.url());
+        let (report, output) = run_with(&args(&[
+            "--local",
+            "--stream-http",
+            &url,
+            "--stream-header",
+            "Authorization: Bearer collector-secret",
+        ]))
+        .expect("runs");
+        assert_eq!(
+            report.get(CheckId::StreamHttp).map(|c| c.status),
+            Some(Status::Pass),
+            "{output}"
+        );
+        assert!(exit_status(&report).is_ok(), "{output}");
+        assert!(output.contains("PASS   stream_http"));
+        assert!(!output.contains("collector-secret"));
+        assert_eq!(good.received().len(), 1);
+
+        let refusing = audit_testkit::stand_ins::StandIn::collector(405);
+        let (report, output) = run_with(&args(&["--local", "--stream-http", &refusing.url()])).expect("runs");
+        let probe = report.get(CheckId::StreamHttp).expect("probed");
+        assert_eq!(probe.status, Status::Fail, "{output}");
+        assert!(probe.fix.as_deref().unwrap_or("").contains("accepts POST"));
+        assert_eq!(
+            exit_status(&report).expect_err("exit 1"),
+            "verify: 1 check failed: stream_http"
+        );
+    }
+
+    #[test]
+    fn s3_options_print_the_filled_in_documents() {
+        let (report, output) = run_with(&args(&[
+            "--checks",
+            "stream_s3",
+            "--stream-s3-bucket",
+            "audit-bucket",
+            "--stream-s3-region",
+            "eu-west-1",
+            "--stream-s3-role-arn",
+            "arn:aws:iam::123456789012:role/workos",
+            "--stream-s3-external-id",
+            "ext-secret-id",
+        ]))
+        .expect("runs");
+        assert!(report.passed(), "{output}");
+        assert!(output.contains("arn:aws:s3:::audit-bucket/*"));
+        assert!(output.contains("\"sts:ExternalId\": \"ext-secret-id\""));
+        assert!(output.contains("s3:PutObjectAcl"));
+    }
+
+    #[test]
     fn usage_errors() {
         let Err(Usage(m)) = run_with(&args(&["--checks", "nope"])) else {
             panic!("an unknown check is a usage error");
@@ -312,5 +473,18 @@ mod tests {
         assert!(m.contains("unknown check \"nope\""), "{m}");
         assert!(run_with(&args(&["--frobnicate"])).is_err());
         assert!(run_with(&args(&["--local", "--org", "acme"])).is_err());
+        let Err(Usage(m)) = run_with(&args(&[
+            "--stream-datadog-site",
+            "MARS",
+            "--stream-datadog-key",
+            "k",
+        ])) else {
+            panic!("an unknown site is a usage error");
+        };
+        assert!(m.contains("US1-FED"), "{m}");
+        assert!(
+            run_with(&args(&["--stream-splunk", "https://s:8088"])).is_err(),
+            "a token is required"
+        );
     }
 }

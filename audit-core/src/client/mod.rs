@@ -48,8 +48,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::header::{self, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{ApiError, Error};
@@ -130,6 +130,7 @@ struct Request {
 /// A successful response, read whole.
 struct Answer {
     status: u16,
+    content_type: Option<String>,
     body: Bytes,
 }
 
@@ -183,7 +184,9 @@ impl Client {
     /// # Errors
     /// [`Error::Invalid`] (local validation, with JSON pointers), [`Error::InvalidParameter`] (a
     /// malformed idempotency key), [`Error::Api`] (400 with `instancePath`s, 404 unknown
-    /// organization, 422 field list, 429 after the retries), [`Error::Transport`], [`Error::Timeout`].
+    /// organization, 422 field list, 429 after the retries), [`Error::Transport`], [`Error::Timeout`],
+    /// [`Error::NotWorkOs`] (a 2xx that is not WorkOS's `{"success":true}`: check
+    /// `WORKOS_BASE_URL`; not retried).
     pub async fn create_event_with(
         &self,
         organization: &OrganizationId,
@@ -208,7 +211,8 @@ impl Client {
             event,
         })?;
         let request = self.post_event_request(body, key)?;
-        self.execute(&request, true).await.map(drop)
+        let answer = self.execute(&request, true).await?;
+        self.check_created(&request.url, answer)
     }
 
     /// Sends one create-event request (`POST /audit_logs/events`) exactly once: no local
@@ -216,7 +220,9 @@ impl Client {
     /// keep `idempotency_key` for every attempt of the same event.
     ///
     /// # Errors
-    /// `Ok(())` on any 2xx. [`Error::Api`] for any other status, with the status, WorkOS's `code`,
+    /// `Ok(())` only on WorkOS's documented success (a 2xx with `{"success":true}`); any other
+    /// 2xx is [`Error::NotWorkOs`] (the base URL points at something else). [`Error::Api`] for
+    /// any other status, with the status, WorkOS's `code`,
     /// `message`, field errors, `X-Request-ID` and `Retry-After` (seconds or HTTP date);
     /// [`Error::Transport`] or [`Error::Timeout`] when no response arrived;
     /// [`Error::InvalidParameter`] when `idempotency_key` cannot be sent as a header (empty, longer
@@ -225,7 +231,31 @@ impl Client {
         check_idempotency_key(idempotency_key)?;
         let body = to_body(body)?;
         let request = self.post_event_request(body, idempotency_key.to_owned())?;
-        self.attempt(&request).await.map(drop)
+        let answer = self.attempt(&request).await?;
+        self.check_created(&request.url, answer)
+    }
+
+    /// A create-event answer counts only when it is WorkOS's documented success,
+    /// `{"success":true}`; any other 2xx (an HTML page, a `204`, another JSON) comes from
+    /// something that is not the WorkOS API and is [`Error::NotWorkOs`].
+    fn check_created(&self, url: &Url, answer: Answer) -> Result<(), Error> {
+        #[derive(Deserialize)]
+        struct Created {
+            success: bool,
+        }
+        match serde_json::from_slice::<Created>(&answer.body) {
+            Ok(Created { success: true }) => Ok(()),
+            _ => {
+                let body = self.scrub_key(answer.body);
+                let start = &body[..body.len().min(Error::NOT_WORKOS_BODY_START)];
+                Err(Error::NotWorkOs {
+                    url: redact_url(url),
+                    status: answer.status,
+                    content_type: answer.content_type,
+                    body_start: String::from_utf8_lossy(start).into_owned(),
+                })
+            }
+        }
     }
 
     fn post_event_request(&self, body: Bytes, key: String) -> Result<Request, Error> {
@@ -345,11 +375,19 @@ impl Client {
         let response = self.send(request).await?;
         let response = self.check_status(request, response).await?;
         let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let body = response
             .bytes()
             .await
             .map_err(|e| self.transport_error(request, e))?;
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
     }
 
     /// A 2xx response as it is; any other status read whole into an [`Error::Api`].

@@ -46,6 +46,11 @@ impl RateLimit {
         self
     }
 
+    /// Requests per second.
+    pub(crate) fn per_second(&self) -> f64 {
+        f64::from(self.requests.get()) / self.per.as_secs_f64()
+    }
+
     pub(crate) fn limiter(&self) -> Option<governor::DefaultDirectRateLimiter> {
         let period = self.per / self.requests.get();
         let quota =
@@ -64,6 +69,9 @@ impl Default for RateLimit {
 pub(crate) struct Config {
     pub(crate) capacity: usize,
     pub(crate) senders: usize,
+    /// The most senders, when set; else `senders` when that was set, else the default maximum.
+    pub(crate) max_senders: Option<usize>,
+    pub(crate) senders_set: bool,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) retry: RetryPolicy,
     pub(crate) retry_window: Duration,
@@ -71,10 +79,23 @@ pub(crate) struct Config {
     pub(crate) overflow: Overflow,
     pub(crate) auth_probe_initial: Duration,
     pub(crate) auth_probe_max: Duration,
+    pub(crate) auth_hold_alert: Duration,
     pub(crate) warn_interval: Duration,
     pub(crate) linger: Duration,
     /// Schema registry: fills in `version` and checks metadata in the emit call (crate::schema).
     pub(crate) schemas: Option<Arc<crate::schema::SchemaRegistry>>,
+}
+
+impl Config {
+    /// The fewest and the most senders (see [`EmitterBuilder::max_senders`]).
+    pub(crate) fn sender_range(&self) -> (usize, usize) {
+        let max = match (self.max_senders, self.senders_set) {
+            (Some(max), _) => max,
+            (None, true) => self.senders,
+            (None, false) => EmitterBuilder::DEFAULT_MAX_SENDERS,
+        };
+        (self.senders, max.max(self.senders))
+    }
 }
 
 impl Default for Config {
@@ -82,6 +103,8 @@ impl Default for Config {
         Self {
             capacity: EmitterBuilder::DEFAULT_CAPACITY,
             senders: EmitterBuilder::DEFAULT_SENDERS,
+            max_senders: None,
+            senders_set: false,
             rate_limit: Some(RateLimit::workos()),
             retry: RetryPolicy::standard()
                 .with_max_retries(u32::MAX)
@@ -91,6 +114,7 @@ impl Default for Config {
             overflow: Overflow::DropNewest,
             auth_probe_initial: Duration::from_secs(30),
             auth_probe_max: Duration::from_secs(300),
+            auth_hold_alert: EmitterBuilder::DEFAULT_AUTH_HOLD_ALERT,
             warn_interval: Duration::from_secs(10),
             linger: EmitterBuilder::DEFAULT_LINGER,
             schemas: None,
@@ -127,8 +151,11 @@ impl std::fmt::Debug for EmitterBuilder {
 impl EmitterBuilder {
     /// Default queue capacity: 10,000 events (a few MiB), about 100 s of WorkOS's rate limit.
     pub const DEFAULT_CAPACITY: usize = 10_000;
-    /// Default number of concurrent senders.
+    /// Default number of senders at start (and the fewest while a rate limit applies).
     pub const DEFAULT_SENDERS: usize = 8;
+    /// Default largest number of senders: 64, enough to reach WorkOS's 100 requests per second
+    /// with 400 ms of latency.
+    pub const DEFAULT_MAX_SENDERS: usize = 64;
     /// Default retry window per event: one hour.
     ///
     /// WorkOS remembers an idempotency key for 24 hours. Retrying for at most an hour keeps
@@ -139,6 +166,8 @@ impl EmitterBuilder {
     /// out typical incidents; longer outages are what the dead letters (and the durable spool)
     /// are for.
     pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(3600);
+    /// Default [`auth_hold_alert`](Self::auth_hold_alert): 15 minutes.
+    pub const DEFAULT_AUTH_HOLD_ALERT: Duration = Duration::from_secs(15 * 60);
     /// Default linger: 2 ms. See [`linger`](Self::linger).
     pub const DEFAULT_LINGER: Duration = Duration::from_millis(2);
 
@@ -160,10 +189,26 @@ impl EmitterBuilder {
         self
     }
 
-    /// How many requests may be in flight at once (default [`DEFAULT_SENDERS`](Self::DEFAULT_SENDERS);
-    /// at least 1). They share the one pooled client.
+    /// How many requests may be in flight at once (at least 1): exactly `senders`, unless
+    /// [`max_senders`](Self::max_senders) is also set. They share the one pooled client.
+    ///
+    /// By default (neither set) the emitter starts with
+    /// [`DEFAULT_SENDERS`](Self::DEFAULT_SENDERS) and, under a rate limit, adds senders up to
+    /// [`DEFAULT_MAX_SENDERS`](Self::DEFAULT_MAX_SENDERS) as WorkOS's latency requires to reach
+    /// the limit (100/s needs 3 requests in flight at 30 ms, 30 at 300 ms).
     pub fn senders(mut self, senders: usize) -> Self {
         self.config.senders = senders.max(1);
+        self.config.senders_set = true;
+        self
+    }
+
+    /// The most requests in flight (at least [`senders`](Self::senders)): under a rate limit the
+    /// number of senders follows the moving average of WorkOS's latency, `rate · latency · 1.5 +
+    /// 1`, between `senders` and this. Without a rate limit (no target rate), all of them work.
+    /// Default [`DEFAULT_MAX_SENDERS`](Self::DEFAULT_MAX_SENDERS), or `senders` when only that
+    /// is set. [`Stats::concurrency`](super::Stats::concurrency) shows the current number.
+    pub fn max_senders(mut self, max: usize) -> Self {
+        self.config.max_senders = Some(max.max(1));
         self
     }
 
@@ -229,6 +274,16 @@ impl EmitterBuilder {
     pub fn auth_probe_interval(mut self, initial: Duration, max: Duration) -> Self {
         self.config.auth_probe_initial = initial;
         self.config.auth_probe_max = max.max(initial);
+        self
+    }
+
+    /// How long an authorization hold may last before it is reported as an outage (default
+    /// [`DEFAULT_AUTH_HOLD_ALERT`](Self::DEFAULT_AUTH_HOLD_ALERT)): after it, every failed probe
+    /// logs `AUDIT DELIVERY STOPPED` with `tracing::error!` (at most every
+    /// [`warn_interval`](Self::warn_interval)). The hold itself goes on (events are kept);
+    /// [`Stats::held_since`](super::Stats::held_since) tells since when.
+    pub fn auth_hold_alert(mut self, limit: Duration) -> Self {
+        self.config.auth_hold_alert = limit;
         self
     }
 

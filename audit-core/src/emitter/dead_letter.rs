@@ -8,8 +8,13 @@
 //! Destinations implement [`DeadLetterSink`]: a callback ([`CallbackDeadLetters`], or any
 //! `Fn(DeadLetter)` closure through [`EmitterBuilder::on_dead_letter`](super::EmitterBuilder::on_dead_letter)),
 //! a JSON-lines file ([`JsonlDeadLetters`]) and an in-memory collector for tests
-//! ([`MemoryDeadLetters`]). Without any configured destination dead letters are logged with
-//! `tracing::error!` (organization, action, key and reason; never metadata values).
+//! ([`MemoryDeadLetters`]). A destination reports whether it recorded the letter; the event leaves
+//! the emitter only once one did, and otherwise stays and is tried again.
+//!
+//! Without any configured destination, and as the last resort for an event no destination could
+//! record, the whole dead letter (event and key) is logged with `tracing::error!` after
+//! [`DEAD_LETTER_LOG_MARKER`], in the JSON that [`DeadLetter::read_log`] and
+//! [`Emitter::replay_log`](super::Emitter::replay_log) read back.
 //!
 //! # Replaying
 //!
@@ -20,8 +25,8 @@
 //!
 //! # Security
 //!
-//! Dead letters contain the whole event, metadata included: treat the file like the audit log
-//! itself. They never contain the API key.
+//! Dead letters contain the whole event, metadata included: treat the file (and, without a
+//! destination, the log) like the audit log itself. They never contain the API key.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -58,6 +63,13 @@ pub enum DeadLetterReason {
     /// The event waited longer than WorkOS's 24-hour idempotency window (a spool configured with
     /// `StaleEvents::DeadLetter`): sending it could store it twice. Replay it if it is not at WorkOS.
     Stale,
+    /// The destination answered a success status but not WorkOS's `{"success":true}`: it is not
+    /// the WorkOS API (check `WORKOS_BASE_URL`), and nothing says the event was stored. Replay it
+    /// once the base URL is fixed.
+    NotWorkOs,
+    /// The queue was full under [`Overflow::DropOldest`](super::Overflow::DropOldest): the event
+    /// was evicted to make room for a newer one. It was never attempted; replay it.
+    Overflow,
 }
 
 impl DeadLetterReason {
@@ -70,6 +82,8 @@ impl DeadLetterReason {
             Self::Abandoned => "abandoned",
             Self::Refused => "refused",
             Self::Stale => "stale",
+            Self::NotWorkOs => "not_workos",
+            Self::Overflow => "overflow",
         }
     }
 }
@@ -169,21 +183,59 @@ pub(crate) fn system_time(t: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(t)
 }
 
+/// What precedes a dead letter's JSON in a log line written when no destination is configured
+/// (or as the last resort when every destination failed); [`DeadLetter::read_log`] and
+/// [`Emitter::replay_log`](super::Emitter::replay_log) look for it.
+pub const DEAD_LETTER_LOG_MARKER: &str = "audit dead letter: ";
+
 impl DeadLetter {
     /// Reads a JSON-lines file written by [`JsonlDeadLetters`]: one entry per non-empty line,
     /// each the dead letter or the reason the line could not be read (with its 1-based number).
+    ///
+    /// A record cut short by an interrupted write (a full disk, a crash) is a [`ReadError`] with
+    /// [`torn`](ReadError::torn) set, logged with a warning and skipped; the records after it
+    /// are read normally. A log line holding [`DEAD_LETTER_LOG_MARKER`] is read from the JSON
+    /// after the marker.
     pub fn read_jsonl(path: impl AsRef<Path>) -> std::io::Result<Vec<Result<DeadLetter, ReadError>>> {
-        let file = File::open(path)?;
+        Self::read_lines(path.as_ref(), false)
+    }
+
+    /// Reads the dead letters of a log: every line holding [`DEAD_LETTER_LOG_MARKER`] (written
+    /// when no dead-letter destination is configured, or when every destination failed), with
+    /// the JSON after it; other lines are ignored. Works with `tracing-subscriber`'s text
+    /// formats, which print the message as it is.
+    pub fn read_log(path: impl AsRef<Path>) -> std::io::Result<Vec<Result<DeadLetter, ReadError>>> {
+        Self::read_lines(path.as_ref(), true)
+    }
+
+    fn read_lines(path: &Path, log: bool) -> std::io::Result<Vec<Result<DeadLetter, ReadError>>> {
+        let mut reader = BufReader::new(File::open(path)?);
         let mut out = Vec::new();
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line?;
-            if line.trim().is_empty() {
+        let mut buf = Vec::new();
+        let mut number = 0;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            number += 1;
+            let line = String::from_utf8_lossy(&buf);
+            let json = match line.find(DEAD_LETTER_LOG_MARKER) {
+                Some(at) => &line[at + DEAD_LETTER_LOG_MARKER.len()..],
+                None if log => continue,
+                None => &line[..],
+            };
+            let json = json.trim();
+            if json.is_empty() {
                 continue;
             }
-            out.push(serde_json::from_str(&line).map_err(|e| ReadError {
-                line: i + 1,
-                message: e.to_string(),
-            }));
+            // The first JSON value of the line (a log line may go on after it).
+            let mut values = serde_json::Deserializer::from_str(json).into_iter::<DeadLetter>();
+            match values.next() {
+                Some(Ok(letter)) => out.push(Ok(letter)),
+                Some(Err(e)) => out.push(Err(ReadError::new(path, number, &e))),
+                None => {}
+            }
         }
         Ok(out)
     }
@@ -192,6 +244,23 @@ impl DeadLetter {
     pub fn to_json_line(&self) -> String {
         // Serializing this struct cannot fail: every field is a string, number or plain object.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Writes the whole dead letter (event and key included) to the log with `tracing::error!`:
+    /// `why`, then [`DEAD_LETTER_LOG_MARKER`] and the letter's JSON, which
+    /// [`DeadLetter::read_log`] and [`Emitter::replay_log`](super::Emitter::replay_log) read back.
+    ///
+    /// # Security
+    /// The line holds the event's metadata: keep the log as private as the audit log itself. It
+    /// never holds the API key.
+    pub fn log(&self, why: &str) {
+        tracing::error!(
+            "{why} (organization {}, action {}, reason {}); {DEAD_LETTER_LOG_MARKER}{}",
+            self.organization_id,
+            self.event.action,
+            self.reason,
+            self.to_json_line()
+        );
     }
 }
 
@@ -204,25 +273,54 @@ pub struct ReadError {
     pub line: usize,
     /// What is wrong with it.
     pub message: String,
+    /// The line is a record cut short by an interrupted write (a full disk, a crash): it was
+    /// skipped with a warning. Its event may be in the log (see [`DeadLetter::read_log`]).
+    pub torn: bool,
+}
+
+impl ReadError {
+    fn new(path: &Path, line: usize, e: &serde_json::Error) -> Self {
+        let torn = e.is_eof();
+        if torn {
+            tracing::warn!(
+                path = %path.display(),
+                line,
+                "a dead-letter record was cut short by an interrupted write; skipping it"
+            );
+        }
+        Self {
+            line,
+            message: if torn {
+                format!("torn record (an interrupted write), skipped: {e}")
+            } else {
+                e.to_string()
+            },
+            torn,
+        }
+    }
 }
 
 /// A destination for dead letters.
 ///
 /// Called from the emitter's background tasks, once per dead letter, synchronously: keep it
-/// short (append to a file, push to a channel). A destination that fails should report it itself
-/// (the JSON-lines file logs the failure with `tracing::error!`).
+/// short (append to a file, push to a channel). It reports whether the letter was recorded: an
+/// event leaves the emitter (and its spool row) only once a destination recorded it. On an
+/// error the event stays and the write is tried again later; an event that no destination could
+/// record by shutdown is written whole to the log as the last resort ([`DeadLetter::log`]). A
+/// panic counts as an error.
 pub trait DeadLetterSink: Send + Sync + 'static {
-    /// Takes one dead letter.
-    fn dead_letter(&self, letter: &DeadLetter);
+    /// Records one dead letter; `Err` when it could not be recorded.
+    fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()>;
 }
 
 impl<T: DeadLetterSink + ?Sized> DeadLetterSink for Arc<T> {
-    fn dead_letter(&self, letter: &DeadLetter) {
-        (**self).dead_letter(letter);
+    fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()> {
+        (**self).dead_letter(letter)
     }
 }
 
-/// Hands every dead letter to a callback.
+/// Hands every dead letter to a callback. The callback cannot fail except by panicking, which
+/// counts as a failed write (see [`DeadLetterSink`]).
 #[derive(Clone)]
 pub struct CallbackDeadLetters(Arc<dyn Fn(DeadLetter) + Send + Sync>);
 
@@ -240,12 +338,19 @@ impl fmt::Debug for CallbackDeadLetters {
 }
 
 impl DeadLetterSink for CallbackDeadLetters {
-    fn dead_letter(&self, letter: &DeadLetter) {
+    fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()> {
         (self.0)(letter.clone());
+        Ok(())
     }
 }
 
-/// Appends every dead letter to a JSON-lines file, one object per line, flushed after each.
+/// Appends every dead letter to a JSON-lines file, one object per line: each record is written
+/// whole with one write and made durable with an fsync before its event leaves the emitter.
+///
+/// A write that fails part-way (a full disk) may leave a torn record at the end of the file; the
+/// next record starts on a new line, and [`DeadLetter::read_jsonl`] skips the torn one with a
+/// warning. The event of a failed write is not lost: it stays in the emitter and the write is
+/// tried again (see [`DeadLetterSink`]).
 ///
 /// Read it back with [`DeadLetter::read_jsonl`]; re-emit it with
 /// [`Emitter::replay_dead_letters`](super::Emitter::replay_dead_letters).
@@ -255,7 +360,15 @@ impl DeadLetterSink for CallbackDeadLetters {
 #[derive(Debug)]
 pub struct JsonlDeadLetters {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<JsonlFile>,
+}
+
+#[derive(Debug)]
+struct JsonlFile {
+    file: File,
+    /// The file may end inside a record (a failed write, or found so at open): the next record
+    /// starts with a newline so that it is not glued to the torn one.
+    torn: bool,
 }
 
 impl JsonlDeadLetters {
@@ -263,9 +376,10 @@ impl JsonlDeadLetters {
     pub fn new(path: impl AsRef<Path>) -> std::io::Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let torn = ends_inside_a_line(&path);
         Ok(Self {
             path,
-            file: Mutex::new(file),
+            file: Mutex::new(JsonlFile { file, torn }),
         })
     }
 
@@ -275,21 +389,36 @@ impl JsonlDeadLetters {
     }
 }
 
+/// Whether a regular file's last byte is not a newline (a record cut short).
+fn ends_inside_a_line(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let len = match file.metadata() {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return false,
+    };
+    if len == 0 || file.seek(SeekFrom::Start(len - 1)).is_err() {
+        return false;
+    }
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last).is_ok() && last[0] != b'\n'
+}
+
 impl DeadLetterSink for JsonlDeadLetters {
-    fn dead_letter(&self, letter: &DeadLetter) {
-        let mut line = letter.to_json_line();
-        line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
-            tracing::error!(
-                path = %self.path.display(),
-                error = %e,
-                organization = %letter.organization_id,
-                action = %letter.event.action,
-                reason = %letter.reason,
-                "could not write an audit dead letter; the event is lost unless recovered from this log"
-            );
+    fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()> {
+        let mut out = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = Vec::with_capacity(1024);
+        if out.torn {
+            record.push(b'\n');
         }
+        serde_json::to_writer(&mut record, letter).map_err(std::io::Error::other)?;
+        record.push(b'\n');
+        // One write of the whole record, then an fsync: recorded means on the disk.
+        let written = out.file.write_all(&record).and_then(|()| out.file.sync_data());
+        out.torn = written.is_err();
+        written
     }
 }
 
@@ -320,30 +449,12 @@ impl MemoryDeadLetters {
 }
 
 impl DeadLetterSink for MemoryDeadLetters {
-    fn dead_letter(&self, letter: &DeadLetter) {
+    fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(letter.clone());
-    }
-}
-
-/// The destination used when none is configured: a `tracing::error!` per dead letter naming the
-/// organization, action, key and reason (metadata values are left out).
-#[derive(Debug, Default)]
-pub(crate) struct LogDeadLetters;
-
-impl DeadLetterSink for LogDeadLetters {
-    fn dead_letter(&self, letter: &DeadLetter) {
-        tracing::error!(
-            organization = %letter.organization_id,
-            action = %letter.event.action,
-            idempotency_key = %letter.idempotency_key,
-            reason = %letter.reason,
-            attempts = letter.attempts,
-            error = letter.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
-            "audit event dead-lettered (no dead-letter destination configured)"
-        );
+        Ok(())
     }
 }
 
@@ -391,8 +502,8 @@ mod tests {
             first_attempt_at: Some(system_time(SystemTime::UNIX_EPOCH)),
             last_attempt_at: Some(system_time(SystemTime::UNIX_EPOCH)),
         };
-        sink.dead_letter(&letter);
-        sink.dead_letter(&letter);
+        sink.dead_letter(&letter).unwrap();
+        sink.dead_letter(&letter).unwrap();
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)

@@ -108,18 +108,21 @@ use tokio::time::Instant;
 
 mod builder;
 mod dead_letter;
+mod gate;
 mod key;
+mod pace;
 mod queue;
+mod sender;
+mod shared;
 mod sink;
 #[cfg(feature = "spool")]
 mod spool;
-mod stats;
-mod worker;
+pub(crate) mod stats;
 
 pub use builder::{EmitterBuilder, RateLimit, StartError};
 pub use dead_letter::{
-    CallbackDeadLetters, DeadLetter, DeadLetterError, DeadLetterReason, DeadLetterSink, JsonlDeadLetters,
-    MemoryDeadLetters, ReadError, ReplayReport,
+    CallbackDeadLetters, DEAD_LETTER_LOG_MARKER, DeadLetter, DeadLetterError, DeadLetterReason,
+    DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReadError, ReplayReport,
 };
 pub use key::IdempotencyKey;
 pub use sink::{DiscardSink, MemorySink, Sink, SinkFuture};
@@ -128,13 +131,19 @@ pub use stats::{Dropped, Stats};
 #[cfg(feature = "spool")]
 pub use spool::{Spool, SpoolConfig, SpoolError, SpoolErrorKind, SpoolStats, SpoolSync, StaleEvents};
 
+use gate::{Gate, Signal};
 use queue::{Item, MemoryStore, Pushed};
+use shared::{Shared, metric};
 use stats::{Counters, Throttle};
-use worker::{Gate, Shared, Signal, metric};
 
 use crate::{CreateEvent, Event, OrganizationId, ValidationErrors};
 
-/// What a full queue does with one more event.
+/// What a full in-memory queue does with one more event.
+///
+/// With a spool ([`EmitterBuilder::spool`], feature `spool`) every policy spills: the new event
+/// waits in the spool file until memory has room, and only a full spool
+/// (`SpoolConfig::max_events`) refuses new events. Nothing the spool holds is ever evicted, so an
+/// event whose durability was confirmed is never dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Overflow {
@@ -142,12 +151,13 @@ pub enum Overflow {
     #[default]
     DropNewest,
     /// Evict the oldest event still waiting (queued or waiting to retry, not one in flight) to make
-    /// room; the new event is accepted.
+    /// room; the new event is accepted. The evicted event is dead-lettered with
+    /// [`DeadLetterReason::Overflow`] (never erased).
     DropOldest,
-    /// With a spool ([`EmitterBuilder::spool`], feature `spool`): keep the new event only in the
-    /// spool file and load it back when memory has room, so memory stays bounded while the
-    /// spool absorbs the peak (up to its own limit, `SpoolConfig::max_events`). Without a spool,
-    /// the same as [`DropNewest`](Self::DropNewest).
+    /// With a spool: keep the new event only in the spool file and load it back when memory has
+    /// room, so memory stays bounded while the spool absorbs the peak (up to its own limit,
+    /// `SpoolConfig::max_events`); what every policy does with a spool. Without a spool, the
+    /// same as [`DropNewest`](Self::DropNewest).
     SpillToSpool,
 }
 
@@ -303,10 +313,19 @@ impl Emitter {
             counters: Counters::default(),
             drop_warning: Throttle::new(config.warn_interval),
             auth_warning: Throttle::new(config.warn_interval),
+            destination_warning: Throttle::new(config.warn_interval),
+            dead_letter_warning: Throttle::new(config.warn_interval),
             tasks: Default::default(),
+            forbidden: Default::default(),
+            concurrency: {
+                let (min, max) = config.sender_range();
+                pace::Concurrency::new(min, max, config.rate_limit.map(|l| l.per_second()))
+            },
+            rates: Default::default(),
+            backlog_warning: Throttle::new(config.warn_interval),
             config,
         });
-        worker::spawn_senders(&shared, runtime);
+        sender::spawn_senders(&shared, runtime);
         Self {
             handle: Arc::new(Handle { shared }),
         }
@@ -338,10 +357,11 @@ impl Emitter {
             Pushed::Accepted { evicted, wake } => {
                 self.accepted(wake);
                 if let Some(old) = evicted {
-                    drop(old);
                     shared.counters.dropped_oldest.fetch_add(1, Ordering::Relaxed);
                     metric("dropped_oldest");
                     shared.warn_dropped(false);
+                    // Evicted, not erased: its dead letter keeps it whole.
+                    shared.dead_letter(old, DeadLetterReason::Overflow, None);
                 }
                 Ok(EmitReceipt { idempotency_key: key })
             }
@@ -510,7 +530,16 @@ impl Emitter {
             // is expected) must not fail the shutdown.
             let _ = task.await;
         }
-        for item in shared.store.drain() {
+        // The spool's drain waits for its writer's last commit: never on a runtime thread.
+        let owner = Arc::clone(&self.handle.shared);
+        let left = match tokio::task::spawn_blocking(move || owner.store.drain()).await {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::error!(error = %e, "the audit emitter could not drain its store at shutdown");
+                Vec::new()
+            }
+        };
+        for item in left {
             shared.dead_letter(item, DeadLetterReason::ShutdownDeadline, None);
         }
         let c = &shared.counters;
@@ -534,6 +563,7 @@ impl Emitter {
         let depth = shared.store.depth();
         let gate = shared.gate.state();
         let [p50, p90, p99] = c.latency.percentiles([50.0, 90.0, 99.0]);
+        let pace = shared.pace();
         Stats {
             accepted: c.accepted.load(Ordering::Relaxed),
             queued: depth.ready,
@@ -543,10 +573,17 @@ impl Emitter {
             retried: c.retried.load(Ordering::Relaxed),
             dropped: c.dropped(),
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            not_workos: c.not_workos.load(Ordering::Relaxed),
+            dead_letter_failures: c.dead_letter_failures.load(Ordering::Relaxed),
+            panics: c.panics.load(Ordering::Relaxed),
             last_error: c.last_error(),
             auth_failed: gate.held_since.is_some(),
             held_since: gate.held_since,
             paused: gate.paused_until.is_some_and(|t| t > Instant::now()),
+            accept_rate: pace.accepted_per_s,
+            delivery_rate: pace.delivered_per_s,
+            time_to_drain: pace.time_to_drain(depth.outstanding()),
+            concurrency: shared.concurrency.limit(),
             latency_p50: p50,
             latency_p90: p90,
             latency_p99: p99,
@@ -560,11 +597,22 @@ impl Emitter {
     ///
     /// Within the 24 hours WorkOS remembers a key, an event that in fact reached WorkOS before
     /// it was dead-lettered is not stored twice. Rejected events (400/422) will be rejected again
-    /// unless they were corrected in the file. Replay into a fresh file: do not point the
-    /// emitter's own dead-letter destination at the file being read.
+    /// unless they were corrected in the file. A record torn by an interrupted write is skipped
+    /// with a warning (and listed in [`ReplayReport::unreadable`]). Replay into a fresh file: do
+    /// not point the emitter's own dead-letter destination at the file being read.
     pub async fn replay_dead_letters(&self, path: impl AsRef<Path>) -> std::io::Result<ReplayReport> {
+        self.replay(DeadLetter::read_jsonl(path)?).await
+    }
+
+    /// Re-emits every dead letter found in a log ([`DeadLetter::read_log`]): those logged whole
+    /// when no dead-letter destination was configured, or as the last resort when none could
+    /// record them. Same guarantees as [`replay_dead_letters`](Self::replay_dead_letters).
+    pub async fn replay_log(&self, path: impl AsRef<Path>) -> std::io::Result<ReplayReport> {
+        self.replay(DeadLetter::read_log(path)?).await
+    }
+
+    async fn replay(&self, entries: Vec<Result<DeadLetter, ReadError>>) -> std::io::Result<ReplayReport> {
         let mut report = ReplayReport::default();
-        let entries = DeadLetter::read_jsonl(path)?;
         for (i, entry) in entries.into_iter().enumerate() {
             match entry {
                 Err(e) => report.unreadable.push(e),

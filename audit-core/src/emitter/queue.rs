@@ -37,8 +37,23 @@ pub(crate) struct Item {
     pub(crate) first_attempt: Option<Instant>,
     pub(crate) last_attempt: Option<Instant>,
     pub(crate) last_error: Option<Box<Error>>,
+    /// Events delivered (the emitter's count) when the first attempt started: a 403 after
+    /// others were delivered is about this event, not the key.
+    pub(crate) delivered_before: u64,
     /// While parked: when the next attempt is due.
     pub(crate) due: Option<Instant>,
+    /// The event was given up but no dead-letter destination recorded it yet: it stays (in
+    /// memory and in the spool) and the write is tried again when it is next taken.
+    pub(crate) dead_letter: Option<Box<PendingDeadLetter>>,
+}
+
+/// A dead letter waiting to be recorded.
+#[derive(Debug)]
+pub(crate) struct PendingDeadLetter {
+    pub(crate) reason: super::DeadLetterReason,
+    pub(crate) error: Option<super::DeadLetterError>,
+    /// Failed writes so far.
+    pub(crate) tries: u32,
 }
 
 impl Item {
@@ -52,7 +67,9 @@ impl Item {
             first_attempt: None,
             last_attempt: None,
             last_error: None,
+            delivered_before: 0,
             due: None,
+            dead_letter: None,
         }
     }
 }

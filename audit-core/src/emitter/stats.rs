@@ -28,6 +28,16 @@ pub struct Stats {
     pub dropped: Dropped,
     /// Events dead-lettered.
     pub dead_lettered: u64,
+    /// Of those, events whose answer was a success status but not WorkOS's (the destination is
+    /// not the WorkOS API: check `WORKOS_BASE_URL`); dead-lettered with
+    /// [`DeadLetterReason::NotWorkOs`](super::DeadLetterReason::NotWorkOs).
+    pub not_workos: u64,
+    /// Dead-letter writes that failed (or panicked); the event stayed and the write was tried
+    /// again.
+    pub dead_letter_failures: u64,
+    /// Panics caught in the sink, dead-letter destinations or the senders themselves; the event
+    /// was retried or dead-lettered and the sender went on.
+    pub panics: u64,
     /// The text of the latest error (no secrets).
     pub last_error: Option<String>,
     /// Whether delivery is held because WorkOS refused the API key (401/403).
@@ -36,6 +46,17 @@ pub struct Stats {
     pub held_since: Option<SystemTime>,
     /// Whether every sender waits for a `Retry-After` right now.
     pub paused: bool,
+    /// Events accepted per second over about the last five seconds.
+    pub accept_rate: f64,
+    /// Events delivered per second over the same window. Above `accept_rate`, the backlog
+    /// shrinks; below it, the backlog grows (warned about at a bounded rate).
+    pub delivery_rate: f64,
+    /// How long the events waiting now take to drain at these rates (`Some(0)` when none wait;
+    /// `None` while the backlog does not shrink).
+    pub time_to_drain: Option<Duration>,
+    /// How many senders may work at once now (it follows WorkOS's latency under a rate limit;
+    /// see [`EmitterBuilder::max_senders`](super::EmitterBuilder::max_senders)).
+    pub concurrency: usize,
     /// Time from acceptance to delivery, 50th percentile (`None` before the first delivery).
     pub latency_p50: Option<Duration>,
     /// 90th percentile.
@@ -73,6 +94,9 @@ pub(crate) struct Counters {
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) dead_lettered_at_deadline: AtomicU64,
+    pub(crate) not_workos: AtomicU64,
+    pub(crate) dead_letter_failures: AtomicU64,
+    pub(crate) panics: AtomicU64,
     pub(crate) dropped_newest: AtomicU64,
     pub(crate) dropped_oldest: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
@@ -186,7 +210,7 @@ pub(crate) struct Throttle {
     interval_ms: u64,
     /// Milliseconds after `start` of the last log, plus one (0: never).
     last: AtomicU64,
-    suppressed: AtomicU64,
+    pub(crate) suppressed: AtomicU64,
 }
 
 impl Throttle {

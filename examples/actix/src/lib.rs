@@ -64,7 +64,7 @@ impl AppState {
     }
 
     fn teams(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
-        self.teams.lock().unwrap_or_else(|p| p.into_inner())
+        audit_core::sync::lock(&self.teams)
     }
 }
 

@@ -88,6 +88,9 @@ enum Cmd {
     },
     /// Commit everything, close the file and answer with the inserts that could not be committed.
     Finish(SyncSender<Vec<Insert>>),
+    /// Makes the writer panic (tests of a writer that died).
+    #[cfg(test)]
+    Crash,
 }
 
 struct Inner {
@@ -114,26 +117,14 @@ struct Inner {
     writer_waiting: bool,
     /// The writer has ended (or never started): nothing sent now would be written.
     writer_gone: bool,
+    /// Spilled events (their only copy) that a writer which died never committed: `drain`
+    /// hands them back to be dead-lettered.
+    orphans: Vec<Item>,
 }
 
 impl Inner {
     fn in_memory(&self) -> usize {
         self.ready.len() + self.parked.len() + self.taken.len()
-    }
-
-    fn evict_oldest(&mut self) -> Option<Item> {
-        let ready = self.ready.front().map(|i| i.seq);
-        let parked = self.parked.keys().next().copied();
-        let mut item = match (ready, parked) {
-            (Some(r), Some(p)) if p < r => self.parked.remove(&p),
-            (Some(_), _) => self.ready.pop_front(),
-            (None, Some(p)) => self.parked.remove(&p),
-            (None, None) => None,
-        }?;
-        if let Some(due) = item.due.take() {
-            self.due.remove(&(due, item.seq));
-        }
-        Some(item)
     }
 }
 
@@ -214,6 +205,7 @@ impl SpoolStore {
             outbox: VecDeque::new(),
             writer_waiting: false,
             writer_gone: false,
+            orphans: Vec::new(),
         };
         if rows > 0 {
             tracing::info!(
@@ -328,7 +320,7 @@ impl SpoolStore {
 }
 
 impl Store for SpoolStore {
-    fn push(&self, mut item: Item, overflow: Overflow) -> Pushed {
+    fn push(&self, mut item: Item, _overflow: Overflow) -> Pushed {
         let mut inner = self.common.lock();
         if inner.closed {
             return Pushed::Closed;
@@ -339,24 +331,10 @@ impl Store for SpoolStore {
             drop(inner);
             return self.refuse(item, rows, backlog);
         }
-        let mut evicted = None;
-        let spill = if inner.spilled > 0 {
-            true
-        } else if inner.in_memory() >= self.common.capacity {
-            match overflow {
-                Overflow::SpillToSpool => true,
-                Overflow::DropOldest => {
-                    evicted = inner.evict_oldest();
-                    if evicted.is_none() {
-                        return Pushed::Full(item);
-                    }
-                    false
-                }
-                _ => return Pushed::Full(item),
-            }
-        } else {
-            false
-        };
+        // Memory full: whatever the overflow policy, the event waits in the file (spilled) until
+        // memory has room. Nothing is evicted, so an event whose durability was confirmed is
+        // never dropped; only a full spool refuses (above).
+        let spill = inner.spilled > 0 || inner.in_memory() >= self.common.capacity;
         inner.next_seq += 1;
         let seq = inner.next_seq;
         item.seq = seq;
@@ -394,12 +372,7 @@ impl Store for SpoolStore {
                 inner.spilled += 1;
             }
         }
-        if let Some(old) = &evicted {
-            inner.rows -= 1;
-            inner.created.remove(&old.seq);
-            self.common.send(&mut inner, Cmd::Delete(old.seq));
-        }
-        Pushed::Accepted { evicted, wake }
+        Pushed::Accepted { evicted: None, wake }
     }
 
     fn take(&self, now: &dyn Fn() -> Instant) -> Taken {
@@ -495,16 +468,18 @@ impl Store for SpoolStore {
 
     /// Shutdown (or the end of the runtime): commits everything, stops the writer and closes
     /// the file. Events whose row is committed stay in the file for the next start; only those
-    /// that could not be written are returned, to be dead-lettered.
+    /// that could not be written are returned, to be dead-lettered. Blocks until the writer has
+    /// finished its last commit (callers in async code run it on a blocking thread); a writer
+    /// that died is detected, and what it had not committed is returned.
     fn drain(&self) -> Vec<Item> {
-        let in_memory: Vec<Item> = {
+        let (in_memory, orphans) = {
             let mut inner = self.common.lock();
             inner.closed = true;
             inner.due.clear();
             let mut out: Vec<Item> = inner.ready.drain(..).collect();
             let parked = std::mem::take(&mut inner.parked);
             out.extend(parked.into_values());
-            out
+            (out, std::mem::take(&mut inner.orphans))
         };
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(handle) = handle else {
@@ -517,10 +492,14 @@ impl Store for SpoolStore {
                     "audit spool: events handed back after the spool closed; dead-lettering them"
                 );
             }
-            return in_memory;
+            let mut out = in_memory;
+            out.extend(orphans);
+            out.sort_by_key(|i| i.seq);
+            return out;
         };
         let (reply, answer) = mpsc::sync_channel(1);
         let sent = self.common.send(&mut self.common.lock(), Cmd::Finish(reply));
+        // A writer that died drops the request unanswered: `recv` fails instead of waiting.
         let unwritten = if sent {
             answer.recv().unwrap_or_default()
         } else {
@@ -529,11 +508,15 @@ impl Store for SpoolStore {
         if handle.join().is_err() {
             tracing::error!(path = %self.path.display(), "audit spool: the writer thread panicked");
         }
-        let lost: HashSet<u64> = unwritten.iter().map(|i| i.seq).collect();
+        // Commands reach the writer in sequence order and commits are a prefix of them: an
+        // event above the last committed sequence number is not in the file.
+        let committed = self.common.durable.borrow().committed;
+        let mut lost: HashSet<u64> = unwritten.iter().map(|i| i.seq).collect();
         let mut out = Vec::new();
         let mut kept = 0u64;
         for item in in_memory {
-            if lost.contains(&item.seq) {
+            if lost.contains(&item.seq) || item.seq > committed {
+                lost.insert(item.seq);
                 out.push(item);
             } else {
                 kept += 1;
@@ -544,6 +527,8 @@ impl Store for SpoolStore {
                 out.push(item);
             }
         }
+        out.extend(orphans);
+        out.extend(std::mem::take(&mut self.common.lock().orphans));
         let depth = self.common.lock().rows;
         if depth > 0 || kept > 0 {
             tracing::info!(
@@ -686,6 +671,8 @@ impl Batch {
     fn absorb(&mut self, cmd: Cmd, finish: &mut Option<SyncSender<Vec<Insert>>>) {
         match cmd {
             Cmd::Finish(reply) => *finish = Some(reply),
+            #[cfg(test)]
+            Cmd::Crash => panic!("the spool writer crashed (test)"),
             Cmd::Insert(insert) => {
                 self.inserts += 1;
                 self.last_insert = insert.seq;
@@ -700,6 +687,54 @@ impl Writer {
     fn run(mut self) {
         let mut batch = Batch::default();
         let mut finish = None;
+        let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.work(&mut batch, &mut finish);
+        }));
+        if worked.is_err() {
+            tracing::error!(
+                path = %self.path.display(),
+                "audit spool: the writer thread panicked; events it had not committed are handed back to be dead-lettered"
+            );
+        }
+        let mut unwritten: Vec<Insert> = batch
+            .cmds
+            .into_iter()
+            .filter_map(|c| match c {
+                Cmd::Insert(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        {
+            let mut inner = self.common.lock();
+            inner.writer_gone = true;
+            // Commands that will never be handled: a spilled event's only copy is kept for
+            // `drain`, and a finish request still waiting is answered (by dropping its sender)
+            // so that nobody waits for a writer that is gone.
+            for cmd in std::mem::take(&mut inner.outbox) {
+                match cmd {
+                    Cmd::Insert(i) => unwritten.push(i),
+                    Cmd::Finish(reply) if finish.is_none() => finish = Some(reply),
+                    _ => {}
+                }
+            }
+            if finish.is_none() {
+                inner
+                    .orphans
+                    .extend(unwritten.drain(..).filter_map(|i| match i.payload {
+                        Payload::Owned(item) => Some(item),
+                        Payload::Copy { .. } => None,
+                    }));
+            }
+        }
+        self.common.durable.send_modify(|d| d.stopped = true);
+        // Close the file (and release its lock) before answering.
+        drop(self.conn);
+        if let Some(reply) = finish {
+            let _ = reply.send(unwritten);
+        }
+    }
+
+    fn work(&mut self, batch: &mut Batch, finish: &mut Option<SyncSender<Vec<Insert>>>) {
         let mut backoff = Duration::from_millis(50);
         let mut failing = false;
         self.load();
@@ -713,7 +748,7 @@ impl Writer {
                 }
                 let gathering = std::time::Instant::now();
                 for cmd in cmds {
-                    batch.absorb(cmd, &mut finish);
+                    batch.absorb(cmd, finish);
                 }
                 // Let the group gather (see `SpoolConfig::commit_delay`).
                 if finish.is_none() && !self.commit_delay.is_zero() {
@@ -727,18 +762,18 @@ impl Writer {
                 self.max_batch.saturating_sub(batch.inserts)
             };
             for cmd in self.receive(room, None) {
-                batch.absorb(cmd, &mut finish);
+                batch.absorb(cmd, finish);
             }
             if finish.is_some() {
                 // Whatever was queued before the finish command is part of the last group.
                 for cmd in self.receive(usize::MAX, None) {
-                    batch.absorb(cmd, &mut finish);
+                    batch.absorb(cmd, finish);
                 }
             }
             let ending = finish.is_some();
             if !batch.cmds.is_empty() {
                 let started = std::time::Instant::now();
-                match self.commit(&batch) {
+                match self.commit(batch) {
                     Ok(()) => {
                         self.common.commit_latency.record(started.elapsed());
                         self.common.commits.fetch_add(1, Relaxed);
@@ -754,14 +789,14 @@ impl Writer {
                             tracing::warn!(path = %self.path.display(), "audit spool: commits succeed again");
                         }
                         backoff = Duration::from_millis(50);
-                        batch = Batch::default();
+                        *batch = Batch::default();
                     }
                     Err(e) => {
                         failing = true;
                         self.failed("commit", &e);
                         if is_disk_full(&e) {
                             // Free what can be freed: delete the rows of delivered events.
-                            self.commit_deletions(&mut batch);
+                            self.commit_deletions(batch);
                         }
                         self.common.durable.send_modify(|d| d.failing = true);
                         if ending {
@@ -777,27 +812,6 @@ impl Writer {
                 break;
             }
             self.load();
-        }
-        let unwritten: Vec<Insert> = batch
-            .cmds
-            .into_iter()
-            .filter_map(|c| match c {
-                Cmd::Insert(i) => Some(i),
-                _ => None,
-            })
-            .collect();
-        self.common.lock().writer_gone = true;
-        self.common.durable.send_modify(|d| d.stopped = true);
-        // Close the file (and release its lock) before answering.
-        drop(self.conn);
-        if let Some(reply) = finish {
-            let _ = reply.send(unwritten);
-        } else if !unwritten.is_empty() {
-            tracing::error!(
-                path = %self.path.display(),
-                events = unwritten.len(),
-                "audit spool: events could not be written before the spool closed"
-            );
         }
     }
 
@@ -889,6 +903,8 @@ impl Writer {
                         ])?;
                     }
                     Cmd::Finish(_) => {}
+                    #[cfg(test)]
+                    Cmd::Crash => {}
                 }
             }
         }
@@ -997,5 +1013,74 @@ impl Writer {
                 inner.spilled_since = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emitter::SpoolConfig;
+    use crate::{Action, Actor, Context, Event, OrganizationId};
+
+    fn item(n: u32) -> Item {
+        let event = Event::new(
+            Action::new("user.signed_in").unwrap(),
+            Actor::new(format!("user_{n}"), "user"),
+            Context::new("127.0.0.1"),
+        );
+        Item::new(
+            CreateEvent::new(OrganizationId::new("org_1").unwrap(), event),
+            IdempotencyKey::from_checked(format!("key-{n}")),
+        )
+    }
+
+    /// A writer thread that died is detected at shutdown: `drain` returns promptly, and every
+    /// accepted event is either committed in the file or handed back to be dead-lettered.
+    #[test]
+    fn a_dead_writer_is_detected_and_nothing_ends_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let spool = SpoolConfig::new(&path)
+            .commit_delay(Duration::ZERO)
+            .open()
+            .unwrap();
+        let store = SpoolStore::start(spool, 2, Duration::from_secs(10));
+        for n in 1..=5 {
+            assert!(matches!(
+                store.push(item(n), Overflow::DropNewest),
+                Pushed::Accepted { .. }
+            ));
+        }
+        let mut durable = store.durable();
+        let committed = std::time::Instant::now();
+        while durable.borrow_and_update().committed < 5 {
+            assert!(committed.elapsed() < Duration::from_secs(10), "never committed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for n in 6..=8 {
+            assert!(matches!(
+                store.push(item(n), Overflow::DropNewest),
+                Pushed::Accepted { .. }
+            ));
+        }
+        {
+            let mut inner = store.common.lock();
+            assert!(store.common.send(&mut inner, Cmd::Crash));
+        }
+        let started = std::time::Instant::now();
+        let handed_back: Vec<u64> = store.drain().iter().map(|i| i.seq).collect();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "drain waited for a dead writer"
+        );
+        drop(store);
+        let reopened = SpoolConfig::new(&path).open().unwrap();
+        let in_file = reopened.recovered();
+        assert!(handed_back.iter().all(|&seq| seq > 5), "{handed_back:?}");
+        assert_eq!(
+            in_file + handed_back.len() as u64,
+            8,
+            "file {in_file}, handed back {handed_back:?}"
+        );
     }
 }

@@ -25,6 +25,14 @@ pub enum CheckId {
     SchemaValidation,
     /// An export of the last day reaches `ready` (opt-in).
     Export,
+    /// A generic HTTP stream destination accepts a sample event (when one is given).
+    StreamHttp,
+    /// A Splunk HEC destination is healthy and accepts a sample event with its token.
+    StreamSplunk,
+    /// A Datadog API key is valid on the chosen site and may send logs.
+    StreamDatadog,
+    /// An S3 stream's bucket, region, role ARN and external id are well-formed (offline).
+    StreamS3,
 }
 
 impl CheckId {
@@ -40,6 +48,15 @@ impl CheckId {
         CheckId::Export,
     ];
 
+    /// The destination probes, which run only when their destination is given (after the
+    /// checks of [`CheckId::ALL`]).
+    pub const PROBES: [CheckId; 4] = [
+        CheckId::StreamHttp,
+        CheckId::StreamSplunk,
+        CheckId::StreamDatadog,
+        CheckId::StreamS3,
+    ];
+
     /// The check's stable name, as in JSON and on the command line (`api_key`, `log_stream`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +68,10 @@ impl CheckId {
             CheckId::LogStream => "log_stream",
             CheckId::SchemaValidation => "schema_validation",
             CheckId::Export => "export",
+            CheckId::StreamHttp => "stream_http",
+            CheckId::StreamSplunk => "stream_splunk",
+            CheckId::StreamDatadog => "stream_datadog",
+            CheckId::StreamS3 => "stream_s3",
         }
     }
 
@@ -65,6 +86,10 @@ impl CheckId {
             CheckId::LogStream => "log stream active",
             CheckId::SchemaValidation => "schema validation on",
             CheckId::Export => "export reaches ready",
+            CheckId::StreamHttp => "HTTP stream destination",
+            CheckId::StreamSplunk => "Splunk HEC destination",
+            CheckId::StreamDatadog => "Datadog destination",
+            CheckId::StreamS3 => "S3 destination settings",
         }
     }
 
@@ -86,7 +111,7 @@ impl fmt::Display for CheckId {
 /// A name that is not a [`CheckId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown check {name:?}; the checks are: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export"
+    "unknown check {name:?}; the checks are: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export, stream_http, stream_splunk, stream_datadog, stream_s3"
 )]
 pub struct UnknownCheck {
     name: String,
@@ -100,6 +125,7 @@ impl std::str::FromStr for CheckId {
         let wanted = s.trim().replace('-', "_");
         CheckId::ALL
             .into_iter()
+            .chain(CheckId::PROBES)
             .find(|c| c.as_str() == wanted)
             .ok_or_else(|| UnknownCheck { name: s.to_owned() })
     }
@@ -201,7 +227,7 @@ pub struct Summary {
 /// The report of a run: every check that was selected, in order.
 ///
 /// ```
-/// use audit_core::verify::{CheckId, CheckResult, Report, Status};
+/// use audit_verify::{CheckId, CheckResult, Report, Status};
 ///
 /// let report = Report::new(vec![CheckResult::new(CheckId::ApiKey, Status::Pass, "sk_test_…abcd", None)]);
 /// assert!(report.passed());

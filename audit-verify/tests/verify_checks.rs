@@ -1,14 +1,13 @@
 //! The verification checklist against audit-testkit, in the states that make each check PASS,
 //! FAIL, WARN and SKIP. The environment is passed as a map: no test touches the process's.
-#![cfg(feature = "verify")]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use audit_core::client::{Client, CreateSchema, SchemaTarget};
-use audit_core::verify::{CheckId, CheckResult, Report, Status, Verifier, VerifyOptions};
 use audit_core::{Action, Error};
 use audit_testkit::{FaultRule, TestKit};
+use audit_verify::{CheckId, CheckResult, Report, Status, Verifier, VerifyOptions};
 use serde_json::{Value, json};
 
 const ORG: &str = "org_01EHWNCE74X7JSDV0X3SZ3KJNY";

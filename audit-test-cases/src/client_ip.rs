@@ -6,11 +6,11 @@
 //! [`ClientIpConfig::resolve`] directly. One table, so the two adapters cannot drift apart.
 //!
 //! Every header value here is visible ASCII, valid in both `http` 0.2 and 1.x; cases with invalid
-//! UTF-8 or huge headers are tested in audit-core itself. Not part of the stable API.
+//! UTF-8 or huge headers are tested in audit-core itself.
 
 use std::net::SocketAddr;
 
-use super::{ClientIpConfig, ForwardedHeader, InvalidTrustedProxy};
+use audit_core::client_ip::{ClientIpConfig, ForwardedHeader, InvalidTrustedProxy};
 
 /// One client-IP case.
 #[derive(Clone, Copy, Debug)]

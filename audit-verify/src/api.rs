@@ -7,12 +7,12 @@ use time::OffsetDateTime;
 use super::env::mask_key;
 use super::plan::Plan;
 use super::report::{CheckId, CheckResult};
-use crate::client::{
+use audit_core::Error;
+use audit_core::client::{
     AuditLogSchema, Client, ConfigurationState, CreateExport, ExportState, ListOptions, LogStream,
     LogStreamState, LogStreamType,
 };
-use crate::error::Error;
-use crate::event::{Action, OrganizationId};
+use audit_core::event::{Action, OrganizationId};
 
 /// The longest wait between two polls of an export.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -251,7 +251,7 @@ impl ApiContext {
             LogStreamState::Active if config.state == ConfigurationState::Active => {
                 let synced = stream.last_synced_at.map_or_else(
                     || "never synced yet".to_owned(),
-                    |t| format!("last synced {}", crate::event::rfc3339_millis::format(t)),
+                    |t| format!("last synced {}", audit_core::event::rfc3339_millis::format(t)),
                 );
                 Ok(CheckResult::pass(id, format!("{what} is active, {synced}")))
             }
@@ -365,7 +365,7 @@ impl ApiContext {
             .await
         {
             Ok(e) => e,
-            Err(e) if e.status() == Some(400) && message_of(&e).contains("No audit log events found") => {
+            Err(e) if e.is_no_events() => {
                 return Ok(CheckResult::warn(
                     id,
                     format!("no events of {} in the last day to export yet", self.org),

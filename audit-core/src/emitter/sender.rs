@@ -1,355 +1,26 @@
-//! The background side: shared state, the gate every sender passes, and the sender loop.
+//! The sender loop: wait at the gate, take an event, respect the rate limit, attempt it, and
+//! decide what a failure means (retry, hold for authorization, dead-letter).
 
+use std::collections::VecDeque;
 use std::future::pending;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use governor::clock::Clock;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::Instrument;
 
-use super::builder::Config;
-use super::dead_letter::{DeadLetter, DeadLetterReason, DeadLetterSink, system_time};
-use super::queue::{Item, Store, Taken, wall_clock};
-use super::sink::Sink;
-use super::stats::{Counters, Throttle};
-use crate::Error;
+use super::dead_letter::DeadLetterReason;
+use super::gate::Signal;
+use super::queue::{Item, Taken};
+use super::shared::{Shared, metric};
 use crate::retry::{Decision, Outcome};
-
-/// A one-shot flag that async code can wait for.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    set: AtomicBool,
-    notify: Notify,
-}
-
-impl Signal {
-    pub(crate) fn fire(&self) {
-        self.set.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    pub(crate) fn is_set(&self) -> bool {
-        self.set.load(Ordering::SeqCst)
-    }
-
-    pub(crate) async fn wait(&self) {
-        loop {
-            let mut notified = pin!(self.notify.notified());
-            notified.as_mut().enable();
-            if self.is_set() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// A [`Notify`] for waiters that come and go (an emit waiting for room; flush and shutdown
-/// waiting for the events accepted before them), signalled by the senders after every resolved
-/// event. The signal costs one atomic load while nobody waits; a waiter for a sequence number
-/// is woken only once every event up to it is resolved, not at every event.
-#[derive(Debug, Default)]
-pub(crate) struct Watchers {
-    notify: Notify,
-    waiting: AtomicUsize,
-    /// The sequence numbers waited for (empty entries: waiters for any progress).
-    targets: Mutex<Vec<Option<u64>>>,
-}
-
-impl Watchers {
-    /// Registers a waiter until the guard is dropped: for any progress (`None`), or until every
-    /// event up to `target` is resolved. Register before checking the condition waited for: a
-    /// change made after that check is then signalled.
-    pub(crate) fn watch(&self, target: Option<u64>) -> WatchGuard<'_> {
-        self.targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(target);
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        WatchGuard {
-            watchers: self,
-            target,
-        }
-    }
-
-    /// An event was resolved; `oldest` tells the smallest sequence number still outstanding.
-    pub(crate) fn notify(&self, oldest: impl FnOnce() -> Option<u64>) {
-        if self.waiting.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        let first = {
-            let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-            // `None` (any progress) sorts first.
-            targets.iter().min().copied()
-        };
-        let due = match first {
-            None => false,
-            Some(None) => true,
-            Some(Some(target)) => oldest().is_none_or(|seq| seq > target),
-        };
-        if due {
-            self.notify.notify_waiters();
-        }
-    }
-
-    /// Wakes every waiter, registered or not.
-    fn notify_all(&self) {
-        self.notify.notify_waiters();
-    }
-}
-
-/// A registered waiter of [`Watchers`].
-pub(crate) struct WatchGuard<'a> {
-    watchers: &'a Watchers,
-    target: Option<u64>,
-}
-
-impl WatchGuard<'_> {
-    /// A notification future; `enable` it before checking the condition.
-    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.watchers.notify.notified()
-    }
-}
-
-impl Drop for WatchGuard<'_> {
-    fn drop(&mut self) {
-        let mut targets = self.watchers.targets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = targets.iter().position(|t| *t == self.target) {
-            targets.swap_remove(i);
-        }
-        self.watchers.waiting.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// What every sender checks before taking an event: a `Retry-After` pause and the
-/// authorization hold.
-#[derive(Debug, Default)]
-pub(crate) struct Gate {
-    state: Mutex<GateState>,
-    /// Whether a pause or a hold may be on (set and cleared under `state`'s lock): while it is
-    /// not, a sender passes the gate with one atomic load.
-    engaged: AtomicBool,
-    changed: Notify,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct GateState {
-    pub(crate) paused_until: Option<Instant>,
-    pub(crate) held_since: Option<SystemTime>,
-}
-
-impl Gate {
-    pub(crate) fn state(&self) -> GateState {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn pause_until(&self, until: Instant) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.paused_until.is_none_or(|t| t < until) {
-            s.paused_until = Some(until);
-        }
-        self.engaged.store(true, Ordering::SeqCst);
-    }
-
-    /// Starts a hold; `false` when one is already on (another sender probes).
-    fn begin_hold(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.held_since.is_some() {
-            return false;
-        }
-        s.held_since = Some(SystemTime::now());
-        self.engaged.store(true, Ordering::SeqCst);
-        true
-    }
-
-    fn end_hold(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).held_since = None;
-        self.changed.notify_waiters();
-    }
-
-    fn is_open(&self) -> bool {
-        if !self.engaged.load(Ordering::SeqCst) {
-            return true;
-        }
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.paused_until.is_some_and(|t| t <= Instant::now()) {
-            s.paused_until = None;
-        }
-        let open = s.held_since.is_none() && s.paused_until.is_none();
-        if open {
-            self.engaged.store(false, Ordering::SeqCst);
-        }
-        open
-    }
-
-    /// Waits until neither a pause nor a hold is on; `false` when `stop` fired first.
-    async fn wait_open(&self, stop: &Signal) -> bool {
-        if self.is_open() {
-            return !stop.is_set();
-        }
-        loop {
-            let mut changed = pin!(self.changed.notified());
-            changed.as_mut().enable();
-            if stop.is_set() {
-                return false;
-            }
-            let s = self.state();
-            if s.held_since.is_some() {
-                tokio::select! {
-                    () = changed => {}
-                    () = stop.wait() => return false,
-                }
-                continue;
-            }
-            match s.paused_until {
-                Some(until) if until > Instant::now() => {
-                    tokio::select! {
-                        () = sleep_until(until) => {}
-                        () = changed => {}
-                        () = stop.wait() => return false,
-                    }
-                }
-                _ => return true,
-            }
-        }
-    }
-}
-
-/// Everything the handle and the senders share.
-pub(crate) struct Shared {
-    pub(crate) store: Box<dyn Store>,
-    pub(crate) sink: Arc<dyn Sink>,
-    pub(crate) config: Config,
-    pub(crate) limiter: Option<governor::DefaultDirectRateLimiter>,
-    pub(crate) dead_letters: Vec<Arc<dyn DeadLetterSink>>,
-    pub(crate) gate: Gate,
-    /// New work: an accepted event, a parked event, a close.
-    pub(crate) work: Notify,
-    /// Something was resolved (room in the queue, flush progress).
-    pub(crate) progress: Watchers,
-    pub(crate) closed: AtomicBool,
-    /// Shutdown's deadline passed: senders give up what they hold.
-    pub(crate) stop: Signal,
-    pub(crate) counters: Counters,
-    pub(crate) drop_warning: Throttle,
-    pub(crate) auth_warning: Throttle,
-    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Shared {
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.store.close();
-        self.work.notify_waiters();
-        self.progress.notify_all();
-    }
-
-    fn resolved(&self) {
-        self.progress.notify(|| self.store.oldest_outstanding());
-        if self.is_closed() {
-            self.work.notify_waiters();
-        }
-    }
-
-    fn delivered(&self, item: &Item) {
-        self.store.resolve(item.seq);
-        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-        self.counters.latency.record(item.accepted.elapsed());
-        metric("delivered");
-        self.resolved();
-    }
-
-    /// Dead-letters an event no longer in the store (taken, drained or evicted).
-    pub(crate) fn dead_letter(&self, mut item: Item, reason: DeadLetterReason, error: Option<Error>) {
-        let error = error.or_else(|| item.last_error.take().map(|e| *e));
-        let body = Arc::unwrap_or_clone(item.body);
-        let letter = DeadLetter {
-            organization_id: body.organization_id,
-            event: body.event,
-            idempotency_key: item.key.into(),
-            reason,
-            error: error.as_ref().map(Into::into),
-            attempts: item.attempts,
-            first_attempt_at: item.first_attempt.map(|at| system_time(wall_clock(at))),
-            last_attempt_at: item.last_attempt.map(|at| system_time(wall_clock(at))),
-        };
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        if reason == DeadLetterReason::ShutdownDeadline {
-            self.counters
-                .dead_lettered_at_deadline
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        metric("dead_lettered");
-        tracing::warn!(
-            organization = %letter.organization_id,
-            action = %letter.event.action,
-            reason = %reason,
-            attempts = letter.attempts,
-            "audit event dead-lettered"
-        );
-        if self.dead_letters.is_empty() {
-            super::dead_letter::LogDeadLetters.dead_letter(&letter);
-        }
-        for sink in &self.dead_letters {
-            sink.dead_letter(&letter);
-        }
-        self.resolved();
-    }
-
-    /// A taken event given up at shutdown's deadline or abandoned: a durable store (the spool)
-    /// keeps it for the next start; otherwise it is dead-lettered.
-    fn give_up(&self, item: Item, reason: DeadLetterReason, error: Option<Error>) {
-        match self.store.give_back(item) {
-            Some(item) => self.dead_letter(item, reason, error),
-            None => self.resolved(),
-        }
-    }
-
-    pub(crate) fn warn_dropped(&self, newest: bool) {
-        if let Some(suppressed) = self.drop_warning.ready() {
-            tracing::warn!(
-                policy = if newest { "drop_newest" } else { "drop_oldest" },
-                capacity = self.config.capacity,
-                suppressed,
-                dropped_newest = self.counters.dropped_newest.load(Ordering::Relaxed),
-                dropped_oldest = self.counters.dropped_oldest.load(Ordering::Relaxed),
-                "audit emitter queue full: an event was dropped"
-            );
-        }
-    }
-}
-
-impl Drop for Shared {
-    /// The last owner is gone (every handle dropped and every sender ended, or the runtime
-    /// dropped the senders): anything still waiting is dead-lettered, never silently lost.
-    fn drop(&mut self) {
-        let left = self.store.drain();
-        if !left.is_empty() {
-            tracing::error!(
-                events = left.len(),
-                "the audit emitter stopped with events undelivered (its runtime ended before Emitter::shutdown); dead-lettering them"
-            );
-        }
-        for item in left {
-            self.dead_letter(item, DeadLetterReason::Abandoned, None);
-        }
-    }
-}
-
-#[allow(unused_variables)]
-pub(crate) fn metric(outcome: &'static str) {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("workos_audit_emitter_events_total", "outcome" => outcome).increment(1);
-}
+use crate::{Error, OrganizationId};
 
 /// An event held by a sender. Dropping it unresolved (the task dropped with its runtime)
 /// dead-letters it.
@@ -377,6 +48,8 @@ impl<'a> Held<'a> {
         shared.delivered(&item);
     }
 
+    /// Dead-letters the event: it leaves the store only once a destination recorded it;
+    /// otherwise it waits in the store and the write is tried again.
     fn dead_letter(self, reason: DeadLetterReason, error: Option<Error>) {
         let shared = self.shared;
         let item = self.take();
@@ -386,8 +59,21 @@ impl<'a> Held<'a> {
         ) {
             return shared.give_up(item, reason, error);
         }
-        shared.store.resolve(item.seq);
-        shared.dead_letter(item, reason, error);
+        let seq = item.seq;
+        match shared.record_dead_letter(item, reason, error) {
+            None => {
+                shared.store.resolve(seq);
+                shared.resolved();
+            }
+            Some(item) => {
+                let tries = item.dead_letter.as_ref().map_or(1, |p| p.tries);
+                let wait = DEAD_LETTER_RETRY.saturating_mul(1 << tries.min(6).saturating_sub(1));
+                shared
+                    .store
+                    .park(item, Instant::now() + wait.min(DEAD_LETTER_RETRY_MAX));
+                shared.work.notify_one();
+            }
+        }
     }
 
     fn unpark_front(self) {
@@ -403,6 +89,11 @@ impl<'a> Held<'a> {
     }
 }
 
+/// The first wait before a failed dead-letter write is tried again; it doubles up to
+/// [`DEAD_LETTER_RETRY_MAX`].
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
+const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(60);
+
 #[cold]
 fn unreachable_item() -> ! {
     // `Held` is consumed by the methods that take its item, so this is never reached.
@@ -411,9 +102,15 @@ fn unreachable_item() -> ! {
 
 impl Drop for Held<'_> {
     /// The sender was aborted at shutdown's deadline (or dropped with its runtime) while it
-    /// held this event.
+    /// held this event, or it panicked (the event goes back first in line for the restarted
+    /// sender).
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
+            if std::thread::panicking() && !self.shared.stop.is_set() {
+                self.shared.store.unpark_front(item);
+                self.shared.work.notify_one();
+                return;
+            }
             let reason = if self.shared.stop.is_set() {
                 DeadLetterReason::ShutdownDeadline
             } else {
@@ -425,8 +122,15 @@ impl Drop for Held<'_> {
 }
 
 /// One sender: wait at the gate, take an event, respect the rate limit, attempt it.
-pub(crate) async fn run_sender(shared: Arc<Shared>) {
+pub(crate) async fn run_sender(shared: Arc<Shared>, index: usize) {
     loop {
+        if !shared
+            .concurrency
+            .admit(index, &shared.stop, || shared.is_closed())
+            .await
+        {
+            return;
+        }
         if !shared.gate.wait_open(&shared.stop).await {
             return;
         }
@@ -437,6 +141,12 @@ pub(crate) async fn run_sender(shared: Arc<Shared>) {
             shared: &shared,
             item: Some(item),
         };
+        if let Some(pending) = held.item.as_ref().and_then(|i| i.dead_letter.as_ref()) {
+            // Given up earlier, but no destination recorded its dead letter yet: try again.
+            let reason = pending.reason;
+            held.dead_letter(reason, None);
+            continue;
+        }
         if held.item.as_ref().is_some_and(|i| shared.store.is_stale(i)) {
             // Older than WorkOS's idempotency window, and the spool is set to dead-letter those.
             held.dead_letter(DeadLetterReason::Stale, None);
@@ -546,7 +256,8 @@ fn classify(e: &Error) -> Class {
             retry_after: api.retry_after,
         }),
         Error::Api(_) => Class::Permanent(DeadLetterReason::Rejected),
-        Error::Timeout { .. } => Class::Retry(Outcome::Timeout),
+        Error::NotWorkOs { .. } => Class::Permanent(DeadLetterReason::NotWorkOs),
+        Error::Timeout { .. } | Error::Panicked { .. } => Class::Retry(Outcome::Timeout),
         Error::Transport { .. } => Class::Retry(Outcome::Transport),
         Error::Decode { status, .. } if (200..300).contains(status) => Class::Accepted,
         Error::Decode { status, .. } if *status >= 500 => Class::Retry(Outcome::Status {
@@ -578,6 +289,7 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
     let now = Instant::now();
     if item.first_attempt.is_none() {
         item.first_attempt = Some(now);
+        item.delivered_before = shared.counters.delivered.load(Ordering::Relaxed);
     }
     item.last_attempt = Some(now);
     let span = tracing::info_span!(
@@ -587,7 +299,19 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
         attempt = item.attempts,
         outcome = tracing::field::Empty,
     );
-    let send = shared.sink.send(&item.body, &item.key).instrument(span.clone());
+    let body = &item.body;
+    let key = &item.key;
+    let send = async move {
+        // A panicking sink fails this attempt (retried like a transport failure), not the sender.
+        match AssertUnwindSafe(async { shared.sink.send(body, key).await })
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => Err(shared.panicked("the sink", &*panic)),
+        }
+    }
+    .instrument(span.clone());
     let result = match wait {
         Wait::Interruptible => tokio::select! {
             biased;
@@ -608,6 +332,9 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
             Some(result)
         }
     };
+    if shared.concurrency.adapts() && result.is_some() {
+        shared.concurrency.observe(now.elapsed());
+    }
     let outcome = match &result {
         None => "shutdown_deadline",
         Some(Ok(())) => "delivered",
@@ -642,7 +369,19 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
     let outcome = match classify(&e) {
         Class::Retry(outcome) => outcome,
         Class::Accepted => return held.delivered(),
-        Class::Permanent(reason) => return held.dead_letter(reason, Some(e)),
+        Class::Permanent(reason) => {
+            if reason == DeadLetterReason::NotWorkOs {
+                shared.counters.not_workos.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = shared.destination_warning.ready() {
+                    tracing::error!(
+                        error = %e,
+                        suppressed,
+                        "the audit emitter's destination is not the WorkOS API: events are dead-lettered, not delivered"
+                    );
+                }
+            }
+            return held.dead_letter(reason, Some(e));
+        }
         Class::Auth => return held.dead_letter(DeadLetterReason::Rejected, Some(e)),
     };
     let item = held.item();
@@ -681,8 +420,20 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
     held.park(due);
 }
 
-/// WorkOS refused the API key: hold every sender and probe with this event until it is accepted.
-async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
+/// WorkOS refused the request's authorization (401/403): hold every sender and probe, with a
+/// rotating event, until one is accepted. A 403 for an event while others were delivered since
+/// its first attempt is about that event (its organization), not the key: it is dead-lettered
+/// instead of holding everyone.
+async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
+    if e.status() == Some(403) {
+        let item = held.item();
+        let others_delivered = shared.counters.delivered.load(Ordering::Relaxed) > item.delivered_before;
+        if others_delivered || shared.forbidden.contains(&item.body.organization_id) {
+            // The key works for other events: this refusal is about this event's organization.
+            shared.forbidden.insert(&item.body.organization_id);
+            return held.dead_letter(DeadLetterReason::Rejected, Some(e));
+        }
+    }
     if !shared.gate.begin_hold() {
         // Another sender is already probing; this event waits first in line.
         held.item().last_error = Some(Box::new(e));
@@ -695,51 +446,145 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, mut e: Error) {
         probe_in_s = shared.config.auth_probe_initial.as_secs_f64(),
         "WorkOS refused the API key: audit delivery is held (events stay queued) until a probe succeeds"
     );
+    let started = Instant::now();
     let mut wait = shared.config.auth_probe_initial;
+    // The held event's latest refusal.
+    let mut e = Some(e);
+    // Organizations whose events got a 403 during this hold.
+    let mut refused: Vec<OrganizationId> = Vec::new();
+    note_refusal(&mut refused, e.as_ref().and_then(Error::status), held.item());
+    // Events already refused during this hold, oldest probe first: each probe takes the next
+    // event in line, then these in turn, so a refusal tied to one event (its organization)
+    // cannot keep the hold on forever. They stay held by this sender (counted in flight).
+    let mut probed: VecDeque<Held<'_>> = VecDeque::new();
     loop {
         tokio::select! {
             () = sleep(wait) => {}
             () = shared.stop.wait() => {
                 shared.gate.end_hold();
-                return held.dead_letter(DeadLetterReason::ShutdownDeadline, Some(e));
+                release(probed, false);
+                return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
             }
+        }
+        let next = match try_take(shared) {
+            Some((next, _)) => Some(Held {
+                shared,
+                item: Some(next),
+            }),
+            None => probed.pop_front(),
+        };
+        if let Some(next) = next {
+            let mut failed = std::mem::replace(&mut held, next);
+            if let Some(e) = e.take() {
+                failed.item().last_error = Some(Box::new(e));
+            }
+            probed.push_back(failed);
         }
         match send_once(shared, &mut held, Wait::Interruptible).await {
             None => {
                 shared.gate.end_hold();
-                return held.dead_letter(DeadLetterReason::ShutdownDeadline, Some(e));
+                release(probed, false);
+                return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
             }
             Some(Ok(())) => {
+                // A 403 for other organizations while this one is accepted: their events are
+                // refused for themselves, not for the key.
+                let accepted = &held.item().body.organization_id;
+                for org in refused.iter().filter(|org| *org != accepted) {
+                    shared.forbidden.insert(org);
+                }
                 shared.gate.end_hold();
+                release(probed, true);
                 tracing::warn!("WorkOS accepts the API key again: audit delivery resumed");
                 return held.delivered();
             }
             Some(Err(next)) if matches!(classify(&next), Class::Auth) => {
                 shared.counters.set_last_error(&next);
+                note_refusal(&mut refused, next.status(), held.item());
+                let held_for = started.elapsed();
                 if let Some(suppressed) = shared.auth_warning.ready() {
-                    tracing::error!(
-                        status = next.status(),
-                        error = %next,
-                        suppressed,
-                        queued = shared.store.depth().outstanding(),
-                        "WorkOS still refuses the API key: audit delivery remains held"
-                    );
+                    if held_for > shared.config.auth_hold_alert {
+                        tracing::error!(
+                            status = next.status(),
+                            error = %next,
+                            suppressed,
+                            held_for_s = held_for.as_secs(),
+                            limit_s = shared.config.auth_hold_alert.as_secs(),
+                            queued = shared.store.depth().outstanding(),
+                            "AUDIT DELIVERY STOPPED: WorkOS has refused the API key for longer than the hold limit; events are kept but none is delivered: fix WORKOS_API_KEY"
+                        );
+                    } else {
+                        tracing::error!(
+                            status = next.status(),
+                            error = %next,
+                            suppressed,
+                            held_for_s = held_for.as_secs(),
+                            queued = shared.store.depth().outstanding(),
+                            "WorkOS still refuses the API key: audit delivery remains held"
+                        );
+                    }
                 }
-                e = next;
+                e = Some(next);
                 wait = (wait * 2).min(shared.config.auth_probe_max);
             }
             Some(Err(next)) => {
                 shared.counters.set_last_error(&next);
                 shared.gate.end_hold();
+                release(probed, true);
                 return after_failure(shared, held, next);
             }
         }
     }
 }
 
+/// Puts the events refused during a hold back first in line, oldest first (`resume`), or
+/// gives them up at shutdown's deadline.
+fn release(probed: VecDeque<Held<'_>>, resume: bool) {
+    for held in probed.into_iter().rev() {
+        if resume {
+            held.unpark_front();
+        } else {
+            held.dead_letter(DeadLetterReason::ShutdownDeadline, None);
+        }
+    }
+}
+
+/// Notes the organization of an event refused with a 403 during a hold.
+fn note_refusal(refused: &mut Vec<OrganizationId>, status: Option<u16>, item: &Item) {
+    if status == Some(403) && !refused.contains(&item.body.organization_id) {
+        refused.push(item.body.organization_id.clone());
+    }
+}
+
 pub(crate) fn spawn_senders(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle) {
     let mut tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
-    for _ in 0..shared.config.senders {
-        tasks.push(runtime.spawn(run_sender(Arc::clone(shared))));
+    for index in 0..shared.concurrency.tasks() {
+        tasks.push(runtime.spawn(supervise(Arc::clone(shared), index)));
+    }
+    runtime.spawn(pace(Arc::downgrade(shared)));
+}
+
+/// Samples the rates once a second (for `stats()` and the backlog warning) while the emitter
+/// is open; holds no reference that would keep it alive.
+async fn pace(shared: std::sync::Weak<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match shared.upgrade() {
+            Some(shared) if !shared.is_closed() => shared.tick(),
+            _ => return,
+        }
+    }
+}
+
+/// Runs a sender and restarts it when it panics (the panic is counted and logged; the event it
+/// held goes back first in line), so that the emitter never silently loses its senders.
+async fn supervise(shared: Arc<Shared>, index: usize) {
+    while let Err(panic) = AssertUnwindSafe(run_sender(Arc::clone(&shared), index))
+        .catch_unwind()
+        .await
+    {
+        shared.panicked("an audit sender", &*panic);
     }
 }

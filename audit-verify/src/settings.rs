@@ -2,14 +2,14 @@
 
 use super::env::{EnvLayers, Found, Source, mask_key};
 use super::report::{CheckId, CheckResult, Status};
-use crate::event::OrganizationId;
+use audit_core::event::OrganizationId;
 
 /// The environment variable naming the organization the checks use.
 pub const ENV_ORGANIZATION_ID: &str = "WORKOS_ORGANIZATION_ID";
 /// The environment variable holding the WorkOS client id (`client_…`).
 pub const ENV_CLIENT_ID: &str = "WORKOS_CLIENT_ID";
 /// The environment variable holding the API key.
-pub const ENV_API_KEY: &str = crate::client::ENV_API_KEY;
+pub const ENV_API_KEY: &str = audit_core::client::ENV_API_KEY;
 
 const KEY_FIX: &str = "create or copy a secret key in the WorkOS Dashboard → API Keys (it starts with \"sk_test_\" or \"sk_live_\") and set WORKOS_API_KEY in the environment, .env or .env.local (in CI: a repository secret)";
 

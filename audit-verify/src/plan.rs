@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::client::AuditLogSchema;
-use crate::event::{Action, Actor, Context, Event, Metadata, MetadataValue, Target};
+use audit_core::client::AuditLogSchema;
+use audit_core::event::{Action, Actor, Context, Event, Metadata, MetadataValue, Target};
 
 /// The actor of the test events.
 pub(crate) const ACTOR_ID: &str = "audit-core-verify";

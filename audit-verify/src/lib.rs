@@ -14,6 +14,7 @@
 //! | `log_stream` | `GET /organizations/{id}/audit_log_configuration` | stream `active` | `inactive`, `error`, `invalid`; none with `require_stream` | SKIP: no stream |
 //! | `schema_validation` | an event violating the action's latest schema | 400 (or 422) | accepted: validation is off | SKIP: no schema, or nothing to violate |
 //! | `export` (opt-in) | an export of the last day, polled to `ready` | `ready` in time | `error`, `expired`, still `pending` | WARN: no events yet |
+//! | `stream_http`, `stream_splunk`, `stream_datadog`, `stream_s3` | a log-stream destination, when one is given ([`VerifyOptions::stream_probe`]; see [`streams`]) | the destination accepts a sample event (S3: the settings are well-formed) | the cause, with its fix | SKIP: named in `only` without a destination; WARN: plain `http://` to a non-local host, an S3 bucket name with dots |
 //!
 //! # Where settings come from
 //! `WORKOS_API_KEY`, `WORKOS_CLIENT_ID`, `WORKOS_ORGANIZATION_ID` and `WORKOS_BASE_URL` are read
@@ -47,7 +48,7 @@
 //! finding.
 //!
 //! ```no_run
-//! use audit_core::verify::{Verifier, VerifyOptions};
+//! use audit_verify::{Verifier, VerifyOptions};
 //!
 //! let options = VerifyOptions::from_env().require_stream(true);
 //! let report = Verifier::new(options).run_blocking();
@@ -55,11 +56,17 @@
 //! std::process::exit(report.exit_code().into());
 //! ```
 
+// The README's examples (the ten lines of a user's own xtask) compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod api;
 mod env;
 mod plan;
 mod report;
 mod settings;
+pub mod streams;
 mod workspace;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,12 +77,13 @@ use std::time::Duration;
 pub use env::{Source, mask_key};
 pub use report::{CheckId, CheckResult, Report, Status, Summary, UnknownCheck};
 pub use settings::{ENV_API_KEY, ENV_CLIENT_ID, ENV_ORGANIZATION_ID};
+pub use streams::StreamProbe;
 pub use workspace::PROJECT_CRATES;
 
-use crate::client::{Client, ENV_BASE_URL};
-use crate::event::Action;
-use crate::retry::RetryPolicy;
 use api::{ApiContext, Failure};
+use audit_core::client::{Client, ENV_BASE_URL};
+use audit_core::event::Action;
+use audit_core::retry::RetryPolicy;
 use env::EnvLayers;
 
 /// The action of the test events unless [`VerifyOptions::action`] names another.
@@ -105,6 +113,8 @@ pub struct VerifyOptions {
     export_poll_interval: Duration,
     ci: Option<bool>,
     cargo: Option<String>,
+    stream_probes: Vec<StreamProbe>,
+    stream_roots: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for VerifyOptions {
@@ -123,6 +133,7 @@ impl fmt::Debug for VerifyOptions {
             .field("timeout", &self.timeout)
             .field("export_timeout", &self.export_timeout)
             .field("ci", &self.ci)
+            .field("stream_probes", &self.stream_probes)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +165,8 @@ impl VerifyOptions {
             export_poll_interval: Duration::from_secs(1),
             ci: None,
             cargo: None,
+            stream_probes: Vec::new(),
+            stream_roots: Vec::new(),
         }
     }
 
@@ -275,6 +288,25 @@ impl VerifyOptions {
         self
     }
 
+    /// Probes this log-stream destination (repeatable; see [`streams`]): its check
+    /// (`stream_http`, `stream_splunk`, `stream_datadog` or `stream_s3`) joins the report.
+    pub fn stream_probe(mut self, probe: StreamProbe) -> Self {
+        self.stream_probes.push(probe);
+        self
+    }
+
+    /// Also trusts this CA certificate (PEM) in the destination probes, for a test environment
+    /// with a private CA.
+    ///
+    /// # Security
+    ///
+    /// WorkOS itself trusts only public CAs: a destination that passes only with this root will
+    /// fail in WorkOS. Never use it to make a real destination pass.
+    pub fn stream_trust_root(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.stream_roots.push(pem.into());
+        self
+    }
+
     fn selected(&self, id: CheckId) -> bool {
         !self.skip.contains(&id) && self.only.as_ref().is_none_or(|only| only.contains(&id))
     }
@@ -300,9 +332,36 @@ impl Verifier {
         Self { options }
     }
 
-    /// Runs the selected checks against the configured WorkOS (or audit-testkit) and reports.
-    /// Never fails: every problem is a [`Status::Fail`] in the report.
+    /// Runs the selected checks against the configured WorkOS (or audit-testkit), then the
+    /// destination probes, and reports. Never fails: every problem is a [`Status::Fail`] in the
+    /// report.
     pub async fn run(&self) -> Report {
+        let mut results = self.run_checklist().await;
+        results.extend(self.run_probes().await);
+        Report::new(results)
+    }
+
+    /// The destination probes: each given destination whose check is selected, then a SKIP for
+    /// each probe named in [`VerifyOptions::only`] without a destination.
+    async fn run_probes(&self) -> Vec<CheckResult> {
+        let o = &self.options;
+        let mut results = Vec::new();
+        for probe in o.stream_probes.iter().filter(|p| o.selected(p.id())) {
+            results.push(probe.run_with_roots(o.timeout, &o.stream_roots).await);
+        }
+        for id in CheckId::PROBES {
+            let named = o.only.as_ref().is_some_and(|only| only.contains(&id));
+            if named && !o.skip.contains(&id) && !o.stream_probes.iter().any(|p| p.id() == id) {
+                results.push(CheckResult::skip(
+                    id,
+                    "no destination given (see --stream-* / VerifyOptions::stream_probe)",
+                ));
+            }
+        }
+        results
+    }
+
+    async fn run_checklist(&self) -> Vec<CheckResult> {
         let o = &self.options;
         let layers = EnvLayers::load(&o.env, o.env_dir.as_deref());
         let mut results = Vec::new();
@@ -350,7 +409,7 @@ impl Verifier {
         .filter(|id| o.selected(*id))
         .collect();
         if api_checks.is_empty() {
-            return Report::new(results);
+            return results;
         }
         let export_requested = o.export
             || o.only
@@ -415,7 +474,7 @@ impl Verifier {
                 }
             }
         }
-        Report::new(results)
+        results
     }
 
     /// [`Verifier::run`] on a runtime of its own, on a thread of its own (so it may be called from
@@ -469,7 +528,7 @@ impl Verifier {
         }
         builder.build().map_err(|e| {
             match (&e, &url) {
-                (crate::Error::Config { message, .. }, Some(u)) => (
+                (audit_core::Error::Config { message, .. }, Some(u)) => (
                     format!("the base URL {u:?} ({origin}) cannot be used: {message}"),
                     "set WORKOS_BASE_URL to https://api.workos.com (or remove it), or to http://127.0.0.1:PORT for audit-testkit".to_owned(),
                 ),

@@ -1,0 +1,136 @@
+//! [`HandOff`]: the last step of every audited request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Decision, RequestAudit, ResponseInfo};
+use crate::emitter::stats::Throttle;
+use crate::emitter::{EmitError, Emitter};
+use crate::request::{AuditPolicy, SkipCounters, SkipReason};
+
+/// The shortest interval between two log lines of a [`HandOff`] about events that were not
+/// emitted (refused by the emitter, or breaking a WorkOS rule).
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The adapters' last step, shared by `audit-tower` and `audit-actix`: decide a finished request
+/// under the policy, hand a due event to the emitter without waiting, count every request that
+/// emitted nothing ([`SkipCounters`], by reason, and the events the emitter refused) and log
+/// those failures at most once per [`FAILURE_LOG_INTERVAL`], with the number not logged since.
+/// Nothing here fails or blocks: audit trouble never reaches the response.
+#[derive(Debug)]
+pub struct HandOff {
+    emitter: Emitter,
+    counters: Arc<SkipCounters>,
+    /// At most one log line about failures per [`FAILURE_LOG_INTERVAL`].
+    failure_log: Throttle,
+}
+
+impl HandOff {
+    /// Hands events to `emitter` and counts into `counters`.
+    pub fn new(emitter: Emitter, counters: Arc<SkipCounters>) -> Self {
+        Self {
+            emitter,
+            counters,
+            failure_log: Throttle::new(FAILURE_LOG_INTERVAL),
+        }
+    }
+
+    /// The emitter events are handed to.
+    pub fn emitter(&self) -> &Emitter {
+        &self.emitter
+    }
+
+    /// The counters of requests that emitted nothing.
+    pub fn counters(&self) -> &Arc<SkipCounters> {
+        &self.counters
+    }
+
+    /// Finishes the request's record ([`RequestAudit::finish`]) under `policy` with the response's
+    /// `status`, and emits, counts or logs the outcome.
+    pub fn finish(&self, audit: RequestAudit, policy: &AuditPolicy, status: u16) {
+        let (organization, event) = match audit.finish(policy, &ResponseInfo::new(status)) {
+            Decision::Emit { organization, event } => (organization, event),
+            Decision::Skip(reason) => return self.counters.count(reason),
+        };
+        let action = event.action.clone();
+        match self.emitter.try_emit(organization, event) {
+            Ok(_) => {}
+            Err(EmitError::Invalid(errors)) => {
+                self.counters.count(SkipReason::Invalid);
+                if let Some(unlogged) = self.failure_log.ready() {
+                    tracing::warn!(
+                        action = %action,
+                        errors = %errors,
+                        not_logged_since_last = unlogged,
+                        "audit: event not emitted, it breaks a WorkOS rule",
+                    );
+                }
+            }
+            Err(error) => {
+                self.counters.count_emit_failure();
+                if let Some(unlogged) = self.failure_log.ready() {
+                    tracing::warn!(
+                        action = %action,
+                        error = %error,
+                        refused_so_far = self.counters.emit_failures(),
+                        not_logged_since_last = unlogged,
+                        "audit: the emitter refused an event",
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::adapter::RequestInfo;
+    use crate::event::{Action, Actor, OrganizationId};
+
+    fn annotated() -> RequestAudit {
+        let a = RequestAudit::new(RequestInfo::new("198.51.100.4").user_agent("ua"));
+        a.set_action(Action::from_static("team.created"));
+        a.set_actor(Actor::new("u1", "user"));
+        a.set_organization(OrganizationId::new("org_1").unwrap());
+        a
+    }
+
+    #[tokio::test]
+    async fn the_hand_off_emits_counts_and_logs_failures_at_a_bounded_rate() {
+        use crate::emitter::MemorySink;
+
+        let sink = MemorySink::new();
+        let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
+        let hand_off = HandOff::new(emitter.clone(), Arc::default());
+        let policy = AuditPolicy::default();
+        hand_off.finish(annotated(), &policy, 201);
+        hand_off.finish(RequestAudit::new(RequestInfo::new("198.51.100.4")), &policy, 200);
+        hand_off.finish(annotated(), &policy, 500);
+        let invalid = annotated();
+        invalid.set_actor(Actor::new("", "user"));
+        hand_off.finish(invalid, &policy, 200);
+        emitter.flush(std::time::Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            sink.events().len(),
+            1,
+            "only the valid, successful, annotated request"
+        );
+        let counters = hand_off.counters();
+        assert_eq!(counters.get(SkipReason::NotAnnotated), 1);
+        assert_eq!(counters.get(SkipReason::Outcome), 1);
+        assert_eq!(counters.get(SkipReason::Invalid), 1);
+        assert_eq!(counters.emit_failures(), 0);
+
+        // A shut-down emitter refuses: counted, and (within the interval of the invalid event's
+        // log line) not logged but counted for the next line.
+        emitter.shutdown(std::time::Duration::from_secs(5)).await;
+        hand_off.finish(annotated(), &policy, 201);
+        assert_eq!(counters.emit_failures(), 1);
+        assert_eq!(hand_off.failure_log.suppressed.load(Ordering::Relaxed), 1);
+        assert_eq!(hand_off.failure_log.ready(), None);
+        assert_eq!(hand_off.failure_log.suppressed.load(Ordering::Relaxed), 2);
+    }
+}

@@ -1,0 +1,571 @@
+//! The one path of an audited request, shared by the web framework adapters (`audit-tower`,
+//! `audit-actix`). Applications do not need this module: they configure an adapter with
+//! [`AuditPolicy`] settings and touch their request through
+//! [`AuditHandle`](crate::request::AuditHandle) (the adapters' `AuditCtx`).
+//!
+//! Whatever the framework, a request goes through the same steps, and an adapter is only the glue
+//! that reads its framework's request:
+//!
+//! 1. **Capture**, before the inner service runs: the adapter presents its request head as a
+//!    [`RequestHead`] and calls [`Middleware::capture`], which chooses the client's location with
+//!    the client-IP rules (warning once per middleware when the socket peer is unknown), bounds
+//!    the user agent, request id and route, notes the arrival time, and takes the actor and the
+//!    organization from the request extensions or else from the resolvers. It returns the
+//!    per-request [`RequestAudit`] (for the request extensions) and an [`InFlight`] guard.
+//! 2. **Fill in**: the `#[action]` annotation ([`RequestAudit::annotate_route`]), an auth layer
+//!    inside the middleware ([`RequestAudit::fill_if_unset`]) and the handler
+//!    ([`AuditHandle`](crate::request::AuditHandle)) add the action, actor, organization, targets
+//!    and metadata.
+//! 3. **Hand off**, once the response head exists: [`InFlight::finish`] decides under the policy
+//!    ([`RequestAudit::finish`], [`Decision`]) and [`HandOff`] gives a due event to the emitter
+//!    without waiting, counts what emitted nothing and logs refusals at a bounded rate.
+//!
+//! An [`InFlight`] dropped without `finish` (the response future was dropped before the response
+//! existed, because the client went away) emits nothing; its `Drop` is the one place where such
+//! requests are seen.
+//!
+//! ```
+//! use std::borrow::Cow;
+//! use std::net::IpAddr;
+//! use std::sync::Arc;
+//!
+//! use audit_core::adapter::{Middleware, RequestHead};
+//! use audit_core::emitter::{Emitter, MemorySink};
+//! use audit_core::request::AuditPolicy;
+//! use audit_core::{Action, Actor, OrganizationId};
+//!
+//! /// A framework's request head, reduced to what capture reads.
+//! struct Head {
+//!     headers: Vec<(&'static str, &'static str)>,
+//! }
+//!
+//! impl RequestHead for Head {
+//!     type Input = Head; // what the resolvers see
+//!     fn input(&self) -> &Head {
+//!         self
+//!     }
+//!     fn peer(&self) -> Option<IpAddr> {
+//!         "203.0.113.7".parse().ok()
+//!     }
+//!     fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+//!         self.headers.iter().map(|(n, v)| (*n, v.as_bytes()))
+//!     }
+//!     fn header(&self, name: &str) -> Option<&[u8]> {
+//!         self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+//!     }
+//!     fn method(&self) -> &str {
+//!         "POST"
+//!     }
+//!     fn route(&self) -> Option<Cow<'_, str>> {
+//!         Some("/teams".into())
+//!     }
+//!     fn actor(&self) -> Option<Actor> {
+//!         Some(Actor::new("user_1", "user"))
+//!     }
+//!     fn organization(&self) -> Option<OrganizationId> {
+//!         OrganizationId::new("org_1").ok()
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let sink = MemorySink::new();
+//! let emitter = Emitter::builder(sink.clone()).start();
+//! let middleware = Arc::new(Middleware::<Head>::new(emitter.clone(), AuditPolicy::new()));
+//! let head = Head { headers: vec![("user-agent", "curl/8")] };
+//! let (audit, in_flight) = middleware.capture(&head);
+//! audit.set_action(Action::from_static("team.created")); // the handler's annotation
+//! in_flight.finish(201); // after the response head
+//! emitter.flush(std::time::Duration::from_secs(5)).await.unwrap();
+//! let event = &sink.events()[0].0.event;
+//! assert_eq!(event.context.location, "203.0.113.7");
+//! assert_eq!(event.context.user_agent.as_deref(), Some("curl/8"));
+//! # });
+//! ```
+
+mod hand_off;
+mod record;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use hand_off::{FAILURE_LOG_INTERVAL, HandOff};
+pub use record::{Decision, RequestAudit, RequestInfo, ResponseInfo, bounded_lossy};
+
+use crate::client_ip::{ClientIp, UNKNOWN_LOCATION};
+use crate::emitter::Emitter;
+use crate::event::{Actor, OrganizationId};
+use crate::request::AuditPolicy;
+
+/// What capture reads of a framework's request head. An adapter implements it for a thin
+/// wrapper around its framework's request.
+pub trait RequestHead {
+    /// What the adapter's resolvers are given: the framework's own request type
+    /// (`http::request::Parts`, actix-web's `HttpRequest`).
+    type Input: ?Sized;
+
+    /// The request as the resolvers see it.
+    fn input(&self) -> &Self::Input;
+
+    /// The address of the TCP peer, `None` when the framework does not know it.
+    ///
+    /// # Security
+    /// This must be the socket's peer, never a value taken from the request: it decides whether
+    /// forwarding headers are believed.
+    fn peer(&self) -> Option<IpAddr>;
+
+    /// Every header, in order; a name may repeat.
+    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])>;
+
+    /// The first value of the header `name` (lowercase).
+    fn header(&self, name: &str) -> Option<&[u8]>;
+
+    /// The HTTP method.
+    fn method(&self) -> &str;
+
+    /// The matched route pattern (`/teams/{id}`), when the router recorded it.
+    fn route(&self) -> Option<Cow<'_, str>>;
+
+    /// An [`Actor`] an outer auth layer put into the request extensions.
+    fn actor(&self) -> Option<Actor>;
+
+    /// An [`OrganizationId`] an outer auth layer put into the request extensions.
+    fn organization(&self) -> Option<OrganizationId>;
+}
+
+/// Finds a value (an [`Actor`], an [`OrganizationId`]) from a request's head, given as the
+/// framework's request type `R`.
+pub type Resolver<R, T> = Arc<dyn Fn(&R) -> Option<T> + Send + Sync>;
+
+/// An adapter's settings: the framework-neutral [`AuditPolicy`] and the resolvers, which see the
+/// framework's request type `R`.
+#[non_exhaustive]
+pub struct Settings<R: ?Sized> {
+    /// Which responses emit, the client-IP rules, the defaults and bounds.
+    pub policy: AuditPolicy,
+    /// Finds the actor when no outer layer put one into the request extensions.
+    pub actor_resolver: Option<Resolver<R, Actor>>,
+    /// Finds the organization when no outer layer put one into the request extensions.
+    pub organization_resolver: Option<Resolver<R, OrganizationId>>,
+}
+
+impl<R: ?Sized> Clone for Settings<R> {
+    fn clone(&self) -> Self {
+        Self {
+            policy: self.policy.clone(),
+            actor_resolver: self.actor_resolver.clone(),
+            organization_resolver: self.organization_resolver.clone(),
+        }
+    }
+}
+
+impl<R: ?Sized> fmt::Debug for Settings<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("policy", &self.policy)
+            .field("actor_resolver", &self.actor_resolver.is_some())
+            .field("organization_resolver", &self.organization_resolver.is_some())
+            .finish()
+    }
+}
+
+/// Everything an adapter's middleware needs, shared by every request: its [`Settings`], the
+/// [`HandOff`] (emitter and counters) and the unknown-peer warning. Clones share the hand-off and
+/// the warning; an adapter keeps one behind an `Arc` and edits it with [`Middleware::edit`] while
+/// it is being configured.
+pub struct Middleware<R: ?Sized> {
+    settings: Settings<R>,
+    hand_off: Arc<HandOff>,
+    /// Set once a request without a known socket peer was logged.
+    unknown_peer_warned: Arc<AtomicBool>,
+}
+
+impl<R: ?Sized> Clone for Middleware<R> {
+    fn clone(&self) -> Self {
+        Self {
+            settings: self.settings.clone(),
+            hand_off: Arc::clone(&self.hand_off),
+            unknown_peer_warned: Arc::clone(&self.unknown_peer_warned),
+        }
+    }
+}
+
+impl<R: ?Sized> fmt::Debug for Middleware<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Middleware")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The warning logged the first time a middleware sees a request without a socket peer.
+const UNKNOWN_PEER_WARNING: &str = "audit: a request has no known socket peer, so its events get the location \"unknown\" \
+     (logged once per middleware); with axum, serve the router with \
+     `into_make_service_with_connect_info::<SocketAddr>()` (`MockConnectInfo` in tests, or insert \
+     `audit_tower::PeerAddr`); with actix-web, give test requests a `peer_addr`";
+
+impl<R: ?Sized> Middleware<R> {
+    /// A middleware handing events to `emitter` under `policy`, without resolvers.
+    pub fn new(emitter: Emitter, policy: AuditPolicy) -> Self {
+        Self {
+            settings: Settings {
+                policy,
+                actor_resolver: None,
+                organization_resolver: None,
+            },
+            hand_off: Arc::new(HandOff::new(emitter, Arc::default())),
+            unknown_peer_warned: Arc::default(),
+        }
+    }
+
+    /// The settings, to change while the adapter is being configured (copied first when another
+    /// handle shares them; the hand-off and counters stay shared).
+    pub fn edit(this: &mut Arc<Self>) -> &mut Settings<R> {
+        &mut Arc::make_mut(this).settings
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings<R> {
+        &self.settings
+    }
+
+    /// The hand-off: the emitter and the counters.
+    pub fn hand_off(&self) -> &HandOff {
+        &self.hand_off
+    }
+
+    /// Captures a request before the inner service runs: the record to put into the request
+    /// extensions, and the guard to [`finish`](InFlight::finish) once the response head exists.
+    ///
+    /// The location comes from the policy's client-IP rules (the first request without a socket
+    /// peer is logged, once per middleware); the user agent is cut to the policy's bound; with
+    /// [`AuditPolicy::request_metadata`], the method, the `x-request-id` and the route are kept
+    /// (bounded to what WorkOS accepts). The actor and the organization are those in the request
+    /// extensions, else those the resolvers find.
+    pub fn capture<H>(self: &Arc<Self>, head: &H) -> (RequestAudit, InFlight<R>)
+    where
+        H: RequestHead<Input = R>,
+    {
+        let policy = &self.settings.policy;
+        let client = policy.client_ip.resolve(head.peer(), head.headers());
+        if matches!(client, ClientIp::Unknown) && !self.unknown_peer_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(location = UNKNOWN_LOCATION, "{UNKNOWN_PEER_WARNING}");
+        }
+        let mut info = RequestInfo::new(client.location());
+        if let Some(user_agent) = head.header("user-agent") {
+            info = info.user_agent_bytes(user_agent, policy.user_agent_limit());
+        }
+        if policy.request_metadata {
+            info = info.method(head.method());
+            if let Some(id) = head.header("x-request-id") {
+                info = info.request_id(String::from_utf8_lossy(id));
+            }
+            if let Some(route) = head.route() {
+                info = info.route(route);
+            }
+        }
+        // An outer auth layer's values first; the resolvers only for what is still missing.
+        let input = head.input();
+        let actor = head
+            .actor()
+            .or_else(|| self.settings.actor_resolver.as_ref().and_then(|r| r(input)));
+        let organization = head.organization().or_else(|| {
+            self.settings
+                .organization_resolver
+                .as_ref()
+                .and_then(|r| r(input))
+        });
+        let audit = RequestAudit::captured(info, actor, organization);
+        let in_flight = InFlight {
+            audit: Some(audit.clone()),
+            middleware: Arc::clone(self),
+        };
+        (audit, in_flight)
+    }
+}
+
+/// A captured request whose response is not there yet. [`finish`](Self::finish) it with the
+/// response's status; dropped unfinished (the response future was dropped: the client went away),
+/// it emits nothing.
+#[must_use = "an unfinished request emits nothing"]
+pub struct InFlight<R: ?Sized> {
+    audit: Option<RequestAudit>,
+    middleware: Arc<Middleware<R>>,
+}
+
+impl<R: ?Sized> fmt::Debug for InFlight<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlight")
+            .field("finished", &self.audit.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: ?Sized> InFlight<R> {
+    /// The response head exists with `status` (500 for an error of the inner service): decide
+    /// under the policy and hand a due event to the emitter, without waiting.
+    ///
+    /// Finish after the request's extensions are gone when the framework allows it: the last
+    /// handle on the record moves its strings into the event instead of copying them.
+    pub fn finish(mut self, status: u16) {
+        if let Some(audit) = self.audit.take() {
+            let middleware = &self.middleware;
+            middleware
+                .hand_off
+                .finish(audit, &middleware.settings.policy, status);
+        }
+    }
+}
+
+impl<R: ?Sized> Drop for InFlight<R> {
+    fn drop(&mut self) {
+        if let Some(audit) = self.audit.take() {
+            tracing::trace!(
+                action = ?audit.action().map(|a| a.as_str().to_owned()),
+                "audit: the request ended before its response; no event",
+            );
+        }
+    }
+}
+
+/// The record a handler-side extractor hands out: the request's [`RequestAudit`] (`None` when the
+/// request did not pass through the middleware), with an [`Actor`] and an [`OrganizationId`]
+/// found in the request extensions copied in where the record has none yet (an auth layer inside
+/// the middleware ran after capture).
+pub fn handler_record(
+    record: Option<&RequestAudit>,
+    actor: Option<&Actor>,
+    organization: Option<&OrganizationId>,
+) -> Option<RequestAudit> {
+    let record = record?;
+    record.fill_if_unset(actor, organization);
+    Some(record.clone())
+}
+
+/// Defines an adapter's builder methods over an `Arc<Middleware<R>>` field, so that both adapters
+/// have the same settings, defaults and docs from one definition:
+/// `adapter_builder!(AuditLayer, middleware, http::request::Parts);` adds `new`, `with_policy`,
+/// `policy`, `current_policy`, `trusted_proxies`, `client_ip`, `forwarded_header`, `outcomes`,
+/// `missing_actor`, `default_organization`, `request_metadata`, `max_user_agent_len`,
+/// `actor_resolver`, `organization_resolver`, `skip_counters` and `emitter` to the type, whose
+/// only field is `middleware`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! adapter_builder {
+    ($ty:ident, $field:ident, $input:ty) => {
+        impl $ty {
+            /// Hands events to `emitter`, with the default
+            /// [`AuditPolicy`](audit_core::request::AuditPolicy): only 2xx and 3xx responses of
+            /// annotated routes emit, requests without actor or organization are skipped (and
+            /// counted), the socket peer is the client's location, no request metadata.
+            pub fn new(emitter: $crate::emitter::Emitter) -> Self {
+                Self::with_policy(emitter, $crate::request::AuditPolicy::default())
+            }
+
+            /// Hands events to `emitter` under `policy`.
+            pub fn with_policy(
+                emitter: $crate::emitter::Emitter,
+                policy: $crate::request::AuditPolicy,
+            ) -> Self {
+                Self {
+                    $field: ::std::sync::Arc::new($crate::adapter::Middleware::new(emitter, policy)),
+                }
+            }
+
+            /// Replaces the whole [`AuditPolicy`](audit_core::request::AuditPolicy).
+            pub fn policy(mut self, policy: $crate::request::AuditPolicy) -> Self {
+                $crate::adapter::Middleware::edit(&mut self.$field).policy = policy;
+                self
+            }
+
+            /// The policy in force.
+            pub fn current_policy(&self) -> &$crate::request::AuditPolicy {
+                &self.$field.settings().policy
+            }
+
+            /// Believe `X-Forwarded-For` when the socket peer is inside one of `ranges` (CIDR
+            /// ranges or addresses): [`AuditPolicy::trusted_proxies`](audit_core::request::AuditPolicy::trusted_proxies).
+            /// Use [`forwarded_header`](Self::forwarded_header) or
+            /// [`client_ip`](Self::client_ip) to read another header.
+            ///
+            /// # Errors
+            /// [`InvalidTrustedProxy`](audit_core::client_ip::InvalidTrustedProxy) naming the
+            /// first value that is not a range or an address.
+            ///
+            /// # Security
+            /// Only list proxies you operate: a client that can connect from a trusted range can
+            /// write any location into the audit log. The default (no trusted proxies) ignores
+            /// every forwarding header.
+            pub fn trusted_proxies<I, S>(
+                self,
+                ranges: I,
+            ) -> Result<Self, $crate::client_ip::InvalidTrustedProxy>
+            where
+                I: IntoIterator<Item = S>,
+                S: AsRef<str>,
+            {
+                let policy = self.current_policy().clone().trusted_proxies(ranges)?;
+                Ok(self.policy(policy))
+            }
+
+            /// Sets the client-IP rules, trusted proxies and the header they write
+            /// ([`AuditPolicy::client_ip`](audit_core::request::AuditPolicy::client_ip)).
+            ///
+            /// # Security
+            /// Trust forwarding headers only from proxies you run; see
+            /// [`ClientIpConfig`](audit_core::client_ip::ClientIpConfig).
+            pub fn client_ip(self, rules: $crate::client_ip::ClientIpConfig) -> Self {
+                let policy = self.current_policy().clone().client_ip(rules);
+                self.policy(policy)
+            }
+
+            /// The header read from trusted proxies (default `X-Forwarded-For`).
+            pub fn forwarded_header(self, header: $crate::client_ip::ForwardedHeader) -> Self {
+                let policy = self.current_policy().clone().forwarded_header(header);
+                self.policy(policy)
+            }
+
+            /// Which responses emit (default
+            /// [`Outcomes::SuccessOnly`](audit_core::request::Outcomes::SuccessOnly);
+            /// [`Outcomes::All`](audit_core::request::Outcomes::All) adds the metadata `outcome`
+            /// and `http_status` to every event).
+            pub fn outcomes(self, outcomes: $crate::request::Outcomes) -> Self {
+                let policy = self.current_policy().clone().outcomes(outcomes);
+                self.policy(policy)
+            }
+
+            /// What to do with an annotated request without an actor (default: skip and count,
+            /// [`MissingActor::Skip`](audit_core::request::MissingActor::Skip)).
+            pub fn missing_actor(self, missing: $crate::request::MissingActor) -> Self {
+                let policy = self.current_policy().clone().missing_actor(missing);
+                self.policy(policy)
+            }
+
+            /// The organization of requests that set none (default: none, such requests are
+            /// skipped).
+            pub fn default_organization(self, organization: $crate::event::OrganizationId) -> Self {
+                let policy = self
+                    .current_policy()
+                    .clone()
+                    .default_organization(organization);
+                self.policy(policy)
+            }
+
+            /// Add `request_id` (from `x-request-id`), `http_method`, `http_route` (the matched
+            /// route pattern) and `http_status` to each event's metadata (default off).
+            pub fn request_metadata(self, on: bool) -> Self {
+                let policy = self.current_policy().clone().request_metadata(on);
+                self.policy(policy)
+            }
+
+            /// The longest user agent kept, in bytes (default
+            /// [`DEFAULT_MAX_USER_AGENT_LEN`](audit_core::request::DEFAULT_MAX_USER_AGENT_LEN)).
+            pub fn max_user_agent_len(self, len: usize) -> Self {
+                let policy = self.current_policy().clone().max_user_agent_len(len);
+                self.policy(policy)
+            }
+
+            /// Finds the actor from the request head when no outer layer put an
+            /// [`Actor`](audit_core::Actor) into the request extensions. Runs before the inner
+            /// service, once per request; a handler's `AuditCtx::actor` still wins.
+            pub fn actor_resolver<F>(mut self, resolve: F) -> Self
+            where
+                F: Fn(&$input) -> Option<$crate::event::Actor> + Send + Sync + 'static,
+            {
+                $crate::adapter::Middleware::edit(&mut self.$field).actor_resolver =
+                    Some(::std::sync::Arc::new(resolve));
+                self
+            }
+
+            /// Finds the organization from the request head when no outer layer put an
+            /// [`OrganizationId`](audit_core::OrganizationId) into the request extensions. Runs
+            /// before the inner service; a handler's `AuditCtx::organization` still wins.
+            pub fn organization_resolver<F>(mut self, resolve: F) -> Self
+            where
+                F: Fn(&$input) -> Option<$crate::event::OrganizationId> + Send + Sync + 'static,
+            {
+                $crate::adapter::Middleware::edit(&mut self.$field).organization_resolver =
+                    Some(::std::sync::Arc::new(resolve));
+                self
+            }
+
+            /// Counters of requests that emitted nothing, by
+            /// [`SkipReason`](audit_core::request::SkipReason), and of events the emitter
+            /// refused. Shared by every clone.
+            pub fn skip_counters(&self) -> ::std::sync::Arc<$crate::request::SkipCounters> {
+                ::std::sync::Arc::clone(self.$field.hand_off().counters())
+            }
+
+            /// The emitter events are handed to.
+            pub fn emitter(&self) -> &$crate::emitter::Emitter {
+                self.$field.hand_off().emitter()
+            }
+        }
+    };
+}
+
+/// Defines an adapter's handler-side types from one definition: the `AuditCtx` extractor type (a
+/// handle on the request's record that dereferences to
+/// [`AuditHandle`](crate::request::AuditHandle)) and the rejection when the middleware is missing
+/// (an enum with `Action` and `AuditCtx`, its body text, its `500` status, `Display` and `Error`).
+/// The adapter adds its framework's extractor and response impls.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! adapter_extractor_types {
+    (
+        $(#[$ctx_meta:meta])*
+        ctx: $ctx:ident;
+        $(#[$missing_meta:meta])*
+        missing: $missing:ident (status: $status:ty) {
+            action: $action_text:expr,
+            ctx: $ctx_text:expr $(,)?
+        }
+    ) => {
+        $(#[$ctx_meta])*
+        #[derive(Debug, Clone)]
+        pub struct $ctx($crate::request::AuditHandle);
+
+        impl ::std::ops::Deref for $ctx {
+            type Target = $crate::request::AuditHandle;
+
+            fn deref(&self) -> &$crate::request::AuditHandle {
+                &self.0
+            }
+        }
+
+        $(#[$missing_meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum $missing {
+            /// An `#[action]` handler.
+            Action,
+            /// The `AuditCtx` extractor.
+            AuditCtx,
+        }
+
+        impl $missing {
+            /// The response body.
+            pub fn body_text(&self) -> &'static str {
+                match self {
+                    Self::Action => $action_text,
+                    Self::AuditCtx => $ctx_text,
+                }
+            }
+
+            /// The status, `500 Internal Server Error`: the server is misconfigured.
+            pub fn status(&self) -> $status {
+                <$status>::INTERNAL_SERVER_ERROR
+            }
+        }
+
+        impl ::std::fmt::Display for $missing {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.body_text())
+            }
+        }
+
+        impl ::std::error::Error for $missing {}
+    };
+}

@@ -1,0 +1,576 @@
+//! The per-request record ([`RequestAudit`]) and the decision it ends in ([`Decision`]).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use time::OffsetDateTime;
+
+use crate::event::{Action, Actor, Context, Event, Metadata, MetadataValue, OrganizationId, Target};
+use crate::request::{AuditPolicy, MissingActor, Outcomes, SkipReason};
+
+/// What the adapter knows of a request before the handler runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RequestInfo {
+    /// The client's location for `context.location`, chosen by the client-IP rules.
+    pub location: String,
+    /// The `User-Agent`, already bounded.
+    pub user_agent: Option<String>,
+    /// The request id (`x-request-id`), when the request carries one, at most
+    /// [`Metadata::MAX_STRING_CHARS`] bytes. The adapters capture it only when
+    /// [`AuditPolicy::request_metadata`] is on.
+    pub request_id: Option<String>,
+    /// The HTTP method (captured by the adapters only with [`AuditPolicy::request_metadata`]).
+    pub method: Option<String>,
+    /// The matched route pattern (`/teams/{id}`), when the adapter knows it, at most
+    /// [`Metadata::MAX_STRING_CHARS`] bytes (captured by the adapters only with
+    /// [`AuditPolicy::request_metadata`]).
+    pub route: Option<String>,
+    /// When the request arrived; becomes the event's `occurred_at`.
+    pub received_at: OffsetDateTime,
+}
+
+impl RequestInfo {
+    /// Request information with a location, arriving now.
+    pub fn new(location: impl Into<String>) -> Self {
+        Self {
+            location: location.into(),
+            user_agent: None,
+            request_id: None,
+            method: None,
+            route: None,
+            received_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    /// Sets the user agent.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = Some(user_agent.into());
+        self
+    }
+
+    /// Sets the user agent from raw header bytes: invalid UTF-8 is replaced, the length bounded.
+    pub fn user_agent_bytes(mut self, raw: &[u8], max_len: usize) -> Self {
+        self.user_agent = Some(bounded_lossy(raw, max_len));
+        self
+    }
+
+    /// Sets the request id, cut to [`Metadata::MAX_STRING_CHARS`] bytes at a character boundary.
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(bounded(id.into(), Metadata::MAX_STRING_CHARS));
+        self
+    }
+
+    /// Sets the HTTP method.
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+
+    /// Sets the matched route pattern, cut to [`Metadata::MAX_STRING_CHARS`] bytes at a character
+    /// boundary.
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.route = Some(bounded(route.into(), Metadata::MAX_STRING_CHARS));
+        self
+    }
+
+    /// Sets the arrival time.
+    pub fn received_at(mut self, at: OffsetDateTime) -> Self {
+        self.received_at = at;
+        self
+    }
+}
+
+/// Decodes header bytes lossily and cuts them to at most `max_len` bytes at a character boundary.
+pub fn bounded_lossy(raw: &[u8], max_len: usize) -> String {
+    let raw = &raw[..raw.len().min(max_len)];
+    let mut s = String::from_utf8_lossy(raw).into_owned();
+    if s.len() > max_len {
+        let mut end = max_len;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// `s`, or its first `max_len` bytes (at a character boundary) when it is longer.
+fn bounded(s: String, max_len: usize) -> String {
+    if s.len() <= max_len {
+        s
+    } else {
+        bounded_lossy(s.as_bytes(), max_len)
+    }
+}
+
+/// What the adapter knows of the response.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ResponseInfo {
+    /// The HTTP status code.
+    pub status: u16,
+}
+
+impl ResponseInfo {
+    /// Response information with a status.
+    pub fn new(status: u16) -> Self {
+        Self { status }
+    }
+}
+
+/// The decision for one finished request.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+// `Emit` is the common case on an audited route: boxing it would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
+pub enum Decision {
+    /// Emit this event for this organization.
+    Emit {
+        /// The organization.
+        organization: OrganizationId,
+        /// The event, already built from the request.
+        event: Event,
+    },
+    /// Emit nothing.
+    Skip(SkipReason),
+}
+
+#[derive(Debug, Default)]
+struct Fields {
+    action: Option<Action>,
+    actor: Option<Actor>,
+    organization: Option<OrganizationId>,
+    targets: Vec<Target>,
+    metadata: Metadata,
+    suppressed: bool,
+    finished: bool,
+}
+
+/// The per-request audit record: a cheap, shared handle (one `Arc` around the request
+/// information and a `Mutex` that is never held across an `.await`), put into the request's
+/// extensions by the adapter.
+#[derive(Debug, Clone)]
+pub struct RequestAudit {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    info: RequestInfo,
+    fields: Mutex<Fields>,
+}
+
+impl RequestAudit {
+    /// A fresh record for a request.
+    pub fn new(info: RequestInfo) -> Self {
+        Self::captured(info, None, None)
+    }
+
+    /// A record for a request whose actor and organization are already known (from the request
+    /// extensions or the adapter's resolvers).
+    pub fn captured(info: RequestInfo, actor: Option<Actor>, organization: Option<OrganizationId>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                info,
+                fields: Mutex::new(Fields {
+                    actor,
+                    organization,
+                    ..Fields::default()
+                }),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Fields> {
+        // A panic while holding this lock cannot leave the record half-written in a way that
+        // matters more than losing the request's audit data, so recover from poisoning.
+        crate::sync::lock(&self.inner.fields)
+    }
+
+    /// What the adapter captured before the handler ran.
+    pub fn info(&self) -> &RequestInfo {
+        &self.inner.info
+    }
+
+    /// Records an `#[action]` annotation: the action, and for each `(target type, path parameter)`
+    /// pair a target whose id is the parameter's value as `param` finds it. A parameter the route
+    /// does not have is logged and left out.
+    pub fn annotate_route<'p>(
+        &self,
+        action: Action,
+        targets: &[(&'static str, &str)],
+        param: impl Fn(&str) -> Option<&'p str>,
+    ) {
+        let mut fields = self.lock();
+        for &(kind, name) in targets {
+            match param(name) {
+                Some(value) => fields.targets.push(Target::new(value, kind)),
+                None => tracing::warn!(
+                    action = %action,
+                    param = name,
+                    target_type = kind,
+                    "audit: #[action] names a path parameter the route does not have; the target is left out",
+                ),
+            }
+        }
+        fields.action = Some(action);
+    }
+
+    /// Takes the actor and organization found in request extensions for whichever of the two is
+    /// still unset (cloning only those), in one lock: a handler's explicit choice wins over
+    /// values found in extensions.
+    pub fn fill_if_unset(&self, actor: Option<&Actor>, organization: Option<&OrganizationId>) {
+        if actor.is_none() && organization.is_none() {
+            return;
+        }
+        let mut fields = self.lock();
+        if let Some(actor) = actor
+            && fields.actor.is_none()
+        {
+            fields.actor = Some(actor.clone());
+        }
+        if let Some(organization) = organization
+            && fields.organization.is_none()
+        {
+            fields.organization = Some(organization.clone());
+        }
+    }
+
+    /// Sets the action (the route's annotation does this).
+    pub fn set_action(&self, action: Action) {
+        self.lock().action = Some(action);
+    }
+
+    /// The action, if the route is annotated.
+    pub fn action(&self) -> Option<Action> {
+        self.lock().action.clone()
+    }
+
+    /// Sets the actor, replacing any earlier one.
+    pub fn set_actor(&self, actor: Actor) {
+        self.lock().actor = Some(actor);
+    }
+
+    /// Sets the organization, replacing any earlier one.
+    pub fn set_organization(&self, organization: OrganizationId) {
+        self.lock().organization = Some(organization);
+    }
+
+    /// Adds a target.
+    pub fn add_target(&self, target: Target) {
+        self.lock().targets.push(target);
+    }
+
+    /// Adds one entry to the event's metadata.
+    pub fn add_metadata(&self, key: impl Into<String>, value: impl Into<MetadataValue>) {
+        self.lock().metadata.insert(key, value);
+    }
+
+    /// Emit no event for this request, whatever its outcome.
+    pub fn suppress(&self) {
+        self.lock().suppressed = true;
+    }
+
+    /// Whether the event was suppressed.
+    pub fn is_suppressed(&self) -> bool {
+        self.lock().suppressed
+    }
+
+    /// Decides whether this request emits, and builds the event. Only the first call on any
+    /// clone of the record decides; later calls answer [`SkipReason::Suppressed`] so that one
+    /// request never emits twice.
+    ///
+    /// It consumes this handle: when it is the last one (the adapters call it after the request
+    /// and its extensions are gone), the captured strings move into the event instead of being
+    /// copied.
+    pub fn finish(self, policy: &AuditPolicy, response: &ResponseInfo) -> Decision {
+        let shared;
+        let (fields, info) = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                let fields = crate::sync::into_inner(inner.fields);
+                if fields.finished {
+                    return Decision::Skip(SkipReason::Suppressed);
+                }
+                (fields, std::borrow::Cow::Owned(inner.info))
+            }
+            Err(inner) => {
+                shared = inner;
+                let mut guard = crate::sync::lock(&shared.fields);
+                if guard.finished {
+                    return Decision::Skip(SkipReason::Suppressed);
+                }
+                let fields = std::mem::take(&mut *guard);
+                guard.finished = true;
+                (fields, std::borrow::Cow::Borrowed(&shared.info))
+            }
+        };
+        decide(fields, info, policy, response)
+    }
+}
+
+/// [`RequestAudit::finish`] once the fields are taken (the request information is moved out of
+/// the record when nobody else holds it, copied otherwise).
+fn decide(
+    fields: Fields,
+    info: std::borrow::Cow<'_, RequestInfo>,
+    policy: &AuditPolicy,
+    response: &ResponseInfo,
+) -> Decision {
+    let Fields {
+        action,
+        actor,
+        organization,
+        targets,
+        mut metadata,
+        suppressed,
+        finished: _,
+    } = fields;
+    let Some(action) = action else {
+        return Decision::Skip(SkipReason::NotAnnotated);
+    };
+    if suppressed {
+        return Decision::Skip(SkipReason::Suppressed);
+    }
+    let success = (200..400).contains(&response.status);
+    if !success && policy.outcomes == Outcomes::SuccessOnly {
+        return Decision::Skip(SkipReason::Outcome);
+    }
+    let actor = match (actor, &policy.missing_actor) {
+        (Some(actor), _) => actor,
+        (None, MissingActor::Use(actor)) => actor.clone(),
+        (None, MissingActor::Skip) => return Decision::Skip(SkipReason::MissingActor),
+    };
+    let Some(organization) = organization.or_else(|| policy.default_organization.clone()) else {
+        return Decision::Skip(SkipReason::MissingOrganization);
+    };
+    let info = info.into_owned();
+    let mut context = Context::new(info.location);
+    context.user_agent = info.user_agent;
+    if policy.outcomes == Outcomes::All {
+        metadata.insert("outcome", if success { "success" } else { "failure" });
+        metadata.insert("http_status", response.status);
+    }
+    if policy.request_metadata {
+        if let Some(id) = info.request_id {
+            metadata.insert("request_id", id);
+        }
+        if let Some(method) = info.method {
+            metadata.insert("http_method", method);
+        }
+        if let Some(route) = info.route {
+            metadata.insert("http_route", route);
+        }
+        metadata.insert("http_status", response.status);
+    }
+    let mut event = Event::new(action, actor, context).occurred_at(info.received_at);
+    event.targets = targets;
+    if !metadata.is_empty() {
+        event.metadata = Some(metadata);
+    }
+    Decision::Emit { organization, event }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::DEFAULT_MAX_USER_AGENT_LEN;
+
+    fn org() -> OrganizationId {
+        OrganizationId::new("org_1").unwrap()
+    }
+
+    fn annotated() -> RequestAudit {
+        let a = RequestAudit::new(
+            RequestInfo::new("198.51.100.4")
+                .user_agent("ua")
+                .request_id("req-1")
+                .method("POST")
+                .route("/teams"),
+        );
+        a.set_action(Action::from_static("team.created"));
+        a.set_actor(Actor::new("u1", "user"));
+        a.set_organization(org());
+        a
+    }
+
+    fn emitted(d: Decision) -> Event {
+        match d {
+            Decision::Emit { event, .. } => event,
+            Decision::Skip(r) => panic!("skipped: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn unannotated_requests_never_emit() {
+        let a = RequestAudit::new(RequestInfo::new("1.2.3.4"));
+        a.set_actor(Actor::new("u", "user"));
+        a.set_organization(org());
+        assert!(matches!(
+            a.finish(&AuditPolicy::default(), &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::NotAnnotated)
+        ));
+    }
+
+    #[test]
+    fn builds_the_event_from_the_request() {
+        let a = annotated();
+        a.add_target(Target::new("t1", "team"));
+        a.add_metadata("plan", "pro");
+        let received_at = a.info().received_at;
+        // The last handle moves the request's strings into the event; a handle finishing while
+        // another clone is alive copies them. Both build the same event.
+        let still_held = annotated();
+        still_held.add_target(Target::new("t1", "team"));
+        still_held.add_metadata("plan", "pro");
+        let other = still_held.clone();
+        for (e, received_at) in [
+            (
+                emitted(a.finish(&AuditPolicy::default(), &ResponseInfo::new(201))),
+                received_at,
+            ),
+            (
+                emitted(still_held.finish(&AuditPolicy::default(), &ResponseInfo::new(201))),
+                other.info().received_at,
+            ),
+        ] {
+            assert_eq!(e.action.as_str(), "team.created");
+            assert_eq!(e.context.location, "198.51.100.4");
+            assert_eq!(e.context.user_agent.as_deref(), Some("ua"));
+            assert_eq!(e.occurred_at, received_at);
+            assert_eq!(e.targets.len(), 1);
+            assert_eq!(e.metadata.unwrap().get("plan"), Some(&MetadataValue::from("pro")));
+        }
+    }
+
+    #[test]
+    fn a_request_decides_once() {
+        let a = annotated();
+        let p = AuditPolicy::default();
+        let b = a.clone();
+        assert!(matches!(
+            a.clone().finish(&p, &ResponseInfo::new(200)),
+            Decision::Emit { .. }
+        ));
+        assert!(matches!(
+            b.finish(&p, &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::Suppressed)
+        ));
+        // The last handle too.
+        assert!(matches!(
+            a.finish(&p, &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::Suppressed)
+        ));
+    }
+
+    #[test]
+    fn outcome_policy() {
+        for status in [200, 204, 302] {
+            assert!(matches!(
+                annotated().finish(&AuditPolicy::default(), &ResponseInfo::new(status)),
+                Decision::Emit { .. }
+            ));
+        }
+        for status in [400, 403, 404, 500] {
+            assert!(matches!(
+                annotated().finish(&AuditPolicy::default(), &ResponseInfo::new(status)),
+                Decision::Skip(SkipReason::Outcome)
+            ));
+        }
+        let all = AuditPolicy::default().outcomes(Outcomes::All);
+        let e = emitted(annotated().finish(&all, &ResponseInfo::new(403)));
+        let m = e.metadata.unwrap();
+        assert_eq!(m.get("outcome"), Some(&MetadataValue::from("failure")));
+        assert_eq!(m.get("http_status"), Some(&MetadataValue::Integer(403)));
+        let e = emitted(annotated().finish(&all, &ResponseInfo::new(200)));
+        assert_eq!(
+            e.metadata.unwrap().get("outcome"),
+            Some(&MetadataValue::from("success"))
+        );
+    }
+
+    #[test]
+    fn suppression_wins() {
+        let a = annotated();
+        a.suppress();
+        assert!(a.is_suppressed());
+        assert!(matches!(
+            a.finish(&AuditPolicy::default(), &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::Suppressed)
+        ));
+    }
+
+    #[test]
+    fn missing_actor_and_organization() {
+        let a = RequestAudit::new(RequestInfo::new("1.2.3.4"));
+        a.set_action(Action::from_static("x.y"));
+        a.set_organization(org());
+        assert!(matches!(
+            a.clone().finish(&AuditPolicy::default(), &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::MissingActor)
+        ));
+        let b = RequestAudit::new(RequestInfo::new("1.2.3.4"));
+        b.set_action(Action::from_static("x.y"));
+        let system = AuditPolicy::default().missing_actor(MissingActor::Use(Actor::new("system", "system")));
+        assert!(matches!(
+            b.finish(&system, &ResponseInfo::new(200)),
+            Decision::Skip(SkipReason::MissingOrganization)
+        ));
+        let c = RequestAudit::new(RequestInfo::new("1.2.3.4"));
+        c.set_action(Action::from_static("x.y"));
+        let e = emitted(c.finish(&system.default_organization(org()), &ResponseInfo::new(200)));
+        assert_eq!(e.actor.id, "system");
+    }
+
+    #[test]
+    fn first_actor_from_extensions_does_not_override_the_handler() {
+        let a = annotated();
+        a.fill_if_unset(
+            Some(&Actor::new("from-extension", "user")),
+            Some(&OrganizationId::new("org_2").unwrap()),
+        );
+        match a.finish(&AuditPolicy::default(), &ResponseInfo::new(200)) {
+            Decision::Emit { organization, event } => {
+                assert_eq!(event.actor.id, "u1");
+                assert_eq!(organization, org());
+            }
+            Decision::Skip(r) => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn request_metadata_is_optional_and_bounded() {
+        let p = AuditPolicy::default().request_metadata(true);
+        let e = emitted(annotated().finish(&p, &ResponseInfo::new(201)));
+        let m = e.metadata.unwrap();
+        assert_eq!(m.get("request_id"), Some(&MetadataValue::from("req-1")));
+        assert_eq!(m.get("http_method"), Some(&MetadataValue::from("POST")));
+        assert_eq!(m.get("http_route"), Some(&MetadataValue::from("/teams")));
+        assert_eq!(m.get("http_status"), Some(&MetadataValue::Integer(201)));
+        let e = emitted(annotated().finish(&AuditPolicy::default(), &ResponseInfo::new(201)));
+        assert!(e.metadata.is_none());
+    }
+
+    #[test]
+    fn user_agent_is_bounded_and_lossy() {
+        assert_eq!(bounded_lossy(b"abc", 2), "ab");
+        assert_eq!(bounded_lossy(b"a\xffb", 10), "a\u{fffd}b");
+        let s = bounded_lossy("ééé".as_bytes(), 3);
+        assert_eq!(s, "é");
+        assert!(s.len() <= 4);
+        let cut = bounded_lossy(&[b'a'; 1000], DEFAULT_MAX_USER_AGENT_LEN);
+        assert_eq!(cut.len(), DEFAULT_MAX_USER_AGENT_LEN);
+    }
+
+    #[test]
+    fn request_id_and_route_are_bounded_when_captured() {
+        let long = "é".repeat(400); // 800 bytes
+        let info = RequestInfo::new("1.2.3.4").request_id(long.clone()).route(long);
+        for s in [info.request_id.as_deref(), info.route.as_deref()] {
+            let s = s.unwrap();
+            assert!(s.len() <= Metadata::MAX_STRING_CHARS, "{}", s.len());
+            assert_eq!(s, "é".repeat(Metadata::MAX_STRING_CHARS / 2));
+        }
+        let short = RequestInfo::new("1.2.3.4").request_id("req-1");
+        assert_eq!(short.request_id.as_deref(), Some("req-1"));
+    }
+}
