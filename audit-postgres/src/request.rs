@@ -45,12 +45,12 @@ pub trait OutboxAudit {
 }
 
 impl OutboxAudit for AuditHandle {
-    fn write_in<'a>(
+    async fn write_in<'a>(
         &'a self,
         outbox: &'a Outbox,
         conn: &'a mut PgConnection,
-    ) -> impl Future<Output = Result<String, OutboxError>> + Send + 'a {
-        async move {
+    ) -> Result<String, OutboxError> {
+        {
             let Some(record) = self.record() else {
                 return Err(OutboxError::NotWritten {
                     reason: "audit is off for this request",
