@@ -14,6 +14,7 @@ use audit_core::emitter::{
     Stats,
 };
 use audit_core::request::{SkipCounters, SkipReason};
+use audit_postgres::{FleetRateLimit, Outbox, RateLimitKey, Relay};
 use serde_json::json;
 
 /// Where events go.
@@ -71,6 +72,12 @@ pub struct Settings {
     pub senders: usize,
     /// `AUDIT_SPOOL`: a durable spool file (SQLite): accepted events survive a crash or restart.
     pub spool: Option<String>,
+    /// `DATABASE_URL` naming a PostgreSQL database (`postgres://` or `postgresql://`): events go
+    /// through the audit-postgres outbox, delivered by this instance's relays under one rate
+    /// limit for every instance using the database.
+    pub database_url: Option<String>,
+    /// `AUDIT_RATE_LIMIT` for the outbox's relays: the same limit, for the whole fleet.
+    pub fleet_rate_limit: Option<FleetRateLimit>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -88,17 +95,27 @@ impl Settings {
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
             .parse()
             .map_err(|e| format!("LISTEN_ADDR: {e} (expected for example 127.0.0.1:3000)"))?;
-        let rate_limit = match env("AUDIT_RATE_LIMIT").as_deref() {
-            None | Some("workos") => Some(RateLimit::workos()),
-            Some("none") => None,
-            Some(n) => Some(
-                n.parse::<u32>()
-                    .ok()
-                    .and_then(|n| RateLimit::new(n, Duration::from_secs(1)))
-                    .ok_or_else(|| {
-                        format!("AUDIT_RATE_LIMIT: {n:?} is not `workos`, `none` or a positive number")
-                    })?,
-            ),
+        let (rate_limit, fleet_rate_limit) = match env("AUDIT_RATE_LIMIT").as_deref() {
+            None | Some("workos") => (Some(RateLimit::workos()), Some(FleetRateLimit::workos())),
+            Some("none") => (None, None),
+            Some(n) => {
+                let bad = || format!("AUDIT_RATE_LIMIT: {n:?} is not `workos`, `none` or a positive number");
+                let per_second = n.parse::<u32>().map_err(|_| bad())?;
+                (
+                    Some(RateLimit::new(per_second, Duration::from_secs(1)).ok_or_else(bad)?),
+                    Some(FleetRateLimit::per_second(per_second).map_err(|_| bad())?),
+                )
+            }
+        };
+        let database_url = match env("DATABASE_URL") {
+            None => None,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url),
+            Some(_) => {
+                return Err(
+                    "DATABASE_URL: only a PostgreSQL database (postgres://…) is supported; unset it to keep events in memory"
+                        .to_owned(),
+                );
+            }
         };
         let local_sink = match env("AUDIT_SINK").as_deref() {
             None => None,
@@ -125,6 +142,8 @@ impl Settings {
             rate_limit,
             senders,
             spool: env("AUDIT_SPOOL"),
+            database_url,
+            fleet_rate_limit,
         })
     }
 
@@ -229,6 +248,10 @@ pub struct AuditSetup {
     pub workos_base_url: String,
     /// Readable notes for standard output.
     pub notes: Vec<String>,
+    /// The PostgreSQL outbox, when `DATABASE_URL` names one.
+    pub outbox: Option<Outbox>,
+    /// This instance's relays delivering from the outbox.
+    pub relay: Option<Relay>,
 }
 
 impl Settings {
@@ -284,6 +307,7 @@ impl Settings {
             Some(spool) => builder.spool(spool).overflow(Overflow::SpillToSpool).start(),
             None => builder.start(),
         };
+        let (mut outbox, mut relay) = (None, None);
         let emitter = match destination {
             Destination::Disabled => None,
             Destination::Memory => Some(start(self.emitter(MemorySink::new()))),
@@ -294,11 +318,24 @@ impl Settings {
                     .clone()
                     .unwrap_or_else(|| "sk_test_embedded".to_owned());
                 let client = Client::builder()
-                    .api_key(key)
+                    .api_key(key.clone())
                     .base_url(workos_base_url.clone())
                     .build()
                     .map_err(|e| e.to_string())?;
-                Some(start(self.emitter(client)))
+                match &self.database_url {
+                    Some(url) => {
+                        let (db, relays) = self.start_outbox(url, client, &key).await?;
+                        notes.push(format!(
+                            "DATABASE_URL: events go through the PostgreSQL outbox (schema {}); this instance's relays deliver them",
+                            db.schema()
+                        ));
+                        let emitter = db.emitter_builder().start();
+                        outbox = Some(db);
+                        relay = Some(relays);
+                        Some(emitter)
+                    }
+                    None => Some(start(self.emitter(client))),
+                }
             }
         };
         Ok(AuditSetup {
@@ -307,8 +344,65 @@ impl Settings {
             testkit,
             workos_base_url,
             notes,
+            outbox,
+            relay,
         })
     }
+
+    /// Connects to `url`, applies the outbox's migrations and the app's own table, and starts
+    /// this instance's relays (sharing `AUDIT_RATE_LIMIT` with every instance using `key`).
+    async fn start_outbox(&self, url: &str, client: Client, key: &str) -> Result<(Outbox, Relay), String> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await
+            .map_err(|e| format!("DATABASE_URL: {e}"))?;
+        let outbox = Outbox::new(pool);
+        outbox.migrate().await.map_err(|e| format!("DATABASE_URL: {e}"))?;
+        sqlx::query(INVOICE_PAYMENTS)
+            .execute(outbox.pool())
+            .await
+            .map_err(|e| format!("DATABASE_URL: creating the app's table: {e}"))?;
+        let builder = outbox.relay(client).rate_limit_key(RateLimitKey::api_key(key));
+        let builder = match self.fleet_rate_limit {
+            Some(limit) => builder.rate_limit(limit),
+            None => builder.no_rate_limit(),
+        };
+        let relay = builder.start().map_err(|e| e.to_string())?;
+        Ok((outbox, relay))
+    }
+}
+
+/// The app's own table, written with its audit event in one transaction by
+/// `POST /invoices/{id}/pay` when the outbox is on.
+const INVOICE_PAYMENTS: &str = "CREATE TABLE IF NOT EXISTS example_invoice_payments (\
+     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, invoice text NOT NULL, paid_by text NOT NULL, \
+     paid_at timestamptz NOT NULL DEFAULT now())";
+
+/// `POST /invoices/{id}/pay` with the outbox: the payment row and its audit event in one
+/// transaction, so the event exists if and only if the payment does. Returns the event's
+/// idempotency key.
+///
+/// # Errors
+///
+/// The database's or the outbox's message.
+pub(crate) async fn record_payment(
+    outbox: &Outbox,
+    audit: &audit_core::request::AuditHandle,
+    invoice: &str,
+    paid_by: &str,
+) -> Result<String, String> {
+    use audit_postgres::OutboxAudit;
+    let mut tx = outbox.pool().begin().await.map_err(|e| e.to_string())?;
+    sqlx::query("INSERT INTO example_invoice_payments (invoice, paid_by) VALUES ($1, $2)")
+        .bind(invoice)
+        .bind(paid_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = audit.write_in(outbox, &mut tx).await.map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(key)
 }
 
 /// Logs to standard error, filtered by `RUST_LOG` (default `warn`).
@@ -368,6 +462,24 @@ impl AuditSetup {
         };
         let report = emitter.shutdown(Duration::from_secs(10)).await;
         let stats = emitter.stats();
+        if let Some(relay) = self.relay {
+            // The emitter's events are in the table now; the relays deliver what they can.
+            let relayed = relay.shutdown(Duration::from_secs(10)).await;
+            let outbox = match &self.outbox {
+                Some(outbox) => outbox.stats().await.ok(),
+                None => None,
+            };
+            println!(
+                "{}",
+                json!({"outbox": {
+                    "relay_delivered": relayed.stats.delivered,
+                    "relay_retried": relayed.stats.retried,
+                    "relay_dead_lettered": relayed.stats.dead_lettered,
+                    "depth": outbox.map(|s| s.depth),
+                    "dead_letters": outbox.map(|s| s.dead_letters),
+                }})
+            );
+        }
         let stored = self
             .testkit
             .as_ref()
