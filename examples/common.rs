@@ -463,7 +463,17 @@ impl AuditSetup {
         let report = emitter.shutdown(Duration::from_secs(10)).await;
         let stats = emitter.stats();
         if let Some(relay) = self.relay {
-            // The emitter's events are in the table now; the relays deliver what they can.
+            // The emitter's events are in the table now: let the relays deliver what is due
+            // (this instance's rows and any other's), up to 10 s, then stop them. Rows left
+            // behind are delivered by the next instance that runs relays.
+            if let Some(outbox) = &self.outbox {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while std::time::Instant::now() < deadline
+                    && outbox.stats().await.map(|s| s.depth > 0).unwrap_or(false)
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
             let relayed = relay.shutdown(Duration::from_secs(10)).await;
             let outbox = match &self.outbox {
                 Some(outbox) => outbox.stats().await.ok(),
