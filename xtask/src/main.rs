@@ -39,6 +39,7 @@ fn print_help() {
         "cargo xtask <task>\n\n\
          tasks:\n  \
          demo     run the axum example against an embedded audit-testkit and show the events it recorded\n  \
+         \x20        (--actix: the actix example; --postgres: two instances on the outbox in DATABASE_URL)\n  \
          verify   run the WorkOS verification checklist (add --local to run it against audit-testkit)\n  \
          export   read events back through a CSV export (--local: an embedded audit-testkit)\n  \
          ci       everything CI checks: fmt, clippy, tests, SDK compatibility tests, docs\n  \
