@@ -557,7 +557,9 @@ impl Shared {
                 return Ok(Step::Throttled(secs(left)));
             }
             let next: Option<f64> = sqlx::query_scalar(&q.next_due).fetch_one(&mut *conn).await?;
-            let wait = next.map_or(self.config.poll, |s| secs(s.max(0.0)));
+            // A due row that could not be claimed is locked by someone else's transaction:
+            // look again shortly, not in a busy loop.
+            let wait = next.map_or(self.config.poll, |s| secs(s.max(0.02)));
             return Ok(Step::Idle(wait));
         }
         let mut claimed = Vec::with_capacity(rows.len());
