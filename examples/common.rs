@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use audit_core::OrganizationId;
-use audit_core::client::Client;
 use audit_core::client_ip::ClientIpConfig;
+use audit_core::config::AuditSettings;
 use audit_core::emitter::{
-    DiscardSink, Emitter, EmitterBuilder, MemorySink, Overflow, RateLimit, ShutdownReport, Sink, SpoolConfig,
-    Stats,
+    DiscardSink, Emitter, EmitterBuilder, MemorySink, Overflow, ShutdownReport, Sink, SpoolConfig, Stats,
 };
 use audit_core::request::{SkipCounters, SkipReason};
 use audit_postgres::{FleetRateLimit, Outbox, RateLimitKey, Relay};
@@ -53,10 +52,10 @@ impl Destination {
 pub struct Settings {
     /// `LISTEN_ADDR`, default `127.0.0.1:3000`.
     pub listen_addr: SocketAddr,
-    /// `WORKOS_BASE_URL`, default `https://api.workos.com`.
-    pub workos_base_url: String,
-    /// `WORKOS_API_KEY` (never printed).
-    pub workos_api_key: Option<String>,
+    /// The client's and the emitter's settings ([`AuditSettings::from_env`]): `WORKOS_API_KEY`
+    /// (shown redacted), `WORKOS_BASE_URL`, `AUDIT_TIMEOUT`, `AUDIT_CONNECT_TIMEOUT`,
+    /// `AUDIT_RATE_LIMIT`, `AUDIT_SENDERS`, `AUDIT_SPOOL`.
+    pub audit: AuditSettings,
     /// `WORKOS_ORGANIZATION_ID`.
     pub organization_id: Option<String>,
     /// `AUDIT_TRUSTED_PROXIES`: comma-separated CIDR ranges, none by default.
@@ -66,12 +65,6 @@ pub struct Settings {
     /// `AUDIT_SINK`: `memory` (keep every event in memory) or `discard` (count them) instead of
     /// sending them anywhere.
     pub local_sink: Option<Destination>,
-    /// `AUDIT_RATE_LIMIT`: `workos` (default, 6,000 per minute), `none`, or requests per second.
-    pub rate_limit: Option<RateLimit>,
-    /// `AUDIT_SENDERS`: concurrent deliveries (default 8).
-    pub senders: usize,
-    /// `AUDIT_SPOOL`: a durable spool file (SQLite): accepted events survive a crash or restart.
-    pub spool: Option<String>,
     /// `DATABASE_URL` naming a PostgreSQL database (`postgres://` or `postgresql://`): events go
     /// through the audit-postgres outbox, delivered by this instance's relays under one rate
     /// limit for every instance using the database.
@@ -95,18 +88,7 @@ impl Settings {
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
             .parse()
             .map_err(|e| format!("LISTEN_ADDR: {e} (expected for example 127.0.0.1:3000)"))?;
-        let (rate_limit, fleet_rate_limit) = match env("AUDIT_RATE_LIMIT").as_deref() {
-            None | Some("workos") => (Some(RateLimit::workos()), Some(FleetRateLimit::workos())),
-            Some("none") => (None, None),
-            Some(n) => {
-                let bad = || format!("AUDIT_RATE_LIMIT: {n:?} is not `workos`, `none` or a positive number");
-                let per_second = n.parse::<u32>().map_err(|_| bad())?;
-                (
-                    Some(RateLimit::new(per_second, Duration::from_secs(1)).ok_or_else(bad)?),
-                    Some(FleetRateLimit::per_second(per_second).map_err(|_| bad())?),
-                )
-            }
-        };
+        let fleet_rate_limit = fleet_rate_limit(env("AUDIT_RATE_LIMIT").as_deref())?;
         let database_url = match env("DATABASE_URL") {
             None => None,
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url),
@@ -123,25 +105,13 @@ impl Settings {
             Some("discard") => Some(Destination::Discard),
             Some(other) => return Err(format!("AUDIT_SINK: {other:?} is not `memory` or `discard`")),
         };
-        let senders = match env("AUDIT_SENDERS") {
-            None => EmitterBuilder::DEFAULT_SENDERS,
-            Some(n) => n
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("AUDIT_SENDERS: {n:?} is not a positive number"))?,
-        };
         Ok(Self {
             listen_addr,
-            workos_base_url: env("WORKOS_BASE_URL").unwrap_or_else(|| "https://api.workos.com".to_owned()),
-            workos_api_key: env("WORKOS_API_KEY"),
+            audit: AuditSettings::from_env().map_err(|e| e.to_string())?,
             organization_id: env("WORKOS_ORGANIZATION_ID"),
             client_ip: ClientIpConfig::from_env().map_err(|e| e.to_string())?,
             disabled: env("AUDIT_DISABLED").is_some_and(|v| v != "0" && v != "false"),
             local_sink,
-            rate_limit,
-            senders,
-            spool: env("AUDIT_SPOOL"),
             database_url,
             fleet_rate_limit,
         })
@@ -153,7 +123,7 @@ impl Settings {
             Destination::Disabled
         } else if let Some(local) = self.local_sink {
             local
-        } else if self.workos_api_key.is_some() {
+        } else if self.audit.api_key.is_some() {
             Destination::Workos
         } else {
             Destination::EmbeddedTestkit
@@ -164,11 +134,7 @@ impl Settings {
     /// the runtime that serves the app (under actix-web, the actix system runtime of
     /// `#[actix_web::main]`): the emitter's senders are spawned on it.
     pub fn emitter(&self, sink: impl Sink) -> EmitterBuilder {
-        let builder = Emitter::builder(sink).senders(self.senders);
-        match self.rate_limit {
-            Some(limit) => builder.rate_limit(limit),
-            None => builder.no_rate_limit(),
-        }
+        self.audit.emitter(sink)
     }
 }
 
@@ -189,13 +155,14 @@ pub fn shutdown_json(
             "pending_at_deadline": report.pending_at_deadline,
             "retried": stats.retried,
             "emit_failures": skipped.emit_failures(),
+            "invalid_events": skipped.invalid_events(),
+            "cancelled": skipped.cancelled(),
             "skipped": {
                 "not_annotated": skipped.get(SkipReason::NotAnnotated),
                 "suppressed": skipped.get(SkipReason::Suppressed),
                 "outcome": skipped.get(SkipReason::Outcome),
                 "missing_actor": skipped.get(SkipReason::MissingActor),
                 "missing_organization": skipped.get(SkipReason::MissingOrganization),
-                "invalid": skipped.get(SkipReason::Invalid),
             },
             "delivery_latency_ms": {"p50": ms(stats.latency_p50), "p90": ms(stats.latency_p90), "p99": ms(stats.latency_p99)},
             "last_error": stats.last_error,
@@ -265,7 +232,11 @@ impl Settings {
         let destination = self.destination();
         let mut notes = Vec::new();
         let mut testkit = None;
-        let mut workos_base_url = self.workos_base_url.clone();
+        let mut workos_base_url = self
+            .audit
+            .base_url
+            .clone()
+            .unwrap_or_else(|| audit_core::client::DEFAULT_BASE_URL.to_owned());
         let organization = match destination {
             Destination::EmbeddedTestkit => {
                 let kit = audit_testkit::TestKit::start()
@@ -290,13 +261,14 @@ impl Settings {
         };
         let organization =
             OrganizationId::new(organization).map_err(|e| format!("WORKOS_ORGANIZATION_ID: {e}"))?;
-        let mut spool = match &self.spool {
+        let mut spool = match &self.audit.spool {
             Some(path) => {
                 let spool = SpoolConfig::new(path)
                     .open()
                     .map_err(|e| format!("AUDIT_SPOOL: {e}"))?;
                 notes.push(format!(
-                    "durable spool {path}: {} events kept from an earlier run",
+                    "durable spool {}: {} events kept from an earlier run",
+                    path.display(),
                     spool.recovered()
                 ));
                 Some(spool)
@@ -313,15 +285,17 @@ impl Settings {
             Destination::Memory => Some(start(self.emitter(MemorySink::new()))),
             Destination::Discard => Some(start(self.emitter(DiscardSink::new()))),
             Destination::Workos | Destination::EmbeddedTestkit => {
-                let key = self
-                    .workos_api_key
-                    .clone()
-                    .unwrap_or_else(|| "sk_test_embedded".to_owned());
-                let client = Client::builder()
-                    .api_key(key.clone())
-                    .base_url(workos_base_url.clone())
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                let (client, key) = if destination == Destination::Workos {
+                    let client = self.audit.client().map_err(|e| e.to_string())?;
+                    (client, env("WORKOS_API_KEY").unwrap_or_default())
+                } else {
+                    // The same settings (timeouts), pointed at the in-process testkit with a test key.
+                    let mut embedded = self.audit.clone();
+                    embedded.api_key = Some("sk_test_embedded".into());
+                    embedded.base_url = Some(workos_base_url.clone());
+                    let client = embedded.client().map_err(|e| e.to_string())?;
+                    (client, "sk_test_embedded".to_owned())
+                };
                 match &self.database_url {
                     Some(url) => {
                         let (db, relays) = self.start_outbox(url, client, &key).await?;
@@ -351,7 +325,12 @@ impl Settings {
 
     /// Connects to `url`, applies the outbox's migrations and the app's own table, and starts
     /// this instance's relays (sharing `AUDIT_RATE_LIMIT` with every instance using `key`).
-    async fn start_outbox(&self, url: &str, client: Client, key: &str) -> Result<(Outbox, Relay), String> {
+    async fn start_outbox(
+        &self,
+        url: &str,
+        client: audit_core::Client,
+        key: &str,
+    ) -> Result<(Outbox, Relay), String> {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
             .connect(url)
@@ -371,6 +350,41 @@ impl Settings {
         let relay = builder.start().map_err(|e| e.to_string())?;
         Ok((outbox, relay))
     }
+}
+
+/// `AUDIT_RATE_LIMIT` as the outbox relays' fleet-wide limit, read as audit-core reads it for
+/// the emitter: `workos` (default), `none`, `N` per second or `N/PERIOD` (`100/1s`, `6000/1m`,
+/// `500ms`-style periods: `ms`, `s`, `m`, `h`).
+fn fleet_rate_limit(value: Option<&str>) -> Result<Option<FleetRateLimit>, String> {
+    let bad = |v: &str| format!("AUDIT_RATE_LIMIT: {v:?} is not `workos`, `none`, `N` or `N/PERIOD`");
+    let value = match value.map(str::trim) {
+        None | Some("workos") => return Ok(Some(FleetRateLimit::workos())),
+        Some("none") => return Ok(None),
+        Some(v) => v,
+    };
+    let (requests, period) = value.split_once('/').unwrap_or((value, "1s"));
+    let requests: u32 = requests.trim().parse().map_err(|_| bad(value))?;
+    let period = period.trim();
+    let split = period
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(period.len());
+    let (amount, unit) = period.split_at(split);
+    let amount: f64 = if amount.is_empty() {
+        1.0
+    } else {
+        amount.parse().map_err(|_| bad(value))?
+    };
+    let unit = match unit.trim() {
+        "ms" => 0.001,
+        "s" | "" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad(value)),
+    };
+    let per = Duration::try_from_secs_f64(amount * unit).map_err(|_| bad(value))?;
+    FleetRateLimit::new(requests, per)
+        .map(Some)
+        .map_err(|_| bad(value))
 }
 
 /// The app's own table, written with its audit event in one transaction by

@@ -64,6 +64,7 @@
 //! ([`AuditMiddleware::trusted_proxies`]). actix-web's own
 //! [`ConnectionInfo::realip_remote_addr`](actix_web::dev::ConnectionInfo::realip_remote_addr) is
 //! never used: it returns whatever a client put in `Forwarded`/`X-Forwarded-For`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Lets `#[action]`'s absolute `::audit_actix::..` paths resolve inside this crate too.
 #[allow(unused_extern_crates)]
@@ -76,7 +77,9 @@ mod middleware;
 pub use audit_core::client::Client;
 pub use audit_core::client_ip::{ClientIpConfig, ForwardedHeader};
 pub use audit_core::emitter::Emitter;
-pub use audit_core::request::{AuditHandle, AuditPolicy, MissingActor, Outcomes, SkipCounters, SkipReason};
+pub use audit_core::request::{
+    AuditHandle, AuditPolicy, CancelledRequests, MissingActor, Outcomes, SkipCounters, SkipReason,
+};
 pub use audit_core::{Actor, OrganizationId, Target};
 pub use extract::{AuditCtx, AuditDisabled, MissingAuditMiddleware};
 pub use middleware::{ActorResolver, AuditMiddleware, AuditMiddlewareService, OrganizationResolver};

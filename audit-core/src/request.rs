@@ -73,6 +73,25 @@ pub struct AuditPolicy {
     pub client_ip: ClientIpConfig,
     /// The longest user agent kept, in bytes.
     pub max_user_agent_len: Option<usize>,
+    /// What an annotated request whose response future was dropped emits (default
+    /// [`CancelledRequests::Emit`]).
+    pub cancelled: CancelledRequests,
+}
+
+/// What an annotated request emits when its response future is dropped after the handler
+/// started and before the response existed: the client went away, an HTTP/2 stream was reset, a
+/// timeout layer fired. The handler may already have made its change, so such a request is never
+/// invisible: it is counted ([`SkipCounters::cancelled`]) whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelledRequests {
+    /// Emit the event with metadata `outcome: "cancelled"` (and no `http_status`), whatever the
+    /// outcome policy, so that the trail shows the attempt (the default: an audit trail missing
+    /// a change that did happen is worse than one showing an attempt that may not have).
+    #[default]
+    Emit,
+    /// Emit nothing (only count it).
+    Skip,
 }
 
 impl AuditPolicy {
@@ -85,6 +104,12 @@ impl AuditPolicy {
     /// Sets [`AuditPolicy::outcomes`].
     pub fn outcomes(mut self, outcomes: Outcomes) -> Self {
         self.outcomes = outcomes;
+        self
+    }
+
+    /// Sets [`AuditPolicy::cancelled`].
+    pub fn cancelled(mut self, cancelled: CancelledRequests) -> Self {
+        self.cancelled = cancelled;
         self
     }
 
@@ -155,7 +180,9 @@ impl AuditPolicy {
     }
 }
 
-/// Why a request produced no event.
+/// Why the policy decided that a request emits no event. An event that was due but that the
+/// emitter refused is not a skip: see [`SkipCounters::invalid_events`] and
+/// [`SkipCounters::emit_failures`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SkipReason {
@@ -169,8 +196,6 @@ pub enum SkipReason {
     MissingActor,
     /// No organization was set and there is no default.
     MissingOrganization,
-    /// The event broke a WorkOS rule (the adapter logs the errors).
-    Invalid,
 }
 
 /// The handler's side of its request's audit record, behind the adapters' `AuditCtx`
@@ -211,8 +236,8 @@ impl AuditHandle {
     }
 
     /// Adds one metadata entry (WorkOS allows 50 keys of up to 40 characters, string values up
-    /// to 500 characters; an event breaking the limits is not emitted and is counted as
-    /// [`SkipReason::Invalid`]).
+    /// to 500 characters; an event breaking the limits is refused by the emitter and counted by
+    /// [`SkipCounters::invalid_events`]).
     pub fn meta(&self, key: impl Into<String>, value: impl Into<MetadataValue>) -> &Self {
         if let Some(a) = &self.0 {
             a.add_metadata(key, value);
@@ -264,11 +289,16 @@ impl AuditHandle {
     }
 }
 
-/// Counters of skipped requests by reason, shared by an adapter's clones.
+/// Counters of the requests that emitted nothing, shared by an adapter's clones: those the policy
+/// skipped, by [`SkipReason`], and the due events the emitter refused, apart: invalid ones
+/// ([`invalid_events`](Self::invalid_events)) and those it could not take
+/// ([`emit_failures`](Self::emit_failures)).
 #[derive(Debug, Default)]
 pub struct SkipCounters {
-    counts: [AtomicU64; 6],
+    counts: [AtomicU64; 5],
+    invalid_events: AtomicU64,
     emit_failures: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 impl SkipCounters {
@@ -279,7 +309,6 @@ impl SkipCounters {
             SkipReason::Outcome => 2,
             SkipReason::MissingActor => 3,
             SkipReason::MissingOrganization => 4,
-            SkipReason::Invalid => 5,
         }
     }
 
@@ -293,14 +322,36 @@ impl SkipCounters {
         self.counts[Self::slot(reason)].load(Ordering::Relaxed)
     }
 
-    /// Counts an event the emitter refused (queue full, closed, invalid).
+    /// Counts a due event the emitter refused because it breaks a WorkOS rule.
+    pub fn count_invalid_event(&self) {
+        self.invalid_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many due events the emitter refused because they break a WorkOS rule (an action or
+    /// metadata over WorkOS's limits, an empty id; the hand-off logs the errors).
+    pub fn invalid_events(&self) -> u64 {
+        self.invalid_events.load(Ordering::Relaxed)
+    }
+
+    /// Counts a due event the emitter could not take (queue full, shut down).
     pub fn count_emit_failure(&self) {
         self.emit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many events the emitter refused.
+    /// How many due events the emitter could not take (queue full, shut down).
     pub fn emit_failures(&self) -> u64 {
         self.emit_failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts an annotated request whose response future was dropped before the response.
+    pub fn count_cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many annotated requests were cancelled (their response future dropped after the
+    /// handler started), whether or not they emitted (see [`CancelledRequests`]).
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
     }
 }
 
@@ -314,9 +365,11 @@ mod tests {
         c.count(SkipReason::Outcome);
         c.count(SkipReason::Outcome);
         c.count_emit_failure();
+        c.count_invalid_event();
         assert_eq!(c.get(SkipReason::Outcome), 2);
         assert_eq!(c.get(SkipReason::Suppressed), 0);
         assert_eq!(c.emit_failures(), 1);
+        assert_eq!(c.invalid_events(), 1);
     }
 
     #[test]

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use audit_core::emitter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, EmitReceipt, Emitter, EmitterBuilder, JsonlDeadLetters,
-    MemoryDeadLetters, Overflow, Sink, SinkFuture, Spool,
+    MemoryDeadLetters, Overflow, Sink, SinkFuture,
 };
+use audit_core::sync::lock;
 use audit_core::{Action, Actor, Client, Context, CreateEvent, Event, OrganizationId};
 use audit_testkit::{FaultRule, TestKit};
 use serde_json::json;
@@ -228,7 +229,7 @@ struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        lock(&self.0).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -255,7 +256,7 @@ impl Logs {
     }
 
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&lock(&self.0)).into_owned()
     }
 
     /// The log written to a file, as an operator would have it.
@@ -278,7 +279,9 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn letters_of(entries: Vec<Result<DeadLetter, audit_core::emitter::ReadError>>) -> Vec<DeadLetter> {
+fn letters_of(
+    entries: Vec<Result<DeadLetter, audit_core::emitter::UnreadableDeadLetter>>,
+) -> Vec<DeadLetter> {
     entries.into_iter().map(|e| e.expect("readable")).collect()
 }
 
@@ -318,6 +321,27 @@ async fn a_dead_letter_file_on_a_full_disk_keeps_the_event_then_logs_it_whole() 
     again.flush(Duration::from_secs(10)).await.expect("flushed");
     let fate = Fate::of(Some(&kit), &[]);
     fate.assert_accounted(&org, &accepted);
+}
+
+#[tokio::test]
+async fn without_a_dead_letter_destination_the_log_keeps_whole_events_that_replay_reads() {
+    let (logs, _guard) = Logs::capture();
+    let kit = kit().await;
+    kit.fault(FaultRule::new(EVENTS).method("POST").times(3).respond(422));
+    let org = org(&kit);
+    let emitter = builder(&kit.url()).start();
+    let accepted = emit_many(&emitter, &org, 0..3);
+    emitter.flush(Duration::from_secs(10)).await.expect("flushed");
+    assert_eq!(emitter.stats().dead_lettered, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let log = logs.to_file(&dir);
+    let letters = letters_of(DeadLetter::read_log(&log).unwrap());
+    Fate::of(Some(&kit), &letters).assert_accounted(&org, &accepted);
+    // The fault is spent: replaying the log stores each event once, with its original key.
+    let replay = emitter.replay_log(&log).await.unwrap();
+    assert_eq!(replay.replayed, 3);
+    emitter.flush(Duration::from_secs(10)).await.expect("flushed");
+    Fate::of(Some(&kit), &[]).assert_accounted(&org, &accepted);
 }
 
 #[tokio::test]
@@ -388,8 +412,10 @@ async fn drop_oldest_dead_letters_what_it_evicts() {
     );
 }
 
+#[cfg(feature = "spool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_with_the_spool_spills_and_loses_nothing() {
+    use audit_core::emitter::Spool;
     let kit = kit().await;
     kit.stop();
     let org = org(&kit);

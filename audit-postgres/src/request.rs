@@ -84,7 +84,6 @@ fn skip_text(reason: audit_core::request::SkipReason) -> &'static str {
         R::Outcome => "the policy emits nothing for this outcome",
         R::MissingActor => "no actor was captured and the policy has no default",
         R::MissingOrganization => "no organization was captured and the policy has no default",
-        R::Invalid => "the event breaks WorkOS's rules",
         _ => "the request's record decided not to emit",
     }
 }

@@ -59,7 +59,7 @@ impl OutboxSink {
     /// Queues `pending` for the writer task, starting one on the current runtime when there is
     /// none (or the previous one's runtime has ended).
     fn enqueue(&self, pending: Pending) -> Result<(), Pending> {
-        let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = audit_core::sync::lock(&self.inner.writer);
         let pending = match writer.as_ref() {
             Some(tx) => match tx.send(pending) {
                 Ok(()) => return Ok(()),

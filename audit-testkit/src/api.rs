@@ -569,6 +569,7 @@ async fn put_retention(State(s): S, Path(org): Path<String>, headers: HeaderMap,
         },
     };
     lock(&s.data).retention.insert(org.clone(), Some(days));
+    #[cfg(feature = "sqlite")]
     s.with_db(|db| db.set_retention(&org, Some(days)));
     json_response(StatusCode::OK, &json!({"retention_period_in_days": days}))
 }

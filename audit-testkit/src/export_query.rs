@@ -91,6 +91,7 @@ impl Shared {
             ready_at: format_ts(created + self.config.export_delay),
             csv,
         };
+        #[cfg(feature = "sqlite")]
         if let Ok(text) = serde_json::to_string(&rec) {
             self.with_db(|db| db.upsert_export(&rec.id, &text));
         }

@@ -6,6 +6,7 @@ use crate::state::{Config, Shared, lock};
 use crate::streams::{Destination, StreamSettings, StreamStatus};
 use crate::validate::Validators;
 use std::net::{SocketAddr, TcpListener as StdListener};
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,6 +53,7 @@ impl Default for TestKitBuilder {
                 max_body_bytes: 1024 * 1024,
                 max_recorded_requests: 10_000,
                 max_recorded_bytes: 64 * 1024 * 1024,
+                #[cfg(feature = "sqlite")]
                 data_path: None,
                 streams: Vec::new(),
                 stream_settings: StreamSettings::default(),
@@ -127,14 +129,22 @@ impl TestKitBuilder {
     /// further one (at most 30 s). An event that fails every attempt is given up and the stream
     /// reports `error` until a delivery succeeds.
     pub fn stream_retries(mut self, attempts: u32, first_backoff: Duration) -> Self {
-        self.config.stream_settings = StreamSettings {
-            attempts,
-            first_backoff,
-        };
+        self.config.stream_settings.attempts = attempts;
+        self.config.stream_settings.first_backoff = first_backoff;
         self
     }
 
-    /// Keep state in this SQLite file, so that it survives restarts.
+    /// How many events may wait for delivery per stream (default 10,000, the one being
+    /// attempted included); events stored beyond it are dropped from the stream, counted as
+    /// failed and shown as `dropped` among the recent deliveries.
+    pub fn stream_queue(mut self, max_pending: usize) -> Self {
+        self.config.stream_settings.max_pending = max_pending;
+        self
+    }
+
+    /// Keep state in this SQLite file, so that it survives restarts (the `sqlite` feature).
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn data_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.data_path = Some(path.into());
         self

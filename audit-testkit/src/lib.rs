@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod api;
 pub mod bench;
 mod csv_export;
+#[cfg(feature = "sqlite")]
 mod db;
 mod export_query;
 pub mod fault;

@@ -32,7 +32,7 @@ struct Args {
     /// Milliseconds an export stays pending.
     #[arg(long, value_name = "N", default_value_t = 200)]
     export_delay_ms: u64,
-    /// Per-key rate limit, e.g. `6000/60s`, `100/1s`, `10/500ms`.
+    /// Per-key rate limit: a count per period (humantime), e.g. `6000/60s`, `6000/1m`, `10/500ms`.
     #[arg(long, value_name = "N/PERIOD", value_parser = parse_rate)]
     rate_limit: Option<(u64, Duration)>,
     /// Report a log stream `TYPE:STATE` in the configuration endpoint, e.g. `Datadog:active`.
@@ -79,22 +79,8 @@ fn parse_rate(s: &str) -> Result<(u64, Duration), String> {
     let (n, per) = s.split_once('/').ok_or("expected N/PERIOD, e.g. 6000/60s")?;
     let n: u64 = n.trim().parse().map_err(|_| format!("bad count '{n}'"))?;
     let per = per.trim();
-    let (num, unit) = per
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| per.split_at(i))
-        .unwrap_or((per, "s"));
-    let num: u64 = if num.is_empty() {
-        1
-    } else {
-        num.parse().map_err(|_| format!("bad period '{per}'"))?
-    };
-    let d = match unit {
-        "ms" => Duration::from_millis(num),
-        "s" => Duration::from_secs(num),
-        "m" | "min" => Duration::from_secs(num * 60),
-        "h" => Duration::from_secs(num * 3600),
-        _ => return Err(format!("bad period unit '{unit}' (ms, s, m, h)")),
-    };
+    let d = humantime::parse_duration(per)
+        .map_err(|e| format!("bad period '{per}': {e} (a duration such as 60s, 1m, 500ms)"))?;
     if n == 0 || d.is_zero() {
         return Err("count and period must be positive".into());
     }

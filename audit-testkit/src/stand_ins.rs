@@ -8,6 +8,7 @@
 //! | stand-in | request | answer |
 //! |---|---|---|
 //! | collector | any | the configured status, `{}` (a 3xx also gets `Location: /elsewhere`) |
+//! | hanging | any | nothing, ever |
 //! | Splunk | `GET /services/collector/health` | 200 `{"text":"HEC is healthy","code":17}` |
 //! | Splunk | `POST /services/collector[/event]`, no `Authorization` | 401 `{"text":"Token is required","code":2}` |
 //! | Splunk | `Authorization` not `Splunk <token>` | 401 `{"text":"Invalid authorization","code":3}` |
@@ -16,7 +17,7 @@
 //! | Splunk | empty body | 400 `{"text":"No data","code":5}` |
 //! | Splunk | not JSON | 400 `{"text":"Invalid data format","code":6}` |
 //! | Splunk | JSON without `event` | 400 `{"text":"Event field is required","code":12}` |
-//! | Splunk | good | 200 `{"text":"Success","code":0}` |
+//! | Splunk | good | 200 `{"text":"Success","code":0}` ([`StandIn::splunk_answering`]: the documented answer of another code, e.g. 400 `{"text":"Invalid data format","code":6}`) |
 //! | Datadog | `GET /{site}/api/v1/validate`, key of that site | 200 `{"valid":true}` |
 //! | Datadog | `GET /{site}/api/v1/validate`, other key | 403 `{"errors":["Forbidden"]}` |
 //! | Datadog | `POST /{site}/api/v2/logs`, key of that site allowed to write logs | 202 `{}` |
@@ -100,9 +101,19 @@ impl DatadogKey {
 }
 
 enum Behaviour {
-    Collector { status: u16 },
-    Splunk { token: String, disabled: bool },
-    Datadog { keys: Vec<DatadogKey> },
+    Collector {
+        status: u16,
+    },
+    Hang,
+    Splunk {
+        token: String,
+        disabled: bool,
+        /// The code a well-formed event gets (0 unless set).
+        event_code: Option<u16>,
+    },
+    Datadog {
+        keys: Vec<DatadogKey>,
+    },
 }
 
 struct Inner {
@@ -131,6 +142,31 @@ fn json_answer(status: u16, body: Value) -> (u16, Value) {
     (status, body)
 }
 
+/// HEC's documented answer for a code: (HTTP status, text).
+fn hec(code: u16) -> (u16, &'static str) {
+    match code {
+        0 => (200, "Success"),
+        1 => (403, "Token disabled"),
+        2 => (401, "Token is required"),
+        3 => (401, "Invalid authorization"),
+        4 => (403, "Invalid token"),
+        5 => (400, "No data"),
+        6 => (400, "Invalid data format"),
+        7 => (400, "Incorrect index"),
+        8 => (500, "Internal server error"),
+        9 => (503, "Server is busy"),
+        12 => (400, "Event field is required"),
+        13 => (400, "Event field cannot be blank"),
+        17 => (200, "HEC is healthy"),
+        _ => (503, "HEC is unhealthy, queues are full"),
+    }
+}
+
+fn splunk_code(code: u16) -> (u16, Value) {
+    let (status, text) = hec(code);
+    splunk_answer(code, text, status)
+}
+
 fn splunk_answer(code: u16, text: &str, status: u16) -> (u16, Value) {
     json_answer(status, json!({"text": text, "code": code}))
 }
@@ -139,7 +175,13 @@ fn answer(b: &Behaviour, method: &Method, path: &str, headers: &HeaderMap, body:
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     match b {
         Behaviour::Collector { status } => (*status, json!({})),
-        Behaviour::Splunk { token, disabled } => {
+        // Answered by the caller, which never responds.
+        Behaviour::Hang => (0, Value::Null),
+        Behaviour::Splunk {
+            token,
+            disabled,
+            event_code,
+        } => {
             if path == "/services/collector/health" || path == "/services/collector/health/1.0" {
                 return splunk_answer(17, "HEC is healthy", 200);
             }
@@ -170,7 +212,7 @@ fn answer(b: &Behaviour, method: &Method, path: &str, headers: &HeaderMap, body:
             match serde_json::from_slice::<Value>(body) {
                 Err(_) => splunk_answer(6, "Invalid data format", 400),
                 Ok(v) if v.get("event").is_none() => splunk_answer(12, "Event field is required", 400),
-                Ok(_) => splunk_answer(0, "Success", 200),
+                Ok(_) => splunk_code(event_code.unwrap_or(0)),
             }
         }
         Behaviour::Datadog { keys } => {
@@ -238,6 +280,18 @@ impl StandIn {
                         move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                             let shared = shared.clone();
                             async move {
+                                let hang = matches!(*lock(&shared.behaviour), Behaviour::Hang);
+                                if hang {
+                                    lock(&shared.received).push(Received {
+                                        method: method.to_string(),
+                                        path: uri.path().to_owned(),
+                                        headers: Vec::new(),
+                                        body: body.to_vec(),
+                                        status: 0,
+                                    });
+                                    shared.arrived.notify_waiters();
+                                    std::future::pending::<()>().await;
+                                }
                                 let (status, value) =
                                     answer(&lock(&shared.behaviour), &method, uri.path(), &headers, &body);
                                 lock(&shared.received).push(Received {
@@ -273,11 +327,12 @@ impl StandIn {
                             }
                         },
                     );
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
+                    // Not a graceful shutdown: a hanging answer must not keep the stand-in alive.
+                    // Dropping the runtime below cancels the open connections.
+                    tokio::select! {
+                        _ = axum::serve(listener, app) => {}
+                        _ = stop_rx => {}
+                    }
                 });
             })
             .expect("stand-in thread");
@@ -294,11 +349,19 @@ impl StandIn {
         StandIn::start(Behaviour::Collector { status })
     }
 
+    /// A collector that accepts connections and reads requests but never answers (a destination
+    /// stuck behind a firewall that drops the answers, or overloaded). Requests are recorded
+    /// with status 0 and without headers.
+    pub fn hanging() -> StandIn {
+        StandIn::start(Behaviour::Hang)
+    }
+
     /// A Splunk HEC that accepts `token`.
     pub fn splunk(token: impl Into<String>) -> StandIn {
         StandIn::start(Behaviour::Splunk {
             token: token.into(),
             disabled: false,
+            event_code: None,
         })
     }
 
@@ -307,6 +370,18 @@ impl StandIn {
         StandIn::start(Behaviour::Splunk {
             token: token.into(),
             disabled: true,
+            event_code: None,
+        })
+    }
+
+    /// A Splunk HEC that accepts `token` but answers every well-formed event with HEC's
+    /// documented answer for `code` (say 6, "Invalid data format", when a token only takes raw
+    /// data, or 7, "Incorrect index").
+    pub fn splunk_answering(token: impl Into<String>, code: u16) -> StandIn {
+        StandIn::start(Behaviour::Splunk {
+            token: token.into(),
+            disabled: false,
+            event_code: Some(code),
         })
     }
 

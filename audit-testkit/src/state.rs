@@ -1,5 +1,6 @@
 //! The testkit's shared state: configuration, stored data, recorded requests and faults.
 
+#[cfg(feature = "sqlite")]
 use crate::db::Db;
 use crate::fault::ActiveFault;
 use crate::model::{RecordedRequest, StoredEvent};
@@ -9,8 +10,9 @@ use crate::validate::{CompiledSchema, Validators};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -31,6 +33,7 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) max_recorded_requests: usize,
     pub(crate) max_recorded_bytes: usize,
+    #[cfg(feature = "sqlite")]
     pub(crate) data_path: Option<PathBuf>,
     /// Log streams configured at start: (organization, destination).
     pub(crate) streams: Vec<(String, Destination)>,
@@ -185,14 +188,13 @@ pub(crate) struct Shared {
     pub(crate) answered: tokio::sync::Notify,
     pub(crate) faults: Mutex<Vec<ActiveFault>>,
     pub(crate) rate: Mutex<HashMap<String, (Instant, u64)>>,
+    #[cfg(feature = "sqlite")]
     pub(crate) db: Option<Mutex<Db>>,
     pub(crate) streams: Streams,
 }
 
-/// Locks a mutex, recovering from poisoning (a panicking test thread must not wedge the server).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+// Locks a mutex, also when poisoned (a panicking test thread must not wedge the server).
+pub(crate) use audit_core::sync::lock;
 
 /// The outcome of an idempotency lookup.
 pub(crate) enum Idem {
@@ -207,7 +209,9 @@ pub(crate) enum Idem {
 impl Shared {
     pub(crate) fn new(config: Config, base_url: String, validators: Validators) -> Result<Shared, String> {
         let orgs: HashSet<String> = config.orgs.iter().cloned().collect();
+        #[cfg_attr(not(feature = "sqlite"), allow(unused_mut))]
         let mut data = Data::default();
+        #[cfg(feature = "sqlite")]
         let db = match &config.data_path {
             None => None,
             Some(p) => {
@@ -234,6 +238,7 @@ impl Shared {
             answered: tokio::sync::Notify::new(),
             faults: Mutex::new(Vec::new()),
             rate: Mutex::new(HashMap::new()),
+            #[cfg(feature = "sqlite")]
             db,
         })
     }
@@ -242,6 +247,7 @@ impl Shared {
         self.config.any_org || self.orgs.contains(org)
     }
 
+    #[cfg(feature = "sqlite")]
     pub(crate) fn with_db(&self, f: impl FnOnce(&Db)) {
         if let Some(db) = &self.db {
             f(&lock(db));
@@ -279,6 +285,7 @@ impl Shared {
                 other => return other,
             }
         }
+        #[cfg(feature = "sqlite")]
         if let Some(db) = &self.db {
             let db = lock(db);
             let ts = format_ts(at);
@@ -380,6 +387,7 @@ impl Shared {
         lock(&self.faults).clear();
         lock(&self.rate).clear();
         self.streams.reset();
+        #[cfg(feature = "sqlite")]
         self.with_db(Db::clear);
     }
 
@@ -409,6 +417,7 @@ impl Shared {
         }
         let version = rec.versions.len() as i64 + 1;
         let id = format!("audit_log_schema_{}", crate::util::ulid());
+        #[cfg(feature = "sqlite")]
         self.with_db(|db| db.insert_schema(action, &id, version, &body, &format_ts(at)));
         let s = SchemaRec {
             id,
@@ -423,6 +432,7 @@ impl Shared {
     }
 }
 
+#[cfg(feature = "sqlite")]
 fn load_into(data: &mut Data, loaded: crate::db::Loaded) {
     for (org, ev, key, at) in loaded.events {
         let Ok(event) = serde_json::from_str(&ev) else {
@@ -525,6 +535,7 @@ mod tests {
             max_body_bytes: 1024,
             max_recorded_requests: 0,
             max_recorded_bytes: 0,
+            #[cfg(feature = "sqlite")]
             data_path: None,
             streams: vec![],
             stream_settings: StreamSettings::default(),

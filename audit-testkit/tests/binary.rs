@@ -161,6 +161,8 @@ async fn data_file_survives_a_process_restart() {
 fn bad_flags_fail_cleanly() {
     for args in [
         vec!["--rate-limit", "lots"],
+        vec!["--rate-limit", "10/fortnights"],
+        vec!["--rate-limit", "0/1s"],
         vec!["--addr", "nope"],
         vec!["--log-stream", ":x"],
     ] {

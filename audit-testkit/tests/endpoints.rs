@@ -755,6 +755,7 @@ async fn the_request_log_is_bounded_by_count_and_by_bytes() {
     assert!(kept[0].body.len() < 4_000 && kept[0].body.starts_with("{\""));
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn data_file_survives_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 use audit_testkit::stand_ins::{DatadogKey, StandIn};
-use audit_testkit::streams::DatadogSite;
+use audit_testkit::streams::{DatadogSite, DeliveryOutcome};
 use audit_testkit::{Destination, StreamState, TestKit};
 use common::*;
 use serde_json::{Value, json};
@@ -117,6 +117,70 @@ async fn a_destination_that_keeps_failing_turns_the_stream_to_error_and_back() {
         .expect("delivered after recovery");
     assert_eq!(status.state, StreamState::Active);
     assert_eq!(config_stream(&c, &kit.url(), "org_E").await["state"], "active");
+}
+
+#[tokio::test]
+async fn a_hanging_destination_never_slows_the_api() {
+    let stuck = StandIn::hanging();
+    let kit = TestKit::builder()
+        .org("org_H")
+        .stream("org_H", Destination::http(stuck.url()))
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    store(&c, &kit, "org_H", "first").await;
+    stuck
+        .wait_for(1, WAIT)
+        .await
+        .expect("the first delivery is in flight");
+    // While that delivery hangs, the API keeps answering and the events wait their turn.
+    for i in 0..20 {
+        store(&c, &kit, "org_H", &format!("next.n{i}")).await;
+    }
+    assert_eq!(kit.events("org_H").len(), 21);
+    let status = kit.stream_status("org_H").unwrap();
+    assert_eq!((status.delivered, status.pending), (0, 21));
+    assert!(
+        status.recent.is_empty(),
+        "no attempt has ended: {:?}",
+        status.recent
+    );
+    let got = stuck.received();
+    assert_eq!(got.len(), 1, "one delivery at a time, in order");
+    assert_eq!(got[0].status, 0, "the destination never answered");
+    assert_eq!(got[0].json()["action"], "first");
+}
+
+#[tokio::test]
+async fn the_queue_of_a_stuck_stream_is_bounded() {
+    let stuck = StandIn::hanging();
+    let kit = TestKit::builder()
+        .org("org_Q")
+        .stream("org_Q", Destination::http(stuck.url()))
+        .stream_queue(3)
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    store(&c, &kit, "org_Q", "first").await;
+    stuck
+        .wait_for(1, WAIT)
+        .await
+        .expect("the first delivery is in flight");
+    for i in 0..5 {
+        store(&c, &kit, "org_Q", &format!("more.n{i}")).await;
+    }
+    assert_eq!(kit.events("org_Q").len(), 6, "every event is stored");
+    let status = kit.stream_status("org_Q").unwrap();
+    assert_eq!((status.pending, status.failed, status.delivered), (3, 3, 0));
+    let dropped: Vec<&str> = status
+        .recent
+        .iter()
+        .filter(|d| d.outcome == DeliveryOutcome::Dropped)
+        .map(|d| d.action.as_str())
+        .collect();
+    assert_eq!(dropped, ["more.n2", "more.n3", "more.n4"]);
 }
 
 #[tokio::test]
@@ -305,7 +369,17 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
     assert!(kit.stream_status("org_V").is_none());
     let res = no_redirects
         .post(format!("{url}/viewer/log-streams"))
-        .header("origin", url.clone())
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "a browser saying cross-site is refused");
+    assert!(kit.stream_status("org_V").is_none());
+    let res = no_redirects
+        .post(format!("{url}/viewer/log-streams"))
+        .header("origin", "null")
         .header("sec-fetch-site", "same-origin")
         .form(&form)
         .send()

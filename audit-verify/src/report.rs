@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::env::redact;
+
 /// The checks of the verification checklist, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub enum CheckId {
     /// The workspace depends on `audit-core`, `audit-tower` or `audit-actix` (`cargo metadata`).
     Dependency,
-    /// `WORKOS_API_KEY` is set (environment, `.env`, `.env.local`) and looks like a secret key.
+    /// `WORKOS_API_KEY` is set (environment, `.env.local`, `.env`) and looks like a secret key.
     ApiKey,
     /// `WORKOS_CLIENT_ID`, when set, starts with `client_`.
     ClientId,
@@ -93,6 +95,13 @@ impl CheckId {
         }
     }
 
+    /// Whether the check writes into the organization's audit log: `event` records a test event,
+    /// `schema_validation` sends an event that is recorded when validation is off. With a live
+    /// key they run only when allowed ([`VerifyOptions::allow_live_writes`](crate::VerifyOptions::allow_live_writes)).
+    pub fn writes(self) -> bool {
+        matches!(self, CheckId::Event | CheckId::SchemaValidation)
+    }
+
     /// Whether the check talks to WorkOS.
     pub fn calls_api(self) -> bool {
         matches!(
@@ -167,8 +176,10 @@ impl fmt::Display for Status {
 /// One line of the report.
 ///
 /// # Security
-/// Findings never contain the API key; at most its environment prefix and last four characters
-/// (`sk_test_…abcd`).
+/// Findings of a [`Verifier`](crate::Verifier) never contain the API key (at most its environment
+/// prefix and last four characters, `sk_test_…abcd`), nor any part of a secret key found in
+/// another setting (a key put in `WORKOS_ORGANIZATION_ID`, `WORKOS_CLIENT_ID` or
+/// `WORKOS_BASE_URL` is named, never shown), nor a destination's token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CheckResult {
@@ -207,6 +218,13 @@ impl CheckResult {
 
     pub(crate) fn warn(id: CheckId, finding: impl Into<String>, fix: Option<String>) -> Self {
         Self::new(id, Status::Warn, finding, fix)
+    }
+
+    /// The result with every secret taken out of its finding and fix (see [`redact`]).
+    pub(crate) fn redacted(mut self, known: &[&str]) -> Self {
+        self.finding = redact(&self.finding, known);
+        self.fix = self.fix.map(|f| redact(&f, known));
+        self
     }
 }
 

@@ -92,6 +92,16 @@ async fn http_probe_passes_on_2xx_and_maps_each_failure_to_its_fix() {
     }
     assert!(!text(&r).contains("query-secret"), "{}", text(&r));
 
+    // A destination that never answers: a timeout, with the addresses to allow.
+    let stuck = StandIn::hanging();
+    let o = VerifyOptions::new()
+        .only([CheckId::StreamHttp])
+        .timeout(Duration::from_secs(1))
+        .stream_probe(StreamProbe::http(stuck.url()));
+    let report = Verifier::new(o).run().await;
+    let r = report.get(CheckId::StreamHttp).expect("probed");
+    assert_fail(r, "did not answer within 1 s", WORKOS_EGRESS_IPS[2]);
+
     let r = probe(StreamProbe::http("ftp://example.com/x")).await;
     assert_fail(&r, "scheme", "http(s) URL");
 }
@@ -126,18 +136,25 @@ async fn splunk_probe_maps_hec_answers() {
         "HEC port",
     );
 
-    // HEC's own answer to a malformed body, through the raw endpoint path.
+    // A URL that already names a collector endpoint is used as given.
     let r = probe(StreamProbe::splunk(
-        format!("{}/services/collector/raw", hec.url()),
+        format!("{}/services/collector", hec.url()),
         "hec-good-token",
     ))
     .await;
-    assert_eq!(
-        r.status,
-        Status::Pass,
-        "the JSON envelope is accepted at any collector path: {}",
-        text(&r)
-    );
+    assert_eq!(r.status, Status::Pass, "{}", text(&r));
+    assert_eq!(hec.received().last().unwrap().path, "/services/collector");
+
+    // HEC's answers to a well-formed event that it still refuses.
+    for (code, finding, fix) in [
+        (6, "Invalid data format", "JSON event endpoint"),
+        (7, "Incorrect index", "default index"),
+        (9, "Server is busy", "overloaded"),
+    ] {
+        let refusing = StandIn::splunk_answering("hec-good-token", code);
+        let r = probe(StreamProbe::splunk(refusing.url(), "hec-good-token")).await;
+        assert_fail(&r, finding, fix);
+    }
 }
 
 #[tokio::test]

@@ -66,18 +66,26 @@ struct Step {
     event: Option<&'static str>,
 }
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let actix = args.iter().any(|a| a == "--actix");
-    let keep_running = args.iter().any(|a| a == "--keep-running");
-    let postgres = args.iter().any(|a| a == "--postgres");
-    if let Some(bad) = args
-        .iter()
-        .find(|a| !["--actix", "--keep-running", "--postgres"].contains(&a.as_str()))
-    {
-        return Err(format!(
-            "demo: unknown argument {bad:?} (accepted: --actix, --keep-running, --postgres)"
-        ));
-    }
+/// The flags of `cargo xtask demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Run the actix-web example instead of the axum one.
+    #[arg(long)]
+    pub(crate) actix: bool,
+    /// Keep the testkit (and its event viewer) serving until Ctrl-C.
+    #[arg(long)]
+    pub(crate) keep_running: bool,
+    /// Run two instances of the app on the audit-postgres outbox in `DATABASE_URL`.
+    #[arg(long)]
+    pub(crate) postgres: bool,
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    let Args {
+        actix,
+        keep_running,
+        postgres,
+    } = *args;
     let database_url = if postgres {
         let url = std::env::var("DATABASE_URL").unwrap_or_default();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -525,13 +533,13 @@ fn finish(
                 );
                 println!(
                     "    requests without an event: not annotated {}, outcome policy {}, missing actor {}, \
-                 missing organization {}, suppressed {}, invalid {}; emit failures {}",
+                 missing organization {}, suppressed {}; refused by the emitter: invalid {}, emit failures {}",
                     s["skipped"]["not_annotated"],
                     s["skipped"]["outcome"],
                     s["skipped"]["missing_actor"],
                     s["skipped"]["missing_organization"],
                     s["skipped"]["suppressed"],
-                    s["skipped"]["invalid"],
+                    s["invalid_events"],
                     s["emit_failures"]
                 );
                 println!(

@@ -1,11 +1,12 @@
 //! `cargo xtask verify`: the WorkOS verification checklist (`audit_verify`).
 //!
 //! ```text
-//! cargo xtask verify                      # against WorkOS, settings from env, .env, .env.local
+//! cargo xtask verify                      # against WorkOS, settings from env, .env.local, .env
 //! cargo xtask verify --local              # against an in-process audit-testkit: every check runs
 //! cargo xtask verify --json               # one JSON document on stdout
 //! cargo xtask verify --checks api_key,event --org org_… --action user.signed_in
 //! cargo xtask verify --skip dependency --require-stream --export
+//! cargo xtask verify --allow-live-writes  # with a sk_live_ key: also send the test events
 //! cargo xtask verify --stream-http https://siem.example.com/in --stream-header 'Authorization: Bearer …'
 //! cargo xtask verify --stream-splunk https://splunk.example.com:8088 --stream-splunk-token …
 //! cargo xtask verify --stream-datadog-site EU1 --stream-datadog-key …
@@ -29,7 +30,6 @@ use audit_core::{Action, OrganizationId};
 use audit_testkit::TestKit;
 use audit_verify::streams::{DatadogSite, partition_of, s3_policy, s3_trust_relationship};
 use audit_verify::{CheckId, DEFAULT_ACTION, Report, StreamProbe, Verifier, VerifyOptions};
-use clap::Parser;
 use serde_json::json;
 
 use crate::project_root;
@@ -41,16 +41,15 @@ const LOCAL_KEY: &str = "sk_test_audit_testkit_local_verify";
 /// The client id of `--local`, so that its check runs too.
 const LOCAL_CLIENT_ID: &str = "client_01JVERFYXTASK0CAMRGN000000";
 
-#[derive(Debug, Parser)]
+/// The flags of `cargo xtask verify`.
+#[derive(Debug, clap::Args)]
 #[command(
-    name = "cargo xtask verify",
-    about = "Run the WorkOS verification checklist",
     after_help = "Checks: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export (opt-in);\n\
                   destination probes (with their --stream-* options): stream_http, stream_splunk, stream_datadog, stream_s3.\n\
-                  Settings: WORKOS_API_KEY, WORKOS_ORGANIZATION_ID, WORKOS_CLIENT_ID, WORKOS_BASE_URL, from the environment first, then .env, then .env.local.\n\
+                  Settings: WORKOS_API_KEY, WORKOS_ORGANIZATION_ID, WORKOS_CLIENT_ID, WORKOS_BASE_URL, from the environment first, then .env.local, then .env.\n\
                   Exit status: 0 when no check fails, 1 when one does, 2 for a usage error."
 )]
-struct Args {
+pub(crate) struct Args {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -75,21 +74,25 @@ struct Args {
     /// Also check that an export of the last day reaches `ready`.
     #[arg(long)]
     export: bool,
-    /// How long the export may stay pending, in seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    export_timeout: u64,
+    /// With a live (sk_live_) key, also run the checks that write into the organization's audit
+    /// log (event, schema_validation); without it they are skipped.
+    #[arg(long)]
+    allow_live_writes: bool,
+    /// How long the export may stay pending (humantime: 60s, 2m).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = audit_core::config::parse_duration)]
+    export_timeout: Duration,
     /// The Cargo.toml of the workspace to check (default: this repository's).
     #[arg(long, value_name = "PATH")]
     manifest_path: Option<PathBuf>,
-    /// The directory holding .env and .env.local (default: this repository's root).
+    /// The directory holding .env.local and .env (default: this repository's root).
     #[arg(long, value_name = "DIR")]
     env_dir: Option<PathBuf>,
     /// The API base URL (default: WORKOS_BASE_URL, else the WorkOS API at api.workos.com).
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
-    /// The timeout of each request, in seconds.
-    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
-    timeout: u64,
+    /// The timeout of each request (humantime: 15s, 500ms).
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = audit_core::config::parse_duration)]
+    timeout: Duration,
     /// Probe this generic HTTP stream destination with a sample event.
     #[arg(long, value_name = "URL")]
     stream_http: Option<String>,
@@ -108,7 +111,7 @@ struct Args {
     /// The Datadog API key of `--stream-datadog-site`.
     #[arg(long, value_name = "KEY", requires = "stream_datadog_site")]
     stream_datadog_key: Option<String>,
-    /// Serve every Datadog site from URL/<site> instead of Datadog's hosts (for tests).
+    /// Serve every Datadog site from `URL/<site>` instead of Datadog's hosts (for tests).
     #[arg(long, value_name = "URL", requires = "stream_datadog_site")]
     stream_datadog_url: Option<String>,
     /// Check an S3 stream's bucket name (with the other --stream-s3-* options).
@@ -184,11 +187,7 @@ impl Args {
 }
 
 /// Runs the task; `Err` carries the message and exit status.
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{}", <Args as clap::CommandFactory>::command().render_help());
-        return Ok(());
-    }
+pub(crate) fn run(args: Args) -> Result<(), String> {
     match run_with(args) {
         Ok((report, output)) => {
             println!("{output}");
@@ -205,11 +204,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 #[derive(Debug)]
 pub(crate) struct Usage(String);
 
-/// Parses `args`, runs the checklist, and renders the report.
-pub(crate) fn run_with(args: &[String]) -> Result<(Report, String), Usage> {
-    let args =
-        Args::try_parse_from(std::iter::once("cargo xtask verify".to_owned()).chain(args.iter().cloned()))
-            .map_err(|e| Usage(e.to_string()))?;
+/// Runs the checklist with `args` and renders the report.
+pub(crate) fn run_with(args: Args) -> Result<(Report, String), Usage> {
     let parse = |names: &[String]| -> Result<Vec<CheckId>, Usage> {
         names
             .iter()
@@ -240,8 +236,9 @@ pub(crate) fn run_with(args: &[String]) -> Result<(Report, String), Usage> {
             )
             .action(args.action.clone())
             .require_stream(args.require_stream)
-            .timeout(Duration::from_secs(args.timeout.max(1)))
-            .export_timeout(Duration::from_secs(args.export_timeout))
+            .allow_live_writes(args.allow_live_writes)
+            .timeout(args.timeout)
+            .export_timeout(args.export_timeout)
             .skip(skip);
         if args.export {
             options = options.export(true);
@@ -337,13 +334,21 @@ mod tests {
     use super::*;
     use audit_verify::{CheckResult, Status};
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_owned()).collect()
+    fn parse(list: &[&str]) -> Result<Args, clap::Error> {
+        let all: Vec<&str> = std::iter::once("verify").chain(list.iter().copied()).collect();
+        match crate::parse(&all)?.task {
+            Some(crate::Task::Verify(args)) => Ok(*args),
+            other => panic!("not the verify task: {other:?}"),
+        }
+    }
+
+    fn args(list: &[&str]) -> Args {
+        parse(list).expect("valid flags")
     }
 
     #[test]
     fn local_run_passes_every_check() {
-        let (report, output) = run_with(&args(&["--local"])).expect("runs");
+        let (report, output) = run_with(args(&["--local"])).expect("runs");
         assert!(report.passed(), "{output}");
         for id in CheckId::ALL {
             assert_eq!(
@@ -360,7 +365,7 @@ mod tests {
 
     #[test]
     fn json_output_is_one_document_with_the_selected_checks() {
-        let (report, output) = run_with(&args(&[
+        let (report, output) = run_with(args(&[
             "--local",
             "--json",
             "--checks",
@@ -386,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_failed_check_fails_the_task() {
-        let (report, output) = run_with(&args(&[
+        let (report, output) = run_with(args(&[
             "--local",
             "--checks",
             "event",
@@ -415,7 +420,7 @@ mod tests {
     fn local_run_with_a_stream_destination_exits_by_its_answer() {
         let good = audit_testkit::stand_ins::StandIn::collector(202);
         let url = format!("{}/in", good.url());
-        let (report, output) = run_with(&args(&[
+        let (report, output) = run_with(args(&[
             "--local",
             "--stream-http",
             &url,
@@ -434,7 +439,7 @@ mod tests {
         assert_eq!(good.received().len(), 1);
 
         let refusing = audit_testkit::stand_ins::StandIn::collector(405);
-        let (report, output) = run_with(&args(&["--local", "--stream-http", &refusing.url()])).expect("runs");
+        let (report, output) = run_with(args(&["--local", "--stream-http", &refusing.url()])).expect("runs");
         let probe = report.get(CheckId::StreamHttp).expect("probed");
         assert_eq!(probe.status, Status::Fail, "{output}");
         assert!(probe.fix.as_deref().unwrap_or("").contains("accepts POST"));
@@ -446,7 +451,7 @@ mod tests {
 
     #[test]
     fn s3_options_print_the_filled_in_documents() {
-        let (report, output) = run_with(&args(&[
+        let (report, output) = run_with(args(&[
             "--checks",
             "stream_s3",
             "--stream-s3-bucket",
@@ -466,14 +471,20 @@ mod tests {
     }
 
     #[test]
+    fn live_writes_are_off_unless_the_flag_is_given() {
+        assert!(!args(&[]).allow_live_writes);
+        assert!(args(&["--allow-live-writes"]).allow_live_writes);
+    }
+
+    #[test]
     fn usage_errors() {
-        let Err(Usage(m)) = run_with(&args(&["--checks", "nope"])) else {
+        let Err(Usage(m)) = run_with(args(&["--checks", "nope"])) else {
             panic!("an unknown check is a usage error");
         };
         assert!(m.contains("unknown check \"nope\""), "{m}");
-        assert!(run_with(&args(&["--frobnicate"])).is_err());
-        assert!(run_with(&args(&["--local", "--org", "acme"])).is_err());
-        let Err(Usage(m)) = run_with(&args(&[
+        assert!(parse(&["--frobnicate"]).is_err());
+        assert!(run_with(args(&["--local", "--org", "acme"])).is_err());
+        let Err(Usage(m)) = run_with(args(&[
             "--stream-datadog-site",
             "MARS",
             "--stream-datadog-key",
@@ -483,7 +494,7 @@ mod tests {
         };
         assert!(m.contains("US1-FED"), "{m}");
         assert!(
-            run_with(&args(&["--stream-splunk", "https://s:8088"])).is_err(),
+            parse(&["--stream-splunk", "https://s:8088"]).is_err(),
             "a token is required"
         );
     }

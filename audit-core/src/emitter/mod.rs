@@ -39,44 +39,69 @@
 //! whole burst: [`EmitterBuilder::linger`]), wait for the shared rate limiter ([`RateLimit`], WorkOS's 6,000 requests per minute by default) and make one
 //! attempt each through the [`Sink`] (the WorkOS [`Client`](crate::client::Client)).
 //!
-//! - **Delivered** (2xx): done; counted with its latency from acceptance.
-//! - **Retryable** (408, 429, 500, 502, 503, 504, transport failure, timeout): the event waits for
-//!   its retry time (exponential backoff with full jitter, [`EmitterBuilder::retry_backoff`]) and
-//!   is sent again **with the same idempotency key**, so WorkOS stores it once however many
-//!   attempts reach it. A waiting event does not occupy a sender. A `Retry-After` (seconds or
-//!   HTTP date) or a 429 pauses **every** sender until that instant. No attempt starts after the
-//!   event's retry window ([`EmitterBuilder::retry_window`], 1 hour by default) has passed since its
-//!   first attempt; the event is then dead-lettered.
+//! - **Delivered** (WorkOS's `{"success":true}`): done; counted with its latency from acceptance.
+//! - **Not WorkOS** (any other 2xx: a `204`, an HTML page from a gateway or a web app, that is a
+//!   wrong `WORKOS_BASE_URL`): nothing says the event was stored, so it is dead-lettered at once
+//!   with [`DeadLetterReason::NotWorkOs`] (never retried forever), counted in
+//!   [`Stats::not_workos`] and logged with the fix at a bounded rate.
+//! - **Retryable** (408, 429, 500, 502, 503, 504, transport failure, timeout, a panicking sink): the
+//!   event waits for its retry time (exponential backoff with full jitter,
+//!   [`EmitterBuilder::retry_backoff`]) and is sent again **with the same idempotency key**, so
+//!   WorkOS stores it once however many attempts reach it. A waiting event does not occupy a
+//!   sender. A `Retry-After` (seconds or HTTP date) or a 429 pauses **every** sender until that
+//!   instant. No attempt starts after the event's retry window ([`EmitterBuilder::retry_window`],
+//!   1 hour by default) has passed since its first attempt; the event is then dead-lettered.
 //! - **Rejected** (400, 404, 409, 422 and other statuses retrying cannot cure): dead-lettered at
 //!   once with the whole event, WorkOS's error and the attempt count.
 //!
+//! Every accepted event ends in one of three places: delivered once, dead-lettered whole with
+//! its key and reason, or still held and counted in [`Stats`] (queued, retrying, in flight, or
+//! in the spool file). A dead letter leaves the emitter only once a destination recorded it
+//! ([`DeadLetterSink`] reports failure): when none could (a full disk, a panicking callback), the
+//! event stays, counted in [`Stats::dead_letter_failures`], the write is tried again, and at
+//! shutdown the last resort is the whole dead letter in the log ([`DeadLetter::log`]). Without a
+//! destination the log is the record; [`Emitter::replay_log`] re-emits from it. A panic in the
+//! sink, a dead-letter destination or a sender is caught and counted ([`Stats::panics`]); the
+//! sender goes on.
+//!
 //! # Authorization failures
 //!
-//! A 401 or 403 means the API key is wrong for every event, not that this event is bad. The
+//! A 401 (or a 403 for every event) means the API key is wrong, not that this event is bad. The
 //! emitter does not burn the queue: it **holds** delivery (every sender stops), logs the failure
 //! with `tracing::error!` (repeated at most every [`EmitterBuilder::warn_interval`]), keeps every
-//! event queued, and re-sends the one event that failed as a probe after 30 s, then at doubling
-//! intervals up to 5 minutes ([`EmitterBuilder::auth_probe_interval`]). When a probe is accepted
-//! (the key was fixed or rotated on WorkOS's side), delivery resumes. [`Stats::auth_failed`] and
-//! [`Stats::held_since`] show the state. The hold has no time limit: the queue's capacity and
-//! overflow policy decide what happens to new events meanwhile, and shutdown dead-letters what is
-//! left, so nothing is lost silently.
+//! event queued, and probes after 30 s, then at doubling intervals up to 5 minutes
+//! ([`EmitterBuilder::auth_probe_interval`]), each probe with the next event in line (the probe
+//! rotates, so one event that WorkOS refuses for itself cannot keep the hold on). When a probe is
+//! accepted, delivery resumes. [`Stats::auth_failed`] and [`Stats::held_since`] show the state; a
+//! hold longer than [`EmitterBuilder::auth_hold_alert`] (15 minutes) logs `AUDIT DELIVERY STOPPED`
+//! at a bounded rate. A 403 for one organization while others' events are accepted is about that
+//! organization: its events are dead-lettered ([`DeadLetterReason::Rejected`], status 403) and
+//! the others keep flowing. Shutdown dead-letters what is left, so nothing is lost silently.
 //!
-//! # A full queue
+//! # A full queue, and overload
 //!
 //! The capacity ([`EmitterBuilder::capacity`]) counts every event not yet resolved: queued,
 //! waiting to retry, and in flight. A server that fails every request therefore cannot make the
-//! emitter's memory grow. When it is full, [`Overflow`] decides: drop the new event (the default,
-//! [`EmitError::Full`]) or evict the oldest waiting one. Every drop is counted ([`Stats::dropped`])
-//! and warned about at a bounded rate. [`Emitter::emit`] instead waits for room.
+//! emitter's memory grow. When it is full, [`Overflow`] decides: refuse the new event (the
+//! default, [`EmitError::Full`]) or evict the oldest waiting one, which is dead-lettered with
+//! [`DeadLetterReason::Overflow`]. With a spool, every policy spills the new event to the file
+//! instead, and only a full spool refuses. Every drop is counted ([`Stats::dropped`]) and warned
+//! about at a bounded rate. [`Emitter::emit`] instead waits for room.
+//!
+//! Under a rate limit the number of working senders follows WorkOS's latency (`rate · latency ·
+//! 1.5 + 1`, between [`EmitterBuilder::senders`] and [`EmitterBuilder::max_senders`]), so delivery
+//! reaches the limit whether WorkOS is 30 ms or 300 ms away. [`Stats::accept_rate`],
+//! [`Stats::delivery_rate`] and [`Stats::time_to_drain`] show whether the backlog shrinks, and a
+//! growing backlog is warned about at a bounded rate.
 //!
 //! # Flush, shutdown, and dropping the handle
 //!
 //! [`Emitter::flush`] waits until every event accepted before the call is delivered or
 //! dead-lettered. [`Emitter::shutdown`] stops accepting, drains, and at its deadline dead-letters
 //! what is still pending ([`DeadLetterReason::ShutdownDeadline`]), then reports. Both are plain
-//! `async` functions that never block a thread, so they work on current-thread and multi-thread
-//! runtimes and inside actix-web's.
+//! `async` functions that never block a runtime thread (the spool's last commit runs on a blocking
+//! thread, and a spool writer thread that died is noticed), so they work on current-thread and
+//! multi-thread runtimes and inside actix-web's.
 //!
 //! Dropping the last [`Emitter`] handle without `shutdown` never blocks: the senders keep
 //! delivering what is queued and end when it is empty. If the runtime ends first, what is left is
@@ -95,7 +120,10 @@
 //! `audit_emitter.attempt` with `action`, `organization`, `attempt` and `outcome` (never the
 //! idempotency key or metadata values). With the `metrics` feature, the counter
 //! `workos_audit_emitter_events_total` is incremented with an `outcome` label (`accepted`,
-//! `delivered`, `retried`, `dead_lettered`, `dropped_newest`, `dropped_oldest`).
+//! `delivered`, `retried`, `dead_lettered`, `dropped_newest`, `dropped_oldest`), every delivery
+//! adds a sample to the histogram `workos_audit_emitter_delivery_latency_seconds`, and a task
+//! sets gauges and totals for the rest of [`Emitter::stats`] once a second: the stable names are
+//! in the table of the crate's README. [`Emitter::health`] answers a readiness probe.
 
 use std::path::Path;
 use std::pin::pin;
@@ -118,15 +146,17 @@ mod sink;
 #[cfg(feature = "spool")]
 mod spool;
 pub(crate) mod stats;
+mod telemetry;
 
 pub use builder::{EmitterBuilder, RateLimit, StartError};
 pub use dead_letter::{
     CallbackDeadLetters, DEAD_LETTER_LOG_MARKER, DeadLetter, DeadLetterError, DeadLetterReason,
-    DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReadError, ReplayReport,
+    DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReplayReport, UnreadableDeadLetter,
 };
 pub use key::IdempotencyKey;
 pub use sink::{DiscardSink, MemorySink, Sink, SinkFuture};
 pub use stats::{Dropped, Stats};
+pub use telemetry::Health;
 // spool (feature `spool`)
 #[cfg(feature = "spool")]
 pub use spool::{Spool, SpoolConfig, SpoolError, SpoolErrorKind, SpoolStats, SpoolSync, StaleEvents};
@@ -326,6 +356,8 @@ impl Emitter {
             config,
         });
         sender::spawn_senders(&shared, runtime);
+        #[cfg(feature = "metrics")]
+        telemetry::spawn(&shared, runtime);
         Self {
             handle: Arc::new(Handle { shared }),
         }
@@ -516,7 +548,7 @@ impl Emitter {
         let deadline = Instant::now() + timeout;
         // Closed: nothing is accepted after `last_seq`, so this waits until nothing is outstanding.
         let drained = self.wait_until(shared.store.last_seq(), deadline).await;
-        let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks = std::mem::take(&mut *crate::sync::lock(&shared.tasks));
         if !drained {
             // Senders in the middle of an attempt are aborted: the event each one holds is
             // dead-lettered (or kept by the spool) as it is dropped.
@@ -558,40 +590,67 @@ impl Emitter {
 
     /// A snapshot of counters, queue depths, the hold and pause state, and delivery latency.
     pub fn stats(&self) -> Stats {
-        let shared = self.shared();
-        let c = &shared.counters;
-        let depth = shared.store.depth();
-        let gate = shared.gate.state();
-        let [p50, p90, p99] = c.latency.percentiles([50.0, 90.0, 99.0]);
-        let pace = shared.pace();
-        Stats {
-            accepted: c.accepted.load(Ordering::Relaxed),
-            queued: depth.ready,
-            retrying: depth.parked,
-            in_flight: depth.taken,
-            delivered: c.delivered.load(Ordering::Relaxed),
-            retried: c.retried.load(Ordering::Relaxed),
-            dropped: c.dropped(),
-            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
-            not_workos: c.not_workos.load(Ordering::Relaxed),
-            dead_letter_failures: c.dead_letter_failures.load(Ordering::Relaxed),
-            panics: c.panics.load(Ordering::Relaxed),
-            last_error: c.last_error(),
-            auth_failed: gate.held_since.is_some(),
-            held_since: gate.held_since,
-            paused: gate.paused_until.is_some_and(|t| t > Instant::now()),
-            accept_rate: pace.accepted_per_s,
-            delivery_rate: pace.delivered_per_s,
-            time_to_drain: pace.time_to_drain(depth.outstanding()),
-            concurrency: shared.concurrency.limit(),
-            latency_p50: p50,
-            latency_p90: p90,
-            latency_p99: p99,
-            #[cfg(feature = "spool")]
-            spool: shared.store.spool_stats(),
-        }
+        stats_of(self.shared())
     }
 
+    /// Whether this emitter is ready, for a readiness probe: its senders are running (it was not
+    /// shut down and no sender task ended), delivery is not held for a refused API key, and fewer
+    /// than `max_waiting` events wait for delivery (queued or retrying). Cheap: one
+    /// [`stats`](Self::stats) snapshot.
+    ///
+    /// ```
+    /// # async fn probe(emitter: audit_core::Emitter) {
+    /// let health = emitter.health(5_000);
+    /// let status = if health.is_ready() { 200 } else { 503 };
+    /// # let _ = status;
+    /// # }
+    /// ```
+    pub fn health(&self, max_waiting: usize) -> Health {
+        let shared = self.shared();
+        let senders_alive = !shared.is_closed() && {
+            let tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            !tasks.is_empty() && tasks.iter().all(|t| !t.is_finished())
+        };
+        Health::new(&self.stats(), senders_alive, max_waiting)
+    }
+}
+
+/// The [`Stats`] of an emitter's shared state (for [`Emitter::stats`] and the metrics task).
+fn stats_of(shared: &Shared) -> Stats {
+    let c = &shared.counters;
+    let depth = shared.store.depth();
+    let gate = shared.gate.state();
+    let [p50, p90, p99] = c.latency.percentiles([50.0, 90.0, 99.0]);
+    let pace = shared.pace();
+    Stats {
+        accepted: c.accepted.load(Ordering::Relaxed),
+        queued: depth.ready,
+        retrying: depth.parked,
+        in_flight: depth.taken,
+        delivered: c.delivered.load(Ordering::Relaxed),
+        retried: c.retried.load(Ordering::Relaxed),
+        dropped: c.dropped(),
+        dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+        not_workos: c.not_workos.load(Ordering::Relaxed),
+        dead_letter_failures: c.dead_letter_failures.load(Ordering::Relaxed),
+        panics: c.panics.load(Ordering::Relaxed),
+        last_error: c.last_error(),
+        auth_failed: gate.held_since.is_some(),
+        held_since: gate.held_since,
+        paused: gate.paused_until.is_some_and(|t| t > Instant::now()),
+        accept_rate: pace.accepted_per_s,
+        delivery_rate: pace.delivered_per_s,
+        time_to_drain: pace.time_to_drain(depth.outstanding()),
+        concurrency: shared.concurrency.limit(),
+        latency_p50: p50,
+        latency_p90: p90,
+        latency_p99: p99,
+        #[cfg(feature = "spool")]
+        spool: shared.store.spool_stats(),
+    }
+}
+
+impl Emitter {
     /// Re-emits every dead letter of a JSON-lines file (written by [`JsonlDeadLetters`]) with its
     /// original organization and **idempotency key**, waiting for room in the queue as needed.
     ///
@@ -611,7 +670,10 @@ impl Emitter {
         self.replay(DeadLetter::read_log(path)?).await
     }
 
-    async fn replay(&self, entries: Vec<Result<DeadLetter, ReadError>>) -> std::io::Result<ReplayReport> {
+    async fn replay(
+        &self,
+        entries: Vec<Result<DeadLetter, UnreadableDeadLetter>>,
+    ) -> std::io::Result<ReplayReport> {
         let mut report = ReplayReport::default();
         for (i, entry) in entries.into_iter().enumerate() {
             match entry {

@@ -45,10 +45,11 @@
 //!
 //! # The CSV
 //!
-//! WorkOS does not document the file (reference §3, UNCONFIRMED). Columns are found **by header
-//! name**, in any order, and unknown columns are ignored: `action`, `occurred_at`, `actor_id`,
-//! `actor_type`, `context_location` (required), `actor_name`, `actor_metadata`,
-//! `context_user_agent`, `metadata` (optional), and per target `target_id_<N>`,
+//! WorkOS's Audit Logs API documentation does not describe the file (unconfirmed: the columns
+//! below are those seen in real exports). Columns are found **by header name**, in any order,
+//! and unknown columns are ignored: `action`, `occurred_at`, `actor_id`, `actor_type`,
+//! `context_location` (required), `actor_name`, `actor_metadata`, `context_user_agent`,
+//! `metadata` (optional), and per target `target_id_<N>`,
 //! `target_type_<N>`, `target_name_<N>`, `target_metadata_<N>` for any set of `N` (targets come
 //! out in ascending `N`; a target whose cells are all empty is absent). Metadata cells hold JSON
 //! objects. A leading UTF-8 byte-order mark is skipped.
@@ -95,9 +96,15 @@ pub use parser::parse_csv;
 /// longest three calendar months are 92 days; a range starting earlier is refused locally.
 pub const EXPORT_LOOKBACK: Duration = Duration::from_secs(92 * 24 * 3600);
 
-/// The largest CSV record (one row, all its cells) the parser accepts, by default: 16 MiB. WorkOS
-/// limits metadata to 50 keys of 500 characters per object, so a real row is far smaller.
+/// The largest CSV record the parser accepts, by default: 16 MiB, counting every allocation the
+/// row takes (its cells and the list of where each cell ends). WorkOS limits metadata to 50 keys
+/// of 500 characters per object, so a real row is far smaller.
 pub const DEFAULT_MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most cells a CSV row may have: 10,000. A WorkOS export has nine columns plus four per
+/// target, so a row this wide is not an export (a line of commas would otherwise grow the
+/// parser's list of cells without bound).
+pub const MAX_ROW_FIELDS: usize = 10_000;
 
 /// Reads an organization's events back through a WorkOS CSV export. See the
 /// [module documentation](self) for the steps, the CSV and the errors.
@@ -201,8 +208,9 @@ impl EventReader {
         self
     }
 
-    /// The largest CSV row accepted (default [`DEFAULT_MAX_ROW_BYTES`]); a larger one ends the
-    /// stream with [`ReadError::Row`], bounding the parser's memory.
+    /// The largest CSV row accepted (default [`DEFAULT_MAX_ROW_BYTES`]), counting its cells and
+    /// the positions of their ends; a larger one, or one with more than [`MAX_ROW_FIELDS`]
+    /// cells, ends the stream with [`ReadError::Row`], bounding the parser's memory.
     pub fn max_row_bytes(mut self, bytes: usize) -> Self {
         self.config.max_row_bytes = bytes.max(1024);
         self

@@ -557,15 +557,14 @@ async fn log_streams(State(s): S, RawQuery(q): RawQuery) -> Res {
     page(StatusCode::OK, "Log stream", &body)
 }
 
-/// Whether a form post comes from a viewer page: a browser names the origin of a cross-site post
-/// (`Origin`, `Sec-Fetch-Site`), and another site must not be able to point a stream elsewhere.
+/// Whether a form post comes from a viewer page, so that another site cannot point a stream
+/// elsewhere. Browsers say where a request comes from in `Sec-Fetch-Site`; the pages'
+/// `Referrer-Policy: no-referrer` makes Chromium send `Origin: null` on their own form posts, so
+/// `Origin` decides only without `Sec-Fetch-Site` (then it must be absent or this host).
 fn same_origin(headers: &axum::http::HeaderMap) -> bool {
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
-    if let Some(site) = get("sec-fetch-site")
-        && site != "same-origin"
-        && site != "none"
-    {
-        return false;
+    if let Some(site) = get("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
     }
     match (get("origin"), get("host")) {
         (None, _) => true,

@@ -195,13 +195,7 @@ impl StreamProbe {
             client,
             timeout,
             // Findings never include a secret on purpose; this only catches an echo in an answer.
-            // Shorter strings would mangle ordinary words.
-            secrets: self
-                .secrets()
-                .into_iter()
-                .filter(|s| s.len() >= 4)
-                .map(str::to_owned)
-                .collect(),
+            secrets: self.secrets().into_iter().map(str::to_owned).collect(),
         };
         if let Target::Destination(d) = &self.0
             && let Err(e) = d.validate()
@@ -319,12 +313,9 @@ impl Probe {
     }
 
     /// Replaces every secret in a result's texts.
-    fn scrub(&self, mut r: CheckResult) -> CheckResult {
-        for s in &self.secrets {
-            r.finding = r.finding.replace(s.as_str(), "[redacted]");
-            r.fix = r.fix.map(|f| f.replace(s.as_str(), "[redacted]"));
-        }
-        r
+    fn scrub(&self, r: CheckResult) -> CheckResult {
+        let known: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        r.redacted(&known)
     }
 
     pub(crate) async fn send(
