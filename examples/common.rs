@@ -13,6 +13,7 @@ use audit_core::emitter::{
     DiscardSink, Emitter, EmitterBuilder, MemorySink, Overflow, ShutdownReport, Sink, SpoolConfig, Stats,
 };
 use audit_core::request::{SkipCounters, SkipReason};
+use audit_postgres::{FleetRateLimit, Outbox, RateLimitKey, Relay};
 use serde_json::json;
 
 /// Where events go.
@@ -64,6 +65,12 @@ pub struct Settings {
     /// `AUDIT_SINK`: `memory` (keep every event in memory) or `discard` (count them) instead of
     /// sending them anywhere.
     pub local_sink: Option<Destination>,
+    /// `DATABASE_URL` naming a PostgreSQL database (`postgres://` or `postgresql://`): events go
+    /// through the audit-postgres outbox, delivered by this instance's relays under one rate
+    /// limit for every instance using the database.
+    pub database_url: Option<String>,
+    /// `AUDIT_RATE_LIMIT` for the outbox's relays: the same limit, for the whole fleet.
+    pub fleet_rate_limit: Option<FleetRateLimit>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -81,6 +88,17 @@ impl Settings {
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
             .parse()
             .map_err(|e| format!("LISTEN_ADDR: {e} (expected for example 127.0.0.1:3000)"))?;
+        let fleet_rate_limit = fleet_rate_limit(env("AUDIT_RATE_LIMIT").as_deref())?;
+        let database_url = match env("DATABASE_URL") {
+            None => None,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url),
+            Some(_) => {
+                return Err(
+                    "DATABASE_URL: only a PostgreSQL database (postgres://…) is supported; unset it to keep events in memory"
+                        .to_owned(),
+                );
+            }
+        };
         let local_sink = match env("AUDIT_SINK").as_deref() {
             None => None,
             Some("memory") => Some(Destination::Memory),
@@ -94,6 +112,8 @@ impl Settings {
             client_ip: ClientIpConfig::from_env().map_err(|e| e.to_string())?,
             disabled: env("AUDIT_DISABLED").is_some_and(|v| v != "0" && v != "false"),
             local_sink,
+            database_url,
+            fleet_rate_limit,
         })
     }
 
@@ -195,6 +215,10 @@ pub struct AuditSetup {
     pub workos_base_url: String,
     /// Readable notes for standard output.
     pub notes: Vec<String>,
+    /// The PostgreSQL outbox, when `DATABASE_URL` names one.
+    pub outbox: Option<Outbox>,
+    /// This instance's relays delivering from the outbox.
+    pub relay: Option<Relay>,
 }
 
 impl Settings {
@@ -255,21 +279,37 @@ impl Settings {
             Some(spool) => builder.spool(spool).overflow(Overflow::SpillToSpool).start(),
             None => builder.start(),
         };
+        let (mut outbox, mut relay) = (None, None);
         let emitter = match destination {
             Destination::Disabled => None,
             Destination::Memory => Some(start(self.emitter(MemorySink::new()))),
             Destination::Discard => Some(start(self.emitter(DiscardSink::new()))),
-            Destination::Workos => {
-                let client = self.audit.client().map_err(|e| e.to_string())?;
-                Some(start(self.emitter(client)))
-            }
-            Destination::EmbeddedTestkit => {
-                // The same settings (timeouts), pointed at the in-process testkit with a test key.
-                let mut embedded = self.audit.clone();
-                embedded.api_key = Some("sk_test_embedded".into());
-                embedded.base_url = Some(workos_base_url.clone());
-                let client = embedded.client().map_err(|e| e.to_string())?;
-                Some(start(self.emitter(client)))
+            Destination::Workos | Destination::EmbeddedTestkit => {
+                let (client, key) = if destination == Destination::Workos {
+                    let client = self.audit.client().map_err(|e| e.to_string())?;
+                    (client, env("WORKOS_API_KEY").unwrap_or_default())
+                } else {
+                    // The same settings (timeouts), pointed at the in-process testkit with a test key.
+                    let mut embedded = self.audit.clone();
+                    embedded.api_key = Some("sk_test_embedded".into());
+                    embedded.base_url = Some(workos_base_url.clone());
+                    let client = embedded.client().map_err(|e| e.to_string())?;
+                    (client, "sk_test_embedded".to_owned())
+                };
+                match &self.database_url {
+                    Some(url) => {
+                        let (db, relays) = self.start_outbox(url, client, &key).await?;
+                        notes.push(format!(
+                            "DATABASE_URL: events go through the PostgreSQL outbox (schema {}); this instance's relays deliver them",
+                            db.schema()
+                        ));
+                        let emitter = db.emitter_builder().start();
+                        outbox = Some(db);
+                        relay = Some(relays);
+                        Some(emitter)
+                    }
+                    None => Some(start(self.emitter(client))),
+                }
             }
         };
         Ok(AuditSetup {
@@ -278,8 +318,105 @@ impl Settings {
             testkit,
             workos_base_url,
             notes,
+            outbox,
+            relay,
         })
     }
+
+    /// Connects to `url`, applies the outbox's migrations and the app's own table, and starts
+    /// this instance's relays (sharing `AUDIT_RATE_LIMIT` with every instance using `key`).
+    async fn start_outbox(
+        &self,
+        url: &str,
+        client: audit_core::Client,
+        key: &str,
+    ) -> Result<(Outbox, Relay), String> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await
+            .map_err(|e| format!("DATABASE_URL: {e}"))?;
+        let outbox = Outbox::new(pool);
+        outbox.migrate().await.map_err(|e| format!("DATABASE_URL: {e}"))?;
+        sqlx::query(INVOICE_PAYMENTS)
+            .execute(outbox.pool())
+            .await
+            .map_err(|e| format!("DATABASE_URL: creating the app's table: {e}"))?;
+        let builder = outbox.relay(client).rate_limit_key(RateLimitKey::api_key(key));
+        let builder = match self.fleet_rate_limit {
+            Some(limit) => builder.rate_limit(limit),
+            None => builder.no_rate_limit(),
+        };
+        let relay = builder.start().map_err(|e| e.to_string())?;
+        Ok((outbox, relay))
+    }
+}
+
+/// `AUDIT_RATE_LIMIT` as the outbox relays' fleet-wide limit, read as audit-core reads it for
+/// the emitter: `workos` (default), `none`, `N` per second or `N/PERIOD` (`100/1s`, `6000/1m`,
+/// `500ms`-style periods: `ms`, `s`, `m`, `h`).
+fn fleet_rate_limit(value: Option<&str>) -> Result<Option<FleetRateLimit>, String> {
+    let bad = |v: &str| format!("AUDIT_RATE_LIMIT: {v:?} is not `workos`, `none`, `N` or `N/PERIOD`");
+    let value = match value.map(str::trim) {
+        None | Some("workos") => return Ok(Some(FleetRateLimit::workos())),
+        Some("none") => return Ok(None),
+        Some(v) => v,
+    };
+    let (requests, period) = value.split_once('/').unwrap_or((value, "1s"));
+    let requests: u32 = requests.trim().parse().map_err(|_| bad(value))?;
+    let period = period.trim();
+    let split = period
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(period.len());
+    let (amount, unit) = period.split_at(split);
+    let amount: f64 = if amount.is_empty() {
+        1.0
+    } else {
+        amount.parse().map_err(|_| bad(value))?
+    };
+    let unit = match unit.trim() {
+        "ms" => 0.001,
+        "s" | "" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad(value)),
+    };
+    let per = Duration::try_from_secs_f64(amount * unit).map_err(|_| bad(value))?;
+    FleetRateLimit::new(requests, per)
+        .map(Some)
+        .map_err(|_| bad(value))
+}
+
+/// The app's own table, written with its audit event in one transaction by
+/// `POST /invoices/{id}/pay` when the outbox is on.
+const INVOICE_PAYMENTS: &str = "CREATE TABLE IF NOT EXISTS example_invoice_payments (\
+     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, invoice text NOT NULL, paid_by text NOT NULL, \
+     paid_at timestamptz NOT NULL DEFAULT now())";
+
+/// `POST /invoices/{id}/pay` with the outbox: the payment row and its audit event in one
+/// transaction, so the event exists if and only if the payment does. Returns the event's
+/// idempotency key.
+///
+/// # Errors
+///
+/// The database's or the outbox's message.
+pub(crate) async fn record_payment(
+    outbox: &Outbox,
+    audit: &audit_core::request::AuditHandle,
+    invoice: &str,
+    paid_by: &str,
+) -> Result<String, String> {
+    use audit_postgres::OutboxAudit;
+    let mut tx = outbox.pool().begin().await.map_err(|e| e.to_string())?;
+    sqlx::query("INSERT INTO example_invoice_payments (invoice, paid_by) VALUES ($1, $2)")
+        .bind(invoice)
+        .bind(paid_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = audit.write_in(outbox, &mut tx).await.map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(key)
 }
 
 /// Logs to standard error, filtered by `RUST_LOG` (default `warn`).
@@ -339,6 +476,34 @@ impl AuditSetup {
         };
         let report = emitter.shutdown(Duration::from_secs(10)).await;
         let stats = emitter.stats();
+        if let Some(relay) = self.relay {
+            // The emitter's events are in the table now: let the relays deliver what is due
+            // (this instance's rows and any other's), up to 10 s, then stop them. Rows left
+            // behind are delivered by the next instance that runs relays.
+            if let Some(outbox) = &self.outbox {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while std::time::Instant::now() < deadline
+                    && outbox.stats().await.map(|s| s.depth > 0).unwrap_or(false)
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            let relayed = relay.shutdown(Duration::from_secs(10)).await;
+            let outbox = match &self.outbox {
+                Some(outbox) => outbox.stats().await.ok(),
+                None => None,
+            };
+            println!(
+                "{}",
+                json!({"outbox": {
+                    "relay_delivered": relayed.stats.delivered,
+                    "relay_retried": relayed.stats.retried,
+                    "relay_dead_lettered": relayed.stats.dead_lettered,
+                    "depth": outbox.map(|s| s.depth),
+                    "dead_letters": outbox.map(|s| s.dead_letters),
+                }})
+            );
+        }
         let stored = self
             .testkit
             .as_ref()

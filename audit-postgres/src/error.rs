@@ -48,6 +48,13 @@ pub enum OutboxError {
     /// A stored row could not be read back.
     #[error("could not decode an audit outbox row: {0}")]
     Decode(#[source] serde_json::Error),
+    /// An audited request had no event to write (see
+    /// [`OutboxAudit::write_in`](crate::OutboxAudit::write_in)); nothing was written.
+    #[error("no audit event written for this request: {reason}")]
+    NotWritten {
+        /// Why.
+        reason: &'static str,
+    },
     /// Relays were started outside a tokio runtime.
     #[error("audit outbox relays must be started inside a tokio runtime")]
     NoRuntime,

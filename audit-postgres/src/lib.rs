@@ -5,6 +5,7 @@ mod error;
 mod migrate;
 mod rate;
 mod relay;
+mod request;
 mod sink;
 mod sql;
 mod stats;
@@ -12,6 +13,7 @@ mod stats;
 use std::sync::{Arc, OnceLock};
 
 use audit_core::emitter::{DeadLetter, EmitOptions};
+use audit_core::request::AuditPolicy;
 use audit_core::{Event, OrganizationId};
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -19,6 +21,7 @@ pub use error::OutboxError;
 pub use migrate::Migration;
 pub use rate::{FleetRateLimit, RateLimitKey};
 pub use relay::{Relay, RelayBuilder, RelayStats, ShutdownReport};
+pub use request::OutboxAudit;
 pub use sink::OutboxSink;
 pub use stats::OutboxStats;
 
@@ -43,6 +46,7 @@ struct Inner {
     schema: String,
     q: Queries,
     sink: OnceLock<OutboxSink>,
+    policy: AuditPolicy,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -94,8 +98,26 @@ impl Outbox {
                 schema,
                 q,
                 sink: OnceLock::new(),
+                policy: AuditPolicy::default(),
             }),
         }
+    }
+
+    /// The outbox with `policy` for events written from requests by
+    /// [`OutboxAudit::write_in`]: give it the adapter's policy, so that a missing actor or
+    /// organization falls back the same way (default: [`AuditPolicy::default`]).
+    pub fn with_request_policy(self, policy: AuditPolicy) -> Self {
+        let mut outbox = Self::build(self.inner.pool.clone(), self.inner.schema.clone());
+        if let Some(inner) = Arc::get_mut(&mut outbox.inner) {
+            inner.policy = policy;
+        }
+        outbox
+    }
+
+    /// The policy for events written from requests (see
+    /// [`with_request_policy`](Self::with_request_policy)).
+    pub fn request_policy(&self) -> &AuditPolicy {
+        &self.inner.policy
     }
 
     /// The pool the outbox uses.

@@ -17,7 +17,7 @@ use crate::{Outbox, OutboxError};
 
 /// Configures the relays of one instance. Made by [`Outbox::relay`].
 ///
-/// Defaults: 2 tasks claiming up to 32 rows each, a 30 s lease, a 5 s fallback poll, backoff
+/// Defaults: 4 tasks claiming up to 16 rows each, a 30 s lease, a 5 s fallback poll, backoff
 /// from 500 ms doubling to 30 s with full jitter, `Retry-After` honoured up to 10 minutes, a
 /// one-hour retry window, [`FleetRateLimit::workos`] on the bucket [`RateLimitKey::default`].
 pub struct RelayBuilder {
@@ -61,8 +61,8 @@ impl RelayBuilder {
             outbox,
             sink,
             config: Config {
-                tasks: 2,
-                batch: 32,
+                tasks: 4,
+                batch: 16,
                 lease: Duration::from_secs(30),
                 poll: Duration::from_secs(5),
                 retry: RetryPolicy::standard()
@@ -76,14 +76,14 @@ impl RelayBuilder {
         }
     }
 
-    /// How many relay tasks this instance runs (default 2, at least 1). Each claims a batch,
-    /// delivers it concurrently and records the outcomes.
+    /// How many relay tasks this instance runs (default 4, at least 1). Each claims a batch,
+    /// delivers it concurrently and records the outcomes; while one records, the others send.
     pub fn tasks(mut self, tasks: usize) -> Self {
         self.config.tasks = tasks.max(1);
         self
     }
 
-    /// The most rows one task claims at once (default 32, at least 1): the requests it has in
+    /// The most rows one task claims at once (default 16, at least 1): the requests it has in
     /// flight together.
     pub fn batch_size(mut self, batch: usize) -> Self {
         self.config.batch = batch.clamp(1, 10_000);
@@ -496,16 +496,8 @@ impl Shared {
     ) -> Result<Result<usize, Duration>, sqlx::Error> {
         let q = self.outbox.queries();
         match self.config.rate_limit {
-            None => {
-                let left: Option<f64> = sqlx::query_scalar(&q.pause_left)
-                    .bind(self.bucket())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                match left {
-                    Some(left) if left > 0.0 => Ok(Err(secs(left))),
-                    _ => Ok(Ok(want)),
-                }
-            }
+            // The claim itself takes nothing while the bucket is paused.
+            None => Ok(Ok(want)),
             Some(limit) => {
                 let row = sqlx::query(&q.take_tokens)
                     .bind(self.bucket())
@@ -543,6 +535,7 @@ impl Shared {
             .bind(&self.config.instance)
             .bind(self.config.lease.as_secs_f64())
             .bind(granted as i64)
+            .bind(self.bucket())
             .fetch_all(&mut *conn)
             .await?;
         if rows.len() < granted
@@ -556,8 +549,17 @@ impl Shared {
                 .await?;
         }
         if rows.is_empty() {
+            let paused: Option<f64> = sqlx::query_scalar(&q.pause_left)
+                .bind(self.bucket())
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(left) = paused.filter(|left| *left > 0.0) {
+                return Ok(Step::Throttled(secs(left)));
+            }
             let next: Option<f64> = sqlx::query_scalar(&q.next_due).fetch_one(&mut *conn).await?;
-            let wait = next.map_or(self.config.poll, |s| secs(s.max(0.0)));
+            // A due row that could not be claimed is locked by someone else's transaction:
+            // look again shortly, not in a busy loop.
+            let wait = next.map_or(self.config.poll, |s| secs(s.max(0.02)));
             return Ok(Step::Idle(wait));
         }
         let mut claimed = Vec::with_capacity(rows.len());

@@ -47,8 +47,9 @@ impl Queries {
                 "INSERT INTO {t} (organization_id, idempotency_key, event) \
                  SELECT o, k, e::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(o, k, e)"
             ),
-            // Due rows, oldest first, skipping rows another relay is claiming right now. The
-            // lease is the row's `available_at`: a relay that dies leaves it to expire.
+            // Due rows, oldest first, skipping rows another relay is claiming right now, none
+            // while the bucket `$4` is paused by a Retry-After. The lease is the row's
+            // `available_at`: a relay that dies leaves it to expire.
             claim: format!(
                 "UPDATE {t} AS o SET lease_owner = $1, \
                    available_at = clock_timestamp() + make_interval(secs => $2::float8), \
@@ -56,6 +57,7 @@ impl Queries {
                    first_attempt_at = COALESCE(o.first_attempt_at, clock_timestamp()), \
                    last_attempt_at = clock_timestamp() \
                  FROM (SELECT id FROM {t} WHERE available_at <= clock_timestamp() \
+                         AND NOT EXISTS (SELECT 1 FROM {r} WHERE key = $4 AND paused_until > clock_timestamp()) \
                        ORDER BY available_at LIMIT $3 FOR UPDATE SKIP LOCKED) AS due \
                  WHERE o.id = due.id \
                  RETURNING o.id, o.claims, o.organization_id, o.idempotency_key, o.event::text, o.attempts, \

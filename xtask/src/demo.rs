@@ -12,6 +12,11 @@
 //! 7. prints the links of the testkit's event viewer (an Admin Portal link for the organization);
 //!    with `--keep-running` the testkit keeps serving them until Ctrl-C.
 //!
+//! With `--postgres` (and `DATABASE_URL` naming a PostgreSQL database) two instances of the app
+//! run on the audit-postgres outbox in that database: the script alternates between them, one
+//! request pays an invoice (the payment row and its event in one transaction), and each
+//! instance's relays deliver under one rate limit for both.
+//!
 //! Fails (non-zero exit) when an expected event is missing, an unexpected one was stored, or the
 //! forged address became a location.
 
@@ -70,10 +75,30 @@ pub(crate) struct Args {
     /// Keep the testkit (and its event viewer) serving until Ctrl-C.
     #[arg(long)]
     pub(crate) keep_running: bool,
+    /// Run two instances of the app on the audit-postgres outbox in `DATABASE_URL`.
+    #[arg(long)]
+    pub(crate) postgres: bool,
 }
 
 pub(crate) fn run(args: &Args) -> Result<(), String> {
-    let Args { actix, keep_running } = *args;
+    let Args {
+        actix,
+        keep_running,
+        postgres,
+    } = *args;
+    let database_url = if postgres {
+        let url = std::env::var("DATABASE_URL").unwrap_or_default();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(
+                "demo --postgres: DATABASE_URL must name a PostgreSQL database (postgres://…; \
+                 `bash .ci/start-postgres` starts one and prints its URL)"
+                    .to_owned(),
+            );
+        }
+        Some(url)
+    } else {
+        None
+    };
     let package = if actix { "example-actix" } else { "example-axum" };
     let started = Instant::now();
     println!("==> building {package}");
@@ -94,29 +119,39 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     );
 
     let demo_started = Instant::now();
-    let app = spawn(&binary, &kit.url(), &org)?;
-    let first = app
-        .next_line(Duration::from_secs(30))
-        .ok_or("the example printed nothing within 30 s")?;
-    let announced: Value = serde_json::from_str(&first)
-        .map_err(|e| format!("the example's first line is not JSON ({e}): {first}"))?;
-    let base = announced["listening"]
-        .as_str()
-        .ok_or_else(|| format!("the example's first line has no \"listening\": {first}"))?
-        .to_owned();
-    println!("==> {package} listening at {base}");
-
-    let script = rt.block_on(drive(&base))?;
-
-    println!("==> stopping {package} with SIGTERM");
-    let mut app = app;
-    terminate(&app.child)?;
-    let (status, shutdown) = wait_for_exit(&mut app, Duration::from_secs(30))
-        .ok_or_else(|| format!("{package} did not exit within 30 s of SIGTERM"))?;
-    if !status.success() {
-        return Err(format!("{package} exited with {status}"));
+    let instances = if postgres { 2 } else { 1 };
+    let mut apps = Vec::new();
+    let mut bases = Vec::new();
+    for i in 0..instances {
+        let app = spawn(&binary, &kit.url(), &org, database_url.as_deref())?;
+        let first = app
+            .next_line(Duration::from_secs(30))
+            .ok_or("the example printed nothing within 30 s")?;
+        let announced: Value = serde_json::from_str(&first)
+            .map_err(|e| format!("the example's first line is not JSON ({e}): {first}"))?;
+        let base = announced["listening"]
+            .as_str()
+            .ok_or_else(|| format!("the example's first line has no \"listening\": {first}"))?
+            .to_owned();
+        println!("==> {package} #{} listening at {base}", i + 1);
+        apps.push(app);
+        bases.push(base);
     }
-    let result = finish(&kit, &org, &script, shutdown, started, demo_started)
+
+    let script = rt.block_on(drive(&bases, postgres))?;
+
+    let mut shutdowns = Vec::new();
+    for (i, mut app) in apps.into_iter().enumerate() {
+        println!("==> stopping {package} #{} with SIGTERM", i + 1);
+        terminate(&app.child)?;
+        let (status, shutdown) = wait_for_exit(&mut app, Duration::from_secs(30))
+            .ok_or_else(|| format!("{package} did not exit within 30 s of SIGTERM"))?;
+        if !status.success() {
+            return Err(format!("{package} exited with {status}"));
+        }
+        shutdowns.push(shutdown);
+    }
+    let result = finish(&kit, &org, &script, &shutdowns, started, demo_started)
         .and_then(|()| crate::export::read_back(&rt, &kit.url(), &org));
     viewer(&rt, &kit, &org, keep_running);
     result
@@ -168,8 +203,19 @@ fn build(package: &str) -> Result<std::path::PathBuf, String> {
         .ok_or_else(|| format!("cargo build -p {package} produced no executable"))
 }
 
-fn spawn(binary: &std::path::Path, base_url: &str, org: &str) -> Result<App, String> {
-    let mut child = Command::new(binary)
+fn spawn(
+    binary: &std::path::Path,
+    base_url: &str,
+    org: &str,
+    database_url: Option<&str>,
+) -> Result<App, String> {
+    let mut command = Command::new(binary);
+    match database_url {
+        // Both instances share the outbox and, with it, one rate limit.
+        Some(url) => command.env("DATABASE_URL", url).env("AUDIT_RATE_LIMIT", "50"),
+        None => command.env_remove("DATABASE_URL"),
+    };
+    let mut child = command
         .env("WORKOS_BASE_URL", base_url)
         .env("WORKOS_API_KEY", "sk_test_demo")
         .env("WORKOS_ORGANIZATION_ID", org)
@@ -214,8 +260,10 @@ fn terminate(_child: &Child) -> Result<(), String> {
     Err("the demo stops the example with SIGTERM, which needs a Unix system".to_owned())
 }
 
-/// Sends the scripted requests; returns each step with the status it got.
-async fn drive(base: &str) -> Result<Vec<(Step, u16)>, String> {
+/// Sends the scripted requests, spread over the instances at `bases` (the team is created and
+/// deleted on the first, whose memory holds it); returns each step with the status it got.
+/// With `pay`, one more request pays an invoice.
+async fn drive(bases: &[String], pay: bool) -> Result<Vec<(Step, u16)>, String> {
     let http = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .timeout(Duration::from_secs(10))
@@ -225,7 +273,8 @@ async fn drive(base: &str) -> Result<Vec<(Step, u16)>, String> {
     let mut done = Vec::new();
     let mut token = String::new();
     let mut team_id = String::new();
-    for n in 0..8 {
+    let steps = if pay { 9 } else { 8 };
+    for n in 0..steps {
         let step = match n {
             0 => Step {
                 what: "sign in as ada@example.com",
@@ -297,6 +346,16 @@ async fn drive(base: &str) -> Result<Vec<(Step, u16)>, String> {
                 status: 200,
                 event: Some("invoice.viewed"),
             },
+            8 => Step {
+                what: "pay an invoice: the payment row and its event in one transaction",
+                method: "POST",
+                path: "/invoices/inv_3003/pay".into(),
+                token: Some(token.clone()),
+                body: None,
+                forged: false,
+                status: 200,
+                event: Some("invoice.paid"),
+            },
             _ => Step {
                 what: "health check (not audited)",
                 method: "GET",
@@ -309,6 +368,11 @@ async fn drive(base: &str) -> Result<Vec<(Step, u16)>, String> {
             },
         };
         let method = reqwest::Method::from_bytes(step.method.as_bytes()).map_err(|e| e.to_string())?;
+        let base = if n <= 2 {
+            &bases[0]
+        } else {
+            &bases[n % bases.len()]
+        };
         let mut request = http.request(method, format!("{base}{}", step.path));
         if let Some(t) = &step.token {
             request = request.bearer_auth(t);
@@ -331,8 +395,14 @@ async fn drive(base: &str) -> Result<Vec<(Step, u16)>, String> {
             _ => {}
         }
         let mark = if status == step.status { "ok" } else { "UNEXPECTED" };
+        let instance = bases.iter().position(|b| b == base).unwrap_or(0) + 1;
+        let on = if bases.len() > 1 {
+            format!(" (instance #{instance})")
+        } else {
+            String::new()
+        };
         println!(
-            "    {:<6} {:<22} → {status} {mark:<10} {}",
+            "    {:<6} {:<22} → {status} {mark:<10} {}{on}",
             step.method, step.path, step.what
         );
         if status != step.status {
@@ -350,7 +420,7 @@ fn finish(
     kit: &audit_testkit::TestKit,
     org: &str,
     script: &[(Step, u16)],
-    shutdown: Option<Value>,
+    shutdowns: &[Option<Value>],
     started: Instant,
     demo_started: Instant,
 ) -> Result<(), String> {
@@ -441,44 +511,58 @@ fn finish(
         None => problems.push("the event of the request with the forged header is missing".to_owned()),
     }
 
-    println!("\n==> the emitter's shutdown report");
-    match &shutdown {
-        Some(report) => {
-            let s = &report["shutdown"];
-            println!(
-                "    accepted {}, delivered {}, dead-lettered {}, dropped {}, pending at the deadline {}, retried {}",
-                s["accepted"],
-                s["delivered"],
-                s["dead_lettered"],
-                s["dropped"],
-                s["pending_at_deadline"],
-                s["retried"]
-            );
-            println!(
-                "    requests without an event: not annotated {}, outcome policy {}, missing actor {}, \
-                 missing organization {}, suppressed {}; refused by the emitter: invalid {}, emit failures {}",
-                s["skipped"]["not_annotated"],
-                s["skipped"]["outcome"],
-                s["skipped"]["missing_actor"],
-                s["skipped"]["missing_organization"],
-                s["skipped"]["suppressed"],
-                s["invalid_events"],
-                s["emit_failures"]
-            );
-            println!(
-                "    delivery latency p50 {} ms, p99 {} ms",
-                fmt_ms(&s["delivery_latency_ms"]["p50"]),
-                fmt_ms(&s["delivery_latency_ms"]["p99"])
-            );
-            if s["delivered"].as_u64() != Some(expected.len() as u64) {
-                problems.push(format!(
-                    "the emitter delivered {} events, expected {}",
-                    s["delivered"],
-                    expected.len()
-                ));
-            }
+    let written_in_transactions = script.iter().filter(|(s, _)| s.path.ends_with("/pay")).count();
+    let mut delivered_total = 0u64;
+    for (i, shutdown) in shutdowns.iter().enumerate() {
+        if shutdowns.len() > 1 {
+            println!("\n==> instance #{}: the emitter's shutdown report", i + 1);
+        } else {
+            println!("\n==> the emitter's shutdown report");
         }
-        None => problems.push("the example printed no shutdown report".to_owned()),
+        match shutdown {
+            Some(report) => {
+                let s = &report["shutdown"];
+                println!(
+                    "    accepted {}, delivered {}, dead-lettered {}, dropped {}, pending at the deadline {}, retried {}",
+                    s["accepted"],
+                    s["delivered"],
+                    s["dead_lettered"],
+                    s["dropped"],
+                    s["pending_at_deadline"],
+                    s["retried"]
+                );
+                println!(
+                    "    requests without an event: not annotated {}, outcome policy {}, missing actor {}, \
+                 missing organization {}, suppressed {}; refused by the emitter: invalid {}, emit failures {}",
+                    s["skipped"]["not_annotated"],
+                    s["skipped"]["outcome"],
+                    s["skipped"]["missing_actor"],
+                    s["skipped"]["missing_organization"],
+                    s["skipped"]["suppressed"],
+                    s["invalid_events"],
+                    s["emit_failures"]
+                );
+                println!(
+                    "    delivery latency p50 {} ms, p99 {} ms",
+                    fmt_ms(&s["delivery_latency_ms"]["p50"]),
+                    fmt_ms(&s["delivery_latency_ms"]["p99"])
+                );
+                delivered_total += s["delivered"].as_u64().unwrap_or(0);
+            }
+            None => problems.push("the example printed no shutdown report".to_owned()),
+        }
+    }
+    // With the outbox, the paid invoice's event went in the handler's transaction, not through
+    // the emitter (whose "delivered" then means "written to the outbox").
+    let through_emitter = if shutdowns.len() > 1 {
+        expected.len() - written_in_transactions
+    } else {
+        expected.len()
+    };
+    if delivered_total != through_emitter as u64 {
+        problems.push(format!(
+            "the emitters delivered {delivered_total} events, expected {through_emitter}"
+        ));
     }
     println!(
         "\n==> audit-testkit received {} create-event requests; demo took {:.1} s ({:.1} s with the build)",

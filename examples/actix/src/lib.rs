@@ -51,15 +51,26 @@ pub struct AppState {
     organization: OrganizationId,
     teams: Mutex<BTreeMap<String, String>>,
     next_team: AtomicU64,
+    outbox: Option<audit_postgres::Outbox>,
 }
 
 impl AppState {
     /// State for an app whose users all belong to `organization`.
     pub fn new(organization: OrganizationId) -> web::Data<Self> {
+        Self::with_outbox(organization, None)
+    }
+
+    /// State for an app with a PostgreSQL outbox (`DATABASE_URL`): `POST /invoices/{id}/pay`
+    /// then writes the payment and its audit event in one transaction.
+    pub fn with_outbox(
+        organization: OrganizationId,
+        outbox: Option<audit_postgres::Outbox>,
+    ) -> web::Data<Self> {
         web::Data::new(Self {
             organization,
             teams: Mutex::default(),
             next_team: AtomicU64::new(1),
+            outbox,
         })
     }
 
@@ -86,6 +97,7 @@ impl AppState {
 /// | `POST /teams` | `team.created` | the new team |
 /// | `DELETE /teams/{id}` | `team.deleted` | `{id}`, type `team` |
 /// | `GET /invoices/{id}` | `invoice.viewed` | `{id}`, type `invoice` |
+/// | `POST /invoices/{id}/pay` | `invoice.paid` | `{id}`, type `invoice` |
 /// | `GET /health` | none | |
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().error_handler(json_error))
@@ -105,6 +117,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/invoices/{id}")
                 .wrap(from_fn(require_user))
                 .route(web::get().to(view_invoice)),
+        )
+        .service(
+            web::resource("/invoices/{id}/pay")
+                .wrap(from_fn(require_user))
+                .route(web::post().to(pay_invoice)),
         );
 }
 
@@ -241,6 +258,34 @@ async fn view_invoice(id: web::Path<String>) -> HttpResponse {
         .json(json!({"id": id.as_str(), "amount_cents": 4200, "currency": "usd", "status": "paid"}))
 }
 
+/// With the outbox, the payment row and its audit event are written in one transaction (the
+/// middleware then emits nothing more); without it, the middleware emits the event after the
+/// response.
+#[action("invoice.paid", targets(invoice = "id"))]
+async fn pay_invoice(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    audit: AuditCtx,
+) -> HttpResponse {
+    if !id.starts_with("inv_") {
+        return HttpResponse::NotFound().finish();
+    }
+    let Some(outbox) = &state.outbox else {
+        return HttpResponse::Ok().json(json!({"id": id.as_str(), "status": "paid"}));
+    };
+    let paid_by = req
+        .extensions()
+        .get::<Actor>()
+        .map(|a| a.id.clone())
+        .unwrap_or_default();
+    match common::record_payment(outbox, &audit, &id, &paid_by).await {
+        Ok(key) => HttpResponse::Ok()
+            .json(json!({"id": id.as_str(), "status": "paid", "audit_idempotency_key": key})),
+        Err(e) => HttpResponse::InternalServerError().body(format!("payment not recorded: {e}")),
+    }
+}
+
 async fn health() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
@@ -278,7 +323,14 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         .clone()
         .map(|e| audit_middleware(e, settings.client_ip.clone()));
     let skipped = audit.as_ref().map(AuditMiddleware::skip_counters);
-    let state = AppState::new(setup.organization.clone());
+    // Events written from requests fall back on the middleware's policy.
+    let outbox = match (&setup.outbox, &audit) {
+        (Some(outbox), Some(audit)) => {
+            Some(outbox.clone().with_request_policy(audit.current_policy().clone()))
+        }
+        _ => None,
+    };
+    let state = AppState::with_outbox(setup.organization.clone(), outbox);
 
     // Our own signal handling (installed before the address is announced, so a SIGTERM sent
     // right after it is not missed); actix's is switched off with `disable_signals`.

@@ -43,15 +43,23 @@ pub struct AppState {
     organization: OrganizationId,
     teams: Mutex<BTreeMap<String, String>>,
     next_team: AtomicU64,
+    outbox: Option<audit_postgres::Outbox>,
 }
 
 impl AppState {
     /// State for an app whose users all belong to `organization`.
     pub fn new(organization: OrganizationId) -> Arc<Self> {
+        Self::with_outbox(organization, None)
+    }
+
+    /// State for an app with a PostgreSQL outbox (`DATABASE_URL`): `POST /invoices/{id}/pay`
+    /// then writes the payment and its audit event in one transaction.
+    pub fn with_outbox(organization: OrganizationId, outbox: Option<audit_postgres::Outbox>) -> Arc<Self> {
         Arc::new(Self {
             organization,
             teams: Mutex::default(),
             next_team: AtomicU64::new(1),
+            outbox,
         })
     }
 
@@ -69,12 +77,14 @@ impl AppState {
 /// | `POST /teams` | `team.created` | the new team |
 /// | `DELETE /teams/{id}` | `team.deleted` | `{id}`, type `team` |
 /// | `GET /invoices/{id}` | `invoice.viewed` | `{id}`, type `invoice` |
+/// | `POST /invoices/{id}/pay` | `invoice.paid` | `{id}`, type `invoice` |
 /// | `GET /health` | none | |
 pub fn router(state: Arc<AppState>, audit: Option<AuditLayer>) -> Router {
     let protected = Router::new()
         .route("/teams", post(create_team))
         .route("/teams/{id}", delete(delete_team))
         .route("/invoices/{id}", get(view_invoice))
+        .route("/invoices/{id}/pay", post(pay_invoice))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_user));
     let app = Router::new()
         .route("/sessions", post(sign_in))
@@ -211,6 +221,34 @@ async fn view_invoice(Path(id): Path<String>) -> Result<Json<serde_json::Value>,
     ))
 }
 
+/// With the outbox, the payment row and its audit event are written in one transaction (the
+/// layer then emits nothing more); without it, the layer emits the event after the response.
+#[action("invoice.paid", targets(invoice = "id"))]
+async fn pay_invoice(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Extension(actor): Extension<Actor>,
+    audit: AuditCtx,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    if !id.starts_with("inv_") {
+        return Err((StatusCode::NOT_FOUND, "no such invoice".to_owned()));
+    }
+    let Some(outbox) = &state.outbox else {
+        return Ok(Json(json!({"id": id, "status": "paid"})));
+    };
+    let key = common::record_payment(outbox, &audit, &id, &actor.id)
+        .await
+        .map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("payment not recorded: {e}"),
+            )
+        })?;
+    Ok(Json(
+        json!({"id": id, "status": "paid", "audit_idempotency_key": key}),
+    ))
+}
+
 async fn health() -> &'static str {
     "ok"
 }
@@ -243,7 +281,14 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         .clone()
         .map(|e| audit_layer(e, settings.client_ip.clone()));
     let skipped = layer.as_ref().map(AuditLayer::skip_counters);
-    let app = router(AppState::new(setup.organization.clone()), layer);
+    // Events written from requests fall back on the layer's policy.
+    let outbox = match (&setup.outbox, &layer) {
+        (Some(outbox), Some(layer)) => {
+            Some(outbox.clone().with_request_policy(layer.current_policy().clone()))
+        }
+        _ => None,
+    };
+    let app = router(AppState::with_outbox(setup.organization.clone(), outbox), layer);
 
     let stop = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)
