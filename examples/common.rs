@@ -136,6 +136,7 @@ pub fn shutdown_json(
             "retried": stats.retried,
             "emit_failures": skipped.emit_failures(),
             "invalid_events": skipped.invalid_events(),
+            "cancelled": skipped.cancelled(),
             "skipped": {
                 "not_annotated": skipped.get(SkipReason::NotAnnotated),
                 "suppressed": skipped.get(SkipReason::Suppressed),

@@ -77,7 +77,9 @@ mod middleware;
 pub use audit_core::client::Client;
 pub use audit_core::client_ip::{ClientIpConfig, ForwardedHeader};
 pub use audit_core::emitter::Emitter;
-pub use audit_core::request::{AuditHandle, AuditPolicy, MissingActor, Outcomes, SkipCounters, SkipReason};
+pub use audit_core::request::{
+    AuditHandle, AuditPolicy, CancelledRequests, MissingActor, Outcomes, SkipCounters, SkipReason,
+};
 pub use audit_core::{Actor, OrganizationId, Target};
 pub use extract::{AuditCtx, AuditDisabled, MissingAuditMiddleware};
 pub use middleware::{ActorResolver, AuditMiddleware, AuditMiddlewareService, OrganizationResolver};

@@ -8,7 +8,7 @@
 //! | `AUDIT_TIMEOUT` | [`timeout`](AuditSettings::timeout) of one attempt | 30 s |
 //! | `AUDIT_CONNECT_TIMEOUT` | [`connect_timeout`](AuditSettings::connect_timeout) | 10 s |
 //! | `AUDIT_RATE_LIMIT` | [`rate_limit`](AuditSettings::rate_limit): `workos` (6,000 per minute), `none`, `N` (per second) or `N/PERIOD` (`100/1s`, `6000/1m`) | `workos` |
-//! | `AUDIT_SENDERS` | [`senders`](AuditSettings::senders): concurrent deliveries | 8 |
+//! | `AUDIT_SENDERS` | [`senders`](AuditSettings::senders): concurrent deliveries | the emitter chooses: 8, growing with WorkOS's latency |
 //! | `AUDIT_SPOOL` | [`spool`](AuditSettings::spool): path of a durable spool file (the `spool` feature) | none |
 //!
 //! Durations use one syntax everywhere, [`humantime`](https://docs.rs/humantime)'s: `500ms`,
@@ -38,7 +38,7 @@
 //!     "senders": 4,
 //! }))
 //! .unwrap();
-//! assert_eq!(settings.senders, 4);
+//! assert_eq!(settings.senders, Some(4));
 //! assert!(!format!("{settings:?}").contains("example"));
 //! ```
 
@@ -89,9 +89,11 @@ pub struct AuditSettings {
     /// [`RateLimit::workos`].
     #[serde(deserialize_with = "de_rate_limit")]
     pub rate_limit: Option<RateLimit>,
-    /// The emitter's concurrent deliveries (`AUDIT_SENDERS`), at least 1. Default:
-    /// [`EmitterBuilder::DEFAULT_SENDERS`].
-    pub senders: usize,
+    /// A fixed number of concurrent deliveries (`AUDIT_SENDERS`), at least 1. Default (`None`):
+    /// the emitter chooses, starting at [`EmitterBuilder::DEFAULT_SENDERS`] and growing with
+    /// WorkOS's observed latency up to what the rate limit needs
+    /// ([`EmitterBuilder::max_senders`]).
+    pub senders: Option<usize>,
     /// A durable spool file (`AUDIT_SPOOL`). Opening it is left to the application (with the
     /// `spool` feature, [`SpoolConfig::new`](crate::emitter::SpoolConfig::new)), which decides
     /// what to do with the events it recovers.
@@ -109,7 +111,7 @@ impl Default for AuditSettings {
             timeout: None,
             connect_timeout: None,
             rate_limit: Some(RateLimit::workos()),
-            senders: EmitterBuilder::DEFAULT_SENDERS,
+            senders: None,
             spool: None,
             from_env: false,
         }
@@ -180,7 +182,7 @@ impl AuditSettings {
             })?;
         }
         if let Some(v) = var(ENV_SENDERS)? {
-            s.senders = parse_senders(v.trim()).map_err(|message| Error::Config {
+            s.senders = parse_senders(v.trim()).map(Some).map_err(|message| Error::Config {
                 setting: ENV_SENDERS,
                 message,
             })?;
@@ -224,7 +226,11 @@ impl AuditSettings {
     /// An [`EmitterBuilder`] for `sink` with the rate limit and the number of senders of these
     /// settings. Start it inside the runtime that serves the application.
     pub fn emitter(&self, sink: impl Sink) -> EmitterBuilder {
-        let builder = Emitter::builder(sink).senders(self.senders.max(1));
+        let builder = Emitter::builder(sink);
+        let builder = match self.senders {
+            Some(n) => builder.senders(n.max(1)),
+            None => builder,
+        };
         match self.rate_limit {
             Some(limit) => builder.rate_limit(limit),
             None => builder.no_rate_limit(),
@@ -324,7 +330,7 @@ mod tests {
         let s = from(&[]).unwrap();
         assert!(s.api_key.is_none());
         assert_eq!(s.rate_limit, Some(RateLimit::workos()));
-        assert_eq!(s.senders, EmitterBuilder::DEFAULT_SENDERS);
+        assert_eq!(s.senders, None);
         assert_eq!(setting(s.client().unwrap_err()), "WORKOS_API_KEY");
     }
 
@@ -343,7 +349,7 @@ mod tests {
         assert_eq!(s.timeout, Some(Duration::from_secs(90)));
         assert_eq!(s.connect_timeout, Some(Duration::from_millis(500)));
         assert_eq!(s.rate_limit, RateLimit::new(100, Duration::from_secs(2)));
-        assert_eq!(s.senders, 3);
+        assert_eq!(s.senders, Some(3));
         assert_eq!(s.spool, Some(PathBuf::from("/tmp/spool.db")));
         let client = s.client().unwrap();
         assert_eq!(client.base_url(), "http://127.0.0.1:9");

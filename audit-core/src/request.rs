@@ -73,6 +73,25 @@ pub struct AuditPolicy {
     pub client_ip: ClientIpConfig,
     /// The longest user agent kept, in bytes.
     pub max_user_agent_len: Option<usize>,
+    /// What an annotated request whose response future was dropped emits (default
+    /// [`CancelledRequests::Emit`]).
+    pub cancelled: CancelledRequests,
+}
+
+/// What an annotated request emits when its response future is dropped after the handler
+/// started and before the response existed: the client went away, an HTTP/2 stream was reset, a
+/// timeout layer fired. The handler may already have made its change, so such a request is never
+/// invisible: it is counted ([`SkipCounters::cancelled`]) whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelledRequests {
+    /// Emit the event with metadata `outcome: "cancelled"` (and no `http_status`), whatever the
+    /// outcome policy, so that the trail shows the attempt (the default: an audit trail missing
+    /// a change that did happen is worse than one showing an attempt that may not have).
+    #[default]
+    Emit,
+    /// Emit nothing (only count it).
+    Skip,
 }
 
 impl AuditPolicy {
@@ -85,6 +104,12 @@ impl AuditPolicy {
     /// Sets [`AuditPolicy::outcomes`].
     pub fn outcomes(mut self, outcomes: Outcomes) -> Self {
         self.outcomes = outcomes;
+        self
+    }
+
+    /// Sets [`AuditPolicy::cancelled`].
+    pub fn cancelled(mut self, cancelled: CancelledRequests) -> Self {
+        self.cancelled = cancelled;
         self
     }
 
@@ -273,6 +298,7 @@ pub struct SkipCounters {
     counts: [AtomicU64; 5],
     invalid_events: AtomicU64,
     emit_failures: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 impl SkipCounters {
@@ -315,6 +341,17 @@ impl SkipCounters {
     /// How many due events the emitter could not take (queue full, shut down).
     pub fn emit_failures(&self) -> u64 {
         self.emit_failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts an annotated request whose response future was dropped before the response.
+    pub fn count_cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many annotated requests were cancelled (their response future dropped after the
+    /// handler started), whether or not they emitted (see [`CancelledRequests`]).
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
     }
 }
 

@@ -512,13 +512,17 @@ fn dropping_the_handle_without_shutdown_does_not_hang() {
         }
         .unwrap();
         // Delivered in the background after the handle is gone.
+        let delivered = sink.events().len() + 10;
         rt.block_on(async {
             let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
             for n in 0..10 {
                 emitter.try_emit(org(), event(n)).unwrap();
             }
             drop(emitter);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Wait for the deliveries themselves, not for a guessed duration.
+            while sink.events().len() < delivered {
+                tokio::task::yield_now().await;
+            }
         });
         // Stuck: the runtime ends with events pending; they become dead letters.
         rt.block_on(async {

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use audit_core::emitter::{EmitReceipt, Emitter, RateLimit, Spool};
+use audit_core::emitter::{EmitReceipt, Emitter, RateLimit};
 use audit_core::{Action, Actor, Client, Context, Event, OrganizationId};
 use audit_testkit::{FaultRule, TestKit};
 
@@ -119,8 +119,10 @@ async fn stats_show_a_growing_backlog_and_its_drain() {
     assert_stored_once(&kit, &receipts);
 }
 
+#[cfg(feature = "spool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_overload_with_the_spool_loses_nothing() {
+    use audit_core::emitter::Spool;
     let kit = TestKit::builder().start().await.expect("testkit");
     kit.fault(
         FaultRule::new(EVENTS)

@@ -75,15 +75,25 @@ fn event_posts(kit: &TestKit) -> Vec<RecordedRequest> {
         .collect()
 }
 
-/// Waits (in real time) until a recorded request answered with `status` exists.
+/// Waits until the testkit has answered a create-event request with `status`.
 async fn wait_for_status(kit: &TestKit, status: u16) -> RecordedRequest {
-    for _ in 0..500 {
-        if let Some(r) = event_posts(kit).into_iter().find(|r| r.status == status) {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    kit.wait_for_request(Duration::from_secs(5), |r| {
+        r.method == "POST" && r.path == EVENTS && r.status == status
+    })
+    .await
+    .unwrap_or_else(|| panic!("no request answered {status}"))
+}
+
+/// Waits until `done` holds (checked after every short pause), for at most 20 s.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    panic!("no request answered {status}");
 }
 
 #[tokio::test]
@@ -235,7 +245,7 @@ async fn a_server_stopped_and_restarted_on_the_same_port_gets_everything_once() 
     emitter.flush(Duration::from_secs(10)).await.expect("flushed");
     kit.stop();
     receipts.extend(emit_many(&emitter, &org, 10..40));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    until("a failed attempt", || emitter.stats().retried > 0).await;
     let stats = emitter.stats();
     assert_eq!(stats.delivered, 10, "nothing delivered while stopped");
     assert!(stats.retried > 0);
@@ -317,7 +327,7 @@ async fn unauthorized_holds_delivery_and_resumes_when_the_key_is_accepted() {
         .start();
     let receipts = emit_many(&emitter, &org, 0..20);
     wait_for_status(&kit, 401).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until("the hold", || emitter.stats().auth_failed).await;
     let held = emitter.stats();
     assert!(held.auth_failed, "{held:?}");
     assert_eq!(held.delivered, 0);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use audit_core::emitter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, EmitReceipt, Emitter, EmitterBuilder, JsonlDeadLetters,
-    MemoryDeadLetters, Overflow, Sink, SinkFuture, Spool,
+    MemoryDeadLetters, Overflow, Sink, SinkFuture,
 };
 use audit_core::sync::lock;
 use audit_core::{Action, Actor, Client, Context, CreateEvent, Event, OrganizationId};
@@ -324,6 +324,27 @@ async fn a_dead_letter_file_on_a_full_disk_keeps_the_event_then_logs_it_whole() 
 }
 
 #[tokio::test]
+async fn without_a_dead_letter_destination_the_log_keeps_whole_events_that_replay_reads() {
+    let (logs, _guard) = Logs::capture();
+    let kit = kit().await;
+    kit.fault(FaultRule::new(EVENTS).method("POST").times(3).respond(422));
+    let org = org(&kit);
+    let emitter = builder(&kit.url()).start();
+    let accepted = emit_many(&emitter, &org, 0..3);
+    emitter.flush(Duration::from_secs(10)).await.expect("flushed");
+    assert_eq!(emitter.stats().dead_lettered, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let log = logs.to_file(&dir);
+    let letters = letters_of(DeadLetter::read_log(&log).unwrap());
+    Fate::of(Some(&kit), &letters).assert_accounted(&org, &accepted);
+    // The fault is spent: replaying the log stores each event once, with its original key.
+    let replay = emitter.replay_log(&log).await.unwrap();
+    assert_eq!(replay.replayed, 3);
+    emitter.flush(Duration::from_secs(10)).await.expect("flushed");
+    Fate::of(Some(&kit), &[]).assert_accounted(&org, &accepted);
+}
+
+#[tokio::test]
 async fn a_torn_jsonl_tail_is_skipped_and_the_next_records_are_whole() {
     let kit = kit().await;
     kit.fault(FaultRule::new(EVENTS).method("POST").respond(400));
@@ -391,8 +412,10 @@ async fn drop_oldest_dead_letters_what_it_evicts() {
     );
 }
 
+#[cfg(feature = "spool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_with_the_spool_spills_and_loses_nothing() {
+    use audit_core::emitter::Spool;
     let kit = kit().await;
     kit.stop();
     let org = org(&kit);

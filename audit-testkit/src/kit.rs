@@ -129,10 +129,16 @@ impl TestKitBuilder {
     /// further one (at most 30 s). An event that fails every attempt is given up and the stream
     /// reports `error` until a delivery succeeds.
     pub fn stream_retries(mut self, attempts: u32, first_backoff: Duration) -> Self {
-        self.config.stream_settings = StreamSettings {
-            attempts,
-            first_backoff,
-        };
+        self.config.stream_settings.attempts = attempts;
+        self.config.stream_settings.first_backoff = first_backoff;
+        self
+    }
+
+    /// How many events may wait for delivery per stream (default 10,000, the one being
+    /// attempted included); events stored beyond it are dropped from the stream, counted as
+    /// failed and shown as `dropped` among the recent deliveries.
+    pub fn stream_queue(mut self, max_pending: usize) -> Self {
+        self.config.stream_settings.max_pending = max_pending;
         self
     }
 

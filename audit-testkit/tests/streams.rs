@@ -3,7 +3,7 @@
 
 mod common;
 use audit_testkit::stand_ins::{DatadogKey, StandIn};
-use audit_testkit::streams::DatadogSite;
+use audit_testkit::streams::{DatadogSite, DeliveryOutcome};
 use audit_testkit::{Destination, StreamState, TestKit};
 use common::*;
 use serde_json::{Value, json};
@@ -150,6 +150,37 @@ async fn a_hanging_destination_never_slows_the_api() {
     assert_eq!(got.len(), 1, "one delivery at a time, in order");
     assert_eq!(got[0].status, 0, "the destination never answered");
     assert_eq!(got[0].json()["action"], "first");
+}
+
+#[tokio::test]
+async fn the_queue_of_a_stuck_stream_is_bounded() {
+    let stuck = StandIn::hanging();
+    let kit = TestKit::builder()
+        .org("org_Q")
+        .stream("org_Q", Destination::http(stuck.url()))
+        .stream_queue(3)
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    store(&c, &kit, "org_Q", "first").await;
+    stuck
+        .wait_for(1, WAIT)
+        .await
+        .expect("the first delivery is in flight");
+    for i in 0..5 {
+        store(&c, &kit, "org_Q", &format!("more.n{i}")).await;
+    }
+    assert_eq!(kit.events("org_Q").len(), 6, "every event is stored");
+    let status = kit.stream_status("org_Q").unwrap();
+    assert_eq!((status.pending, status.failed, status.delivered), (3, 3, 0));
+    let dropped: Vec<&str> = status
+        .recent
+        .iter()
+        .filter(|d| d.outcome == DeliveryOutcome::Dropped)
+        .map(|d| d.action.as_str())
+        .collect();
+    assert_eq!(dropped, ["more.n2", "more.n3", "more.n4"]);
 }
 
 #[tokio::test]

@@ -56,7 +56,9 @@ pub use audit_macros::tower_action as action;
 pub use audit_core::client::Client;
 pub use audit_core::client_ip::{ClientIpConfig, ForwardedHeader};
 pub use audit_core::emitter::Emitter;
-pub use audit_core::request::{AuditHandle, AuditPolicy, MissingActor, Outcomes, SkipCounters, SkipReason};
+pub use audit_core::request::{
+    AuditHandle, AuditPolicy, CancelledRequests, MissingActor, Outcomes, SkipCounters, SkipReason,
+};
 pub use audit_core::{Actor, OrganizationId, Target};
 
 /// Used by the code `#[action]` generates. Not part of the stable API.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Decision, RequestAudit, ResponseInfo};
 use crate::emitter::stats::Throttle;
 use crate::emitter::{EmitError, Emitter};
-use crate::request::{AuditPolicy, SkipCounters};
+use crate::request::{AuditPolicy, CancelledRequests, SkipCounters};
 
 /// The shortest interval between two log lines of a [`HandOff`] about events that were not
 /// emitted (refused by the emitter, or breaking a WorkOS rule).
@@ -48,7 +48,28 @@ impl HandOff {
     /// Finishes the request's record ([`RequestAudit::finish`]) under `policy` with the response's
     /// `status`, and emits, counts or logs the outcome.
     pub fn finish(&self, audit: RequestAudit, policy: &AuditPolicy, status: u16) {
-        let (organization, event) = match audit.finish(policy, &ResponseInfo::new(status)) {
+        self.decide(audit, policy, &ResponseInfo::new(status));
+    }
+
+    /// The request's response future was dropped before the response existed: counted, and
+    /// emitted marked `outcome: "cancelled"` or skipped as the policy says
+    /// ([`AuditPolicy::cancelled`]). Requests without an action are not audited and not counted.
+    pub fn cancelled(&self, audit: RequestAudit, policy: &AuditPolicy) {
+        if audit.action().is_none() {
+            return;
+        }
+        self.counters.count_cancelled();
+        tracing::debug!(
+            action = ?audit.action().map(|a| a.as_str().to_owned()),
+            "audit: the request was cancelled before its response"
+        );
+        if policy.cancelled == CancelledRequests::Emit {
+            self.decide(audit, policy, &ResponseInfo::cancelled());
+        }
+    }
+
+    fn decide(&self, audit: RequestAudit, policy: &AuditPolicy, response: &ResponseInfo) {
+        let (organization, event) = match audit.finish(policy, response) {
             Decision::Emit { organization, event } => (organization, event),
             Decision::Skip(reason) => return self.counters.count(reason),
         };

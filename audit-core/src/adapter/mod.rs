@@ -21,8 +21,11 @@
 //!    without waiting, counts what emitted nothing and logs refusals at a bounded rate.
 //!
 //! An [`InFlight`] dropped without `finish` (the response future was dropped before the response
-//! existed, because the client went away) emits nothing; its `Drop` is the one place where such
-//! requests are seen.
+//! existed: the client went away, an HTTP/2 stream was reset, a timeout layer fired) is a
+//! cancelled request; its `Drop` is the one place where such requests are seen. An annotated one
+//! is counted ([`SkipCounters::cancelled`](crate::request::SkipCounters::cancelled)) and, under
+//! the default [`CancelledRequests::Emit`](crate::request::CancelledRequests::Emit), emitted with
+//! `outcome: "cancelled"`: the handler may already have made its change.
 //!
 //! ```
 //! use std::borrow::Cow;
@@ -288,8 +291,8 @@ impl<R: ?Sized> Middleware<R> {
 
 /// A captured request whose response is not there yet. [`finish`](Self::finish) it with the
 /// response's status; dropped unfinished (the response future was dropped: the client went away),
-/// it emits nothing.
-#[must_use = "an unfinished request emits nothing"]
+/// it is a cancelled request (see [`CancelledRequests`](crate::request::CancelledRequests)).
+#[must_use = "an unfinished request counts as cancelled"]
 pub struct InFlight<R: ?Sized> {
     audit: Option<RequestAudit>,
     middleware: Arc<Middleware<R>>,
@@ -320,12 +323,11 @@ impl<R: ?Sized> InFlight<R> {
 }
 
 impl<R: ?Sized> Drop for InFlight<R> {
+    /// Dropped unfinished: the response future was dropped before the response existed.
     fn drop(&mut self) {
         if let Some(audit) = self.audit.take() {
-            tracing::trace!(
-                action = ?audit.action().map(|a| a.as_str().to_owned()),
-                "audit: the request ended before its response; no event",
-            );
+            let middleware = &self.middleware;
+            middleware.hand_off.cancelled(audit, &middleware.settings.policy);
         }
     }
 }
@@ -457,6 +459,16 @@ macro_rules! adapter_builder {
             /// route pattern) and `http_status` to each event's metadata (default off).
             pub fn request_metadata(self, on: bool) -> Self {
                 let policy = self.current_policy().clone().request_metadata(on);
+                self.policy(policy)
+            }
+
+            /// What an annotated request whose response future is dropped before the response
+            /// (the client went away, a timeout layer fired) emits (default
+            /// [`CancelledRequests::Emit`](audit_core::request::CancelledRequests::Emit): the
+            /// event with `outcome: "cancelled"`). Counted either way in
+            /// [`SkipCounters::cancelled`](audit_core::request::SkipCounters::cancelled).
+            pub fn cancelled_requests(self, cancelled: $crate::request::CancelledRequests) -> Self {
+                let policy = self.current_policy().clone().cancelled(cancelled);
                 self.policy(policy)
             }
 

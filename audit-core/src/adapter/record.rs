@@ -19,7 +19,8 @@ pub struct RequestInfo {
     /// [`Metadata::MAX_STRING_CHARS`] bytes. The adapters capture it only when
     /// [`AuditPolicy::request_metadata`] is on.
     pub request_id: Option<String>,
-    /// The HTTP method (captured by the adapters only with [`AuditPolicy::request_metadata`]).
+    /// The HTTP method, at most [`Metadata::MAX_STRING_CHARS`] bytes (an extension method can be
+    /// any token; captured by the adapters only with [`AuditPolicy::request_metadata`]).
     pub method: Option<String>,
     /// The matched route pattern (`/teams/{id}`), when the adapter knows it, at most
     /// [`Metadata::MAX_STRING_CHARS`] bytes (captured by the adapters only with
@@ -60,9 +61,10 @@ impl RequestInfo {
         self
     }
 
-    /// Sets the HTTP method.
+    /// Sets the HTTP method, cut to [`Metadata::MAX_STRING_CHARS`] bytes at a character
+    /// boundary like the other request metadata.
     pub fn method(mut self, method: impl Into<String>) -> Self {
-        self.method = Some(method.into());
+        self.method = Some(bounded(method.into(), Metadata::MAX_STRING_CHARS));
         self
     }
 
@@ -107,14 +109,28 @@ fn bounded(s: String, max_len: usize) -> String {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct ResponseInfo {
-    /// The HTTP status code.
+    /// The HTTP status code (0 for a cancelled request, which has none).
     pub status: u16,
+    /// The response future was dropped before the response existed (the client went away, a
+    /// timeout layer fired): the handler may have made its change, nothing was answered.
+    pub cancelled: bool,
 }
 
 impl ResponseInfo {
     /// Response information with a status.
     pub fn new(status: u16) -> Self {
-        Self { status }
+        Self {
+            status,
+            cancelled: false,
+        }
+    }
+
+    /// A request whose response future was dropped before the response existed.
+    pub fn cancelled() -> Self {
+        Self {
+            status: 0,
+            cancelled: true,
+        }
     }
 }
 
@@ -332,7 +348,9 @@ fn decide(
         return Decision::Skip(SkipReason::Suppressed);
     }
     let success = (200..400).contains(&response.status);
-    if !success && policy.outcomes == Outcomes::SuccessOnly {
+    // A cancelled request has no outcome: the handler may have done its work, so the outcome
+    // policy does not apply (the adapters emit it only under `CancelledRequests::Emit`).
+    if !success && !response.cancelled && policy.outcomes == Outcomes::SuccessOnly {
         return Decision::Skip(SkipReason::Outcome);
     }
     let actor = match (actor, &policy.missing_actor) {
@@ -346,7 +364,10 @@ fn decide(
     let info = info.into_owned();
     let mut context = Context::new(info.location);
     context.user_agent = info.user_agent;
-    if policy.outcomes == Outcomes::All {
+    if response.cancelled {
+        // The trail shows the attempt, and that no response was given.
+        metadata.insert("outcome", "cancelled");
+    } else if policy.outcomes == Outcomes::All {
         metadata.insert("outcome", if success { "success" } else { "failure" });
         metadata.insert("http_status", response.status);
     }
@@ -360,7 +381,9 @@ fn decide(
         if let Some(route) = info.route {
             metadata.insert("http_route", route);
         }
-        metadata.insert("http_status", response.status);
+        if !response.cancelled {
+            metadata.insert("http_status", response.status);
+        }
     }
     let mut event = Event::new(action, actor, context).occurred_at(info.received_at);
     event.targets = targets;
@@ -548,6 +571,13 @@ mod tests {
         assert_eq!(m.get("http_status"), Some(&MetadataValue::Integer(201)));
         let e = emitted(annotated().finish(&AuditPolicy::default(), &ResponseInfo::new(201)));
         assert!(e.metadata.is_none());
+    }
+
+    #[test]
+    fn the_http_method_is_bounded_like_the_other_metadata() {
+        let long = "X".repeat(Metadata::MAX_STRING_CHARS * 4);
+        let info = RequestInfo::new("1.2.3.4").method(long);
+        assert_eq!(info.method.map(|m| m.len()), Some(Metadata::MAX_STRING_CHARS));
     }
 
     #[test]

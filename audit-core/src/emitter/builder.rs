@@ -262,7 +262,8 @@ impl EmitterBuilder {
         self
     }
 
-    /// What a full queue does with a new event (default [`Overflow::DropNewest`]).
+    /// What a full in-memory queue does with a new event (default [`Overflow::DropNewest`]; with
+    /// a spool, every policy spills to the file).
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.config.overflow = overflow;
         self
@@ -329,9 +330,9 @@ impl EmitterBuilder {
     }
 
     /// Keeps every accepted event in a durable spool file until it is delivered or dead-lettered
-    /// (feature `spool`; see [`SpoolConfig`](super::SpoolConfig) for what it guarantees). Pair it
-    /// with [`Overflow::SpillToSpool`] so that a peak beyond the memory
-    /// [`capacity`](Self::capacity) waits in the file instead of being dropped.
+    /// (feature `spool`; see [`SpoolConfig`](super::SpoolConfig) for what it guarantees). A peak
+    /// beyond the memory [`capacity`](Self::capacity) waits in the file instead of being dropped,
+    /// whatever the [`overflow`](Self::overflow) policy; only a full spool refuses events.
     #[cfg(feature = "spool")]
     pub fn spool(mut self, spool: super::Spool) -> Self {
         self.spool = Some(spool);

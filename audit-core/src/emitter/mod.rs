@@ -39,44 +39,69 @@
 //! whole burst: [`EmitterBuilder::linger`]), wait for the shared rate limiter ([`RateLimit`], WorkOS's 6,000 requests per minute by default) and make one
 //! attempt each through the [`Sink`] (the WorkOS [`Client`](crate::client::Client)).
 //!
-//! - **Delivered** (2xx): done; counted with its latency from acceptance.
-//! - **Retryable** (408, 429, 500, 502, 503, 504, transport failure, timeout): the event waits for
-//!   its retry time (exponential backoff with full jitter, [`EmitterBuilder::retry_backoff`]) and
-//!   is sent again **with the same idempotency key**, so WorkOS stores it once however many
-//!   attempts reach it. A waiting event does not occupy a sender. A `Retry-After` (seconds or
-//!   HTTP date) or a 429 pauses **every** sender until that instant. No attempt starts after the
-//!   event's retry window ([`EmitterBuilder::retry_window`], 1 hour by default) has passed since its
-//!   first attempt; the event is then dead-lettered.
+//! - **Delivered** (WorkOS's `{"success":true}`): done; counted with its latency from acceptance.
+//! - **Not WorkOS** (any other 2xx: a `204`, an HTML page from a gateway or a web app, that is a
+//!   wrong `WORKOS_BASE_URL`): nothing says the event was stored, so it is dead-lettered at once
+//!   with [`DeadLetterReason::NotWorkOs`] (never retried forever), counted in
+//!   [`Stats::not_workos`] and logged with the fix at a bounded rate.
+//! - **Retryable** (408, 429, 500, 502, 503, 504, transport failure, timeout, a panicking sink): the
+//!   event waits for its retry time (exponential backoff with full jitter,
+//!   [`EmitterBuilder::retry_backoff`]) and is sent again **with the same idempotency key**, so
+//!   WorkOS stores it once however many attempts reach it. A waiting event does not occupy a
+//!   sender. A `Retry-After` (seconds or HTTP date) or a 429 pauses **every** sender until that
+//!   instant. No attempt starts after the event's retry window ([`EmitterBuilder::retry_window`],
+//!   1 hour by default) has passed since its first attempt; the event is then dead-lettered.
 //! - **Rejected** (400, 404, 409, 422 and other statuses retrying cannot cure): dead-lettered at
 //!   once with the whole event, WorkOS's error and the attempt count.
 //!
+//! Every accepted event ends in one of three places: delivered once, dead-lettered whole with
+//! its key and reason, or still held and counted in [`Stats`] (queued, retrying, in flight, or
+//! in the spool file). A dead letter leaves the emitter only once a destination recorded it
+//! ([`DeadLetterSink`] reports failure): when none could (a full disk, a panicking callback), the
+//! event stays, counted in [`Stats::dead_letter_failures`], the write is tried again, and at
+//! shutdown the last resort is the whole dead letter in the log ([`DeadLetter::log`]). Without a
+//! destination the log is the record; [`Emitter::replay_log`] re-emits from it. A panic in the
+//! sink, a dead-letter destination or a sender is caught and counted ([`Stats::panics`]); the
+//! sender goes on.
+//!
 //! # Authorization failures
 //!
-//! A 401 or 403 means the API key is wrong for every event, not that this event is bad. The
+//! A 401 (or a 403 for every event) means the API key is wrong, not that this event is bad. The
 //! emitter does not burn the queue: it **holds** delivery (every sender stops), logs the failure
 //! with `tracing::error!` (repeated at most every [`EmitterBuilder::warn_interval`]), keeps every
-//! event queued, and re-sends the one event that failed as a probe after 30 s, then at doubling
-//! intervals up to 5 minutes ([`EmitterBuilder::auth_probe_interval`]). When a probe is accepted
-//! (the key was fixed or rotated on WorkOS's side), delivery resumes. [`Stats::auth_failed`] and
-//! [`Stats::held_since`] show the state. The hold has no time limit: the queue's capacity and
-//! overflow policy decide what happens to new events meanwhile, and shutdown dead-letters what is
-//! left, so nothing is lost silently.
+//! event queued, and probes after 30 s, then at doubling intervals up to 5 minutes
+//! ([`EmitterBuilder::auth_probe_interval`]), each probe with the next event in line (the probe
+//! rotates, so one event that WorkOS refuses for itself cannot keep the hold on). When a probe is
+//! accepted, delivery resumes. [`Stats::auth_failed`] and [`Stats::held_since`] show the state; a
+//! hold longer than [`EmitterBuilder::auth_hold_alert`] (15 minutes) logs `AUDIT DELIVERY STOPPED`
+//! at a bounded rate. A 403 for one organization while others' events are accepted is about that
+//! organization: its events are dead-lettered ([`DeadLetterReason::Rejected`], status 403) and
+//! the others keep flowing. Shutdown dead-letters what is left, so nothing is lost silently.
 //!
-//! # A full queue
+//! # A full queue, and overload
 //!
 //! The capacity ([`EmitterBuilder::capacity`]) counts every event not yet resolved: queued,
 //! waiting to retry, and in flight. A server that fails every request therefore cannot make the
-//! emitter's memory grow. When it is full, [`Overflow`] decides: drop the new event (the default,
-//! [`EmitError::Full`]) or evict the oldest waiting one. Every drop is counted ([`Stats::dropped`])
-//! and warned about at a bounded rate. [`Emitter::emit`] instead waits for room.
+//! emitter's memory grow. When it is full, [`Overflow`] decides: refuse the new event (the
+//! default, [`EmitError::Full`]) or evict the oldest waiting one, which is dead-lettered with
+//! [`DeadLetterReason::Overflow`]. With a spool, every policy spills the new event to the file
+//! instead, and only a full spool refuses. Every drop is counted ([`Stats::dropped`]) and warned
+//! about at a bounded rate. [`Emitter::emit`] instead waits for room.
+//!
+//! Under a rate limit the number of working senders follows WorkOS's latency (`rate · latency ·
+//! 1.5 + 1`, between [`EmitterBuilder::senders`] and [`EmitterBuilder::max_senders`]), so delivery
+//! reaches the limit whether WorkOS is 30 ms or 300 ms away. [`Stats::accept_rate`],
+//! [`Stats::delivery_rate`] and [`Stats::time_to_drain`] show whether the backlog shrinks, and a
+//! growing backlog is warned about at a bounded rate.
 //!
 //! # Flush, shutdown, and dropping the handle
 //!
 //! [`Emitter::flush`] waits until every event accepted before the call is delivered or
 //! dead-lettered. [`Emitter::shutdown`] stops accepting, drains, and at its deadline dead-letters
 //! what is still pending ([`DeadLetterReason::ShutdownDeadline`]), then reports. Both are plain
-//! `async` functions that never block a thread, so they work on current-thread and multi-thread
-//! runtimes and inside actix-web's.
+//! `async` functions that never block a runtime thread (the spool's last commit runs on a blocking
+//! thread, and a spool writer thread that died is noticed), so they work on current-thread and
+//! multi-thread runtimes and inside actix-web's.
 //!
 //! Dropping the last [`Emitter`] handle without `shutdown` never blocks: the senders keep
 //! delivering what is queued and end when it is empty. If the runtime ends first, what is left is

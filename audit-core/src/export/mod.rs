@@ -96,9 +96,15 @@ pub use parser::parse_csv;
 /// longest three calendar months are 92 days; a range starting earlier is refused locally.
 pub const EXPORT_LOOKBACK: Duration = Duration::from_secs(92 * 24 * 3600);
 
-/// The largest CSV record (one row, all its cells) the parser accepts, by default: 16 MiB. WorkOS
-/// limits metadata to 50 keys of 500 characters per object, so a real row is far smaller.
+/// The largest CSV record the parser accepts, by default: 16 MiB, counting every allocation the
+/// row takes (its cells and the list of where each cell ends). WorkOS limits metadata to 50 keys
+/// of 500 characters per object, so a real row is far smaller.
 pub const DEFAULT_MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most cells a CSV row may have: 10,000. A WorkOS export has nine columns plus four per
+/// target, so a row this wide is not an export (a line of commas would otherwise grow the
+/// parser's list of cells without bound).
+pub const MAX_ROW_FIELDS: usize = 10_000;
 
 /// Reads an organization's events back through a WorkOS CSV export. See the
 /// [module documentation](self) for the steps, the CSV and the errors.
@@ -202,8 +208,9 @@ impl EventReader {
         self
     }
 
-    /// The largest CSV row accepted (default [`DEFAULT_MAX_ROW_BYTES`]); a larger one ends the
-    /// stream with [`ReadError::Row`], bounding the parser's memory.
+    /// The largest CSV row accepted (default [`DEFAULT_MAX_ROW_BYTES`]), counting its cells and
+    /// the positions of their ends; a larger one, or one with more than [`MAX_ROW_FIELDS`]
+    /// cells, ends the stream with [`ReadError::Row`], bounding the parser's memory.
     pub fn max_row_bytes(mut self, bytes: usize) -> Self {
         self.config.max_row_bytes = bytes.max(1024);
         self

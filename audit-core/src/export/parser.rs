@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde::de::IntoDeserializer;
 
-use super::{DEFAULT_MAX_ROW_BYTES, EventStream, Phase, ReadError, ReadProgress};
+use super::{DEFAULT_MAX_ROW_BYTES, EventStream, MAX_ROW_FIELDS, Phase, ReadError, ReadProgress};
 use crate::event::{Action, Actor, Context, Event, Metadata, Target, rfc3339_millis};
 
 /// Parses an export's CSV from any stream of byte chunks (a file, a download) into events, with
@@ -158,7 +158,8 @@ impl CsvParser {
     fn new(max_row_bytes: usize) -> Self {
         Self {
             core: csv_core::Reader::new(),
-            out: vec![0; 4096.min(max_row_bytes)],
+            // Both buffers count toward the row's bytes (see `row_bytes`).
+            out: vec![0; 4096.min(max_row_bytes / 2)],
             ends: vec![0; 64],
             out_len: 0,
             ends_len: 0,
@@ -183,21 +184,26 @@ impl CsvParser {
             match res {
                 csv_core::ReadRecordResult::InputEmpty => return,
                 csv_core::ReadRecordResult::OutputFull => {
-                    if self.out.len() >= self.max_row_bytes {
-                        self.stopped = true;
-                        sink.push_back(Err(ReadError::Row {
-                            row: self.row + 1,
-                            line: self.record_line,
-                            column: self.current_column(),
-                            message: format!("the row is larger than {} bytes", self.max_row_bytes),
-                        }));
-                        return;
+                    let room = self.max_row_bytes.saturating_sub(self.row_bytes());
+                    if room == 0 {
+                        let message = format!("the row is larger than {} bytes", self.max_row_bytes);
+                        return self.too_large(sink, message);
                     }
-                    let new_len = (self.out.len() * 2).min(self.max_row_bytes);
+                    let new_len = self.out.len() + self.out.len().clamp(1, room);
                     self.out.resize(new_len, 0);
                 }
                 csv_core::ReadRecordResult::OutputEndsFull => {
-                    let new_len = self.ends.len() * 2;
+                    if self.ends.len() >= MAX_ROW_FIELDS {
+                        let message = format!("the row has more than {MAX_ROW_FIELDS} cells");
+                        return self.too_large(sink, message);
+                    }
+                    let room = self.max_row_bytes.saturating_sub(self.row_bytes()) / size_of::<usize>();
+                    let grow = self.ends.len().min(MAX_ROW_FIELDS - self.ends.len()).min(room);
+                    if grow == 0 {
+                        let message = format!("the row is larger than {} bytes", self.max_row_bytes);
+                        return self.too_large(sink, message);
+                    }
+                    let new_len = self.ends.len() + grow;
                     self.ends.resize(new_len, 0);
                 }
                 csv_core::ReadRecordResult::Record => {
@@ -209,6 +215,22 @@ impl CsvParser {
                 csv_core::ReadRecordResult::End => return,
             }
         }
+    }
+
+    /// The bytes the current row holds: its cells' buffer and the list of where they end.
+    fn row_bytes(&self) -> usize {
+        self.out.len() + self.ends.len() * size_of::<usize>()
+    }
+
+    /// Ends the stream: a row too large to read (the parser cannot find the next row safely).
+    fn too_large(&mut self, sink: &mut VecDeque<Result<Event, ReadError>>, message: String) {
+        self.stopped = true;
+        sink.push_back(Err(ReadError::Row {
+            row: self.row + 1,
+            line: self.record_line,
+            column: self.current_column(),
+            message,
+        }));
     }
 
     fn finish(&mut self, sink: &mut VecDeque<Result<Event, ReadError>>, p: &ReadProgress) {
@@ -508,5 +530,31 @@ mod tests {
         );
         let ok: Vec<Event> = parse_csv(chunks(&text, 100)).try_collect().await.unwrap();
         assert_eq!(ok[0].action.as_str().len(), 3000);
+    }
+
+    #[tokio::test]
+    async fn a_line_of_commas_is_refused_by_its_cell_count() {
+        let mut text = String::from("action,occurred_at,actor_id,actor_type,context_location\n");
+        text.push_str(&",".repeat(MAX_ROW_FIELDS + 10));
+        text.push('\n');
+        let out: Vec<_> = parse_csv(chunks(&text, 4096)).collect().await;
+        assert!(
+            matches!(&out[..], [Err(ReadError::Row { row: 1, message, .. })] if message.contains("cells")),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cell_list_counts_toward_the_row_bytes() {
+        // 2,000 empty cells: 2 KiB of commas, but 16 KiB of cell ends.
+        let mut text = String::from("action,occurred_at,actor_id,actor_type,context_location\n");
+        text.push_str(&",".repeat(2_000));
+        text.push('\n');
+        let progress = ReadProgress::new();
+        let out: Vec<_> = parse(chunks(&text, 512), progress, 8 * 1024).collect().await;
+        assert!(
+            matches!(&out[..], [Err(ReadError::Row { row: 1, message, .. })] if message.contains("bytes")),
+            "{out:?}"
+        );
     }
 }

@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 /// How many recent deliveries and failures a stream remembers.
 const RECENT: usize = 100;
 
-/// How many events may wait for delivery per stream; more are dropped and counted as failed.
-pub(crate) const MAX_PENDING: usize = 10_000;
+/// How many events may wait for delivery per stream by default; more are dropped and counted as
+/// failed.
+const MAX_PENDING: usize = 10_000;
 
 /// How long one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,8 @@ pub(crate) struct StreamSettings {
     pub(crate) attempts: u32,
     /// The wait after the first failed attempt; it doubles after each further one.
     pub(crate) first_backoff: Duration,
+    /// How many events may wait per stream (the one being attempted included).
+    pub(crate) max_pending: usize,
 }
 
 impl Default for StreamSettings {
@@ -37,6 +40,7 @@ impl Default for StreamSettings {
         StreamSettings {
             attempts: 5,
             first_backoff: Duration::from_millis(500),
+            max_pending: MAX_PENDING,
         }
     }
 }
@@ -389,7 +393,7 @@ impl Streams {
             event: shapes::streamed_event(&id, org, event),
             id,
         };
-        if g.pending.len() >= MAX_PENDING {
+        if g.pending.len() >= self.settings.max_pending.max(1) {
             g.failed += 1;
             g.note(&p, 0, DeliveryOutcome::Dropped);
             drop(g);
@@ -399,6 +403,7 @@ impl Streams {
         g.pending.push_back(p);
         drop(g);
         stream.wake.notify_one();
+        self.changed.notify_waiters();
     }
 
     /// Forgets waiting events, counters and recent deliveries (the configuration stays).
@@ -516,5 +521,52 @@ async fn run(stream: Arc<Stream>, client: reqwest::Client, settings: StreamSetti
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback URL nothing listens on: every attempt fails at once, without a timer.
+    fn refusing_url() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        format!("http://127.0.0.1:{port}/in")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_exponentially_then_give_up() {
+        let streams = Streams::new(StreamSettings {
+            attempts: 4,
+            first_backoff: Duration::from_millis(500),
+            max_pending: 10,
+        })
+        .unwrap();
+        streams.start(tokio::runtime::Handle::current());
+        streams
+            .set("org_1", Destination::http(refusing_url()), true)
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        streams.enqueue("org_1", &json!({"action": "a.b"}));
+        loop {
+            let mut changed = std::pin::pin!(streams.changed.notified());
+            changed.as_mut().enable();
+            if streams.status("org_1").unwrap().state == StreamState::Error {
+                break;
+            }
+            changed.await;
+        }
+        // 500 ms, 1 s and 2 s between the four attempts, on the paused clock.
+        assert_eq!(started.elapsed(), Duration::from_millis(3_500));
+        let status = streams.status("org_1").unwrap();
+        let attempts: Vec<(u32, bool)> = status
+            .recent
+            .iter()
+            .map(|d| (d.attempt, matches!(d.outcome, DeliveryOutcome::GaveUp { .. })))
+            .collect();
+        assert_eq!(attempts, [(1, false), (2, false), (3, false), (4, true)]);
+        assert_eq!((status.failed, status.pending), (1, 0));
     }
 }

@@ -1,0 +1,8 @@
+use audit_tower::action;
+
+#[action("")]
+async fn create_team() -> &'static str {
+    "created"
+}
+
+fn main() {}
