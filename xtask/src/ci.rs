@@ -8,11 +8,9 @@
 //! 5. `cargo doc --workspace --no-deps --all-features` with `-D warnings`
 //!
 //! After step 2: the publishing checks: each feature of every library crate on its own
-//! (`cargo hack check --each-feature --no-dev-deps`), no unused dependencies (`cargo machete`),
-//! and `cargo package -p <each publishable crate>`: each package is built from its `.crate` file,
-//! with the crates of this workspace resolved from each other's packages (cargo overlays them on
-//! the registry), so nothing needs to be published first. cargo-hack and cargo-machete are
-//! installed by `.ci/install-tools`.
+//! (`cargo hack check --each-feature --no-dev-deps`), no unused dependencies (`cargo shear`),
+//! and `cargo package --no-verify -p <each publishable crate>` (the manifest, the metadata and the
+//! file list of each package). cargo-hack and cargo-shear are installed by `.ci/install-tools`.
 //!
 //! After step 3: `xtask/compat/sqlx`, a crate outside the workspace that depends on audit-core
 //! (`spool`), audit-testkit (`sqlite`) and sqlx 0.8 (`sqlite`), is checked with the workspace's
@@ -136,65 +134,21 @@ fn publishing(root: &Path) -> Result<(), String> {
     }
     step("each feature on its own (cargo hack)", hack.current_dir(root))?;
     step(
-        "unused dependencies (cargo machete)",
-        Command::new("cargo-machete").current_dir(root),
+        "unused dependencies (cargo shear)",
+        Command::new(cargo()).arg("shear").current_dir(root),
     )?;
-    // Cargo takes a registry crate for immutable: a build of an earlier package of audit-core
-    // (same name and version, from the local registry) would be reused. A target directory of
-    // its own, emptied first, and no stale extracted sources make every run build the packages
-    // it just made.
-    let target_dir = std::env::var("CARGO_TARGET_DIR")
-        .map_or_else(|_| root.join("target"), Into::into)
-        .join("package-verify");
-    if target_dir.exists() {
-        std::fs::remove_dir_all(&target_dir)
-            .map_err(|e| format!("emptying {}: {e}", target_dir.display()))?;
-    }
-    forget_verified_packages()?;
+    // The packages are made, not built: every crate is compiled by the other steps, and a
+    // package's build would resolve this workspace's crates through a temporary registry whose
+    // extracted copies cargo keeps between runs.
     let mut package = Command::new(cargo());
-    package
-        .args(["package", "--allow-dirty", "--target-dir"])
-        .arg(&target_dir);
+    package.args(["package", "--no-verify", "--allow-dirty"]);
     for krate in LIBRARY_CRATES {
         package.args(["-p", krate]);
     }
     step(
-        "cargo package (every publishable crate)",
+        "cargo package --no-verify (every publishable crate)",
         package.current_dir(root),
     )
-}
-
-/// `cargo package` verifies a crate that depends on another crate of the workspace against the
-/// other's fresh package, served from a local registry (`<target>/package/tmp-registry`), and
-/// extracts it to `$CARGO_HOME/registry/src/-<hash>/<name>-<version>`, a directory a later run
-/// (same name and version) may take as already extracted. Removes those directories of this
-/// workspace's crates; directories of crates.io (`index.crates.io-…`) are never touched.
-fn forget_verified_packages() -> Result<(), String> {
-    let home = match std::env::var_os("CARGO_HOME") {
-        Some(home) => std::path::PathBuf::from(home),
-        None => match std::env::var_os("HOME") {
-            Some(home) => Path::new(&home).join(".cargo"),
-            None => return Ok(()),
-        },
-    };
-    let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else {
-        return Ok(());
-    };
-    for registry in registries.flatten() {
-        if !registry.file_name().to_string_lossy().starts_with('-') {
-            continue;
-        }
-        for krate in LIBRARY_CRATES {
-            let dir = registry
-                .path()
-                .join(format!("{krate}-{}", env!("CARGO_PKG_VERSION")));
-            if dir.is_dir() {
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| format!("removing the stale package sources {}: {e}", dir.display()))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Checks `xtask/compat/sqlx`: audit-core's spool, audit-testkit's persistence and sqlx's SQLite
