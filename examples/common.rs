@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use audit_core::OrganizationId;
-use audit_core::client::Client;
 use audit_core::client_ip::ClientIpConfig;
+use audit_core::config::AuditSettings;
 use audit_core::emitter::{
-    DiscardSink, Emitter, EmitterBuilder, MemorySink, Overflow, RateLimit, ShutdownReport, Sink, SpoolConfig,
-    Stats,
+    DiscardSink, Emitter, EmitterBuilder, MemorySink, Overflow, ShutdownReport, Sink, SpoolConfig, Stats,
 };
 use audit_core::request::{SkipCounters, SkipReason};
 use serde_json::json;
@@ -52,10 +51,10 @@ impl Destination {
 pub struct Settings {
     /// `LISTEN_ADDR`, default `127.0.0.1:3000`.
     pub listen_addr: SocketAddr,
-    /// `WORKOS_BASE_URL`, default `https://api.workos.com`.
-    pub workos_base_url: String,
-    /// `WORKOS_API_KEY` (never printed).
-    pub workos_api_key: Option<String>,
+    /// The client's and the emitter's settings ([`AuditSettings::from_env`]): `WORKOS_API_KEY`
+    /// (shown redacted), `WORKOS_BASE_URL`, `AUDIT_TIMEOUT`, `AUDIT_CONNECT_TIMEOUT`,
+    /// `AUDIT_RATE_LIMIT`, `AUDIT_SENDERS`, `AUDIT_SPOOL`.
+    pub audit: AuditSettings,
     /// `WORKOS_ORGANIZATION_ID`.
     pub organization_id: Option<String>,
     /// `AUDIT_TRUSTED_PROXIES`: comma-separated CIDR ranges, none by default.
@@ -65,13 +64,6 @@ pub struct Settings {
     /// `AUDIT_SINK`: `memory` (keep every event in memory) or `discard` (count them) instead of
     /// sending them anywhere.
     pub local_sink: Option<Destination>,
-    /// `AUDIT_RATE_LIMIT`: `workos` (default, 6,000 per minute), `none`, or requests per second.
-    pub rate_limit: Option<RateLimit>,
-    /// `AUDIT_SENDERS`: concurrent deliveries, fixed (default: the emitter's own, 8 growing to 64
-    /// as WorkOS's latency requires under the rate limit).
-    pub senders: Option<usize>,
-    /// `AUDIT_SPOOL`: a durable spool file (SQLite): accepted events survive a crash or restart.
-    pub spool: Option<String>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -89,44 +81,19 @@ impl Settings {
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
             .parse()
             .map_err(|e| format!("LISTEN_ADDR: {e} (expected for example 127.0.0.1:3000)"))?;
-        let rate_limit = match env("AUDIT_RATE_LIMIT").as_deref() {
-            None | Some("workos") => Some(RateLimit::workos()),
-            Some("none") => None,
-            Some(n) => Some(
-                n.parse::<u32>()
-                    .ok()
-                    .and_then(|n| RateLimit::new(n, Duration::from_secs(1)))
-                    .ok_or_else(|| {
-                        format!("AUDIT_RATE_LIMIT: {n:?} is not `workos`, `none` or a positive number")
-                    })?,
-            ),
-        };
         let local_sink = match env("AUDIT_SINK").as_deref() {
             None => None,
             Some("memory") => Some(Destination::Memory),
             Some("discard") => Some(Destination::Discard),
             Some(other) => return Err(format!("AUDIT_SINK: {other:?} is not `memory` or `discard`")),
         };
-        let senders = match env("AUDIT_SENDERS") {
-            None => None,
-            Some(n) => Some(
-                n.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("AUDIT_SENDERS: {n:?} is not a positive number"))?,
-            ),
-        };
         Ok(Self {
             listen_addr,
-            workos_base_url: env("WORKOS_BASE_URL").unwrap_or_else(|| "https://api.workos.com".to_owned()),
-            workos_api_key: env("WORKOS_API_KEY"),
+            audit: AuditSettings::from_env().map_err(|e| e.to_string())?,
             organization_id: env("WORKOS_ORGANIZATION_ID"),
             client_ip: ClientIpConfig::from_env().map_err(|e| e.to_string())?,
             disabled: env("AUDIT_DISABLED").is_some_and(|v| v != "0" && v != "false"),
             local_sink,
-            rate_limit,
-            senders,
-            spool: env("AUDIT_SPOOL"),
         })
     }
 
@@ -136,7 +103,7 @@ impl Settings {
             Destination::Disabled
         } else if let Some(local) = self.local_sink {
             local
-        } else if self.workos_api_key.is_some() {
+        } else if self.audit.api_key.is_some() {
             Destination::Workos
         } else {
             Destination::EmbeddedTestkit
@@ -147,15 +114,7 @@ impl Settings {
     /// the runtime that serves the app (under actix-web, the actix system runtime of
     /// `#[actix_web::main]`): the emitter's senders are spawned on it.
     pub fn emitter(&self, sink: impl Sink) -> EmitterBuilder {
-        let builder = Emitter::builder(sink);
-        let builder = match self.senders {
-            Some(n) => builder.senders(n),
-            None => builder,
-        };
-        match self.rate_limit {
-            Some(limit) => builder.rate_limit(limit),
-            None => builder.no_rate_limit(),
-        }
+        self.audit.emitter(sink)
     }
 }
 
@@ -176,6 +135,7 @@ pub fn shutdown_json(
             "pending_at_deadline": report.pending_at_deadline,
             "retried": stats.retried,
             "emit_failures": skipped.emit_failures(),
+            "invalid_events": skipped.invalid_events(),
             "cancelled": skipped.cancelled(),
             "skipped": {
                 "not_annotated": skipped.get(SkipReason::NotAnnotated),
@@ -183,7 +143,6 @@ pub fn shutdown_json(
                 "outcome": skipped.get(SkipReason::Outcome),
                 "missing_actor": skipped.get(SkipReason::MissingActor),
                 "missing_organization": skipped.get(SkipReason::MissingOrganization),
-                "invalid": skipped.get(SkipReason::Invalid),
             },
             "delivery_latency_ms": {"p50": ms(stats.latency_p50), "p90": ms(stats.latency_p90), "p99": ms(stats.latency_p99)},
             "last_error": stats.last_error,
@@ -249,7 +208,11 @@ impl Settings {
         let destination = self.destination();
         let mut notes = Vec::new();
         let mut testkit = None;
-        let mut workos_base_url = self.workos_base_url.clone();
+        let mut workos_base_url = self
+            .audit
+            .base_url
+            .clone()
+            .unwrap_or_else(|| audit_core::client::DEFAULT_BASE_URL.to_owned());
         let organization = match destination {
             Destination::EmbeddedTestkit => {
                 let kit = audit_testkit::TestKit::start()
@@ -274,13 +237,14 @@ impl Settings {
         };
         let organization =
             OrganizationId::new(organization).map_err(|e| format!("WORKOS_ORGANIZATION_ID: {e}"))?;
-        let mut spool = match &self.spool {
+        let mut spool = match &self.audit.spool {
             Some(path) => {
                 let spool = SpoolConfig::new(path)
                     .open()
                     .map_err(|e| format!("AUDIT_SPOOL: {e}"))?;
                 notes.push(format!(
-                    "durable spool {path}: {} events kept from an earlier run",
+                    "durable spool {}: {} events kept from an earlier run",
+                    path.display(),
                     spool.recovered()
                 ));
                 Some(spool)
@@ -295,16 +259,16 @@ impl Settings {
             Destination::Disabled => None,
             Destination::Memory => Some(start(self.emitter(MemorySink::new()))),
             Destination::Discard => Some(start(self.emitter(DiscardSink::new()))),
-            Destination::Workos | Destination::EmbeddedTestkit => {
-                let key = self
-                    .workos_api_key
-                    .clone()
-                    .unwrap_or_else(|| "sk_test_embedded".to_owned());
-                let client = Client::builder()
-                    .api_key(key)
-                    .base_url(workos_base_url.clone())
-                    .build()
-                    .map_err(|e| e.to_string())?;
+            Destination::Workos => {
+                let client = self.audit.client().map_err(|e| e.to_string())?;
+                Some(start(self.emitter(client)))
+            }
+            Destination::EmbeddedTestkit => {
+                // The same settings (timeouts), pointed at the in-process testkit with a test key.
+                let mut embedded = self.audit.clone();
+                embedded.api_key = Some("sk_test_embedded".into());
+                embedded.base_url = Some(workos_base_url.clone());
+                let client = embedded.client().map_err(|e| e.to_string())?;
                 Some(start(self.emitter(client)))
             }
         };

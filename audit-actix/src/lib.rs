@@ -2,7 +2,7 @@
 //!
 //! [`AuditMiddleware`] is an actix-web [`Transform`](actix_web::dev::Transform) that creates a
 //! per-request audit record (in the request extensions) before the handler runs, and after the handler produced its response hands the
-//! finished event to audit-core's background [`Emitter`](audit_core::emitter::Emitter) without
+//! finished event to audit-core's background [`Emitter`] without
 //! waiting for anything. The response, its status and its latency are never changed.
 //!
 //! ```
@@ -48,13 +48,13 @@
 //! # Runtime
 //!
 //! actix-web runs each worker on its own single-threaded runtime and its futures are not `Send`.
-//! The middleware only touches `Send + Sync` handles ([`Emitter`](audit_core::emitter::Emitter),
+//! The middleware only touches `Send + Sync` handles ([`Emitter`],
 //! the record's `Arc<Mutex<..>>`) and calls the synchronous, non-blocking
-//! [`Emitter::try_emit`](audit_core::emitter::Emitter::try_emit), so it works unchanged from any
+//! [`Emitter::try_emit`], so it works unchanged from any
 //! worker. Start the emitter once in `main` (its senders run on the main actix system runtime, or
 //! on a runtime of your choice with `start_on`), and after `HttpServer::run().await` returns (actix
 //! handles SIGINT/SIGTERM with a graceful stop), call
-//! [`Emitter::shutdown`](audit_core::emitter::Emitter::shutdown) to deliver what is still queued.
+//! [`Emitter::shutdown`] to deliver what is still queued.
 //!
 //! # Security
 //!
@@ -64,6 +64,7 @@
 //! ([`AuditMiddleware::trusted_proxies`]). actix-web's own
 //! [`ConnectionInfo::realip_remote_addr`](actix_web::dev::ConnectionInfo::realip_remote_addr) is
 //! never used: it returns whatever a client put in `Forwarded`/`X-Forwarded-For`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Lets `#[action]`'s absolute `::audit_actix::..` paths resolve inside this crate too.
 #[allow(unused_extern_crates)]

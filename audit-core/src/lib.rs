@@ -4,6 +4,7 @@
 pub mod adapter;
 pub mod client;
 pub mod client_ip;
+pub mod config;
 pub mod emitter;
 pub mod error;
 pub mod event;
@@ -22,6 +23,7 @@ pub use retry::RetryPolicy;
 pub use validate::{FieldError, FieldErrorKind, ValidationErrors};
 // client re-exports
 pub use client::{Client, ClientBuilder, CreateEventOptions};
+pub use config::AuditSettings;
 // emitter re-exports
 pub use emitter::{
     DeadLetter, DeadLetterReason, EmitError, EmitOptions, EmitReceipt, Emitter, EmitterBuilder,

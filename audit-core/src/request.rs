@@ -180,7 +180,9 @@ impl AuditPolicy {
     }
 }
 
-/// Why a request produced no event.
+/// Why the policy decided that a request emits no event. An event that was due but that the
+/// emitter refused is not a skip: see [`SkipCounters::invalid_events`] and
+/// [`SkipCounters::emit_failures`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SkipReason {
@@ -194,8 +196,6 @@ pub enum SkipReason {
     MissingActor,
     /// No organization was set and there is no default.
     MissingOrganization,
-    /// The event broke a WorkOS rule (the adapter logs the errors).
-    Invalid,
 }
 
 /// The handler's side of its request's audit record, behind the adapters' `AuditCtx`
@@ -236,8 +236,8 @@ impl AuditHandle {
     }
 
     /// Adds one metadata entry (WorkOS allows 50 keys of up to 40 characters, string values up
-    /// to 500 characters; an event breaking the limits is not emitted and is counted as
-    /// [`SkipReason::Invalid`]).
+    /// to 500 characters; an event breaking the limits is refused by the emitter and counted by
+    /// [`SkipCounters::invalid_events`]).
     pub fn meta(&self, key: impl Into<String>, value: impl Into<MetadataValue>) -> &Self {
         if let Some(a) = &self.0 {
             a.add_metadata(key, value);
@@ -289,10 +289,14 @@ impl AuditHandle {
     }
 }
 
-/// Counters of skipped requests by reason, shared by an adapter's clones.
+/// Counters of the requests that emitted nothing, shared by an adapter's clones: those the policy
+/// skipped, by [`SkipReason`], and the due events the emitter refused, apart: invalid ones
+/// ([`invalid_events`](Self::invalid_events)) and those it could not take
+/// ([`emit_failures`](Self::emit_failures)).
 #[derive(Debug, Default)]
 pub struct SkipCounters {
-    counts: [AtomicU64; 6],
+    counts: [AtomicU64; 5],
+    invalid_events: AtomicU64,
     emit_failures: AtomicU64,
     cancelled: AtomicU64,
 }
@@ -305,7 +309,6 @@ impl SkipCounters {
             SkipReason::Outcome => 2,
             SkipReason::MissingActor => 3,
             SkipReason::MissingOrganization => 4,
-            SkipReason::Invalid => 5,
         }
     }
 
@@ -319,12 +322,23 @@ impl SkipCounters {
         self.counts[Self::slot(reason)].load(Ordering::Relaxed)
     }
 
-    /// Counts an event the emitter refused (queue full, closed, invalid).
+    /// Counts a due event the emitter refused because it breaks a WorkOS rule.
+    pub fn count_invalid_event(&self) {
+        self.invalid_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many due events the emitter refused because they break a WorkOS rule (an action or
+    /// metadata over WorkOS's limits, an empty id; the hand-off logs the errors).
+    pub fn invalid_events(&self) -> u64 {
+        self.invalid_events.load(Ordering::Relaxed)
+    }
+
+    /// Counts a due event the emitter could not take (queue full, shut down).
     pub fn count_emit_failure(&self) {
         self.emit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many events the emitter refused.
+    /// How many due events the emitter could not take (queue full, shut down).
     pub fn emit_failures(&self) -> u64 {
         self.emit_failures.load(Ordering::Relaxed)
     }
@@ -351,9 +365,11 @@ mod tests {
         c.count(SkipReason::Outcome);
         c.count(SkipReason::Outcome);
         c.count_emit_failure();
+        c.count_invalid_event();
         assert_eq!(c.get(SkipReason::Outcome), 2);
         assert_eq!(c.get(SkipReason::Suppressed), 0);
         assert_eq!(c.emit_failures(), 1);
+        assert_eq!(c.invalid_events(), 1);
     }
 
     #[test]

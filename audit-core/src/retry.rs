@@ -35,7 +35,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// 3 retries, 500 ms doubling to at most 30 s with full jitter, `Retry-After` up to 60 s.
-    /// These are close to what the official SDKs do (reference §2).
+    /// These are close to what WorkOS's official SDKs (Node, Python, Go) do for a create-event POST.
     pub fn standard() -> Self {
         Self {
             max_retries: 3,

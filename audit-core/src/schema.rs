@@ -2,10 +2,10 @@
 //! registered with WorkOS, and checked locally before an event is queued.
 //!
 //! WorkOS lets you register, per action, JSON Schemas for the event's `metadata`, the actor's
-//! `metadata` and each target type's `metadata` (reference §4). Registering is an upsert that
-//! answers the schema's **version**; with the dashboard's "Require metadata schema validation" an
-//! event must name the right `version` and match that version's schemas, or WorkOS answers 400
-//! (in the background, long after the request that caused it).
+//! `metadata` and each target type's `metadata` (`POST /audit_logs/actions/{action}/schemas`).
+//! Registering is an upsert that answers the schema's **version**; with the dashboard's "Require
+//! metadata schema validation" an event must name the right `version` and match that version's
+//! schemas, or WorkOS answers 400 (in the background, long after the request that caused it).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

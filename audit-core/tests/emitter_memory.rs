@@ -10,6 +10,7 @@ use audit_core::emitter::{
     DeadLetterReason, EmitError, EmitOptions, Emitter, JsonlDeadLetters, MemoryDeadLetters, MemorySink,
     Overflow, Sink, SinkFuture,
 };
+use audit_core::sync::lock;
 use audit_core::{Action, Actor, ApiError, Context, CreateEvent, Error, Event, OrganizationId};
 use tokio::time::Instant;
 
@@ -46,21 +47,18 @@ struct Scripted {
 
 impl Scripted {
     fn fail(&self, e: Error) {
-        self.script.lock().unwrap().push_back(e);
+        lock(&self.script).push_back(e);
     }
     fn attempts(&self) -> Vec<(String, Instant)> {
-        self.attempts.lock().unwrap().clone()
+        lock(&self.attempts).clone()
     }
 }
 
 impl Sink for Scripted {
     fn send<'a>(&'a self, _body: &'a CreateEvent, key: &'a str) -> SinkFuture<'a> {
-        self.attempts
-            .lock()
-            .unwrap()
-            .push((key.to_owned(), Instant::now()));
-        let scripted = self.script.lock().unwrap().pop_front();
-        let always = *self.always.lock().unwrap();
+        lock(&self.attempts).push((key.to_owned(), Instant::now()));
+        let scripted = lock(&self.script).pop_front();
+        let always = *lock(&self.always);
         Box::pin(async move {
             match (scripted, always) {
                 (Some(e), _) => Err(e),
@@ -145,7 +143,7 @@ async fn full_jitter_stays_under_the_ceiling() {
 #[tokio::test(start_paused = true)]
 async fn the_retry_window_ends_in_a_dead_letter_with_the_last_error() {
     let sink = Scripted::default();
-    *sink.always.lock().unwrap() = Some(500);
+    *lock(&sink.always) = Some(500);
     let dead = MemoryDeadLetters::new();
     let emitter = Emitter::builder(sink.clone())
         .senders(1)
@@ -612,9 +610,9 @@ async fn a_callback_receives_dead_letters() {
     let seen2 = Arc::clone(&seen);
     let emitter = Emitter::builder(sink)
         .no_rate_limit()
-        .on_dead_letter(move |l| seen2.lock().unwrap().push(l.reason))
+        .on_dead_letter(move |l| lock(&seen2).push(l.reason))
         .start();
     emitter.try_emit(org(), event(1)).unwrap();
     emitter.flush(Duration::from_secs(1)).await.unwrap();
-    assert_eq!(*seen.lock().unwrap(), [DeadLetterReason::Rejected]);
+    assert_eq!(*lock(&seen), [DeadLetterReason::Rejected]);
 }

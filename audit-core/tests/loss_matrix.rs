@@ -14,6 +14,7 @@ use audit_core::emitter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, EmitReceipt, Emitter, EmitterBuilder, JsonlDeadLetters,
     MemoryDeadLetters, Overflow, Sink, SinkFuture,
 };
+use audit_core::sync::lock;
 use audit_core::{Action, Actor, Client, Context, CreateEvent, Event, OrganizationId};
 use audit_testkit::{FaultRule, TestKit};
 use serde_json::json;
@@ -228,7 +229,7 @@ struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        lock(&self.0).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -255,7 +256,7 @@ impl Logs {
     }
 
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&lock(&self.0)).into_owned()
     }
 
     /// The log written to a file, as an operator would have it.
@@ -278,7 +279,9 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn letters_of(entries: Vec<Result<DeadLetter, audit_core::emitter::ReadError>>) -> Vec<DeadLetter> {
+fn letters_of(
+    entries: Vec<Result<DeadLetter, audit_core::emitter::UnreadableDeadLetter>>,
+) -> Vec<DeadLetter> {
     entries.into_iter().map(|e| e.expect("readable")).collect()
 }
 

@@ -62,7 +62,7 @@ fn python_event() -> CreateEvent {
     )
 }
 
-/// Every field set: the example of the reference (§2).
+/// Every field set: the create-event example of WorkOS's API reference.
 fn full_event() -> CreateEvent {
     CreateEvent::new(
         org("org_01EHWNCE74X7JSDV0X3SZ3KJNY"),

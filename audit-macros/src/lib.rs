@@ -21,6 +21,7 @@
 //! #[action("member.removed", targets(team = "team_id", user = "user_id"))]
 //! #[action("doc.shared", targets("google-doc" = "doc"))]         // string keys for types that are not identifiers
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};

@@ -144,3 +144,95 @@ async fn the_same_request_makes_the_same_event_in_both_adapters() {
     assert_eq!(event["metadata"]["outcome"], "success");
     assert_eq!(event["targets"].as_array().unwrap().len(), 3, "{event}");
 }
+
+/// Log lines, written by a `tracing` subscriber.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        audit_core::sync::lock(&self.0).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    /// The lines that contain `needle`.
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        let text = String::from_utf8_lossy(&audit_core::sync::lock(&self.0)).into_owned();
+        text.lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[actix_rt::test]
+async fn both_adapters_warn_once_per_middleware_with_the_same_words_about_an_unknown_peer() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let sink = MemorySink::new();
+    let emitter = audit_core::emitter::Emitter::builder(sink.clone())
+        .no_rate_limit()
+        .start();
+
+    // Two requests without a socket peer through each adapter.
+    let tower_app = axum::Router::new()
+        .route(
+            "/teams/{team_id}/members/{user_id}",
+            post(tower_app::remove_member),
+        )
+        .layer(audit_tower::AuditLayer::new(emitter.clone()))
+        .layer(middleware::from_fn(tower_auth));
+    for _ in 0..2 {
+        let request = Request::post("/teams/team_9/members/user_42").body(Body::empty());
+        let response = tower_app.clone().oneshot(request.unwrap()).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let tower_lines = logs.lines_with("no known socket peer");
+    assert_eq!(tower_lines.len(), 1, "{tower_lines:?}");
+
+    let actix_app = actix_web::test::init_service(
+        actix_web::App::new()
+            .wrap(audit_actix::AuditMiddleware::new(emitter.clone()))
+            .wrap_fn(|req, srv| {
+                req.extensions_mut()
+                    .insert(audit_actix::Actor::new("user_01", "user"));
+                req.extensions_mut()
+                    .insert(audit_actix::OrganizationId::new(ORG).unwrap());
+                srv.call(req)
+            })
+            .service(actix_app::remove_member),
+    )
+    .await;
+    for _ in 0..2 {
+        let request = actix_web::test::TestRequest::post().uri("/teams/team_9/members/user_42");
+        let response = actix_web::test::call_service(&actix_app, request.to_request()).await;
+        assert_eq!(response.status(), 200);
+    }
+    let lines = logs.lines_with("no known socket peer");
+    assert_eq!(lines.len(), 2, "one line per middleware: {lines:?}");
+    assert_eq!(lines[0], lines[1], "the same words from both adapters");
+
+    emitter.flush(Duration::from_secs(5)).await.unwrap();
+    let events = sink.events();
+    assert_eq!(events.len(), 4);
+    assert!(events.iter().all(|(e, _)| e.event.context.location == "unknown"));
+}

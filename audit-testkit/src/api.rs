@@ -2,10 +2,11 @@
 // Handlers return complete responses as their error values; boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 
+use crate::export_query::{ExportQuery, NoExport};
 use crate::fault::FaultRule;
 use crate::state::{ExportRec, Idem, Shared, lock};
 use crate::util::{
-    format_ts, json_bytes_response, json_response, message, now, org_not_found, parse_ts, token, ulid,
+    format_ts, json_bytes_response, json_response, message, now, org_not_found, parse_ts, token,
     validation_failed,
 };
 use crate::validate::{CompiledSchema, Problem};
@@ -52,6 +53,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(tk_add_fault).get(tk_list_faults).delete(tk_clear_faults),
         )
         .route("/_testkit/reset", post(tk_reset))
+        .route("/_testkit/streams", get(tk_streams))
+        .route(
+            "/_testkit/streams/{org}",
+            get(tk_stream).put(tk_put_stream).delete(tk_delete_stream),
+        )
         .route("/_testkit/exports/{file}", get(tk_export_csv));
     // The browser pages, `/portal` (where Admin Portal links lead) included: see `viewer`.
     api.merge(testkit)
@@ -159,6 +165,9 @@ fn replay(status: u16, body: Vec<u8>) -> Res {
 
 const SUCCESS: &[u8] = b"{\"success\":true}";
 
+/// The message of WorkOS's 400 for an export without matching events.
+pub(crate) const NO_EVENTS: &str = audit_core::error::NO_EVENTS_MESSAGE;
+
 // ---- 1. create event ----------------------------------------------------------------------
 
 async fn create_event(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
@@ -250,7 +259,7 @@ fn str_list(body: &Value, field: &str) -> Option<Vec<String>> {
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
 }
 
-pub(crate) async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
+async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
     let body = match parse_json(&headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -283,84 +292,35 @@ pub(crate) async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) 
             &json!({"message": "Invalid date range", "code": "invalid_audit_log_export_range_date"}),
         );
     }
-    let actions = str_list(&body, "actions");
     let mut actor_names = str_list(&body, "actor_names");
     if let Some(old) = str_list(&body, "actors") {
         actor_names.get_or_insert_with(Vec::new).extend(old);
     }
-    let actor_ids = str_list(&body, "actor_ids");
-    let target_types = str_list(&body, "targets");
-    let csv = {
-        let data = lock(&s.data);
-        let mut matched: Vec<(time::OffsetDateTime, &Value)> = data
-            .events
-            .iter()
-            .filter(|e| e.organization_id == org)
-            .filter_map(|e| {
-                let ev = &e.event;
-                let at = ev.get("occurred_at").and_then(Value::as_str).and_then(parse_ts)?;
-                if at < start || at > end {
-                    return None;
-                }
-                let s_of = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
-                if let Some(a) = &actions
-                    && !a.contains(&s_of(ev.get("action")))
-                {
-                    return None;
-                }
-                let actor = ev.get("actor");
-                if let Some(n) = &actor_names
-                    && !n.contains(&s_of(actor.and_then(|a| a.get("name"))))
-                {
-                    return None;
-                }
-                if let Some(ids) = &actor_ids
-                    && !ids.contains(&s_of(actor.and_then(|a| a.get("id"))))
-                {
-                    return None;
-                }
-                if let Some(tt) = &target_types {
-                    let any = ev
-                        .get("targets")
-                        .and_then(Value::as_array)
-                        .is_some_and(|ts| ts.iter().any(|t| tt.contains(&s_of(t.get("type")))));
-                    if !any {
-                        return None;
-                    }
-                }
-                Some((at, ev))
-            })
-            .collect();
-        if matched.is_empty() {
-            return message(StatusCode::BAD_REQUEST, "No audit log events found");
-        }
-        matched.sort_by_key(|(at, _)| *at);
-        crate::csv_export::render(matched.iter().map(|(_, e)| *e))
+    let query = ExportQuery {
+        start: Some(start),
+        end: Some(end),
+        actions: str_list(&body, "actions"),
+        actor_names,
+        actor_ids: str_list(&body, "actor_ids"),
+        targets: str_list(&body, "targets"),
     };
-    let created = now();
-    let ready = created + s.config.export_delay;
-    let rec = ExportRec {
-        id: format!("audit_log_export_{}", ulid()),
-        organization_id: org.to_owned(),
-        created_at: format_ts(created),
-        ready_at: format_ts(ready),
-        csv,
+    let rec = match s.create_export(org, &query) {
+        Ok(rec) => rec,
+        Err(NoExport::NoEvents) => return message(StatusCode::BAD_REQUEST, NO_EVENTS),
     };
-    if let Ok(text) = serde_json::to_string(&rec) {
-        s.with_db(|db| db.upsert_export(&rec.id, &text));
-    }
-    let out = export_json(&s, &rec);
-    lock(&s.data).exports.insert(rec.id.clone(), rec);
-    json_response(StatusCode::CREATED, &out)
+    json_response(StatusCode::CREATED, &export_json(&s, &rec))
 }
 
 fn export_json(s: &Shared, rec: &ExportRec) -> Value {
     if rec.is_ready() {
         let t = token();
         let expires = now() + s.config.export_url_ttl;
-        lock(&s.data)
-            .export_tokens
-            .insert(t.clone(), (rec.id.clone(), expires));
+        crate::state::insert_token(
+            &mut lock(&s.data).export_tokens,
+            t.clone(),
+            (rec.id.clone(), expires),
+            |v| v.1,
+        );
         json!({
             "object": "audit_log_export", "id": rec.id, "state": "ready",
             "url": format!("{}/_testkit/exports/{}.csv?token={t}", s.base_url, rec.id),
@@ -374,7 +334,7 @@ fn export_json(s: &Shared, rec: &ExportRec) -> Value {
     }
 }
 
-pub(crate) async fn get_export(State(s): S, Path(id): Path<String>) -> Res {
+async fn get_export(State(s): S, Path(id): Path<String>) -> Res {
     let rec = lock(&s.data).exports.get(&id).cloned();
     match rec {
         Some(rec) => json_response(StatusCode::OK, &export_json(&s, &rec)),
@@ -609,6 +569,7 @@ async fn put_retention(State(s): S, Path(org): Path<String>, headers: HeaderMap,
         },
     };
     lock(&s.data).retention.insert(org.clone(), Some(days));
+    #[cfg(feature = "sqlite")]
     s.with_db(|db| db.set_retention(&org, Some(days)));
     json_response(StatusCode::OK, &json!({"retention_period_in_days": days}))
 }
@@ -622,7 +583,9 @@ async fn get_configuration(State(s): S, Path(org): Path<String>) -> Res {
         "retention_period_in_days": retention_of(&s, &org),
         "state": "active",
     });
-    if let Some((ty, state)) = &s.config.log_stream {
+    if let Some(stream) = s.streams.status(&org) {
+        out["log_stream"] = stream.configuration_json();
+    } else if let Some((ty, state)) = &s.config.log_stream {
         let suffix: String = org.trim_start_matches("org_").chars().take(26).collect();
         out["log_stream"] = json!({
             "id": format!("als_{suffix}"),
@@ -668,9 +631,13 @@ async fn generate_link(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
         return org_not_found(org);
     }
     let t = token();
-    lock(&s.data)
-        .portal_tokens
-        .insert(t.clone(), (org.to_owned(), intent.to_owned()));
+    let expires = now() + crate::state::PORTAL_LINK_TTL;
+    crate::state::insert_token(
+        &mut lock(&s.data).portal_tokens,
+        t.clone(),
+        (org.to_owned(), intent.to_owned(), expires),
+        |v| v.2,
+    );
     json_response(
         StatusCode::CREATED,
         &json!({"link": format!("{}/portal?token={t}&intent={intent}", s.base_url)}),
@@ -698,9 +665,10 @@ async fn tk_events(State(s): S, RawQuery(q): RawQuery) -> Res {
     json_response(StatusCode::OK, &json!({"data": list}))
 }
 
+/// The recorded requests with `Authorization` values and `sk_` keys redacted.
 async fn tk_requests(State(s): S) -> Res {
-    let g = lock(&s.requests);
-    json_response(StatusCode::OK, &json!({"data": g.1}))
+    let list: Vec<crate::RecordedRequest> = lock(&s.requests).items.iter().map(|r| r.redacted()).collect();
+    json_response(StatusCode::OK, &json!({"data": list}))
 }
 
 async fn tk_add_fault(State(s): S, body: Bytes) -> Res {
@@ -728,12 +696,79 @@ async fn tk_clear_faults(State(s): S) -> Res {
     json_response(StatusCode::OK, &json!({"cleared": true}))
 }
 
+async fn tk_streams(State(s): S) -> Res {
+    let list: Vec<Value> = s.streams.all().iter().map(|st| st.to_json()).collect();
+    json_response(StatusCode::OK, &json!({"data": list}))
+}
+
+fn no_stream(org: &str) -> Res {
+    message(
+        StatusCode::NOT_FOUND,
+        format!("Organization '{org}' has no log stream."),
+    )
+}
+
+async fn tk_stream(State(s): S, Path(org): Path<String>) -> Res {
+    match s.streams.status(&org) {
+        Some(st) => json_response(StatusCode::OK, &st.to_json()),
+        None => no_stream(&org),
+    }
+}
+
+fn invalid_stream(msg: impl std::fmt::Display) -> Res {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"message": format!("Invalid log stream: {msg}."), "code": "invalid_stream"}),
+    )
+}
+
+/// Configures a stream: a [`crate::Destination`] as JSON, plus an optional `"state"`
+/// (`active`, the default, or `inactive`). With only `"state"`, pauses or resumes the stream.
+async fn tk_put_stream(State(s): S, Path(org): Path<String>, body: Bytes) -> Res {
+    if !s.org_known(&org) {
+        return org_not_found(&org);
+    }
+    let mut body: Value = match serde_json::from_slice(&body) {
+        Ok(Value::Object(m)) => Value::Object(m),
+        Ok(_) => return invalid_stream("the body must be a JSON object"),
+        Err(e) => return invalid_stream(e),
+    };
+    let active = match body.as_object_mut().and_then(|m| m.remove("state")) {
+        None => true,
+        Some(v) if v == "active" => true,
+        Some(v) if v == "inactive" => false,
+        Some(_) => return invalid_stream("state: must be active or inactive"),
+    };
+    if body.as_object().is_some_and(|m| m.is_empty()) {
+        return match s.streams.set_active(&org, active) {
+            Some(st) => json_response(StatusCode::OK, &st.to_json()),
+            None => no_stream(&org),
+        };
+    }
+    let dest: crate::Destination = match serde_json::from_value(body) {
+        Ok(d) => d,
+        Err(e) => return invalid_stream(e),
+    };
+    match s.streams.set(&org, dest, active) {
+        Ok(st) => json_response(StatusCode::OK, &st.to_json()),
+        Err(e) => invalid_stream(e),
+    }
+}
+
+async fn tk_delete_stream(State(s): S, Path(org): Path<String>) -> Res {
+    if s.streams.remove(&org) {
+        json_response(StatusCode::OK, &json!({"removed": true}))
+    } else {
+        no_stream(&org)
+    }
+}
+
 async fn tk_reset(State(s): S) -> Res {
     s.reset();
     json_response(StatusCode::OK, &json!({"reset": true}))
 }
 
-pub(crate) async fn tk_export_csv(State(s): S, Path(file): Path<String>, RawQuery(q): RawQuery) -> Res {
+async fn tk_export_csv(State(s): S, Path(file): Path<String>, RawQuery(q): RawQuery) -> Res {
     let id = file.strip_suffix(".csv").unwrap_or(&file);
     let q: HashMap<String, String> =
         serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();

@@ -3,8 +3,10 @@
 use crate::fault::{ActiveFault, FaultRule};
 use crate::model::{RecordedRequest, StoredEvent};
 use crate::state::{Config, Shared, lock};
+use crate::streams::{Destination, StreamSettings, StreamStatus};
 use crate::validate::Validators;
 use std::net::{SocketAddr, TcpListener as StdListener};
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +52,11 @@ impl Default for TestKitBuilder {
                 log_stream: None,
                 max_body_bytes: 1024 * 1024,
                 max_recorded_requests: 10_000,
+                max_recorded_bytes: 64 * 1024 * 1024,
+                #[cfg(feature = "sqlite")]
                 data_path: None,
+                streams: Vec::new(),
+                stream_settings: StreamSettings::default(),
             },
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -108,7 +114,37 @@ impl TestKitBuilder {
         self
     }
 
-    /// Keep state in this SQLite file, so that it survives restarts.
+    /// Streams every event stored for `organization_id` to `destination` (see
+    /// [`streams`](crate::streams)); the configuration endpoint then reports this stream for
+    /// the organization. Replaces a stream configured earlier for it.
+    pub fn stream(mut self, organization_id: impl Into<String>, destination: Destination) -> Self {
+        let org = organization_id.into();
+        self.config.streams.retain(|(o, _)| *o != org);
+        self.config.streams.push((org, destination));
+        self
+    }
+
+    /// How log streams retry: `attempts` per event (default 5, at least 1), waiting
+    /// `first_backoff` (default 500 ms) after the first failure and twice as long after each
+    /// further one (at most 30 s). An event that fails every attempt is given up and the stream
+    /// reports `error` until a delivery succeeds.
+    pub fn stream_retries(mut self, attempts: u32, first_backoff: Duration) -> Self {
+        self.config.stream_settings.attempts = attempts;
+        self.config.stream_settings.first_backoff = first_backoff;
+        self
+    }
+
+    /// How many events may wait for delivery per stream (default 10,000, the one being
+    /// attempted included); events stored beyond it are dropped from the stream, counted as
+    /// failed and shown as `dropped` among the recent deliveries.
+    pub fn stream_queue(mut self, max_pending: usize) -> Self {
+        self.config.stream_settings.max_pending = max_pending;
+        self
+    }
+
+    /// Keep state in this SQLite file, so that it survives restarts (the `sqlite` feature).
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn data_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.data_path = Some(path.into());
         self
@@ -130,6 +166,14 @@ impl TestKitBuilder {
     /// dropped first; 0 keeps none).
     pub fn max_recorded_requests(mut self, n: usize) -> Self {
         self.config.max_recorded_requests = n;
+        self
+    }
+
+    /// How many bytes of received requests (bodies, headers, paths) to keep for
+    /// [`TestKit::requests`] (default 64 MiB; oldest dropped first). A request whose body alone
+    /// exceeds it is kept with its body cut to fit.
+    pub fn max_recorded_bytes(mut self, n: usize) -> Self {
+        self.config.max_recorded_bytes = n;
         self
     }
 
@@ -170,6 +214,7 @@ impl TestKitBuilder {
             .build()
             .map_err(|e| Error::Start(e.to_string()))?;
         let handle = rt.handle().clone();
+        shared.streams.start(handle.clone());
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("audit-testkit".into())
@@ -299,8 +344,14 @@ impl TestKit {
     }
 
     /// Requests received on the WorkOS endpoints (not `/_testkit/`), oldest first.
+    ///
+    /// # Security
+    ///
+    /// These are the requests as received, `Authorization` header included, for tests in the
+    /// same process. `GET /_testkit/requests` serves them with `Authorization` values and every
+    /// `sk_...` word (in headers, query and body) replaced by `[redacted]`.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.requests).1.iter().cloned().collect()
+        lock(&self.shared.requests).items.iter().cloned().collect()
     }
 
     /// Waits until a recorded request that `matches` has been answered, and returns it; `None`
@@ -314,7 +365,7 @@ impl TestKit {
     ) -> Option<RecordedRequest> {
         let find = || {
             lock(&self.shared.requests)
-                .1
+                .items
                 .iter()
                 .find(|r| r.status != 0 && matches(r))
                 .cloned()
@@ -332,6 +383,54 @@ impl TestKit {
         tokio::time::timeout(timeout, wait).await.ok()
     }
 
+    /// Streams every event stored for the organization from now on to `destination`, replacing
+    /// its stream if it had one (events still waiting go to the new destination). An invalid
+    /// destination is refused with a message naming the field.
+    pub fn set_stream(&self, organization_id: &str, destination: Destination) -> Result<StreamStatus, Error> {
+        self.shared
+            .streams
+            .set(organization_id, destination, true)
+            .map_err(Error::Config)
+    }
+
+    /// Pauses (`false`: the stream is `inactive`, events stored meanwhile are not delivered) or
+    /// resumes an organization's stream; `None` when it has none.
+    pub fn set_stream_active(&self, organization_id: &str, active: bool) -> Option<StreamStatus> {
+        self.shared.streams.set_active(organization_id, active)
+    }
+
+    /// Removes an organization's stream; whether it had one.
+    pub fn remove_stream(&self, organization_id: &str) -> bool {
+        self.shared.streams.remove(organization_id)
+    }
+
+    /// An organization's stream: state, counters and recent deliveries.
+    pub fn stream_status(&self, organization_id: &str) -> Option<StreamStatus> {
+        self.shared.streams.status(organization_id)
+    }
+
+    /// Waits until the organization's stream status satisfies `matches` (say, three events
+    /// delivered, or the state `error`) and returns it; `None` when it does not within `timeout`.
+    pub async fn wait_for_stream(
+        &self,
+        organization_id: &str,
+        timeout: Duration,
+        matches: impl Fn(&StreamStatus) -> bool,
+    ) -> Option<StreamStatus> {
+        let streams = &self.shared.streams;
+        let wait = async {
+            loop {
+                let mut changed = std::pin::pin!(streams.changed.notified());
+                changed.as_mut().enable();
+                if let Some(s) = streams.status(organization_id).filter(|s| matches(s)) {
+                    return s;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+
     /// Adds a scripted fault; rules are tried in the order added.
     pub fn fault(&self, rule: FaultRule) {
         lock(&self.shared.faults).push(ActiveFault::new(rule));
@@ -343,7 +442,8 @@ impl TestKit {
     }
 
     /// Forgets events, idempotency keys, schemas, exports, retention settings, recorded requests,
-    /// faults and rate-limit windows (also in the data file). Organizations and keys stay.
+    /// faults and rate-limit windows (also in the data file), and the log streams' waiting events,
+    /// counters and recent deliveries. Organizations, keys and stream destinations stay.
     pub fn reset(&self) {
         self.shared.reset();
     }

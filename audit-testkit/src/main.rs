@@ -3,7 +3,7 @@
 //! The first line on stdout is machine-readable:
 //! `{"url":"http://127.0.0.1:PORT","organization_id":"org_..."}`.
 
-use audit_testkit::TestKit;
+use audit_testkit::{Destination, TestKit};
 use clap::Parser;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -32,12 +32,41 @@ struct Args {
     /// Milliseconds an export stays pending.
     #[arg(long, value_name = "N", default_value_t = 200)]
     export_delay_ms: u64,
-    /// Per-key rate limit, e.g. `6000/60s`, `100/1s`, `10/500ms`.
+    /// Per-key rate limit: a count per period (humantime), e.g. `6000/60s`, `6000/1m`, `10/500ms`.
     #[arg(long, value_name = "N/PERIOD", value_parser = parse_rate)]
     rate_limit: Option<(u64, Duration)>,
     /// Report a log stream `TYPE:STATE` in the configuration endpoint, e.g. `Datadog:active`.
     #[arg(long, value_name = "TYPE:STATE", value_parser = parse_stream)]
     log_stream: Option<(String, String)>,
+    /// Stream every organization's events to this HTTP endpoint (POST, generic envelope).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["stream_splunk", "stream_datadog_url"])]
+    stream_http: Option<String>,
+    /// An extra header of `--stream-http`, e.g. `Authorization: Bearer abc` (repeatable).
+    #[arg(long, value_name = "NAME: VALUE", requires = "stream_http", value_parser = parse_header)]
+    stream_header: Vec<(String, String)>,
+    /// Stream every organization's events to this Splunk HTTP Event Collector.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "stream_splunk_token",
+        conflicts_with = "stream_datadog_url"
+    )]
+    stream_splunk: Option<String>,
+    /// The HEC token of `--stream-splunk`.
+    #[arg(long, value_name = "TOKEN", requires = "stream_splunk")]
+    stream_splunk_token: Option<String>,
+    /// Stream every organization's events to Datadog's logs intake at this base URL.
+    #[arg(long, value_name = "URL", requires = "stream_datadog_key")]
+    stream_datadog_url: Option<String>,
+    /// The Datadog API key of `--stream-datadog-url`.
+    #[arg(long, value_name = "KEY", requires = "stream_datadog_url")]
+    stream_datadog_key: Option<String>,
+    /// Attempts per streamed event before it is given up (the stream then reports `error`).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    stream_attempts: u32,
+    /// Milliseconds to wait after a stream's first failed attempt (doubling after each).
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    stream_backoff_ms: u64,
     /// Keep state in this SQLite file across restarts.
     #[arg(long = "data", value_name = "FILE")]
     data: Option<PathBuf>,
@@ -50,22 +79,8 @@ fn parse_rate(s: &str) -> Result<(u64, Duration), String> {
     let (n, per) = s.split_once('/').ok_or("expected N/PERIOD, e.g. 6000/60s")?;
     let n: u64 = n.trim().parse().map_err(|_| format!("bad count '{n}'"))?;
     let per = per.trim();
-    let (num, unit) = per
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| per.split_at(i))
-        .unwrap_or((per, "s"));
-    let num: u64 = if num.is_empty() {
-        1
-    } else {
-        num.parse().map_err(|_| format!("bad period '{per}'"))?
-    };
-    let d = match unit {
-        "ms" => Duration::from_millis(num),
-        "s" => Duration::from_secs(num),
-        "m" | "min" => Duration::from_secs(num * 60),
-        "h" => Duration::from_secs(num * 3600),
-        _ => return Err(format!("bad period unit '{unit}' (ms, s, m, h)")),
-    };
+    let d = humantime::parse_duration(per)
+        .map_err(|e| format!("bad period '{per}': {e} (a duration such as 60s, 1m, 500ms)"))?;
     if n == 0 || d.is_zero() {
         return Err("count and period must be positive".into());
     }
@@ -78,6 +93,37 @@ fn parse_stream(s: &str) -> Result<(String, String), String> {
         return Err("expected TYPE:STATE, e.g. Datadog:active".into());
     }
     Ok((t.to_owned(), st.to_owned()))
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or("expected 'Name: value', e.g. 'Authorization: Bearer abc'")?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("the header name is empty".into());
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+impl Args {
+    /// The destination the `--stream-*` flags describe, if any.
+    fn destination(&self) -> Option<Destination> {
+        if let Some(url) = &self.stream_http {
+            let mut d = Destination::http(url);
+            for (k, v) in &self.stream_header {
+                d = d.header(k, v);
+            }
+            return Some(d);
+        }
+        if let (Some(url), Some(token)) = (&self.stream_splunk, &self.stream_splunk_token) {
+            return Some(Destination::splunk(url, token));
+        }
+        if let (Some(url), Some(key)) = (&self.stream_datadog_url, &self.stream_datadog_key) {
+            return Some(Destination::datadog(url, key));
+        }
+        None
+    }
 }
 
 fn main() {
@@ -94,7 +140,11 @@ fn main() {
         .any_org(args.any_org)
         .require_schemas(args.require_schemas)
         .export_delay(Duration::from_millis(args.export_delay_ms))
-        .max_body_bytes(args.max_body_bytes);
+        .max_body_bytes(args.max_body_bytes)
+        .stream_retries(
+            args.stream_attempts,
+            Duration::from_millis(args.stream_backoff_ms),
+        );
     for o in &args.orgs {
         b = b.org(o);
     }
@@ -117,6 +167,14 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(dest) = args.destination() {
+        for org in kit.organization_ids() {
+            if let Err(e) = kit.set_stream(org, dest.clone()) {
+                eprintln!("audit-testkit: --stream-*: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     // Written by hand to keep the key order `url`, `organization_id`.
     let first = format!(
         "{{\"url\":{},\"organization_id\":{}}}",

@@ -1,15 +1,18 @@
 //! The testkit's shared state: configuration, stored data, recorded requests and faults.
 
+#[cfg(feature = "sqlite")]
 use crate::db::Db;
 use crate::fault::ActiveFault;
 use crate::model::{RecordedRequest, StoredEvent};
+use crate::streams::{Destination, StreamSettings, Streams};
 use crate::util::{format_ts, now, parse_ts};
 use crate::validate::{CompiledSchema, Validators};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -29,7 +32,12 @@ pub(crate) struct Config {
     pub(crate) log_stream: Option<(String, String)>,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_recorded_requests: usize,
+    pub(crate) max_recorded_bytes: usize,
+    #[cfg(feature = "sqlite")]
     pub(crate) data_path: Option<PathBuf>,
+    /// Log streams configured at start: (organization, destination).
+    pub(crate) streams: Vec<(String, Destination)>,
+    pub(crate) stream_settings: StreamSettings,
 }
 
 pub(crate) struct IdemRecord {
@@ -113,8 +121,58 @@ pub(crate) struct Data {
     /// token -> (export id, expires)
     pub(crate) export_tokens: HashMap<String, (String, OffsetDateTime)>,
     pub(crate) retention: HashMap<String, Option<i64>>,
-    /// token -> (organization, intent)
-    pub(crate) portal_tokens: HashMap<String, (String, String)>,
+    /// token -> (organization, intent, expires)
+    pub(crate) portal_tokens: HashMap<String, (String, String, OffsetDateTime)>,
+}
+
+/// How long an Admin Portal link stays valid (WorkOS documents five minutes).
+pub(crate) const PORTAL_LINK_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Most live export-URL or portal tokens kept; past it the ones that expire first go.
+pub(crate) const MAX_TOKENS: usize = 10_000;
+
+/// Most API keys with a rate-limit window kept; past it the oldest windows go.
+pub(crate) const MAX_RATE_WINDOWS: usize = 10_000;
+
+/// Inserts a token that expires at `expires`. When [`MAX_TOKENS`] are kept, the expired ones go
+/// first and then, while still full, the ones closest to expiry.
+pub(crate) fn insert_token<V>(
+    map: &mut HashMap<String, V>,
+    token: String,
+    value: V,
+    expires: impl Fn(&V) -> OffsetDateTime,
+) {
+    let at = now();
+    if map.len() >= MAX_TOKENS {
+        map.retain(|_, v| expires(v) > at);
+    }
+    while map.len() >= MAX_TOKENS {
+        let Some(first) = map.iter().min_by_key(|(_, v)| expires(v)).map(|(k, _)| k.clone()) else {
+            break;
+        };
+        map.remove(&first);
+    }
+    map.insert(token, value);
+}
+
+/// The recorded requests, bounded by count and by bytes.
+#[derive(Default)]
+pub(crate) struct RequestLog {
+    /// The sequence number of the last recorded request.
+    pub(crate) seq: u64,
+    pub(crate) items: VecDeque<RecordedRequest>,
+    /// The sum of [`recorded_size`] over `items`.
+    pub(crate) bytes: usize,
+}
+
+/// The bytes a recorded request holds (its text; the fixed-size fields are not counted).
+pub(crate) fn recorded_size(r: &RecordedRequest) -> usize {
+    r.method.len()
+        + r.path.len()
+        + r.query.as_ref().map_or(0, String::len)
+        + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + r.body.len()
+        + r.request_id.len()
 }
 
 /// Everything the server and the [`TestKit`](crate::TestKit) handle share.
@@ -125,18 +183,18 @@ pub(crate) struct Shared {
     pub(crate) base_url: String,
     pub(crate) started_at: OffsetDateTime,
     pub(crate) data: Mutex<Data>,
-    pub(crate) requests: Mutex<(u64, VecDeque<RecordedRequest>)>,
+    pub(crate) requests: Mutex<RequestLog>,
     /// Signalled whenever a recorded request gets its answer.
     pub(crate) answered: tokio::sync::Notify,
     pub(crate) faults: Mutex<Vec<ActiveFault>>,
     pub(crate) rate: Mutex<HashMap<String, (Instant, u64)>>,
+    #[cfg(feature = "sqlite")]
     pub(crate) db: Option<Mutex<Db>>,
+    pub(crate) streams: Streams,
 }
 
-/// Locks a mutex, recovering from poisoning (a panicking test thread must not wedge the server).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+// Locks a mutex, also when poisoned (a panicking test thread must not wedge the server).
+pub(crate) use audit_core::sync::lock;
 
 /// The outcome of an idempotency lookup.
 pub(crate) enum Idem {
@@ -151,7 +209,9 @@ pub(crate) enum Idem {
 impl Shared {
     pub(crate) fn new(config: Config, base_url: String, validators: Validators) -> Result<Shared, String> {
         let orgs: HashSet<String> = config.orgs.iter().cloned().collect();
+        #[cfg_attr(not(feature = "sqlite"), allow(unused_mut))]
         let mut data = Data::default();
+        #[cfg(feature = "sqlite")]
         let db = match &config.data_path {
             None => None,
             Some(p) => {
@@ -160,17 +220,25 @@ impl Shared {
                 Some(Mutex::new(db))
             }
         };
+        let streams = Streams::new(config.stream_settings)?;
+        for (org, dest) in &config.streams {
+            streams
+                .set(org, dest.clone(), true)
+                .map_err(|e| format!("log stream of {org}: {e}"))?;
+        }
         Ok(Shared {
+            streams,
             config,
             orgs,
             validators,
             base_url,
             started_at: now(),
             data: Mutex::new(data),
-            requests: Mutex::new((0, VecDeque::new())),
+            requests: Mutex::new(RequestLog::default()),
             answered: tokio::sync::Notify::new(),
             faults: Mutex::new(Vec::new()),
             rate: Mutex::new(HashMap::new()),
+            #[cfg(feature = "sqlite")]
             db,
         })
     }
@@ -179,6 +247,7 @@ impl Shared {
         self.config.any_org || self.orgs.contains(org)
     }
 
+    #[cfg(feature = "sqlite")]
     pub(crate) fn with_db(&self, f: impl FnOnce(&Db)) {
         if let Some(db) = &self.db {
             f(&lock(db));
@@ -216,6 +285,7 @@ impl Shared {
                 other => return other,
             }
         }
+        #[cfg(feature = "sqlite")]
         if let Some(db) = &self.db {
             let db = lock(db);
             let ts = format_ts(at);
@@ -235,6 +305,7 @@ impl Shared {
                 },
             );
         }
+        self.streams.enqueue(&org, &event);
         data.events.push(StoredEvent {
             organization_id: org,
             event,
@@ -244,23 +315,38 @@ impl Shared {
         Idem::Miss
     }
 
+    /// Records a request, dropping the oldest ones while more than `max_recorded_requests` or
+    /// `max_recorded_bytes` would be kept. A body that alone exceeds the byte bound is cut.
     pub(crate) fn record_request(&self, mut r: RecordedRequest) -> u64 {
-        let mut g = lock(&self.requests);
-        g.0 += 1;
-        r.seq = g.0;
-        let seq = g.0;
-        if self.config.max_recorded_requests > 0 {
-            if g.1.len() >= self.config.max_recorded_requests {
-                g.1.pop_front();
+        let max_bytes = self.config.max_recorded_bytes;
+        let mut size = recorded_size(&r);
+        if size > max_bytes {
+            let keep = max_bytes.saturating_sub(size - r.body.len());
+            let mut cut = keep.min(r.body.len());
+            while !r.body.is_char_boundary(cut) {
+                cut -= 1;
             }
-            g.1.push_back(r);
+            r.body.truncate(cut);
+            size = recorded_size(&r);
+        }
+        let mut g = lock(&self.requests);
+        g.seq += 1;
+        r.seq = g.seq;
+        let seq = g.seq;
+        if self.config.max_recorded_requests > 0 && size <= max_bytes {
+            while g.items.len() >= self.config.max_recorded_requests || g.bytes + size > max_bytes {
+                let Some(old) = g.items.pop_front() else { break };
+                g.bytes -= recorded_size(&old);
+            }
+            g.bytes += size;
+            g.items.push_back(r);
         }
         seq
     }
 
     pub(crate) fn set_request_status(&self, seq: u64, status: u16) {
         let mut g = lock(&self.requests);
-        if let Some(r) = g.1.iter_mut().rev().find(|r| r.seq == seq) {
+        if let Some(r) = g.items.iter_mut().rev().find(|r| r.seq == seq) {
             r.status = status;
         }
         drop(g);
@@ -274,6 +360,15 @@ impl Shared {
         };
         let mut g = lock(&self.rate);
         let now = Instant::now();
+        if !g.contains_key(key) && g.len() >= MAX_RATE_WINDOWS {
+            g.retain(|_, w| now.duration_since(w.0) < per);
+            while g.len() >= MAX_RATE_WINDOWS {
+                let Some(oldest) = g.iter().min_by_key(|(_, w)| w.0).map(|(k, _)| k.clone()) else {
+                    break;
+                };
+                g.remove(&oldest);
+            }
+        }
         let entry = g.entry(key.to_owned()).or_insert((now, 0));
         if now.duration_since(entry.0) >= per {
             *entry = (now, 0);
@@ -288,9 +383,11 @@ impl Shared {
 
     pub(crate) fn reset(&self) {
         *lock(&self.data) = Data::default();
-        *lock(&self.requests) = (0, VecDeque::new());
+        *lock(&self.requests) = RequestLog::default();
         lock(&self.faults).clear();
         lock(&self.rate).clear();
+        self.streams.reset();
+        #[cfg(feature = "sqlite")]
         self.with_db(Db::clear);
     }
 
@@ -320,6 +417,7 @@ impl Shared {
         }
         let version = rec.versions.len() as i64 + 1;
         let id = format!("audit_log_schema_{}", crate::util::ulid());
+        #[cfg(feature = "sqlite")]
         self.with_db(|db| db.insert_schema(action, &id, version, &body, &format_ts(at)));
         let s = SchemaRec {
             id,
@@ -334,6 +432,7 @@ impl Shared {
     }
 }
 
+#[cfg(feature = "sqlite")]
 fn load_into(data: &mut Data, loaded: crate::db::Loaded) {
     for (org, ev, key, at) in loaded.events {
         let Ok(event) = serde_json::from_str(&ev) else {
@@ -396,5 +495,59 @@ fn load_into(data: &mut Data, loaded: crate::db::Loaded) {
     }
     for (org, days) in loaded.retention {
         data.retention.insert(org, days);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_pruned_when_expired_and_bounded_when_live() {
+        let mut map: HashMap<String, OffsetDateTime> = HashMap::new();
+        let past = now() - Duration::from_secs(1);
+        for i in 0..MAX_TOKENS {
+            insert_token(&mut map, format!("old{i}"), past, |v| *v);
+        }
+        let soon = now() + Duration::from_secs(60);
+        insert_token(&mut map, "fresh".into(), soon, |v| *v);
+        assert_eq!(map.len(), 1, "expired tokens are dropped once the map is full");
+        for i in 0..MAX_TOKENS + 10 {
+            let at = now() + Duration::from_secs(120 + i as u64);
+            insert_token(&mut map, format!("live{i}"), at, |v| *v);
+        }
+        assert_eq!(map.len(), MAX_TOKENS);
+        assert!(!map.contains_key("fresh"), "the first to expire goes first");
+        assert!(map.contains_key(&format!("live{}", MAX_TOKENS + 9)));
+    }
+
+    #[test]
+    fn rate_windows_are_bounded() {
+        let config = Config {
+            orgs: vec![],
+            any_org: true,
+            api_keys: vec![],
+            require_schemas: false,
+            export_delay: Duration::ZERO,
+            export_url_ttl: Duration::from_secs(60),
+            rate_limit: Some((1, Duration::from_secs(3600))),
+            log_stream: None,
+            max_body_bytes: 1024,
+            max_recorded_requests: 0,
+            max_recorded_bytes: 0,
+            #[cfg(feature = "sqlite")]
+            data_path: None,
+            streams: vec![],
+            stream_settings: StreamSettings::default(),
+        };
+        let shared = Shared::new(config, String::new(), Validators::load().unwrap()).unwrap();
+        assert!(shared.rate_check("sk_first").is_ok());
+        assert!(shared.rate_check("sk_first").is_err(), "the window binds");
+        for i in 0..MAX_RATE_WINDOWS + 5 {
+            let _ = shared.rate_check(&format!("sk_{i}"));
+        }
+        let windows = lock(&shared.rate);
+        assert_eq!(windows.len(), MAX_RATE_WINDOWS);
+        assert!(!windows.contains_key("sk_first"), "the oldest window goes first");
     }
 }

@@ -5,7 +5,7 @@
 use jsonschema::{ValidationError, Validator};
 use serde_json::{Map, Value, json};
 
-const OPENAPI: &str = include_str!("../schemas/openapi-audit-logs.yaml");
+const OPENAPI: &str = include_str!("../schemas/openapi-audit-logs.json");
 
 /// Maximum number of metadata keys.
 pub(crate) const MAX_METADATA_KEYS: usize = 50;
@@ -52,13 +52,12 @@ fn rewrite_refs(v: &mut Value) {
 
 /// The `components.schemas` section of the OpenAPI extract as JSON with rewritten `$ref`s.
 pub(crate) fn component_definitions() -> Result<Value, String> {
-    let yaml: serde_yaml::Value =
-        serde_yaml::from_str(OPENAPI).map_err(|e| format!("embedded OpenAPI extract: {e}"))?;
-    let schemas = yaml
+    let doc: Value = serde_json::from_str(OPENAPI).map_err(|e| format!("embedded OpenAPI extract: {e}"))?;
+    let mut json = doc
         .get("components")
         .and_then(|c| c.get("schemas"))
+        .cloned()
         .ok_or("embedded OpenAPI extract has no components.schemas")?;
-    let mut json = serde_json::to_value(schemas).map_err(|e| format!("OpenAPI to JSON: {e}"))?;
     rewrite_refs(&mut json);
     Ok(json)
 }

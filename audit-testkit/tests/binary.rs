@@ -161,6 +161,8 @@ async fn data_file_survives_a_process_restart() {
 fn bad_flags_fail_cleanly() {
     for args in [
         vec!["--rate-limit", "lots"],
+        vec!["--rate-limit", "10/fortnights"],
+        vec!["--rate-limit", "0/1s"],
         vec!["--addr", "nope"],
         vec!["--log-stream", ":x"],
     ] {
@@ -171,4 +173,31 @@ fn bad_flags_fail_cleanly() {
         assert!(!out.status.success(), "{args:?}");
         assert!(!out.stderr.is_empty());
     }
+}
+
+#[tokio::test]
+async fn stream_flags_deliver_to_a_collector() {
+    let collector = audit_testkit::stand_ins::StandIn::collector(200);
+    let target = format!("{}/siem", collector.url());
+    let bin = spawn(&[
+        "--stream-http",
+        &target,
+        "--stream-header",
+        "Authorization: Bearer cli-secret",
+    ]);
+    let org = bin.first["organization_id"].as_str().unwrap().to_owned();
+    let url = bin.url();
+    let c = client();
+    let res = post(&c, &url, "/audit_logs/events", &body(&org, event("from.cli"))).await;
+    assert_eq!(res.status(), 200);
+    let got = collector
+        .wait_for(1, std::time::Duration::from_secs(20))
+        .await
+        .expect("delivered");
+    assert_eq!(got[0].path, "/siem");
+    assert_eq!(got[0].header("authorization"), Some("Bearer cli-secret"));
+    assert_eq!(got[0].json()["action"], "from.cli");
+    let (_, cfg) = parts(get(&c, &url, &format!("/organizations/{org}/audit_log_configuration")).await).await;
+    assert_eq!(cfg["log_stream"]["type"], "GenericHttps");
+    let _ = bin.terminate();
 }

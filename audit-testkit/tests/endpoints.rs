@@ -657,6 +657,106 @@ async fn testkit_http_api() {
 }
 
 #[tokio::test]
+async fn testkit_requests_redact_keys_but_the_rust_api_keeps_them() {
+    let kit = TestKit::builder().org("org_A").start().await.unwrap();
+    let c = client();
+    let url = kit.url();
+    let mut e = event("a.b");
+    e["metadata"] = json!({"leaked": "sk_live_body_secret", "task_id": "t1"});
+    let res = c
+        .post(format!("{url}/audit_logs/events?probe=sk_test_query_secret"))
+        .bearer_auth(KEY)
+        .header("x-api-key", "sk_test_header_secret")
+        .json(&body("org_A", e))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = c.get(format!("{url}/_testkit/requests")).send().await.unwrap();
+    let text = res.text().await.unwrap();
+    for secret in [
+        KEY,
+        "sk_live_body_secret",
+        "sk_test_query_secret",
+        "sk_test_header_secret",
+    ] {
+        assert!(!text.contains(secret), "{secret} served in {text}");
+    }
+    let reqs: Value = serde_json::from_str(&text).unwrap();
+    let r = &reqs["data"][0];
+    let headers = r["headers"].as_array().unwrap();
+    assert!(headers.contains(&json!(["authorization", "Bearer [redacted]"])));
+    assert!(headers.contains(&json!(["x-api-key", "sk_[redacted]"])));
+    assert_eq!(r["query"], "probe=sk_[redacted]");
+    let sent: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["event"]["metadata"]["leaked"], "sk_[redacted]");
+    assert_eq!(sent["event"]["metadata"]["task_id"], "t1");
+    // In the same process the test sees what was sent.
+    assert_eq!(
+        kit.requests()[0].header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+}
+
+#[tokio::test]
+async fn the_request_log_is_bounded_by_count_and_by_bytes() {
+    let kit = TestKit::builder()
+        .org("org_A")
+        .max_recorded_requests(3)
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    for i in 0..5 {
+        post(
+            &c,
+            &kit.url(),
+            "/audit_logs/events",
+            &body("org_A", event(&format!("a.n{i}"))),
+        )
+        .await;
+    }
+    let seqs: Vec<u64> = kit.requests().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [3, 4, 5], "the oldest go first");
+
+    let kit = TestKit::builder()
+        .org("org_A")
+        .max_recorded_bytes(4_000)
+        .start()
+        .await
+        .unwrap();
+    let big = |n: usize| {
+        // Metadata values are limited to 500 characters: pad with several keys.
+        let mut e = event("a.big");
+        let pad: serde_json::Map<String, Value> = (0..n / 400)
+            .map(|i| (format!("pad{i}"), json!("x".repeat(400))))
+            .collect();
+        e["metadata"] = Value::Object(pad);
+        body("org_A", e)
+    };
+    for _ in 0..4 {
+        post(&c, &kit.url(), "/audit_logs/events", &big(1_000)).await;
+    }
+    let kept = kit.requests();
+    let bytes: usize = kept
+        .iter()
+        .map(|r| r.body.len() + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
+        .sum();
+    assert!(kept.len() < 4, "{} kept", kept.len());
+    assert!(!kept.is_empty());
+    assert!(bytes <= 4_000, "{bytes} bytes kept");
+    assert_eq!(kept.last().unwrap().seq, 4, "the newest stays");
+    // A body larger than the whole bound is kept, cut to fit.
+    post(&c, &kit.url(), "/audit_logs/events", &big(10_000)).await;
+    let kept = kit.requests();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].seq, 5);
+    assert_eq!(kept[0].status, 200);
+    assert!(kept[0].body.len() < 4_000 && kept[0].body.starts_with("{\""));
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
 async fn data_file_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("testkit.sqlite");

@@ -177,6 +177,20 @@ async fn the_list_is_newest_first_and_paged_by_50() {
     let (st, p9) = html(&c, &format!("{base}&page=9")).await;
     assert_eq!(st, 200);
     assert!(actions(&p9).is_empty());
+    assert!(p9.contains(&format!(
+        "href=\"/viewer/events?org={org}&amp;page=3\" rel=\"prev\""
+    )));
+    // A page number near the integer limit is past the end too, not an overflow.
+    for huge in [
+        "18446744073709551615",
+        "368934881474191032",
+        "99999999999999999999999",
+    ] {
+        let (st, p) = html(&c, &format!("{base}&page={huge}")).await;
+        assert_eq!(st, 200, "page={huge}");
+        let a = actions(&p);
+        assert!(a.is_empty() || a == a1, "page={huge}");
+    }
 }
 
 #[tokio::test]

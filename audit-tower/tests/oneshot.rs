@@ -458,7 +458,7 @@ async fn an_invalid_event_is_counted_not_emitted() {
         .layer(Extension(org("org_1")));
     assert_eq!(send(&app, req("POST", "/x")).await.0, StatusCode::OK);
     assert!(h.events().await.is_empty());
-    assert_eq!(h.counters.get(SkipReason::Invalid), 1);
+    assert_eq!(h.counters.invalid_events(), 1);
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ const ORG_404_FIX: &str = "the id must be \"org_\" followed by 26 characters and
 const NETWORK_FIX: &str = "check WORKOS_BASE_URL (default https://api.workos.com; http://127.0.0.1:PORT for audit-testkit), DNS, proxy and firewall: outbound HTTPS to api.workos.com must be allowed";
 const TLS_FIX: &str = "the server did not complete a TLS handshake with a certificate trusted by the Mozilla root store: use https://api.workos.com (or the plain http:// URL of audit-testkit); behind a TLS-intercepting proxy, let api.workos.com through";
 const FOREIGN_FIX: &str = "WORKOS_BASE_URL must point at the WorkOS API (https://api.workos.com) or audit-testkit; a proxy or gateway may be answering instead";
+const NOT_WORKOS_FIX: &str = "this is not the WorkOS API: check WORKOS_BASE_URL, which must point at the WorkOS API (https://api.workos.com, or remove it) or audit-testkit; a gateway, proxy or web app answering 2xx makes every event look delivered while nothing is stored";
 const SCHEMA_OFF_FIX: &str = "turn on \"Require metadata schema validation\" in the WorkOS Dashboard (Audit Logs → Configuration), then send every event with the `version` of the schema it follows";
 
 /// A failure of a check, and whether it stops the checks after it (the same cause would fail
@@ -157,6 +158,19 @@ impl ApiContext {
             Error::Decode { status, .. } => (
                 format!("{base} answered {status} with something that is not the WorkOS API's JSON {doing}"),
                 FOREIGN_FIX.to_owned(),
+                true,
+            ),
+            Error::NotWorkOs {
+                status,
+                content_type,
+                body_start,
+                ..
+            } => (
+                format!(
+                    "{base} answered {status} ({}) with a body starting {body_start:?} {doing}: that is not WorkOS's answer ({{\"success\":true}}), so nothing says the event was stored",
+                    content_type.as_deref().unwrap_or("no content type")
+                ),
+                NOT_WORKOS_FIX.to_owned(),
                 true,
             ),
             Error::Invalid(v) => (

@@ -1,4 +1,5 @@
-//! Where a setting comes from: the process environment, `.env`, `.env.local`, in that order.
+//! Where a setting comes from: the process environment, `.env.local`, `.env`, in that order
+//! (`.env.local` overrides `.env`, as with dotenv-flow, Vite and Next.js).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,7 +20,7 @@ pub enum Source {
 }
 
 impl Source {
-    /// `the --org option`, `environment`, `.env`, `.env.local`.
+    /// `the --org option`, `environment`, `.env.local`, `.env`.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Option => "the --org option",
@@ -46,7 +47,7 @@ pub(crate) struct Found {
 }
 
 impl Found {
-    /// `from .env` or `from .env (also set in .env.local, ignored)`.
+    /// `from .env.local` or `from .env.local (also set in .env, ignored)`.
     pub(crate) fn origin(&self) -> String {
         if self.shadowed.is_empty() {
             format!("from {}", self.source)
@@ -61,7 +62,7 @@ impl Found {
     }
 }
 
-/// The layered settings: the environment first, then `.env`, then `.env.local`.
+/// The layered settings: the environment first, then `.env.local`, then `.env`.
 #[derive(Debug, Default)]
 pub(crate) struct EnvLayers {
     layers: Vec<(Source, BTreeMap<String, String>)>,
@@ -70,14 +71,14 @@ pub(crate) struct EnvLayers {
 }
 
 impl EnvLayers {
-    /// The environment map and, when `dir` is given, its `.env` and `.env.local` files.
+    /// The environment map and, when `dir` is given, its `.env.local` and `.env` files.
     pub(crate) fn load(env: &BTreeMap<String, String>, dir: Option<&Path>) -> Self {
         let mut out = EnvLayers {
             layers: vec![(Source::Environment, env.clone())],
             problems: Vec::new(),
         };
         if let Some(dir) = dir {
-            for (source, name) in [(Source::DotEnv, ".env"), (Source::DotEnvLocal, ".env.local")] {
+            for (source, name) in [(Source::DotEnvLocal, ".env.local"), (Source::DotEnv, ".env")] {
                 let path = dir.join(name);
                 if !path.is_file() {
                     continue;
@@ -177,6 +178,63 @@ pub fn mask_key(key: &str) -> String {
     format!("{prefix}…{tail}")
 }
 
+/// The byte ranges of what looks like a WorkOS secret key in `text`: `sk_` at the start of a word
+/// and the key characters after it, when more than a bare prefix (`sk_`, `sk_test_`, `sk_live_`)
+/// follows.
+fn secret_key_spans(text: &str) -> Vec<std::ops::Range<usize>> {
+    let bytes = text.as_bytes();
+    let is_key_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("sk_") {
+        let start = from + found;
+        let mut end = start + 3;
+        while end < bytes.len() && is_key_byte(bytes[end]) {
+            end += 1;
+        }
+        let at_word_start = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
+        if at_word_start && !matches!(&text[start..end], "sk_" | "sk_test_" | "sk_live_") {
+            spans.push(start..end);
+        }
+        from = end;
+    }
+    spans
+}
+
+/// Whether `value` holds what looks like a WorkOS secret key (`sk_…` at the start of a word),
+/// wherever it was put: such a value is never shown, not even in part.
+pub(crate) fn holds_secret_key(value: &str) -> bool {
+    !secret_key_spans(value).is_empty()
+}
+
+/// `text` with every secret taken out: each of `known` (at least 4 characters: shorter strings
+/// would mangle ordinary words) and everything that looks like a WorkOS secret key become
+/// `[redacted]` (a key keeps its public prefix: `sk_test_[redacted]`).
+///
+/// # Security
+/// The last line of defence of every finding and fix; the checks do not print secrets on
+/// purpose in the first place.
+pub(crate) fn redact(text: &str, known: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for secret in known.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(secret, "[redacted]");
+    }
+    let mut redacted = String::with_capacity(out.len());
+    let mut last = 0;
+    for span in secret_key_spans(&out) {
+        let prefix = ["sk_test_", "sk_live_", "sk_"]
+            .into_iter()
+            .find(|p| out[span.clone()].starts_with(p))
+            .unwrap_or("sk_");
+        redacted.push_str(&out[last..span.start]);
+        redacted.push_str(prefix);
+        redacted.push_str("[redacted]");
+        last = span.end;
+    }
+    redacted.push_str(&out[last..]);
+    redacted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +247,28 @@ mod tests {
         assert_eq!(mask_key("pk_0123456789abcdef"), "…cdef");
         assert_eq!(mask_key("sk_test_abc"), "sk_test_… (11 characters)");
         assert_eq!(mask_key("short"), "(5 characters)");
+    }
+
+    #[test]
+    fn secret_keys_are_found_and_redacted_wherever_they_are() {
+        assert!(holds_secret_key("sk_test_0123456789abcdef"));
+        assert!(holds_secret_key("https://sk_live_abc.example.com"));
+        assert!(holds_secret_key(" sk_oops"));
+        assert!(!holds_secret_key("org_01EHWNCE74X7JSDV0X3SZ3KJNY"));
+        assert!(!holds_secret_key("task_sk_is_not_a_word_start_for_ask_"));
+        assert!(!holds_secret_key("does not start with \"sk_\" or sk_test_…abcd"));
+        assert_eq!(
+            redact(
+                "org sk_live_0123456789abcdef (from env), a sk_test_…cdef mask",
+                &[]
+            ),
+            "org sk_live_[redacted] (from env), a sk_test_…cdef mask"
+        );
+        assert_eq!(
+            redact("token tok-123456 echoed", &["tok-123456", "ab"]),
+            "token [redacted] echoed"
+        );
+        assert_eq!(redact("about", &["ab"]), "about");
     }
 
     #[test]

@@ -8,32 +8,42 @@
 //! |---|---|---|---|---|
 //! | `dependency` | `cargo metadata --no-deps` of the manifest: a workspace member depends on `audit-core`, `audit-tower` or `audit-actix` | a normal dependency | none, or `cargo metadata` fails | WARN: only a dev-dependency |
 //! | `api_key` | `WORKOS_API_KEY` | `sk_test_…`, or `sk_live_…` outside CI | missing, whitespace, no `sk_` | WARN: `sk_live_` in CI, neither test nor live, or a `.env` line that cannot be parsed |
-//! | `client_id` | `WORKOS_CLIENT_ID` | starts with `client_` | anything else | SKIP: not set |
-//! | `organization` | `--org`, else `WORKOS_ORGANIZATION_ID` | `org_` + 26-character ULID | missing or malformed | WARN: valid but not the ULID shape |
-//! | `event` | `POST /audit_logs/events` with the chosen action (default [`DEFAULT_ACTION`], `verify.checked`) | 200 | 401, 403, 404, 429, 400/422, 5xx, unreachable, TLS | |
+//! | `client_id` | `WORKOS_CLIENT_ID` | starts with `client_` | anything else (a secret key: named, not shown) | SKIP: not set |
+//! | `organization` | `--org`, else `WORKOS_ORGANIZATION_ID` | `org_` + 26-character ULID | missing or malformed (a secret key: named, not shown) | WARN: valid but not the ULID shape |
+//! | `event` | `POST /audit_logs/events` with the chosen action (default [`DEFAULT_ACTION`], `verify.checked`) | 200 `{"success":true}` | 401, 403, 404, 429, 400/422, 5xx, unreachable, TLS, an answer that is not WorkOS's (a 2xx other than `{"success":true}`, HTML) | SKIP: a live key without [`VerifyOptions::allow_live_writes`] |
 //! | `log_stream` | `GET /organizations/{id}/audit_log_configuration` | stream `active` | `inactive`, `error`, `invalid`; none with `require_stream` | SKIP: no stream |
-//! | `schema_validation` | an event violating the action's latest schema | 400 (or 422) | accepted: validation is off | SKIP: no schema, or nothing to violate |
+//! | `schema_validation` | an event violating the action's latest schema | 400 (or 422) | accepted: validation is off | SKIP: no schema, or nothing to violate; a live key without [`VerifyOptions::allow_live_writes`] |
 //! | `export` (opt-in) | an export of the last day, polled to `ready` | `ready` in time | `error`, `expired`, still `pending` | WARN: no events yet |
+//! | `stream_http`, `stream_splunk`, `stream_datadog`, `stream_s3` | a log-stream destination, when one is given ([`VerifyOptions::stream_probe`]; see [`streams`]) | the destination accepts a sample event (S3: the settings are well-formed) | the cause, with its fix | SKIP: named in `only` without a destination; WARN: plain `http://` to a non-local host, an S3 bucket name with dots |
 //!
 //! # Where settings come from
 //! `WORKOS_API_KEY`, `WORKOS_CLIENT_ID`, `WORKOS_ORGANIZATION_ID` and `WORKOS_BASE_URL` are read
-//! from the process environment first, then from `.env`, then from `.env.local` (in
+//! from the process environment first, then from `.env.local`, then from `.env` (in
 //! [`VerifyOptions::env_dir`]): the **first** source that sets a non-empty value wins, and the
 //! finding names it (and any later source it shadows). The environment comes first so that CI
-//! secrets override files that happen to be checked out; `.env.local` is the last resort, not
-//! an override. The environment is passed as a map ([`VerifyOptions::env_vars`]), never read
+//! secrets override files that happen to be checked out; `.env.local` (a developer's own,
+//! never committed) overrides the shared `.env`, as with dotenv-flow, Vite and Next.js. The environment is passed as a map ([`VerifyOptions::env_vars`]), never read
 //! behind the caller's back, so tests stay hermetic; [`VerifyOptions::from_env`] takes a
 //! snapshot of the process environment.
 //!
-//! # A live key in CI
-//! A `sk_live_` key passes when run by hand (verifying production before go-live is the point
-//! of the checklist) but is a WARN in CI (`CI=true` or `CI=1`): every CI run would write a test
-//! event into a production organization's audit log, which its customers can see.
-//!
-//! # What the checks write
+//! # What the checks write, and a live key
 //! `event` records one event (actor `audit-core-verify` of type `system`, location `127.0.0.1`)
 //! for the organization; `schema_validation` sends one event that should be refused, and that is
-//! recorded when schema validation is off. Run the checklist against a test organization.
+//! recorded when schema validation is off ([`CheckId::writes`]). Run the checklist against a test
+//! organization.
+//!
+//! With a live (`sk_live_`) key those two checks write nothing: they are SKIP, naming the flag
+//! that runs them (`--allow-live-writes`, [`VerifyOptions::allow_live_writes`]), and the
+//! `api_key` finding says so; the checks that only read (`log_stream`, `export`) run. A live key
+//! passes when run by hand (verifying production before go-live is the point of the checklist)
+//! but is a WARN in CI (`CI=true` or `CI=1`): use a test key and a test organization there.
+//!
+//! # Secrets
+//! The API key is shown as its prefix and last four characters (`sk_test_…abcd`) at most. A
+//! secret key found in another setting (`WORKOS_ORGANIZATION_ID`, `--org`, `WORKOS_CLIENT_ID`,
+//! `WORKOS_BASE_URL`, swapped by mistake) fails that setting's check with a finding that names
+//! the setting and never shows any part of the value; as a last line of defence, anything that
+//! looks like a secret key (`sk_…`) in a finding or fix is replaced by `[redacted]`.
 //!
 //! # Errors and fixes
 //! Every failure names its cause and the fix (from WorkOS's error-recovery guidance): a refused
@@ -54,6 +64,7 @@
 //! println!("{report}");
 //! std::process::exit(report.exit_code().into());
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples (the ten lines of a user's own xtask) compile as doctests.
 #[cfg(doctest)]
@@ -65,6 +76,7 @@ mod env;
 mod plan;
 mod report;
 mod settings;
+pub mod streams;
 mod workspace;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +87,7 @@ use std::time::Duration;
 pub use env::{Source, mask_key};
 pub use report::{CheckId, CheckResult, Report, Status, Summary, UnknownCheck};
 pub use settings::{ENV_API_KEY, ENV_CLIENT_ID, ENV_ORGANIZATION_ID};
+pub use streams::StreamProbe;
 pub use workspace::PROJECT_CRATES;
 
 use api::{ApiContext, Failure};
@@ -103,6 +116,7 @@ pub struct VerifyOptions {
     base_url: Option<String>,
     require_stream: bool,
     export: bool,
+    allow_live_writes: bool,
     only: Option<BTreeSet<CheckId>>,
     skip: BTreeSet<CheckId>,
     timeout: Duration,
@@ -110,6 +124,8 @@ pub struct VerifyOptions {
     export_poll_interval: Duration,
     ci: Option<bool>,
     cargo: Option<String>,
+    stream_probes: Vec<StreamProbe>,
+    stream_roots: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for VerifyOptions {
@@ -123,11 +139,13 @@ impl fmt::Debug for VerifyOptions {
             .field("base_url", &self.base_url)
             .field("require_stream", &self.require_stream)
             .field("export", &self.export)
+            .field("allow_live_writes", &self.allow_live_writes)
             .field("only", &self.only)
             .field("skip", &self.skip)
             .field("timeout", &self.timeout)
             .field("export_timeout", &self.export_timeout)
             .field("ci", &self.ci)
+            .field("stream_probes", &self.stream_probes)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +170,7 @@ impl VerifyOptions {
             base_url: None,
             require_stream: false,
             export: false,
+            allow_live_writes: false,
             only: None,
             skip: BTreeSet::new(),
             timeout: Duration::from_secs(15),
@@ -159,11 +178,13 @@ impl VerifyOptions {
             export_poll_interval: Duration::from_secs(1),
             ci: None,
             cargo: None,
+            stream_probes: Vec::new(),
+            stream_roots: Vec::new(),
         }
     }
 
     /// [`VerifyOptions::new`] with a snapshot of the process environment (variables that are not
-    /// Unicode are left out) and `.env` / `.env.local` read from the current directory.
+    /// Unicode are left out) and `.env.local` / `.env` read from the current directory.
     pub fn from_env() -> Self {
         Self::new()
             .env_vars(
@@ -187,7 +208,7 @@ impl VerifyOptions {
         self
     }
 
-    /// The directory whose `.env` and `.env.local` are read (after the environment).
+    /// The directory whose `.env.local` and then `.env` are read (after the environment).
     pub fn env_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.env_dir = Some(dir.into());
         self
@@ -237,6 +258,20 @@ impl VerifyOptions {
         self
     }
 
+    /// Whether the checks that write into the organization's audit log (`event` records a test
+    /// event; `schema_validation` sends an event that is recorded when validation is off) run
+    /// with a live (`sk_live_`) key. Default off: with a live key they are SKIP, and the
+    /// `api_key` finding says so. A test (`sk_test_`) key is not affected.
+    ///
+    /// # Security
+    /// The events land in a production organization's audit log, where its customers (and their
+    /// log streams) see them, and cannot be deleted. Turn this on only to verify production on
+    /// purpose, before go-live.
+    pub fn allow_live_writes(mut self, yes: bool) -> Self {
+        self.allow_live_writes = yes;
+        self
+    }
+
     /// Runs only these checks (naming `export` here turns it on).
     pub fn only(mut self, checks: impl IntoIterator<Item = CheckId>) -> Self {
         self.only = Some(checks.into_iter().collect());
@@ -280,6 +315,25 @@ impl VerifyOptions {
         self
     }
 
+    /// Probes this log-stream destination (repeatable; see [`streams`]): its check
+    /// (`stream_http`, `stream_splunk`, `stream_datadog` or `stream_s3`) joins the report.
+    pub fn stream_probe(mut self, probe: StreamProbe) -> Self {
+        self.stream_probes.push(probe);
+        self
+    }
+
+    /// Also trusts this CA certificate (PEM) in the destination probes, for a test environment
+    /// with a private CA.
+    ///
+    /// # Security
+    ///
+    /// WorkOS itself trusts only public CAs: a destination that passes only with this root will
+    /// fail in WorkOS. Never use it to make a real destination pass.
+    pub fn stream_trust_root(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.stream_roots.push(pem.into());
+        self
+    }
+
     fn selected(&self, id: CheckId) -> bool {
         !self.skip.contains(&id) && self.only.as_ref().is_none_or(|only| only.contains(&id))
     }
@@ -305,11 +359,42 @@ impl Verifier {
         Self { options }
     }
 
-    /// Runs the selected checks against the configured WorkOS (or audit-testkit) and reports.
-    /// Never fails: every problem is a [`Status::Fail`] in the report.
+    /// Runs the selected checks against the configured WorkOS (or audit-testkit), then the
+    /// destination probes, and reports. Never fails: every problem is a [`Status::Fail`] in the
+    /// report.
     pub async fn run(&self) -> Report {
         let o = &self.options;
         let layers = EnvLayers::load(&o.env, o.env_dir.as_deref());
+        let mut results = self.run_checklist(&layers).await;
+        results.extend(self.run_probes().await);
+        // The last line of defence: whatever setting a secret was put in, and whatever echoed it.
+        let key = layers.get(ENV_API_KEY).map(|f| f.value);
+        let known: Vec<&str> = key.as_deref().into_iter().collect();
+        Report::new(results.into_iter().map(|r| r.redacted(&known)).collect())
+    }
+
+    /// The destination probes: each given destination whose check is selected, then a SKIP for
+    /// each probe named in [`VerifyOptions::only`] without a destination.
+    async fn run_probes(&self) -> Vec<CheckResult> {
+        let o = &self.options;
+        let mut results = Vec::new();
+        for probe in o.stream_probes.iter().filter(|p| o.selected(p.id())) {
+            results.push(probe.run_with_roots(o.timeout, &o.stream_roots).await);
+        }
+        for id in CheckId::PROBES {
+            let named = o.only.as_ref().is_some_and(|only| only.contains(&id));
+            if named && !o.skip.contains(&id) && !o.stream_probes.iter().any(|p| p.id() == id) {
+                results.push(CheckResult::skip(
+                    id,
+                    "no destination given (see --stream-* / VerifyOptions::stream_probe)",
+                ));
+            }
+        }
+        results
+    }
+
+    async fn run_checklist(&self, layers: &EnvLayers) -> Vec<CheckResult> {
+        let o = &self.options;
         let mut results = Vec::new();
 
         if o.selected(CheckId::Dependency) {
@@ -330,16 +415,16 @@ impl Verifier {
                 });
             results.push(result);
         }
-        let (key_result, key) = settings::api_key(&layers, o.in_ci());
+        let (key_result, key) = settings::api_key(layers, o.in_ci(), o.allow_live_writes);
         let org_option = o.organization_id.as_deref();
-        let (org_result, org) = settings::organization(org_option, &layers);
+        let (org_result, org) = settings::organization(org_option, layers);
         let key_prereq = key_result.clone();
         let org_prereq = org_result.clone();
         if o.selected(CheckId::ApiKey) {
             results.push(key_result);
         }
         if o.selected(CheckId::ClientId) {
-            results.push(settings::client_id(&layers));
+            results.push(settings::client_id(layers));
         }
         if o.selected(CheckId::Organization) {
             results.push(org_result);
@@ -355,18 +440,21 @@ impl Verifier {
         .filter(|id| o.selected(*id))
         .collect();
         if api_checks.is_empty() {
-            return Report::new(results);
+            return results;
         }
         let export_requested = o.export
             || o.only
                 .as_ref()
                 .is_some_and(|only| only.contains(&CheckId::Export));
 
+        // The checks that write hold back with a live key unless allowed.
+        let writes_held = !o.allow_live_writes && key.as_deref().is_some_and(|k| k.starts_with("sk_live_"));
+
         // Prerequisites: a usable key and organization, then a client.
         let mut ready = match (key, org) {
             (None, _) => Prerequisite::Setting(key_prereq),
             (_, None) => Prerequisite::Setting(org_prereq),
-            (Some(key), Some(org)) => match self.client(&layers, &key) {
+            (Some(key), Some(org)) => match self.client(layers, &key) {
                 Ok(client) => {
                     let action = Action::new(o.action.clone()).map_err(|e| e.to_string());
                     let mut c = ApiContext::new(client, key, org, action);
@@ -393,6 +481,10 @@ impl Verifier {
                 continue;
             }
             let ctx = match &mut ready {
+                Prerequisite::Ready(_) if writes_held && id.writes() => {
+                    results.push(CheckResult::skip(id, live_writes_held(id)));
+                    continue;
+                }
                 Prerequisite::Ready(c) => c,
                 Prerequisite::Setting(pre) => {
                     results.push(prerequisite_failed(id, pre, o.selected(pre.id)));
@@ -420,7 +512,7 @@ impl Verifier {
                 }
             }
         }
-        Report::new(results)
+        results
     }
 
     /// [`Verifier::run`] on a runtime of its own, on a thread of its own (so it may be called from
@@ -463,6 +555,14 @@ impl Verifier {
                 None => (None, String::new()),
             },
         };
+        if url.as_deref().is_some_and(env::holds_secret_key) {
+            return Err((
+                format!(
+                    "the base URL ({origin}) holds what looks like a secret key (sk_…), not shown: it cannot be the API's address"
+                ),
+                "set WORKOS_BASE_URL to https://api.workos.com (or remove it), or to http://127.0.0.1:PORT for audit-testkit; keep the key in WORKOS_API_KEY only, and roll it in the WorkOS Dashboard → API Keys if it was shown or logged anywhere".to_owned(),
+            ));
+        }
         let mut builder = Client::builder()
             .api_key(key)
             .retry_policy(RetryPolicy::disabled())
@@ -482,6 +582,17 @@ impl Verifier {
             }
         })
     }
+}
+
+/// The finding of a check that writes, held back because the key is live.
+fn live_writes_held(id: CheckId) -> String {
+    let what = match id {
+        CheckId::Event => "records a test event",
+        _ => "sends an event that is recorded when schema validation is off",
+    };
+    format!(
+        "not run: the API key is a live (production) key and this check {what} in the organization's audit log, which its customers see; pass --allow-live-writes (VerifyOptions::allow_live_writes) to run it, or use a test key (sk_test_…) and a test organization"
+    )
 }
 
 /// Whether the API checks can run.

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::env::redact;
+
 /// The checks of the verification checklist, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub enum CheckId {
     /// The workspace depends on `audit-core`, `audit-tower` or `audit-actix` (`cargo metadata`).
     Dependency,
-    /// `WORKOS_API_KEY` is set (environment, `.env`, `.env.local`) and looks like a secret key.
+    /// `WORKOS_API_KEY` is set (environment, `.env.local`, `.env`) and looks like a secret key.
     ApiKey,
     /// `WORKOS_CLIENT_ID`, when set, starts with `client_`.
     ClientId,
@@ -25,6 +27,14 @@ pub enum CheckId {
     SchemaValidation,
     /// An export of the last day reaches `ready` (opt-in).
     Export,
+    /// A generic HTTP stream destination accepts a sample event (when one is given).
+    StreamHttp,
+    /// A Splunk HEC destination is healthy and accepts a sample event with its token.
+    StreamSplunk,
+    /// A Datadog API key is valid on the chosen site and may send logs.
+    StreamDatadog,
+    /// An S3 stream's bucket, region, role ARN and external id are well-formed (offline).
+    StreamS3,
 }
 
 impl CheckId {
@@ -40,6 +50,15 @@ impl CheckId {
         CheckId::Export,
     ];
 
+    /// The destination probes, which run only when their destination is given (after the
+    /// checks of [`CheckId::ALL`]).
+    pub const PROBES: [CheckId; 4] = [
+        CheckId::StreamHttp,
+        CheckId::StreamSplunk,
+        CheckId::StreamDatadog,
+        CheckId::StreamS3,
+    ];
+
     /// The check's stable name, as in JSON and on the command line (`api_key`, `log_stream`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +70,10 @@ impl CheckId {
             CheckId::LogStream => "log_stream",
             CheckId::SchemaValidation => "schema_validation",
             CheckId::Export => "export",
+            CheckId::StreamHttp => "stream_http",
+            CheckId::StreamSplunk => "stream_splunk",
+            CheckId::StreamDatadog => "stream_datadog",
+            CheckId::StreamS3 => "stream_s3",
         }
     }
 
@@ -65,7 +88,18 @@ impl CheckId {
             CheckId::LogStream => "log stream active",
             CheckId::SchemaValidation => "schema validation on",
             CheckId::Export => "export reaches ready",
+            CheckId::StreamHttp => "HTTP stream destination",
+            CheckId::StreamSplunk => "Splunk HEC destination",
+            CheckId::StreamDatadog => "Datadog destination",
+            CheckId::StreamS3 => "S3 destination settings",
         }
+    }
+
+    /// Whether the check writes into the organization's audit log: `event` records a test event,
+    /// `schema_validation` sends an event that is recorded when validation is off. With a live
+    /// key they run only when allowed ([`VerifyOptions::allow_live_writes`](crate::VerifyOptions::allow_live_writes)).
+    pub fn writes(self) -> bool {
+        matches!(self, CheckId::Event | CheckId::SchemaValidation)
     }
 
     /// Whether the check talks to WorkOS.
@@ -86,7 +120,7 @@ impl fmt::Display for CheckId {
 /// A name that is not a [`CheckId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown check {name:?}; the checks are: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export"
+    "unknown check {name:?}; the checks are: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export, stream_http, stream_splunk, stream_datadog, stream_s3"
 )]
 pub struct UnknownCheck {
     name: String,
@@ -100,6 +134,7 @@ impl std::str::FromStr for CheckId {
         let wanted = s.trim().replace('-', "_");
         CheckId::ALL
             .into_iter()
+            .chain(CheckId::PROBES)
             .find(|c| c.as_str() == wanted)
             .ok_or_else(|| UnknownCheck { name: s.to_owned() })
     }
@@ -141,8 +176,10 @@ impl fmt::Display for Status {
 /// One line of the report.
 ///
 /// # Security
-/// Findings never contain the API key; at most its environment prefix and last four characters
-/// (`sk_test_…abcd`).
+/// Findings of a [`Verifier`](crate::Verifier) never contain the API key (at most its environment
+/// prefix and last four characters, `sk_test_…abcd`), nor any part of a secret key found in
+/// another setting (a key put in `WORKOS_ORGANIZATION_ID`, `WORKOS_CLIENT_ID` or
+/// `WORKOS_BASE_URL` is named, never shown), nor a destination's token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CheckResult {
@@ -181,6 +218,13 @@ impl CheckResult {
 
     pub(crate) fn warn(id: CheckId, finding: impl Into<String>, fix: Option<String>) -> Self {
         Self::new(id, Status::Warn, finding, fix)
+    }
+
+    /// The result with every secret taken out of its finding and fix (see [`redact`]).
+    pub(crate) fn redacted(mut self, known: &[&str]) -> Self {
+        self.finding = redact(&self.finding, known);
+        self.fix = self.fix.map(|f| redact(&f, known));
+        self
     }
 }
 

@@ -1,6 +1,6 @@
 //! Checks `api_key`, `client_id` and `organization`: the settings, wherever they come from.
 
-use super::env::{EnvLayers, Found, Source, mask_key};
+use super::env::{EnvLayers, Found, Source, holds_secret_key, mask_key};
 use super::report::{CheckId, CheckResult, Status};
 use audit_core::event::OrganizationId;
 
@@ -11,7 +11,7 @@ pub const ENV_CLIENT_ID: &str = "WORKOS_CLIENT_ID";
 /// The environment variable holding the API key.
 pub const ENV_API_KEY: &str = audit_core::client::ENV_API_KEY;
 
-const KEY_FIX: &str = "create or copy a secret key in the WorkOS Dashboard → API Keys (it starts with \"sk_test_\" or \"sk_live_\") and set WORKOS_API_KEY in the environment, .env or .env.local (in CI: a repository secret)";
+const KEY_FIX: &str = "create or copy a secret key in the WorkOS Dashboard → API Keys (it starts with \"sk_test_\" or \"sk_live_\") and set WORKOS_API_KEY in the environment, .env.local or .env (in CI: a repository secret)";
 
 fn not_set(layers: &EnvLayers, key: &str) -> String {
     let empty = layers.empty_in(key);
@@ -30,8 +30,16 @@ fn with_problems(mut finding: String, layers: &EnvLayers) -> String {
     finding
 }
 
-/// Check `api_key`; the key when it can be used for the API checks.
-pub(crate) fn api_key(layers: &EnvLayers, ci: bool) -> (CheckResult, Option<String>) {
+/// What the finding of a live key adds when the checks that write are held back.
+const LIVE_WRITES_HELD: &str = "the checks that write into the organization's audit log (event, schema_validation) are skipped: pass --allow-live-writes (VerifyOptions::allow_live_writes) to run them";
+
+/// Check `api_key`; the key when it can be used for the API checks. `allow_live_writes`: whether
+/// the checks that write run with a live key.
+pub(crate) fn api_key(
+    layers: &EnvLayers,
+    ci: bool,
+    allow_live_writes: bool,
+) -> (CheckResult, Option<String>) {
     let id = CheckId::ApiKey;
     let Some(found) = layers.get(ENV_API_KEY) else {
         let finding = with_problems(not_set(layers, ENV_API_KEY), layers);
@@ -67,17 +75,29 @@ pub(crate) fn api_key(layers: &EnvLayers, ci: bool) -> (CheckResult, Option<Stri
     let result = if value.starts_with("sk_test_") {
         CheckResult::pass(id, with_problems(format!("test key {masked} {origin}"), layers))
     } else if value.starts_with("sk_live_") {
+        let mut finding = format!("live (production) key {masked} {origin}");
         if ci {
+            finding.push_str(", in CI");
+        }
+        if !allow_live_writes {
+            finding.push_str(&format!("; {LIVE_WRITES_HELD}"));
+        }
+        let finding = with_problems(finding, layers);
+        if ci {
+            let why = if allow_live_writes {
+                "every run writes test events into the organization's production audit log, which its customers can see"
+            } else {
+                "a production key in CI is one more place it can leak from"
+            };
             CheckResult::warn(
                 id,
-                with_problems(format!("live (production) key {masked} {origin}, in CI"), layers),
-                Some("use a test key (sk_test_…) and a test organization in CI: every run writes a test event into the organization's production audit log".into()),
+                finding,
+                Some(format!(
+                    "use a test key (sk_test_…) and a test organization in CI: {why}"
+                )),
             )
         } else {
-            CheckResult::pass(
-                id,
-                with_problems(format!("live (production) key {masked} {origin}"), layers),
-            )
+            CheckResult::pass(id, finding)
         }
     } else {
         CheckResult::warn(
@@ -110,6 +130,14 @@ pub(crate) fn client_id(layers: &EnvLayers) -> CheckResult {
             id,
             format!("{ENV_CLIENT_ID} is not set (only needed for SSO or AuthKit)"),
         ),
+        Some(f) if holds_secret_key(&f.value) => CheckResult::fail(
+            id,
+            format!(
+                "{ENV_CLIENT_ID} {} does not start with \"client_\": it holds what looks like a secret key (sk_…), not shown",
+                f.origin()
+            ),
+            SWAPPED_KEY_FIX,
+        ),
         Some(f) if f.value.starts_with("client_") => {
             CheckResult::pass(id, format!("{} {}", f.value, f.origin()))
         }
@@ -133,6 +161,9 @@ fn shorten(s: &str) -> String {
         s.to_owned()
     }
 }
+
+/// The fix when a secret key was found in a setting other than `WORKOS_API_KEY`.
+const SWAPPED_KEY_FIX: &str = "put the secret key in WORKOS_API_KEY only, and the value this setting expects in its place; if the key was shown or logged anywhere, roll it in the WorkOS Dashboard → API Keys";
 
 const ORG_FIX: &str = "use the id shown in the WorkOS Dashboard → Organizations: \"org_\" followed by 26 characters, in the environment of your API key";
 
@@ -168,6 +199,22 @@ pub(crate) fn organization(
         },
     };
     let origin = found.origin();
+    if holds_secret_key(&found.value) {
+        let what = match found.source {
+            Source::Option => "the organization".to_owned(),
+            _ => ENV_ORGANIZATION_ID.to_owned(),
+        };
+        return (
+            CheckResult::fail(
+                id,
+                format!(
+                    "{what} {origin} is not an organization id: it holds what looks like a secret key (sk_…), not shown"
+                ),
+                format!("{SWAPPED_KEY_FIX}; {ORG_FIX}"),
+            ),
+            None,
+        );
+    }
     match OrganizationId::new(found.value.trim()) {
         Err(e) => (
             CheckResult::fail(

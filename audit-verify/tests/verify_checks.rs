@@ -8,6 +8,7 @@ use audit_core::client::{Client, CreateSchema, SchemaTarget};
 use audit_core::{Action, Error};
 use audit_testkit::{FaultRule, TestKit};
 use audit_verify::{CheckId, CheckResult, Report, Status, Verifier, VerifyOptions};
+use axum::http::Method;
 use serde_json::{Value, json};
 
 const ORG: &str = "org_01EHWNCE74X7JSDV0X3SZ3KJNY";
@@ -704,7 +705,7 @@ async fn dependency_check_reads_cargo_metadata() {
 // ---- .env precedence --------------------------------------------------------------------------
 
 #[tokio::test]
-async fn environment_then_dot_env_then_dot_env_local() {
+async fn environment_then_dot_env_local_then_dot_env() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env_key = "sk_test_from_environment_0001";
     let file_key = "sk_test_from_dot_env_00000002";
@@ -733,7 +734,7 @@ async fn environment_then_dot_env_then_dot_env_local() {
         &r,
         CheckId::ApiKey,
         Status::Pass,
-        "sk_test_…0001 from environment (also set in .env, .env.local, ignored)",
+        "sk_test_…0001 from environment (also set in .env.local, .env, ignored)",
     );
     assert_status(
         &r,
@@ -748,28 +749,32 @@ async fn environment_then_dot_env_then_dot_env_local() {
         &format!("{ORG} from .env.local"),
     );
 
-    // Then .env.
+    // Then .env.local, which overrides .env.
     let r = run(base()).await;
     assert_status(
         &r,
         CheckId::ApiKey,
         Status::Pass,
-        "sk_test_…0002 from .env (also set in .env.local, ignored)",
+        "sk_test_…l_03 from .env.local (also set in .env, ignored)",
     );
 
-    // Then .env.local.
-    write(dir.path(), ".env", "OTHER=1\n");
+    // Then .env.
+    write(
+        dir.path(),
+        ".env.local",
+        &format!("WORKOS_ORGANIZATION_ID={ORG}\n"),
+    );
     let r = run(base()).await;
-    assert_status(&r, CheckId::ApiKey, Status::Pass, "sk_test_…l_03 from .env.local");
+    assert_status(&r, CheckId::ApiKey, Status::Pass, "sk_test_…0002 from .env");
 
     // An empty value does not count; an unparsable line is reported by number, never by content.
     write(
         dir.path(),
-        ".env",
+        ".env.local",
         "WORKOS_API_KEY=\nthis line has no equals sign sk_test_secret\n",
     );
     let r = run(base().no_env_files().env_dir(dir.path())).await;
-    assert_status(&r, CheckId::ApiKey, Status::Warn, "from .env.local");
+    assert_status(&r, CheckId::ApiKey, Status::Warn, "from .env");
     assert_status(&r, CheckId::ApiKey, Status::Warn, "line 2 is not KEY=VALUE");
     assert_fix(&r, CheckId::ApiKey, "KEY=VALUE");
     assert!(!r.to_json().contains("sk_test_secret"));
@@ -800,51 +805,42 @@ fn run_blocking_works_outside_and_inside_a_runtime() {
     assert!(r.passed());
 }
 
-/// A loopback HTTP server that answers every request with an HTML 404, as a proxy or another
-/// service on the configured URL would.
-fn html_server() -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut data = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                data.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&data).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if data.len() >= end + 4 + length {
-                        break;
-                    }
-                }
-            }
-            let body = "<html><body>Not Found</body></html>";
-            let _ = write!(
-                stream,
-                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
+/// The status, content type and body of an answer.
+type Answer = (u16, Option<&'static str>, &'static str);
+
+/// A loopback axum server standing where WorkOS should be (a proxy, a gateway, a web app):
+/// `answer` gives the answer to each method.
+async fn foreign_server(answer: fn(&Method) -> Answer) -> String {
+    let app = axum::Router::new().fallback(move |method: Method| async move {
+        let (status, content_type, body) = answer(&method);
+        let mut response = axum::response::Response::new(axum::body::Body::from(body));
+        *response.status_mut() = axum::http::StatusCode::from_u16(status).expect("a status");
+        if let Some(t) = content_type {
+            response.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                t.parse().expect("a header value"),
             );
         }
+        response
     });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
     url
+}
+
+/// Every request answered with an HTML page and `status`.
+fn html(status: u16) -> Answer {
+    (
+        status,
+        Some("text/html"),
+        "<html><body>Welcome to the app</body></html>",
+    )
 }
 
 #[tokio::test]
 async fn a_server_that_is_not_workos() {
-    let url = html_server();
+    let url = foreign_server(|_| html(404)).await;
     let r = run(VerifyOptions::new()
         .env_vars([("WORKOS_API_KEY", KEY), ("WORKOS_ORGANIZATION_ID", ORG)])
         .base_url(url)
@@ -854,4 +850,203 @@ async fn a_server_that_is_not_workos() {
     assert_status(&r, CheckId::Event, Status::Fail, "not the WorkOS API's JSON");
     assert_fix(&r, CheckId::Event, "WORKOS_BASE_URL");
     assert_status(&r, CheckId::LogStream, Status::Skip, "not run");
+}
+
+/// Options with the key and organization, against `url`, for the API checks.
+fn against(url: String) -> VerifyOptions {
+    VerifyOptions::new()
+        .env_vars([("WORKOS_API_KEY", KEY), ("WORKOS_ORGANIZATION_ID", ORG)])
+        .base_url(url)
+        .timeout(Duration::from_secs(5))
+        .only([CheckId::Event, CheckId::LogStream])
+}
+
+#[tokio::test]
+async fn a_web_app_answering_200_html_fails_the_event_check() {
+    // Every request gets a 200 HTML page: the schema look-up already shows it is not WorkOS.
+    let url = foreign_server(|_| html(200)).await;
+    let r = run(against(url)).await;
+    assert_status(&r, CheckId::Event, Status::Fail, "not the WorkOS API");
+    assert_fix(&r, CheckId::Event, "WORKOS_BASE_URL");
+    assert_status(&r, CheckId::LogStream, Status::Skip, "not run");
+}
+
+#[tokio::test]
+async fn a_create_event_answer_that_is_not_success_true_fails_the_event_check() {
+    // A gateway that answers reads as WorkOS does for an action without schemas (404 JSON), but
+    // the create-event request with 200 HTML, 204 or some other JSON: not {"success":true}.
+    let answers: [fn(&Method) -> Answer; 3] = [
+        |m| match *m {
+            Method::GET => (404, Some("application/json"), r#"{"message":"Not Found"}"#),
+            _ => html(200),
+        },
+        |m| match *m {
+            Method::GET => (404, Some("application/json"), r#"{"message":"Not Found"}"#),
+            _ => (204, None, ""),
+        },
+        |m| match *m {
+            Method::GET => (404, Some("application/json"), r#"{"message":"Not Found"}"#),
+            _ => (200, Some("application/json"), r#"{"ok":true}"#),
+        },
+    ];
+    for (answer, status) in answers.into_iter().zip(["200", "204", "200"]) {
+        let url = foreign_server(answer).await;
+        let r = run(against(url)).await;
+        assert_status(&r, CheckId::Event, Status::Fail, "not WorkOS's answer");
+        assert_status(&r, CheckId::Event, Status::Fail, &format!("answered {status}"));
+        assert_fix(
+            &r,
+            CheckId::Event,
+            "this is not the WorkOS API: check WORKOS_BASE_URL",
+        );
+        assert_status(&r, CheckId::LogStream, Status::Skip, "not run");
+    }
+}
+
+// ---- a live key writes nothing unless allowed --------------------------------------------------
+
+const LIVE_KEY: &str = "sk_live_QzXvRtYpWmKjHgFdSaLe";
+
+/// The requests that would write into the organization's audit log.
+fn writes(kit: &TestKit) -> Vec<String> {
+    kit.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/audit_logs/events")
+        .map(|r| r.body)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_live_key_writes_nothing_unless_allowed() {
+    let kit = kit(|b| b.require_schemas(true).log_stream("Datadog", "active")).await;
+    register_schema(&kit).await.expect("schema registered");
+    let live = || options(&kit).env_var("WORKOS_API_KEY", LIVE_KEY).export(true);
+
+    let r = run(live()).await;
+    assert_status(
+        &r,
+        CheckId::ApiKey,
+        Status::Pass,
+        "live (production) key sk_live_…SaLe",
+    );
+    assert_status(&r, CheckId::ApiKey, Status::Pass, "--allow-live-writes");
+    for id in [CheckId::Event, CheckId::SchemaValidation] {
+        assert_status(&r, id, Status::Skip, "pass --allow-live-writes");
+        assert_status(&r, id, Status::Skip, "live (production) key");
+    }
+    // The checks that only read still run.
+    assert_status(&r, CheckId::LogStream, Status::Pass, "active");
+    assert_eq!(check(&r, CheckId::Export).status, Status::Warn, "{r}");
+    assert!(r.passed(), "{r}");
+    assert!(writes(&kit).is_empty(), "a live key wrote without the flag");
+    assert!(kit.events(ORG).is_empty());
+
+    // In CI the key still warns, and nothing is written either.
+    let r = run(live().ci(true)).await;
+    assert_status(&r, CheckId::ApiKey, Status::Warn, "in CI");
+    assert_status(&r, CheckId::Event, Status::Skip, "--allow-live-writes");
+    assert!(writes(&kit).is_empty());
+
+    // With the flag: the test event and the schema probe are sent.
+    let r = run(live().allow_live_writes(true)).await;
+    assert_status(&r, CheckId::Event, Status::Pass, "accepted");
+    assert_status(&r, CheckId::SchemaValidation, Status::Pass, "rejected");
+    assert!(
+        !check(&r, CheckId::ApiKey).finding.contains("--allow-live-writes"),
+        "{r}"
+    );
+    assert_eq!(writes(&kit).len(), 2, "the test event and the schema probe");
+    assert_eq!(kit.events(ORG).len(), 1);
+}
+
+#[tokio::test]
+async fn a_test_key_is_not_held_back() {
+    let kit = kit(|b| b).await;
+    let r = run(options(&kit).only([CheckId::Event])).await;
+    assert_status(&r, CheckId::Event, Status::Pass, "accepted");
+    assert_eq!(writes(&kit).len(), 1);
+}
+
+// ---- no part of a secret is printed, whatever setting it is in ---------------------------------
+
+/// Fails when the report shows any four characters in a row of the secret's random part.
+#[track_caller]
+fn assert_no_part_of(report: &Report, secret: &str) {
+    let random: Vec<char> = secret.trim_start_matches("sk_live_").chars().collect();
+    for text in [report.to_json(), report.to_table()] {
+        for window in random.windows(4) {
+            let part: String = window.iter().collect();
+            assert!(!text.contains(&part), "{part:?} of the secret is shown:\n{text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_key_in_the_wrong_setting_is_named_never_shown() {
+    let kit = kit(|b| b).await;
+
+    // The key and the organization swapped.
+    let r =
+        run(options(&kit).env_vars([("WORKOS_API_KEY", ORG), ("WORKOS_ORGANIZATION_ID", LIVE_KEY)])).await;
+    assert_status(&r, CheckId::ApiKey, Status::Fail, "does not start with \"sk_\"");
+    assert_status(
+        &r,
+        CheckId::Organization,
+        Status::Fail,
+        "WORKOS_ORGANIZATION_ID from environment is not an organization id",
+    );
+    assert_status(&r, CheckId::Organization, Status::Fail, "looks like a secret key");
+    assert_fix(&r, CheckId::Organization, "WORKOS_API_KEY only");
+    assert_no_part_of(&r, LIVE_KEY);
+
+    // A right key, and a second one in the organization (also through --org).
+    for opts in [
+        options(&kit).env_var("WORKOS_ORGANIZATION_ID", LIVE_KEY),
+        options(&kit).organization_id(LIVE_KEY),
+    ] {
+        let r = run(opts).await;
+        assert_status(&r, CheckId::Organization, Status::Fail, "looks like a secret key");
+        assert_status(&r, CheckId::Event, Status::Skip, "not run: `organization` failed");
+        assert_no_part_of(&r, LIVE_KEY);
+    }
+
+    // In the client id.
+    let r = run(options(&kit)
+        .env_var("WORKOS_CLIENT_ID", LIVE_KEY)
+        .only([CheckId::ClientId]))
+    .await;
+    assert_status(
+        &r,
+        CheckId::ClientId,
+        Status::Fail,
+        "WORKOS_CLIENT_ID from environment does not start with \"client_\"",
+    );
+    assert_status(&r, CheckId::ClientId, Status::Fail, "looks like a secret key");
+    assert_no_part_of(&r, LIVE_KEY);
+
+    // In the base URL, alone or inside an address.
+    for url in [
+        LIVE_KEY.to_owned(),
+        format!("{}/{LIVE_KEY}", kit.url()),
+        format!("https://{LIVE_KEY}.example.com"),
+    ] {
+        let r = run(VerifyOptions::new()
+            .env_vars([
+                ("WORKOS_API_KEY", KEY),
+                ("WORKOS_ORGANIZATION_ID", ORG),
+                ("WORKOS_BASE_URL", url.as_str()),
+            ])
+            .only([CheckId::Event, CheckId::LogStream]))
+        .await;
+        assert_status(
+            &r,
+            CheckId::Event,
+            Status::Fail,
+            "the base URL (from environment) holds what looks like a secret key",
+        );
+        assert_fix(&r, CheckId::Event, "WORKOS_BASE_URL");
+        assert_status(&r, CheckId::LogStream, Status::Skip, "not run");
+        assert_no_part_of(&r, LIVE_KEY);
+    }
+    assert!(writes(&kit).is_empty());
 }

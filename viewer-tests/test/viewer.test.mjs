@@ -7,6 +7,7 @@ import { mkdtemp, mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createServer } from 'node:http';
 import { chromium } from 'playwright-core';
 import { startTestkit } from '../testkit.mjs';
 
@@ -218,4 +219,58 @@ test('an unknown Admin Portal token is a clear 404 page', async () => {
   assert.equal(res.status(), 404);
   await page.getByText('Unknown or expired Admin Portal link').waitFor();
   await page.close();
+});
+
+test('the log-stream form streams the organization to a collector and shows the delivery', async () => {
+  const received = [];
+  let arrived;
+  const firstArrival = new Promise((resolve) => { arrived = resolve; });
+  const collector = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      received.push({ headers: req.headers, body: JSON.parse(body) });
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      arrived();
+    });
+  });
+  await new Promise((resolve) => collector.listen(0, '127.0.0.1', resolve));
+  const collectorUrl = `http://127.0.0.1:${collector.address().port}/siem`;
+  const page = await context.newPage();
+  try {
+    await page.goto(`${kit.url}/viewer/log-streams?org=${XSS_ORG}`);
+    await page.selectOption('select[name=type]', 'http');
+    await page.fill('input[name=url]', collectorUrl);
+    await page.fill('input[name=header]', 'X-Collector: collector-secret-1');
+    // A same-origin form post from the browser is accepted (Origin and Sec-Fetch-Site say so).
+    await clickAndLoad(page, '#stream-save');
+    assert.equal(await page.locator('#stream-type').innerText(), 'GenericHttps');
+    assert.equal(await page.locator('#stream-state').innerText(), 'active');
+    await createEvent(XSS_ORG, {
+      action: 'stream.checked',
+      occurred_at: '2026-02-02T14:00:00.000Z',
+      actor: { id: 'user_s', type: 'user' },
+      targets: [],
+      context: { location: '192.0.2.9' },
+    });
+    await firstArrival;
+    assert.equal(received.length, 1);
+    assert.equal(received[0].headers['x-collector'], 'collector-secret-1');
+    assert.equal(received[0].body.action, 'stream.checked');
+    assert.equal(received[0].body.organization_id, XSS_ORG);
+    // The page shows the delivery once the testkit has recorded it.
+    for (let i = 0; i < 50; i += 1) {
+      await page.reload();
+      if ((await page.locator('[data-outcome="delivered"]').count()) > 0) break;
+      await page.waitForTimeout(100);
+    }
+    assert.equal(await page.locator('[data-outcome="delivered"]').count(), 1);
+    assert.equal(await page.locator('#stream-delivered').innerText(), '1');
+    assert.ok(!(await page.content()).includes('collector-secret-1'), 'header values are never shown');
+    await clickAndLoad(page, '#stream-pause');
+    assert.equal(await page.locator('#stream-state').innerText(), 'inactive');
+  } finally {
+    await page.close();
+    await new Promise((resolve) => collector.close(resolve));
+  }
 });

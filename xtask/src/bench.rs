@@ -122,6 +122,14 @@ const SOURCES: &[Source] = &[
         bench: "request_path",
         args: &["e2e"],
     },
+    // The PostgreSQL outbox (needs DATABASE_URL; prints nothing without it): the event's cost in
+    // the business transaction, relay delivery against the in-memory emitter, exactly-once
+    // under the emitter bench's fault mix with three relays.
+    Source::JsonLines {
+        package: "audit-postgres",
+        bench: "outbox",
+        args: &[],
+    },
     // Reading events back (rows/s and peak RSS in a process of its own) and the schema check.
     Source::JsonLines {
         package: "xtask",
@@ -135,13 +143,20 @@ const SOURCES: &[Source] = &[
     },
 ];
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+/// The flags of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// A short run (fewer rounds and samples), for a quick look.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Only the sources whose bench or example name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) only: Option<String>,
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    let quick = args.quick;
+    let only = args.only.clone();
     let root = project_root();
     let mut records: Vec<Value> = Vec::new();
     let mut failures = Vec::new();

@@ -7,7 +7,18 @@
 //! 4. the official WorkOS SDKs (Node and Python) against audit-testkit (`sdk-tests/`)
 //! 5. `cargo doc --workspace --no-deps --all-features` with `-D warnings`
 //!
-//! `--skip-sdk` leaves out step 4 (for a machine without Node or Python); on CI (`CI=true`) the SDK
+//! After step 2: the publishing checks: each feature of every library crate on its own
+//! (`cargo hack check --each-feature --no-dev-deps`), no unused dependencies (`cargo machete`),
+//! and `cargo package -p <each publishable crate>`: each package is built from its `.crate` file,
+//! with the crates of this workspace resolved from each other's packages (cargo overlays them on
+//! the registry), so nothing needs to be published first. cargo-hack and cargo-machete are
+//! installed by `.ci/install-tools`.
+//!
+//! After step 3: `xtask/compat/sqlx`, a crate outside the workspace that depends on audit-core
+//! (`spool`), audit-testkit (`sqlite`) and sqlx 0.8 (`sqlite`), is checked with the workspace's
+//! `Cargo.lock` pins (only one crate in a build may link `sqlite3`).
+//!
+//! Flags are parsed by clap (unknown ones are refused). `--skip-sdk` leaves out step 4 (for a machine without Node or Python); on CI (`CI=true`) the SDK
 //! tests are never skipped silently: missing installs are an error.
 //!
 //! After step 4: the audit-testkit viewer in headless Chromium (`viewer-tests/`, playwright-core
@@ -19,9 +30,22 @@ use std::process::Command;
 
 use crate::{cargo, project_root};
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let skip_sdk = args.iter().any(|a| a == "--skip-sdk");
-    let skip_browser = args.iter().any(|a| a == "--skip-browser");
+/// The flags of `cargo xtask ci`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Leave out the official SDKs' tests (for a machine without Node or Python).
+    #[arg(long)]
+    pub(crate) skip_sdk: bool,
+    /// Leave out the viewer's tests in headless Chromium.
+    #[arg(long)]
+    pub(crate) skip_browser: bool,
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    let Args {
+        skip_sdk,
+        skip_browser,
+    } = *args;
     let root = project_root();
     step(
         "fmt",
@@ -43,6 +67,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             ])
             .current_dir(&root),
     )?;
+    publishing(&root)?;
     step(
         "test",
         Command::new(cargo())
@@ -57,6 +82,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .args(["run", "--quiet", "--package", "xtask", "--", "verify", "--local"])
             .current_dir(&root),
     )?;
+    compat_sqlx(&root)?;
     if skip_sdk {
         println!("xtask ci: SDK compatibility tests skipped (--skip-sdk)");
     } else {
@@ -90,6 +116,62 @@ fn step(name: &str, command: &mut Command) -> Result<(), String> {
     }
 }
 
+/// The library crates: checked feature by feature, and packaged (they are the publishable ones).
+const LIBRARY_CRATES: [&str; 7] = [
+    "audit-core",
+    "audit-macros",
+    "audit-testkit",
+    "audit-tower",
+    "audit-actix",
+    "audit-verify",
+    "audit-postgres",
+];
+
+/// Each feature on its own, unused dependencies, and the packages of the publishable crates.
+fn publishing(root: &Path) -> Result<(), String> {
+    let mut hack = Command::new(cargo());
+    hack.args(["hack", "check", "--each-feature", "--no-dev-deps"]);
+    for krate in LIBRARY_CRATES {
+        hack.args(["-p", krate]);
+    }
+    step("each feature on its own (cargo hack)", hack.current_dir(root))?;
+    step(
+        "unused dependencies (cargo machete)",
+        Command::new("cargo-machete").current_dir(root),
+    )?;
+    let mut package = Command::new(cargo());
+    package.args(["package", "--allow-dirty"]);
+    for krate in LIBRARY_CRATES {
+        package.args(["-p", krate]);
+    }
+    step(
+        "cargo package (every publishable crate)",
+        package.current_dir(root),
+    )
+}
+
+/// Checks `xtask/compat/sqlx`: audit-core's spool, audit-testkit's persistence and sqlx's SQLite
+/// in one build. The crate is its own workspace; it starts from a copy of the project's
+/// `Cargo.lock`, so that it resolves to the versions the project is tested with and cargo adds
+/// only what sqlx brings. It shares the project's target directory, so most dependencies are
+/// already built.
+fn compat_sqlx(root: &Path) -> Result<(), String> {
+    let dir = root.join("xtask/compat/sqlx");
+    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))
+        .map_err(|e| format!("compat sqlx: copying Cargo.lock: {e}"))?;
+    let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    step(
+        "audit-core (spool) + audit-testkit (sqlite) + sqlx 0.8 (sqlite) in one build",
+        Command::new(cargo())
+            .arg("check")
+            .arg("--manifest-path")
+            .arg(dir.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(root),
+    )
+}
+
 /// Runs the official SDKs' tests against the audit-testkit binary.
 fn sdk_tests(root: &Path) -> Result<(), String> {
     let on_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
@@ -106,7 +188,15 @@ fn sdk_tests(root: &Path) -> Result<(), String> {
     step(
         "build audit-testkit",
         Command::new(cargo())
-            .args(["build", "-p", "audit-testkit", "--bin", "audit-testkit"])
+            .args([
+                "build",
+                "-p",
+                "audit-testkit",
+                "--features",
+                "cli",
+                "--bin",
+                "audit-testkit",
+            ])
             .current_dir(root),
     )?;
     let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
@@ -146,7 +236,15 @@ fn viewer_tests(root: &Path) -> Result<(), String> {
     step(
         "build audit-testkit",
         Command::new(cargo())
-            .args(["build", "-p", "audit-testkit", "--bin", "audit-testkit"])
+            .args([
+                "build",
+                "-p",
+                "audit-testkit",
+                "--features",
+                "cli",
+                "--bin",
+                "audit-testkit",
+            ])
             .current_dir(root),
     )?;
     let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);

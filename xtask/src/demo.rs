@@ -61,14 +61,19 @@ struct Step {
     event: Option<&'static str>,
 }
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let actix = args.iter().any(|a| a == "--actix");
-    let keep_running = args.iter().any(|a| a == "--keep-running");
-    if let Some(bad) = args.iter().find(|a| *a != "--actix" && *a != "--keep-running") {
-        return Err(format!(
-            "demo: unknown argument {bad:?} (accepted: --actix, --keep-running)"
-        ));
-    }
+/// The flags of `cargo xtask demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Run the actix-web example instead of the axum one.
+    #[arg(long)]
+    pub(crate) actix: bool,
+    /// Keep the testkit (and its event viewer) serving until Ctrl-C.
+    #[arg(long)]
+    pub(crate) keep_running: bool,
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    let Args { actix, keep_running } = *args;
     let package = if actix { "example-actix" } else { "example-axum" };
     let started = Instant::now();
     println!("==> building {package}");
@@ -451,13 +456,13 @@ fn finish(
             );
             println!(
                 "    requests without an event: not annotated {}, outcome policy {}, missing actor {}, \
-                 missing organization {}, suppressed {}, invalid {}; emit failures {}",
+                 missing organization {}, suppressed {}; refused by the emitter: invalid {}, emit failures {}",
                 s["skipped"]["not_annotated"],
                 s["skipped"]["outcome"],
                 s["skipped"]["missing_actor"],
                 s["skipped"]["missing_organization"],
                 s["skipped"]["suppressed"],
-                s["skipped"]["invalid"],
+                s["invalid_events"],
                 s["emit_failures"]
             );
             println!(

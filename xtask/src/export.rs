@@ -26,7 +26,7 @@ use audit_core::export::{EventReader, Phase, ReadError, ReadProgress, parse_csv}
 use audit_core::sync::lock;
 use audit_core::{Action, Actor, Client, Context, Event, OrganizationId, Target};
 use audit_testkit::TestKit;
-use clap::{Parser, ValueEnum};
+use clap::ValueEnum;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
@@ -44,14 +44,13 @@ enum Format {
     Csv,
 }
 
-#[derive(Debug, Parser)]
+/// The flags of `cargo xtask export`.
+#[derive(Debug, clap::Args)]
 #[command(
-    name = "cargo xtask export",
-    about = "Read events back through a WorkOS CSV export",
-    after_help = "Times: RFC 3339 (2026-01-02T03:04:05Z) or relative to now: 90s, 30m, 24h, 7d, 2w.\n\
+    after_help = "Times: RFC 3339 (2026-01-02T03:04:05Z) or relative to now (humantime): 90s, 30m, 24h, 7d, 2w, 1d 12h.\n\
                   Settings: WORKOS_API_KEY, WORKOS_BASE_URL, WORKOS_ORGANIZATION_ID (ignored with --local)."
 )]
-struct Args {
+pub(crate) struct Args {
     /// The organization (default: WORKOS_ORGANIZATION_ID).
     #[arg(long, value_name = "ORG_ID")]
     org: Option<String>,
@@ -82,25 +81,15 @@ struct Args {
     /// Run against an embedded audit-testkit seeded with sample events.
     #[arg(long)]
     local: bool,
-    /// The longest the export may stay pending, in seconds.
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    max_wait: u64,
+    /// The longest the export may stay pending (humantime: 90s, 10m).
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = audit_core::config::parse_duration)]
+    max_wait: Duration,
     /// No progress display.
     #[arg(long)]
     quiet: bool,
 }
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let args = match Args::try_parse_from(
-        std::iter::once("cargo xtask export".to_owned()).chain(args.iter().cloned()),
-    ) {
-        Ok(a) => a,
-        Err(e) if !e.use_stderr() => {
-            print!("{e}");
-            return Ok(());
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+pub(crate) fn run(args: Args) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -142,7 +131,7 @@ async fn run_async(args: Args) -> Result<(), String> {
     for t in &args.target_type {
         query = query.target(t);
     }
-    let reader = EventReader::new(client).max_wait(Duration::from_secs(args.max_wait));
+    let reader = EventReader::new(client).max_wait(args.max_wait);
     let out: Box<dyn Write + Send> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
@@ -354,27 +343,17 @@ fn sample_events(now: OffsetDateTime) -> Vec<Event> {
     ]
 }
 
-/// RFC 3339, or a duration before `now` (`90s`, `30m`, `24h`, `7d`, `2w`).
+/// RFC 3339, or a duration before `now` in humantime's syntax (`90s`, `30m`, `24h`, `7d`, `2w`,
+/// `1d 12h`).
 fn parse_time(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
     if let Ok(t) = audit_core::event::rfc3339_millis::parse(text) {
         return Ok(t);
     }
-    let unit_at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: add a unit (s, m, h, d, w) or use RFC 3339"))?;
-    let (n, unit) = text.split_at(unit_at);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("{text:?} is neither RFC 3339 nor a duration such as 24h"))?;
-    let d = match unit {
-        "s" => time::Duration::seconds(n),
-        "m" => time::Duration::minutes(n),
-        "h" => time::Duration::hours(n),
-        "d" => time::Duration::days(n),
-        "w" => time::Duration::weeks(n),
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h, d or w)")),
-    };
-    Ok(now - d)
+    let d = audit_core::config::parse_duration(text)
+        .map_err(|e| format!("neither RFC 3339 nor a duration before now: {e}"))?;
+    let d = time::Duration::try_from(d).map_err(|_| format!("{text:?} is too long ago"))?;
+    now.checked_sub(d)
+        .ok_or_else(|| format!("{text:?} is too long ago"))
 }
 
 fn human(bytes: u64) -> String {
@@ -445,7 +424,9 @@ mod tests {
             "2026-01-02T02:04:05.000Z"
         );
         assert!(t("24").is_err());
-        assert!(t("3y").is_err());
+        assert_eq!(t("1d 12h").unwrap(), "2026-01-08T12:00:00.000Z");
+        assert!(t("3q").is_err());
+        assert!(t("0s").is_err());
         assert!(t("yesterday").is_err());
     }
 }

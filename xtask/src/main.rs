@@ -1,7 +1,12 @@
-//! Project tasks, run as `cargo xtask <task>`: `demo`, `verify`, `ci`, `bench`.
+//! Project tasks, run as `cargo xtask <task>`: `demo`, `verify`, `export`, `ci`, `bench`.
+//!
+//! Arguments are parsed by clap: unknown flags are refused (exit status 2) and every task has
+//! `--help`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod bench;
 mod ci;
@@ -9,21 +14,44 @@ mod demo;
 mod export;
 mod verify;
 
+/// Project tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Project tasks")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) task: Option<Task>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Task {
+    /// Run the axum example against an embedded audit-testkit and show the events it recorded.
+    Demo(demo::Args),
+    /// Run the WorkOS verification checklist (--local: against audit-testkit).
+    Verify(Box<verify::Args>),
+    /// Read events back through a CSV export (--local: an embedded audit-testkit).
+    Export(export::Args),
+    /// Everything CI checks: fmt, clippy, tests, compatibility builds, SDK tests, docs.
+    Ci(ci::Args),
+    /// Every benchmark, as JSON lines and a table.
+    Bench(bench::Args),
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let task = args.next();
-    let rest: Vec<String> = args.collect();
-    let result = match task.as_deref() {
-        Some("bench") => bench::run(&rest),
-        Some("ci") => ci::run(&rest),
-        Some("export") => export::run(&rest),
-        Some("demo") => demo::run(&rest),
-        Some("verify") => verify::run(&rest),
-        Some("help") | Some("--help") | Some("-h") | None => {
-            print_help();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout with status 0, usage errors to stderr with status 2.
+        Err(e) => e.exit(),
+    };
+    let result = match cli.task {
+        Some(Task::Bench(args)) => bench::run(&args),
+        Some(Task::Ci(args)) => ci::run(&args),
+        Some(Task::Export(args)) => export::run(args),
+        Some(Task::Demo(args)) => demo::run(&args),
+        Some(Task::Verify(args)) => verify::run(*args),
+        None => {
+            let _ = Cli::command().print_help();
             Ok(())
         }
-        Some(other) => Err(format!("unknown task {other:?}; run `cargo xtask help`")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,16 +62,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_help() {
-    println!(
-        "cargo xtask <task>\n\n\
-         tasks:\n  \
-         demo     run the axum example against an embedded audit-testkit and show the events it recorded\n  \
-         verify   run the WorkOS verification checklist (add --local to run it against audit-testkit)\n  \
-         export   read events back through a CSV export (--local: an embedded audit-testkit)\n  \
-         ci       everything CI checks: fmt, clippy, tests, SDK compatibility tests, docs\n  \
-         bench    every benchmark, as JSON lines and a table"
-    );
+/// Parses a command line (without the program name) as `cargo xtask` would, for tests.
+#[cfg(test)]
+pub(crate) fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("cargo xtask").chain(args.iter().copied()))
 }
 
 /// The workspace root.
@@ -57,4 +79,55 @@ pub(crate) fn project_root() -> PathBuf {
 /// The cargo that runs this task.
 pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_flags_and_tasks_are_refused() {
+        for bad in [
+            &["ci", "--skip-sdks"][..],
+            &["demo", "--axtix"],
+            &["bench", "--quik"],
+            &["bench", "--only"],
+            &["export", "--max-wait", "600"],
+            &["verify", "--timeout", "soon"],
+            &["deploy"],
+        ] {
+            let e = parse(bad).expect_err(&format!("{bad:?} must be refused"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_task_parses_its_flags() {
+        let Some(Task::Ci(ci)) = parse(&["ci", "--skip-sdk", "--skip-browser"]).unwrap().task else {
+            panic!("ci");
+        };
+        assert!(ci.skip_sdk && ci.skip_browser);
+        let Some(Task::Demo(demo)) = parse(&["demo", "--actix", "--keep-running"]).unwrap().task else {
+            panic!("demo");
+        };
+        assert!(demo.actix && demo.keep_running);
+        let Some(Task::Bench(bench)) = parse(&["bench", "--quick", "--only", "spool"]).unwrap().task else {
+            panic!("bench");
+        };
+        assert!(bench.quick);
+        assert_eq!(bench.only.as_deref(), Some("spool"));
+        assert!(matches!(
+            parse(&["export", "--local", "--max-wait", "90s"]).unwrap().task,
+            Some(Task::Export(_))
+        ));
+        assert!(matches!(
+            parse(&["verify", "--local", "--timeout", "15s"]).unwrap().task,
+            Some(Task::Verify(_))
+        ));
+        assert!(parse(&[]).unwrap().task.is_none());
+        for task in ["ci", "demo", "bench", "export", "verify"] {
+            let e = parse(&[task, "--help"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{task}");
+        }
+    }
 }

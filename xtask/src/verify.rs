@@ -1,12 +1,21 @@
 //! `cargo xtask verify`: the WorkOS verification checklist (`audit_verify`).
 //!
 //! ```text
-//! cargo xtask verify                      # against WorkOS, settings from env, .env, .env.local
+//! cargo xtask verify                      # against WorkOS, settings from env, .env.local, .env
 //! cargo xtask verify --local              # against an in-process audit-testkit: every check runs
 //! cargo xtask verify --json               # one JSON document on stdout
 //! cargo xtask verify --checks api_key,event --org org_… --action user.signed_in
 //! cargo xtask verify --skip dependency --require-stream --export
+//! cargo xtask verify --allow-live-writes  # with a sk_live_ key: also send the test events
+//! cargo xtask verify --stream-http https://siem.example.com/in --stream-header 'Authorization: Bearer …'
+//! cargo xtask verify --stream-splunk https://splunk.example.com:8088 --stream-splunk-token …
+//! cargo xtask verify --stream-datadog-site EU1 --stream-datadog-key …
+//! cargo xtask verify --stream-s3-bucket b --stream-s3-region us-east-1 --stream-s3-role-arn arn:… --stream-s3-external-id …
 //! ```
+//!
+//! The `--stream-*` options probe a log-stream destination before it is configured in WorkOS
+//! (`audit_verify::streams`); with the S3 options the filled-in IAM policy and trust
+//! relationship are printed after the table.
 //!
 //! The exit status is 1 when any check fails (0 with warnings or skips), 2 for a usage error.
 //! `--local` ignores the process environment and the `.env` files: it starts audit-testkit with
@@ -19,8 +28,8 @@ use std::time::Duration;
 use audit_core::client::{Client, CreateSchema, SchemaTarget};
 use audit_core::{Action, OrganizationId};
 use audit_testkit::TestKit;
-use audit_verify::{CheckId, DEFAULT_ACTION, Report, Verifier, VerifyOptions};
-use clap::Parser;
+use audit_verify::streams::{DatadogSite, partition_of, s3_policy, s3_trust_relationship};
+use audit_verify::{CheckId, DEFAULT_ACTION, Report, StreamProbe, Verifier, VerifyOptions};
 use serde_json::json;
 
 use crate::project_root;
@@ -32,15 +41,15 @@ const LOCAL_KEY: &str = "sk_test_audit_testkit_local_verify";
 /// The client id of `--local`, so that its check runs too.
 const LOCAL_CLIENT_ID: &str = "client_01JVERFYXTASK0CAMRGN000000";
 
-#[derive(Debug, Parser)]
+/// The flags of `cargo xtask verify`.
+#[derive(Debug, clap::Args)]
 #[command(
-    name = "cargo xtask verify",
-    about = "Run the WorkOS verification checklist",
-    after_help = "Checks: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export (opt-in).\n\
-                  Settings: WORKOS_API_KEY, WORKOS_ORGANIZATION_ID, WORKOS_CLIENT_ID, WORKOS_BASE_URL, from the environment first, then .env, then .env.local.\n\
+    after_help = "Checks: dependency, api_key, client_id, organization, event, log_stream, schema_validation, export (opt-in);\n\
+                  destination probes (with their --stream-* options): stream_http, stream_splunk, stream_datadog, stream_s3.\n\
+                  Settings: WORKOS_API_KEY, WORKOS_ORGANIZATION_ID, WORKOS_CLIENT_ID, WORKOS_BASE_URL, from the environment first, then .env.local, then .env.\n\
                   Exit status: 0 when no check fails, 1 when one does, 2 for a usage error."
 )]
-struct Args {
+pub(crate) struct Args {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -65,29 +74,120 @@ struct Args {
     /// Also check that an export of the last day reaches `ready`.
     #[arg(long)]
     export: bool,
-    /// How long the export may stay pending, in seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    export_timeout: u64,
+    /// With a live (sk_live_) key, also run the checks that write into the organization's audit
+    /// log (event, schema_validation); without it they are skipped.
+    #[arg(long)]
+    allow_live_writes: bool,
+    /// How long the export may stay pending (humantime: 60s, 2m).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = audit_core::config::parse_duration)]
+    export_timeout: Duration,
     /// The Cargo.toml of the workspace to check (default: this repository's).
     #[arg(long, value_name = "PATH")]
     manifest_path: Option<PathBuf>,
-    /// The directory holding .env and .env.local (default: this repository's root).
+    /// The directory holding .env.local and .env (default: this repository's root).
     #[arg(long, value_name = "DIR")]
     env_dir: Option<PathBuf>,
     /// The API base URL (default: WORKOS_BASE_URL, else the WorkOS API at api.workos.com).
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
-    /// The timeout of each request, in seconds.
-    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
-    timeout: u64,
+    /// The timeout of each request (humantime: 15s, 500ms).
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = audit_core::config::parse_duration)]
+    timeout: Duration,
+    /// Probe this generic HTTP stream destination with a sample event.
+    #[arg(long, value_name = "URL")]
+    stream_http: Option<String>,
+    /// A header WorkOS will send to `--stream-http`, `'Name: value'` (repeatable).
+    #[arg(long, value_name = "NAME: VALUE", requires = "stream_http")]
+    stream_header: Vec<String>,
+    /// Probe this Splunk HEC URL (health, then one event).
+    #[arg(long, value_name = "URL", requires = "stream_splunk_token")]
+    stream_splunk: Option<String>,
+    /// The HEC token of `--stream-splunk`.
+    #[arg(long, value_name = "TOKEN", requires = "stream_splunk")]
+    stream_splunk_token: Option<String>,
+    /// Probe Datadog on this site: US1, US3, US5, EU1, AP1 or US1-FED.
+    #[arg(long, value_name = "SITE", requires = "stream_datadog_key")]
+    stream_datadog_site: Option<String>,
+    /// The Datadog API key of `--stream-datadog-site`.
+    #[arg(long, value_name = "KEY", requires = "stream_datadog_site")]
+    stream_datadog_key: Option<String>,
+    /// Serve every Datadog site from `URL/<site>` instead of Datadog's hosts (for tests).
+    #[arg(long, value_name = "URL", requires = "stream_datadog_site")]
+    stream_datadog_url: Option<String>,
+    /// Check an S3 stream's bucket name (with the other --stream-s3-* options).
+    #[arg(long, value_name = "NAME", requires_all = ["stream_s3_region", "stream_s3_role_arn", "stream_s3_external_id"])]
+    stream_s3_bucket: Option<String>,
+    /// The S3 bucket's region, e.g. us-east-1.
+    #[arg(long, value_name = "REGION", requires = "stream_s3_bucket")]
+    stream_s3_region: Option<String>,
+    /// The IAM role WorkOS assumes, arn:aws:iam::ACCOUNT:role/NAME.
+    #[arg(long, value_name = "ARN", requires = "stream_s3_bucket")]
+    stream_s3_role_arn: Option<String>,
+    /// The external id of the role's trust relationship.
+    #[arg(long, value_name = "ID", requires = "stream_s3_bucket")]
+    stream_s3_external_id: Option<String>,
+}
+
+impl Args {
+    /// The destination probes the `--stream-*` options ask for.
+    fn stream_probes(&self) -> Result<Vec<StreamProbe>, Usage> {
+        let mut probes = Vec::new();
+        if let Some(url) = &self.stream_http {
+            let mut p = StreamProbe::http(url);
+            for h in &self.stream_header {
+                let (name, value) = h.split_once(':').ok_or_else(|| {
+                    Usage("--stream-header: expected 'Name: value', got a value without ':'".to_owned())
+                })?;
+                p = p.header(name.trim(), value.trim());
+            }
+            probes.push(p);
+        }
+        if let (Some(url), Some(token)) = (&self.stream_splunk, &self.stream_splunk_token) {
+            probes.push(StreamProbe::splunk(url, token));
+        }
+        if let (Some(site), Some(key)) = (&self.stream_datadog_site, &self.stream_datadog_key) {
+            let site = DatadogSite::parse(site).ok_or_else(|| {
+                Usage(format!(
+                    "--stream-datadog-site: unknown site {site:?}; the sites are US1, US3, US5, EU1, AP1, US1-FED"
+                ))
+            })?;
+            let mut p = StreamProbe::datadog(site, key);
+            if let Some(u) = &self.stream_datadog_url {
+                p = p.datadog_url(u);
+            }
+            probes.push(p);
+        }
+        if let (Some(b), Some(r), Some(a), Some(e)) = (
+            &self.stream_s3_bucket,
+            &self.stream_s3_region,
+            &self.stream_s3_role_arn,
+            &self.stream_s3_external_id,
+        ) {
+            probes.push(StreamProbe::s3(b, r, a, e));
+        }
+        Ok(probes)
+    }
+
+    /// The IAM policy and trust relationship of the S3 options, filled in.
+    fn s3_documents(&self) -> Option<String> {
+        let (Some(bucket), Some(arn), Some(ext)) = (
+            &self.stream_s3_bucket,
+            &self.stream_s3_role_arn,
+            &self.stream_s3_external_id,
+        ) else {
+            return None;
+        };
+        let partition = partition_of(arn);
+        Some(format!(
+            "IAM policy of the role (from the WorkOS guide):\n{}\n\nTrust relationship of the role (replace WORKOS_AWS_ACCOUNT_ID with the account the WorkOS dashboard shows):\n{}",
+            s3_policy(bucket.trim(), partition),
+            s3_trust_relationship(ext, partition)
+        ))
+    }
 }
 
 /// Runs the task; `Err` carries the message and exit status.
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{}", <Args as clap::CommandFactory>::command().render_help());
-        return Ok(());
-    }
+pub(crate) fn run(args: Args) -> Result<(), String> {
     match run_with(args) {
         Ok((report, output)) => {
             println!("{output}");
@@ -104,11 +204,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 #[derive(Debug)]
 pub(crate) struct Usage(String);
 
-/// Parses `args`, runs the checklist, and renders the report.
-pub(crate) fn run_with(args: &[String]) -> Result<(Report, String), Usage> {
-    let args =
-        Args::try_parse_from(std::iter::once("cargo xtask verify".to_owned()).chain(args.iter().cloned()))
-            .map_err(|e| Usage(e.to_string()))?;
+/// Runs the checklist with `args` and renders the report.
+pub(crate) fn run_with(args: Args) -> Result<(Report, String), Usage> {
     let parse = |names: &[String]| -> Result<Vec<CheckId>, Usage> {
         names
             .iter()
@@ -139,8 +236,9 @@ pub(crate) fn run_with(args: &[String]) -> Result<(Report, String), Usage> {
             )
             .action(args.action.clone())
             .require_stream(args.require_stream)
-            .timeout(Duration::from_secs(args.timeout.max(1)))
-            .export_timeout(Duration::from_secs(args.export_timeout))
+            .allow_live_writes(args.allow_live_writes)
+            .timeout(args.timeout)
+            .export_timeout(args.export_timeout)
             .skip(skip);
         if args.export {
             options = options.export(true);
@@ -150,6 +248,9 @@ pub(crate) fn run_with(args: &[String]) -> Result<(Report, String), Usage> {
         }
         if let Some(url) = &args.base_url {
             options = options.base_url(url.clone());
+        }
+        for probe in args.stream_probes()? {
+            options = options.stream_probe(probe);
         }
         let _kit;
         let mut heading = "WorkOS verification checklist".to_owned();
@@ -172,7 +273,10 @@ pub(crate) fn run_with(args: &[String]) -> Result<(Report, String), Usage> {
         let output = if args.json {
             report.to_json()
         } else {
-            format!("{heading}\n\n{report}")
+            match args.s3_documents() {
+                Some(docs) => format!("{heading}\n\n{report}\n\n{docs}"),
+                None => format!("{heading}\n\n{report}"),
+            }
         };
         Ok((report, output))
     })
@@ -230,13 +334,21 @@ mod tests {
     use super::*;
     use audit_verify::{CheckResult, Status};
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_owned()).collect()
+    fn parse(list: &[&str]) -> Result<Args, clap::Error> {
+        let all: Vec<&str> = std::iter::once("verify").chain(list.iter().copied()).collect();
+        match crate::parse(&all)?.task {
+            Some(crate::Task::Verify(args)) => Ok(*args),
+            other => panic!("not the verify task: {other:?}"),
+        }
+    }
+
+    fn args(list: &[&str]) -> Args {
+        parse(list).expect("valid flags")
     }
 
     #[test]
     fn local_run_passes_every_check() {
-        let (report, output) = run_with(&args(&["--local"])).expect("runs");
+        let (report, output) = run_with(args(&["--local"])).expect("runs");
         assert!(report.passed(), "{output}");
         for id in CheckId::ALL {
             assert_eq!(
@@ -253,7 +365,7 @@ mod tests {
 
     #[test]
     fn json_output_is_one_document_with_the_selected_checks() {
-        let (report, output) = run_with(&args(&[
+        let (report, output) = run_with(args(&[
             "--local",
             "--json",
             "--checks",
@@ -279,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_failed_check_fails_the_task() {
-        let (report, output) = run_with(&args(&[
+        let (report, output) = run_with(args(&[
             "--local",
             "--checks",
             "event",
@@ -305,12 +417,85 @@ mod tests {
     }
 
     #[test]
+    fn local_run_with_a_stream_destination_exits_by_its_answer() {
+        let good = audit_testkit::stand_ins::StandIn::collector(202);
+        let url = format!("{}/in", good.url());
+        let (report, output) = run_with(args(&[
+            "--local",
+            "--stream-http",
+            &url,
+            "--stream-header",
+            "Authorization: Bearer collector-secret",
+        ]))
+        .expect("runs");
+        assert_eq!(
+            report.get(CheckId::StreamHttp).map(|c| c.status),
+            Some(Status::Pass),
+            "{output}"
+        );
+        assert!(exit_status(&report).is_ok(), "{output}");
+        assert!(output.contains("PASS   stream_http"));
+        assert!(!output.contains("collector-secret"));
+        assert_eq!(good.received().len(), 1);
+
+        let refusing = audit_testkit::stand_ins::StandIn::collector(405);
+        let (report, output) = run_with(args(&["--local", "--stream-http", &refusing.url()])).expect("runs");
+        let probe = report.get(CheckId::StreamHttp).expect("probed");
+        assert_eq!(probe.status, Status::Fail, "{output}");
+        assert!(probe.fix.as_deref().unwrap_or("").contains("accepts POST"));
+        assert_eq!(
+            exit_status(&report).expect_err("exit 1"),
+            "verify: 1 check failed: stream_http"
+        );
+    }
+
+    #[test]
+    fn s3_options_print_the_filled_in_documents() {
+        let (report, output) = run_with(args(&[
+            "--checks",
+            "stream_s3",
+            "--stream-s3-bucket",
+            "audit-bucket",
+            "--stream-s3-region",
+            "eu-west-1",
+            "--stream-s3-role-arn",
+            "arn:aws:iam::123456789012:role/workos",
+            "--stream-s3-external-id",
+            "ext-secret-id",
+        ]))
+        .expect("runs");
+        assert!(report.passed(), "{output}");
+        assert!(output.contains("arn:aws:s3:::audit-bucket/*"));
+        assert!(output.contains("\"sts:ExternalId\": \"ext-secret-id\""));
+        assert!(output.contains("s3:PutObjectAcl"));
+    }
+
+    #[test]
+    fn live_writes_are_off_unless_the_flag_is_given() {
+        assert!(!args(&[]).allow_live_writes);
+        assert!(args(&["--allow-live-writes"]).allow_live_writes);
+    }
+
+    #[test]
     fn usage_errors() {
-        let Err(Usage(m)) = run_with(&args(&["--checks", "nope"])) else {
+        let Err(Usage(m)) = run_with(args(&["--checks", "nope"])) else {
             panic!("an unknown check is a usage error");
         };
         assert!(m.contains("unknown check \"nope\""), "{m}");
-        assert!(run_with(&args(&["--frobnicate"])).is_err());
-        assert!(run_with(&args(&["--local", "--org", "acme"])).is_err());
+        assert!(parse(&["--frobnicate"]).is_err());
+        assert!(run_with(args(&["--local", "--org", "acme"])).is_err());
+        let Err(Usage(m)) = run_with(args(&[
+            "--stream-datadog-site",
+            "MARS",
+            "--stream-datadog-key",
+            "k",
+        ])) else {
+            panic!("an unknown site is a usage error");
+        };
+        assert!(m.contains("US1-FED"), "{m}");
+        assert!(
+            parse(&["--stream-splunk", "https://s:8088"]).is_err(),
+            "a token is required"
+        );
     }
 }

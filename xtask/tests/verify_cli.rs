@@ -54,3 +54,41 @@ fn a_usage_error_exits_two() {
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("--require-stream"));
 }
+
+#[test]
+fn a_live_key_writes_nothing_unless_the_flag_is_given() {
+    const ORG: &str = "org_01EHWNCE74X7JSDV0X3SZ3KJNY";
+    let kit = audit_testkit::TestKit::builder()
+        .org(ORG)
+        .start_blocking()
+        .expect("testkit starts");
+    // An empty directory: no .env of this repository is read.
+    let env_dir = std::env::temp_dir().join(format!("verify-cli-live-{}", std::process::id()));
+    std::fs::create_dir_all(&env_dir).expect("temp dir");
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", "--checks", "api_key,event", "--env-dir"];
+        args.push(env_dir.to_str().expect("a UTF-8 path"));
+        args.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(&args)
+            .env("WORKOS_API_KEY", "sk_live_QzXvRtYpWmKjHgFdSaLe")
+            .env("WORKOS_ORGANIZATION_ID", ORG)
+            .env("WORKOS_BASE_URL", kit.url())
+            .output()
+            .expect("the xtask binary runs")
+    };
+
+    let out = verify(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("SKIP   event"), "{stdout}");
+    assert!(stdout.contains("pass --allow-live-writes"), "{stdout}");
+    assert!(kit.events(ORG).is_empty(), "a live key wrote without the flag");
+
+    let out = verify(&["--allow-live-writes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("PASS   event"), "{stdout}");
+    assert_eq!(kit.events(ORG).len(), 1);
+    let _ = std::fs::remove_dir_all(&env_dir);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Decision, RequestAudit, ResponseInfo};
 use crate::emitter::stats::Throttle;
 use crate::emitter::{EmitError, Emitter};
-use crate::request::{AuditPolicy, CancelledRequests, SkipCounters, SkipReason};
+use crate::request::{AuditPolicy, CancelledRequests, SkipCounters};
 
 /// The shortest interval between two log lines of a [`HandOff`] about events that were not
 /// emitted (refused by the emitter, or breaking a WorkOS rule).
@@ -77,7 +77,7 @@ impl HandOff {
         match self.emitter.try_emit(organization, event) {
             Ok(_) => {}
             Err(EmitError::Invalid(errors)) => {
-                self.counters.count(SkipReason::Invalid);
+                self.counters.count_invalid_event();
                 if let Some(unlogged) = self.failure_log.ready() {
                     tracing::warn!(
                         action = %action,
@@ -110,6 +110,7 @@ mod tests {
     use super::*;
     use crate::adapter::RequestInfo;
     use crate::event::{Action, Actor, OrganizationId};
+    use crate::request::SkipReason;
 
     fn annotated() -> RequestAudit {
         let a = RequestAudit::new(RequestInfo::new("198.51.100.4").user_agent("ua"));
@@ -142,7 +143,7 @@ mod tests {
         let counters = hand_off.counters();
         assert_eq!(counters.get(SkipReason::NotAnnotated), 1);
         assert_eq!(counters.get(SkipReason::Outcome), 1);
-        assert_eq!(counters.get(SkipReason::Invalid), 1);
+        assert_eq!(counters.invalid_events(), 1);
         assert_eq!(counters.emit_failures(), 0);
 
         // A shut-down emitter refuses: counted, and (within the interval of the invalid event's

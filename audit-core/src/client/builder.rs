@@ -46,6 +46,10 @@ pub struct ClientBuilder {
     user_agent: String,
     retry: RetryPolicy,
     allow_insecure_http: bool,
+    http_client: Option<reqwest::Client>,
+    /// Which settings were given explicitly (they conflict with a shared client).
+    connect_timeout_set: bool,
+    user_agent_set: bool,
 }
 
 impl Default for ClientBuilder {
@@ -64,12 +68,13 @@ impl fmt::Debug for ClientBuilder {
             .field("user_agent", &self.user_agent)
             .field("retry_policy", &self.retry)
             .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("http_client", &self.http_client.as_ref().map(|_| "shared"))
             .finish()
     }
 }
 
 /// Shows only which environment a key belongs to.
-pub(super) struct RedactedKey<'a>(pub(super) Option<&'a SecretString>);
+pub(crate) struct RedactedKey<'a>(pub(crate) Option<&'a SecretString>);
 
 impl fmt::Debug for RedactedKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,6 +100,9 @@ impl ClientBuilder {
             user_agent: concat!("audit-core/", env!("CARGO_PKG_VERSION")).to_owned(),
             retry: RetryPolicy::standard(),
             allow_insecure_http: false,
+            http_client: None,
+            connect_timeout_set: false,
+            user_agent_set: false,
         }
     }
 
@@ -141,6 +149,20 @@ impl ClientBuilder {
         self
     }
 
+    /// The key, already secret, with the name errors give its setting.
+    pub(crate) fn api_key_secret(mut self, key: SecretString, setting: &'static str) -> Self {
+        self.api_key = Some(key);
+        self.api_key_setting = setting;
+        self
+    }
+
+    /// The base URL, with the name errors give its setting.
+    pub(crate) fn base_url_named(mut self, url: String, setting: &'static str) -> Self {
+        self.base_url = Some(url);
+        self.base_url_setting = setting;
+        self
+    }
+
     /// The base URL of the API (default [`DEFAULT_BASE_URL`]); a trailing slash is ignored and a
     /// path prefix is kept. It must be `https`, or `http` to a loopback address (`localhost`,
     /// `127.0.0.0/8`, `::1`) unless [`ClientBuilder::allow_insecure_http`] is set.
@@ -167,15 +189,60 @@ impl ClientBuilder {
         self
     }
 
-    /// The timeout of establishing a connection (default 10 s).
+    /// The timeout of establishing a connection (default 10 s). Not with
+    /// [`http_client`](Self::http_client), whose own connect timeout applies.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self.connect_timeout_set = true;
         self
     }
 
-    /// The `User-Agent` header (default `audit-core/<version>`).
+    /// The `User-Agent` header (default `audit-core/<version>`). Not with
+    /// [`http_client`](Self::http_client), whose own user agent applies.
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
+        self.user_agent_set = true;
+        self
+    }
+
+    /// Sends every request through the application's own [`reqwest::Client`] (sharing its
+    /// connection pool, TLS setup, proxies and DNS resolver) instead of one built here.
+    ///
+    /// From the application's client come: TLS (backend, trusted roots, client certificates),
+    /// proxies, the connection pool and its idle timeout, the connect timeout, HTTP/2 settings,
+    /// default headers, the user agent and the redirect policy. From this builder still come:
+    /// the key, the base URL and its checks, the [`retry_policy`](Self::retry_policy) and the
+    /// [`timeout`](Self::timeout) of one attempt, which is set on every request and so
+    /// replaces the application client's total timeout for this crate's requests.
+    /// [`connect_timeout`](Self::connect_timeout) and [`user_agent`](Self::user_agent) cannot
+    /// be combined with it ([`build`](Self::build) says so).
+    ///
+    /// With a shared client, the crate's TLS features are not needed: the application's client
+    /// speaks HTTPS however it was built to.
+    ///
+    /// ```
+    /// # use audit_core::Client;
+    /// let http = reqwest::Client::builder()
+    ///     .user_agent("my-app/1.0")
+    ///     .connect_timeout(std::time::Duration::from_secs(3))
+    ///     .build()
+    ///     .expect("the app's HTTP client");
+    /// let client = Client::builder()
+    ///     .api_key("sk_test_example")
+    ///     .http_client(http.clone())
+    ///     .build()?;
+    /// # Ok::<(), audit_core::Error>(())
+    /// ```
+    ///
+    /// # Security
+    /// This crate's own client never follows redirects. The application's client follows them
+    /// if it was built to (reqwest's default: up to 10); reqwest drops the `Authorization`
+    /// header when a redirect leaves the host, but a redirect within the API host keeps it.
+    /// Build the shared client with `redirect(reqwest::redirect::Policy::none())` to keep
+    /// this crate's behaviour. Default headers of the application's client are sent to WorkOS
+    /// too.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
         self
     }
 
@@ -189,8 +256,10 @@ impl ClientBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] naming the setting (`api_key` or `WORKOS_API_KEY`, `base_url` or
-    /// `WORKOS_BASE_URL`, `timeout`, `user_agent`) when the key is missing or does not start with
-    /// `sk_`, the URL is invalid, or a timeout is zero.
+    /// `WORKOS_BASE_URL`, `timeout`, `user_agent`, `connect_timeout`) when the key is missing or
+    /// does not start with `sk_`, the URL is invalid, a timeout is zero, a setting that comes from
+    /// a shared [`http_client`](Self::http_client) was given as well, or the base URL is `https`
+    /// while the crate was built without a TLS feature and no client was shared.
     pub fn build(self) -> Result<Client, Error> {
         let api_key = self.api_key.ok_or(Error::Config {
             setting: self.api_key_setting,
@@ -232,16 +301,45 @@ impl ClientBuilder {
             setting: self.base_url_setting,
             message: format!("cannot be joined with /audit_logs/events: {e}"),
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
-            .user_agent(self.user_agent)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config {
-                setting: "http_client",
-                message: format!("the HTTP client could not be set up: {e}"),
-            })?;
+        let http = match self.http_client {
+            Some(shared) => {
+                let conflict = if self.connect_timeout_set {
+                    Some("connect_timeout")
+                } else if self.user_agent_set {
+                    Some("user_agent")
+                } else {
+                    None
+                };
+                if let Some(setting) = conflict {
+                    return Err(Error::Config {
+                        setting,
+                        message: "comes from the reqwest::Client given to http_client; set it there".into(),
+                    });
+                }
+                shared
+            }
+            None => {
+                if !TLS_BUILT_IN && base_url.starts_with("https:") {
+                    return Err(Error::Config {
+                        setting: self.base_url_setting,
+                        message: "is https, but audit-core was built without a TLS feature; enable \
+                                  `rustls-tls-webpki-roots` (the default), `rustls-tls-native-roots` or \
+                                  `native-tls`, or share a client with http_client"
+                            .into(),
+                    });
+                }
+                reqwest::Client::builder()
+                    .timeout(self.timeout)
+                    .connect_timeout(self.connect_timeout)
+                    .user_agent(self.user_agent)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| Error::Config {
+                        setting: "http_client",
+                        message: format!("the HTTP client could not be set up: {e}"),
+                    })?
+            }
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -256,6 +354,13 @@ impl ClientBuilder {
         })
     }
 }
+
+/// Whether this build of the crate can speak HTTPS on a client of its own.
+const TLS_BUILT_IN: bool = cfg!(any(
+    feature = "rustls-tls-webpki-roots",
+    feature = "rustls-tls-native-roots",
+    feature = "native-tls"
+));
 
 /// What is wrong with a key, in words that never quote it.
 fn check_api_key(key: &str) -> Result<(), &'static str> {

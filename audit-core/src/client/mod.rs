@@ -1,9 +1,9 @@
 //! The WorkOS Audit Logs API client.
 //!
-//! A [`Client`] calls every audit-log endpoint of WorkOS (reference §1, endpoints 1 to 10): create an
-//! event, create and read exports (and stream an export's CSV), create and list schemas, list
-//! actions, read and set an organization's retention, read its audit-log configuration, and generate
-//! an Admin Portal link. It is cheap to clone (one pooled HTTP client inside, shared) and can be used
+//! A [`Client`] calls every endpoint of WorkOS's Audit Logs API reference: create an event, create
+//! and read exports (and stream an export's CSV), create and list schemas, list actions, read and
+//! set an organization's retention, read its audit-log configuration, and generate an Admin Portal
+//! link. It is cheap to clone (one pooled HTTP client inside, shared) and can be used
 //! from many tasks at once.
 //!
 //! ```no_run
@@ -56,6 +56,7 @@ use crate::error::{ApiError, Error};
 use crate::event::{CreateEvent, Event, OrganizationId};
 use crate::retry::{Decision, Outcome, RetryPolicy};
 
+pub(crate) use builder::RedactedKey;
 pub use builder::{ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
 pub use download::{ByteStream, DOWNLOAD_TIMEOUT};
 pub use pagination::{List, ListMetadata, ListOptions, Order};
@@ -471,9 +472,8 @@ impl Client {
             })?;
             builder = builder.header(IDEMPOTENCY_KEY_HEADER, value);
         }
-        if let Some(timeout) = request.timeout {
-            builder = builder.timeout(timeout);
-        }
+        // Always per request: a shared application client may have another total timeout.
+        builder = builder.timeout(request.timeout.unwrap_or(self.inner.timeout));
         if let Some(body) = &request.body {
             builder = builder
                 .header(header::CONTENT_TYPE, "application/json")

@@ -1,4 +1,5 @@
-//! Cursor pagination of the list endpoints (reference §5).
+//! Cursor pagination of the list endpoints, as WorkOS's API reference describes it (`limit`,
+//! `before`/`after` cursors, `order`, and `list_metadata` in the answer).
 
 use serde::{Deserialize, Serialize};
 

@@ -192,11 +192,13 @@ impl DeadLetter {
     /// Reads a JSON-lines file written by [`JsonlDeadLetters`]: one entry per non-empty line,
     /// each the dead letter or the reason the line could not be read (with its 1-based number).
     ///
-    /// A record cut short by an interrupted write (a full disk, a crash) is a [`ReadError`] with
-    /// [`torn`](ReadError::torn) set, logged with a warning and skipped; the records after it
-    /// are read normally. A log line holding [`DEAD_LETTER_LOG_MARKER`] is read from the JSON
-    /// after the marker.
-    pub fn read_jsonl(path: impl AsRef<Path>) -> std::io::Result<Vec<Result<DeadLetter, ReadError>>> {
+    /// A record cut short by an interrupted write (a full disk, a crash) is an
+    /// [`UnreadableDeadLetter`] with [`torn`](UnreadableDeadLetter::torn) set, logged with a
+    /// warning and skipped; the records after it are read normally. A log line holding
+    /// [`DEAD_LETTER_LOG_MARKER`] is read from the JSON after the marker.
+    pub fn read_jsonl(
+        path: impl AsRef<Path>,
+    ) -> std::io::Result<Vec<Result<DeadLetter, UnreadableDeadLetter>>> {
         Self::read_lines(path.as_ref(), false)
     }
 
@@ -204,11 +206,13 @@ impl DeadLetter {
     /// when no dead-letter destination is configured, or when every destination failed), with
     /// the JSON after it; other lines are ignored. Works with `tracing-subscriber`'s text
     /// formats, which print the message as it is.
-    pub fn read_log(path: impl AsRef<Path>) -> std::io::Result<Vec<Result<DeadLetter, ReadError>>> {
+    pub fn read_log(
+        path: impl AsRef<Path>,
+    ) -> std::io::Result<Vec<Result<DeadLetter, UnreadableDeadLetter>>> {
         Self::read_lines(path.as_ref(), true)
     }
 
-    fn read_lines(path: &Path, log: bool) -> std::io::Result<Vec<Result<DeadLetter, ReadError>>> {
+    fn read_lines(path: &Path, log: bool) -> std::io::Result<Vec<Result<DeadLetter, UnreadableDeadLetter>>> {
         let mut reader = BufReader::new(File::open(path)?);
         let mut out = Vec::new();
         let mut buf = Vec::new();
@@ -233,7 +237,7 @@ impl DeadLetter {
             let mut values = serde_json::Deserializer::from_str(json).into_iter::<DeadLetter>();
             match values.next() {
                 Some(Ok(letter)) => out.push(Ok(letter)),
-                Some(Err(e)) => out.push(Err(ReadError::new(path, number, &e))),
+                Some(Err(e)) => out.push(Err(UnreadableDeadLetter::new(path, number, &e))),
                 None => {}
             }
         }
@@ -268,7 +272,7 @@ impl DeadLetter {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("dead-letter line {line}: {message}")]
 #[non_exhaustive]
-pub struct ReadError {
+pub struct UnreadableDeadLetter {
     /// The 1-based line number.
     pub line: usize,
     /// What is wrong with it.
@@ -278,7 +282,7 @@ pub struct ReadError {
     pub torn: bool,
 }
 
-impl ReadError {
+impl UnreadableDeadLetter {
     fn new(path: &Path, line: usize, e: &serde_json::Error) -> Self {
         let torn = e.is_eof();
         if torn {
@@ -408,7 +412,7 @@ fn ends_inside_a_line(path: &Path) -> bool {
 
 impl DeadLetterSink for JsonlDeadLetters {
     fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()> {
-        let mut out = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = crate::sync::lock(&self.file);
         let mut record = Vec::with_capacity(1024);
         if out.torn {
             record.push(b'\n');
@@ -434,12 +438,12 @@ impl MemoryDeadLetters {
 
     /// Every dead letter so far, oldest first.
     pub fn letters(&self) -> Vec<DeadLetter> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.0).clone()
     }
 
     /// How many dead letters there are.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        crate::sync::lock(&self.0).len()
     }
 
     /// Whether there are none.
@@ -450,10 +454,7 @@ impl MemoryDeadLetters {
 
 impl DeadLetterSink for MemoryDeadLetters {
     fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(letter.clone());
+        crate::sync::lock(&self.0).push(letter.clone());
         Ok(())
     }
 }
@@ -465,7 +466,7 @@ pub struct ReplayReport {
     /// Lines emitted again (with their original idempotency keys).
     pub replayed: usize,
     /// Lines that could not be read.
-    pub unreadable: Vec<ReadError>,
+    pub unreadable: Vec<UnreadableDeadLetter>,
     /// Lines the emitter refused, with their 1-based position among the readable entries.
     pub refused: Vec<(usize, super::EmitError)>,
 }

@@ -55,10 +55,7 @@ impl Watchers {
     /// event up to `target` is resolved. Register before checking the condition waited for: a
     /// change made after that check is then signalled.
     pub(crate) fn watch(&self, target: Option<u64>) -> WatchGuard<'_> {
-        self.targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(target);
+        crate::sync::lock(&self.targets).push(target);
         self.waiting.fetch_add(1, Ordering::SeqCst);
         WatchGuard {
             watchers: self,
@@ -72,7 +69,7 @@ impl Watchers {
             return;
         }
         let first = {
-            let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+            let targets = crate::sync::lock(&self.targets);
             // `None` (any progress) sorts first.
             targets.iter().min().copied()
         };
@@ -107,7 +104,7 @@ impl WatchGuard<'_> {
 
 impl Drop for WatchGuard<'_> {
     fn drop(&mut self) {
-        let mut targets = self.watchers.targets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut targets = crate::sync::lock(&self.watchers.targets);
         if let Some(i) = targets.iter().position(|t| *t == self.target) {
             targets.swap_remove(i);
         }
@@ -134,11 +131,11 @@ pub(crate) struct GateState {
 
 impl Gate {
     pub(crate) fn state(&self) -> GateState {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::sync::lock(&self.state)
     }
 
     pub(crate) fn pause_until(&self, until: Instant) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         if s.paused_until.is_none_or(|t| t < until) {
             s.paused_until = Some(until);
         }
@@ -147,7 +144,7 @@ impl Gate {
 
     /// Starts a hold; `false` when one is already on (another sender probes).
     pub(crate) fn begin_hold(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         if s.held_since.is_some() {
             return false;
         }
@@ -157,7 +154,7 @@ impl Gate {
     }
 
     pub(crate) fn end_hold(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).held_since = None;
+        crate::sync::lock(&self.state).held_since = None;
         self.changed.notify_waiters();
     }
 
@@ -165,7 +162,7 @@ impl Gate {
         if !self.engaged.load(Ordering::SeqCst) {
             return true;
         }
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         if s.paused_until.is_some_and(|t| t <= Instant::now()) {
             s.paused_until = None;
         }

@@ -120,7 +120,10 @@
 //! `audit_emitter.attempt` with `action`, `organization`, `attempt` and `outcome` (never the
 //! idempotency key or metadata values). With the `metrics` feature, the counter
 //! `workos_audit_emitter_events_total` is incremented with an `outcome` label (`accepted`,
-//! `delivered`, `retried`, `dead_lettered`, `dropped_newest`, `dropped_oldest`).
+//! `delivered`, `retried`, `dead_lettered`, `dropped_newest`, `dropped_oldest`), every delivery
+//! adds a sample to the histogram `workos_audit_emitter_delivery_latency_seconds`, and a task
+//! sets gauges and totals for the rest of [`Emitter::stats`] once a second: the stable names are
+//! in the table of the crate's README. [`Emitter::health`] answers a readiness probe.
 
 use std::path::Path;
 use std::pin::pin;
@@ -143,15 +146,17 @@ mod sink;
 #[cfg(feature = "spool")]
 mod spool;
 pub(crate) mod stats;
+mod telemetry;
 
 pub use builder::{EmitterBuilder, RateLimit, StartError};
 pub use dead_letter::{
     CallbackDeadLetters, DEAD_LETTER_LOG_MARKER, DeadLetter, DeadLetterError, DeadLetterReason,
-    DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReadError, ReplayReport,
+    DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReplayReport, UnreadableDeadLetter,
 };
 pub use key::IdempotencyKey;
 pub use sink::{DiscardSink, MemorySink, Sink, SinkFuture};
 pub use stats::{Dropped, Stats};
+pub use telemetry::Health;
 // spool (feature `spool`)
 #[cfg(feature = "spool")]
 pub use spool::{Spool, SpoolConfig, SpoolError, SpoolErrorKind, SpoolStats, SpoolSync, StaleEvents};
@@ -371,6 +376,8 @@ impl Emitter {
             config,
         });
         sender::spawn_senders(&shared, runtime);
+        #[cfg(feature = "metrics")]
+        telemetry::spawn(&shared, runtime);
         Self {
             handle: Arc::new(Handle { shared }),
         }
@@ -570,7 +577,7 @@ impl Emitter {
         let deadline = Instant::now() + timeout;
         // Closed: nothing is accepted after `last_seq`, so this waits until nothing is outstanding.
         let drained = self.wait_until(shared.store.last_seq(), deadline).await;
-        let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks = std::mem::take(&mut *crate::sync::lock(&shared.tasks));
         if !drained {
             // Senders in the middle of an attempt are aborted: the event each one holds is
             // dead-lettered (or kept by the spool) as it is dropped.
@@ -612,40 +619,67 @@ impl Emitter {
 
     /// A snapshot of counters, queue depths, the hold and pause state, and delivery latency.
     pub fn stats(&self) -> Stats {
-        let shared = self.shared();
-        let c = &shared.counters;
-        let depth = shared.store.depth();
-        let gate = shared.gate.state();
-        let [p50, p90, p99] = c.latency.percentiles([50.0, 90.0, 99.0]);
-        let pace = shared.pace();
-        Stats {
-            accepted: c.accepted.load(Ordering::Relaxed),
-            queued: depth.ready,
-            retrying: depth.parked,
-            in_flight: depth.taken,
-            delivered: c.delivered.load(Ordering::Relaxed),
-            retried: c.retried.load(Ordering::Relaxed),
-            dropped: c.dropped(),
-            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
-            not_workos: c.not_workos.load(Ordering::Relaxed),
-            dead_letter_failures: c.dead_letter_failures.load(Ordering::Relaxed),
-            panics: c.panics.load(Ordering::Relaxed),
-            last_error: c.last_error(),
-            auth_failed: gate.held_since.is_some(),
-            held_since: gate.held_since,
-            paused: gate.paused_until.is_some_and(|t| t > Instant::now()),
-            accept_rate: pace.accepted_per_s,
-            delivery_rate: pace.delivered_per_s,
-            time_to_drain: pace.time_to_drain(depth.outstanding()),
-            concurrency: shared.concurrency.limit(),
-            latency_p50: p50,
-            latency_p90: p90,
-            latency_p99: p99,
-            #[cfg(feature = "spool")]
-            spool: shared.store.spool_stats(),
-        }
+        stats_of(self.shared())
     }
 
+    /// Whether this emitter is ready, for a readiness probe: its senders are running (it was not
+    /// shut down and no sender task ended), delivery is not held for a refused API key, and fewer
+    /// than `max_waiting` events wait for delivery (queued or retrying). Cheap: one
+    /// [`stats`](Self::stats) snapshot.
+    ///
+    /// ```
+    /// # async fn probe(emitter: audit_core::Emitter) {
+    /// let health = emitter.health(5_000);
+    /// let status = if health.is_ready() { 200 } else { 503 };
+    /// # let _ = status;
+    /// # }
+    /// ```
+    pub fn health(&self, max_waiting: usize) -> Health {
+        let shared = self.shared();
+        let senders_alive = !shared.is_closed() && {
+            let tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            !tasks.is_empty() && tasks.iter().all(|t| !t.is_finished())
+        };
+        Health::new(&self.stats(), senders_alive, max_waiting)
+    }
+}
+
+/// The [`Stats`] of an emitter's shared state (for [`Emitter::stats`] and the metrics task).
+fn stats_of(shared: &Shared) -> Stats {
+    let c = &shared.counters;
+    let depth = shared.store.depth();
+    let gate = shared.gate.state();
+    let [p50, p90, p99] = c.latency.percentiles([50.0, 90.0, 99.0]);
+    let pace = shared.pace();
+    Stats {
+        accepted: c.accepted.load(Ordering::Relaxed),
+        queued: depth.ready,
+        retrying: depth.parked,
+        in_flight: depth.taken,
+        delivered: c.delivered.load(Ordering::Relaxed),
+        retried: c.retried.load(Ordering::Relaxed),
+        dropped: c.dropped(),
+        dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+        not_workos: c.not_workos.load(Ordering::Relaxed),
+        dead_letter_failures: c.dead_letter_failures.load(Ordering::Relaxed),
+        panics: c.panics.load(Ordering::Relaxed),
+        last_error: c.last_error(),
+        auth_failed: gate.held_since.is_some(),
+        held_since: gate.held_since,
+        paused: gate.paused_until.is_some_and(|t| t > Instant::now()),
+        accept_rate: pace.accepted_per_s,
+        delivery_rate: pace.delivered_per_s,
+        time_to_drain: pace.time_to_drain(depth.outstanding()),
+        concurrency: shared.concurrency.limit(),
+        latency_p50: p50,
+        latency_p90: p90,
+        latency_p99: p99,
+        #[cfg(feature = "spool")]
+        spool: shared.store.spool_stats(),
+    }
+}
+
+impl Emitter {
     /// Re-emits every dead letter of a JSON-lines file (written by [`JsonlDeadLetters`]) with its
     /// original organization and **idempotency key**, waiting for room in the queue as needed.
     ///
@@ -665,7 +699,10 @@ impl Emitter {
         self.replay(DeadLetter::read_log(path)?).await
     }
 
-    async fn replay(&self, entries: Vec<Result<DeadLetter, ReadError>>) -> std::io::Result<ReplayReport> {
+    async fn replay(
+        &self,
+        entries: Vec<Result<DeadLetter, UnreadableDeadLetter>>,
+    ) -> std::io::Result<ReplayReport> {
         let mut report = ReplayReport::default();
         for (i, entry) in entries.into_iter().enumerate() {
             match entry {

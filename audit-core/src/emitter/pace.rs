@@ -151,7 +151,7 @@ impl Rates {
         {
             return false;
         }
-        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut samples = crate::sync::lock(&self.samples);
         samples.push_back((now, accepted, resolved));
         while samples.len() > SAMPLES {
             samples.pop_front();
@@ -161,7 +161,7 @@ impl Rates {
 
     /// The rates from the oldest sample to now.
     pub(crate) fn pace(&self, accepted: u64, resolved: u64) -> Pace {
-        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let samples = crate::sync::lock(&self.samples);
         let Some(&(at, a, r)) = samples.front() else {
             return Pace::default();
         };

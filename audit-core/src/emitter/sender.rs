@@ -557,7 +557,7 @@ fn note_refusal(refused: &mut Vec<OrganizationId>, status: Option<u16>, item: &I
 }
 
 pub(crate) fn spawn_senders(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle) {
-    let mut tasks = shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
+    let mut tasks = crate::sync::lock(&shared.tasks);
     for index in 0..shared.concurrency.tasks() {
         tasks.push(runtime.spawn(supervise(Arc::clone(shared), index)));
     }

@@ -70,11 +70,11 @@ impl Forbidden {
     const MAX: usize = 10_000;
 
     pub(crate) fn contains(&self, org: &OrganizationId) -> bool {
-        self.any.load(Ordering::Relaxed) && self.orgs.lock().unwrap_or_else(|p| p.into_inner()).contains(org)
+        self.any.load(Ordering::Relaxed) && crate::sync::lock(&self.orgs).contains(org)
     }
 
     pub(crate) fn insert(&self, org: &OrganizationId) {
-        let mut orgs = self.orgs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut orgs = crate::sync::lock(&self.orgs);
         if orgs.len() >= Self::MAX {
             orgs.clear();
         }
@@ -90,7 +90,7 @@ impl Forbidden {
     /// One of `org`'s events was delivered: it is no longer refused.
     pub(crate) fn accepted(&self, org: &OrganizationId) {
         if self.any.load(Ordering::Relaxed) {
-            let mut orgs = self.orgs.lock().unwrap_or_else(|p| p.into_inner());
+            let mut orgs = crate::sync::lock(&self.orgs);
             orgs.remove(org);
             self.any.store(!orgs.is_empty(), Ordering::Relaxed);
         }
@@ -121,7 +121,10 @@ impl Shared {
         self.store.resolve(item.seq);
         self.forbidden.accepted(&item.body.organization_id);
         self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-        self.counters.latency.record(item.accepted.elapsed());
+        let latency = item.accepted.elapsed();
+        self.counters.latency.record(latency);
+        #[cfg(feature = "metrics")]
+        super::telemetry::delivered(latency);
         metric("delivered");
         self.resolved();
     }

@@ -64,6 +64,8 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
 #[derive(Clone, Default)]
 pub struct MemorySink {
     inner: Arc<Mutex<MemoryInner>>,
+    /// Woken at every delivery, for [`wait_for_events`](MemorySink::wait_for_events).
+    delivered: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -92,7 +94,7 @@ impl MemorySink {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// The next attempt fails with `error` (failures are used in the order they were pushed).
@@ -110,6 +112,70 @@ impl MemorySink {
     pub fn attempts(&self) -> Vec<String> {
         self.lock().attempts.clone()
     }
+
+    /// The action of every delivered event, in delivery order: compare it with what a test's
+    /// requests should have produced (`assert_eq!(sink.actions(), ["team.created"])`).
+    pub fn actions(&self) -> Vec<String> {
+        self.lock()
+            .delivered
+            .iter()
+            .map(|(e, _)| e.event.action.as_str().to_owned())
+            .collect()
+    }
+
+    /// Waits until at least `count` events were delivered and returns every delivered event.
+    /// The emitter delivers in the background (an adapter hands an event over once the
+    /// response is finished), so a test waits for the event rather than reading at once.
+    ///
+    /// # Panics
+    /// When fewer than `count` events arrived within `timeout`, naming the actions that did: it
+    /// is an assertion for tests. Under tokio's paused clock the timeout passes in virtual time.
+    pub async fn wait_for_events(&self, count: usize, timeout: std::time::Duration) -> Vec<CreateEvent> {
+        self.wait_until(timeout, &format!("{count} audit events"), |delivered| {
+            (delivered.len() >= count).then(|| delivered.iter().map(|(e, _)| e.clone()).collect())
+        })
+        .await
+    }
+
+    /// Waits (up to `timeout`) for a delivered event with this action and returns the first one.
+    ///
+    /// # Panics
+    /// When none arrived in time, naming the actions that did.
+    pub async fn expect_action(&self, action: &str, timeout: std::time::Duration) -> CreateEvent {
+        self.wait_until(timeout, &format!("an audit event {action:?}"), |delivered| {
+            delivered
+                .iter()
+                .find(|(e, _)| e.event.action.as_str() == action)
+                .map(|(e, _)| e.clone())
+        })
+        .await
+    }
+
+    /// Waits until `found` finds something in the delivered events, or panics at `timeout`
+    /// saying what was `expected` and which actions were delivered.
+    async fn wait_until<T>(
+        &self,
+        timeout: std::time::Duration,
+        expected: &str,
+        found: impl Fn(&[(CreateEvent, String)]) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before looking, so that a delivery in between is not missed.
+            let notified = self.delivered.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(result) = found(&self.lock().delivered) {
+                return result;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "expected {expected} within {timeout:?}; delivered: {:?}",
+                    self.actions()
+                );
+            }
+        }
+    }
 }
 
 impl Sink for MemorySink {
@@ -122,6 +188,7 @@ impl Sink for MemorySink {
                 None => {
                     if inner.keys.insert(idempotency_key.to_owned()) {
                         inner.delivered.push((body.clone(), idempotency_key.to_owned()));
+                        self.delivered.notify_waiters();
                     }
                     Ok(())
                 }

@@ -105,11 +105,11 @@ pub(crate) struct Counters {
 
 impl Counters {
     pub(crate) fn set_last_error(&self, e: &crate::Error) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        *crate::sync::lock(&self.last_error) = Some(e.to_string());
     }
 
     pub(crate) fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.last_error).clone()
     }
 
     pub(crate) fn dropped(&self) -> Dropped {

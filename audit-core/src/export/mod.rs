@@ -45,10 +45,11 @@
 //!
 //! # The CSV
 //!
-//! WorkOS does not document the file (reference §3, UNCONFIRMED). Columns are found **by header
-//! name**, in any order, and unknown columns are ignored: `action`, `occurred_at`, `actor_id`,
-//! `actor_type`, `context_location` (required), `actor_name`, `actor_metadata`,
-//! `context_user_agent`, `metadata` (optional), and per target `target_id_<N>`,
+//! WorkOS's Audit Logs API documentation does not describe the file (unconfirmed: the columns
+//! below are those seen in real exports). Columns are found **by header name**, in any order,
+//! and unknown columns are ignored: `action`, `occurred_at`, `actor_id`, `actor_type`,
+//! `context_location` (required), `actor_name`, `actor_metadata`, `context_user_agent`,
+//! `metadata` (optional), and per target `target_id_<N>`,
 //! `target_type_<N>`, `target_name_<N>`, `target_metadata_<N>` for any set of `N` (targets come
 //! out in ascending `N`; a target whose cells are all empty is absent). Metadata cells hold JSON
 //! objects. A leading UTF-8 byte-order mark is skipped.

@@ -5,8 +5,8 @@
 //! (an event matches when any of its targets has that type), `from`/`to` → `range_start` /
 //! `range_end` (inclusive, on `occurred_at`).
 
-use crate::util::{format_ts, parse_ts};
-use serde_json::{Value, json};
+use crate::export_query::ExportQuery;
+use crate::util::parse_ts;
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
@@ -21,10 +21,6 @@ pub(crate) struct Filters {
     pub(crate) from: String,
     pub(crate) to: String,
 }
-
-/// The earliest and latest instants an export range can name when the viewer has no bound.
-const OPEN_START: &str = "1970-01-01T00:00:00.000Z";
-const OPEN_END: &str = "9999-12-31T23:59:59.999Z";
 
 /// Reads a time bound: RFC 3339, or `YYYY-MM-DDTHH:MM[:SS]` / `YYYY-MM-DD HH:MM[:SS]` taken as UTC.
 pub(crate) fn parse_bound(s: &str) -> Option<OffsetDateTime> {
@@ -88,69 +84,24 @@ impl Filters {
         Ok((from, to))
     }
 
-    /// Whether a stored event passes the filters (the organization is checked by the caller).
-    pub(crate) fn matches(
-        &self,
-        ev: &Value,
-        range: (Option<OffsetDateTime>, Option<OffsetDateTime>),
-    ) -> bool {
-        fn s(v: Option<&Value>) -> &str {
-            v.and_then(Value::as_str).unwrap_or("")
+    /// The export filters these filters mean (one value each), with the parsed time range.
+    pub(crate) fn query(&self, range: (Option<OffsetDateTime>, Option<OffsetDateTime>)) -> ExportQuery {
+        let one = |v: &str| (!v.is_empty()).then(|| vec![v.to_owned()]);
+        ExportQuery {
+            start: range.0,
+            end: range.1,
+            actions: one(&self.action),
+            actor_names: one(&self.actor_name),
+            actor_ids: one(&self.actor_id),
+            targets: one(&self.target),
         }
-        if !self.action.is_empty() && s(ev.get("action")) != self.action {
-            return false;
-        }
-        let actor = ev.get("actor");
-        if !self.actor_id.is_empty() && s(actor.and_then(|a| a.get("id"))) != self.actor_id {
-            return false;
-        }
-        if !self.actor_name.is_empty() && s(actor.and_then(|a| a.get("name"))) != self.actor_name {
-            return false;
-        }
-        if !self.target.is_empty() {
-            let any = ev
-                .get("targets")
-                .and_then(Value::as_array)
-                .is_some_and(|ts| ts.iter().any(|t| s(t.get("type")) == self.target));
-            if !any {
-                return false;
-            }
-        }
-        if range.0.is_some() || range.1.is_some() {
-            let Some(at) = parse_ts(s(ev.get("occurred_at"))) else {
-                return false;
-            };
-            if range.0.is_some_and(|a| at < a) || range.1.is_some_and(|b| at > b) {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// The `POST /audit_logs/exports` body for these filters.
-    pub(crate) fn export_body(&self, range: (Option<OffsetDateTime>, Option<OffsetDateTime>)) -> Value {
-        let mut body = json!({
-            "organization_id": self.org,
-            "range_start": range.0.map_or_else(|| OPEN_START.to_owned(), format_ts),
-            "range_end": range.1.map_or_else(|| OPEN_END.to_owned(), format_ts),
-        });
-        for (field, v) in [
-            ("actions", &self.action),
-            ("actor_ids", &self.actor_id),
-            ("actor_names", &self.actor_name),
-            ("targets", &self.target),
-        ] {
-            if !v.is_empty() {
-                body[field] = json!([v]);
-            }
-        }
-        body
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::format_ts;
 
     #[test]
     fn bounds_accept_rfc3339_and_browser_forms() {
@@ -164,18 +115,20 @@ mod tests {
     }
 
     #[test]
-    fn export_body_carries_the_same_filters() {
+    fn the_list_filters_are_the_export_filters() {
         let f = Filters {
             org: "org_1".into(),
             action: "user.signed_in".into(),
             target: "team".into(),
             ..Filters::default()
         };
-        let body = f.export_body((None, None));
-        assert_eq!(body["actions"], json!(["user.signed_in"]));
-        assert_eq!(body["targets"], json!(["team"]));
-        assert!(body.get("actor_ids").is_none());
-        assert_eq!(body["range_start"], OPEN_START);
-        assert!(parse_ts(OPEN_END).is_some());
+        let q = f.query((None, None));
+        assert_eq!(q.actions, Some(vec!["user.signed_in".to_owned()]));
+        assert_eq!(q.targets, Some(vec!["team".to_owned()]));
+        assert!(q.actor_ids.is_none() && q.actor_names.is_none());
+        let ev = serde_json::json!({"action": "user.signed_in", "targets": [{"type": "team"}]});
+        assert!(q.matches(&ev), "no bound: no need for occurred_at");
+        let from = parse_bound("2026-01-01T00:00");
+        assert!(!f.query((from, None)).matches(&ev), "a bound needs occurred_at");
     }
 }

@@ -7,14 +7,16 @@
 //! | `GET /portal?token=T&intent=...` | the page an Admin Portal link (`POST /portal/generate_link`) leads to: a redirect to the organization's events (`audit_logs`) or its log stream (`log_streams`); an unknown token is a 404 page |
 //! | `GET /viewer/events?org=ORG&...` | the events, newest first, 50 a page (`page=N`), filtered by `action`, `actor_id`, `actor_name`, `target` (target type), `from`, `to` |
 //! | `GET /viewer/events/{n}` | one event as stored (pretty JSON) and the idempotency key it came with |
-//! | `GET /viewer/export?org=ORG&...` | creates an export with the list's filters through the export endpoints, waits until it is ready and answers the CSV as a download |
-//! | `GET /viewer/log-streams?org=ORG` | the simulated log stream's type and state |
+//! | `GET /viewer/export?org=ORG&...` | creates an export record with the list's filters (the same code as `POST /audit_logs/exports`) and answers its CSV as a download |
+//! | `GET /viewer/log-streams?org=ORG` | the organization's log stream: type, state, destination (without credentials), counters and the recent deliveries and failures; a form to set, pause, resume or remove it (`POST`, accepted only from the testkit's own pages) |
 //!
 //! # Security
 //!
 //! Every value from an event is untrusted: all text is HTML-escaped, and the pages carry
 //! `Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; ...` so that no script,
-//! image or other resource can load even if markup slipped through. Every route is a `GET`; none
+//! image or other resource can load even if markup slipped through. Every route but the log-stream
+//! form is a `GET`; the form's `POST` is refused unless the browser says it comes from the same
+//! origin (`Origin`, `Sec-Fetch-Site`), so another site cannot point a stream elsewhere. None
 //! changes stored events (the export route creates an export record, as `POST
 //! /audit_logs/exports` does). Like `/_testkit/`, the viewer needs no API key: the testkit is
 //! meant for loopback use in development and tests. Viewer requests are not recorded and faults
@@ -23,12 +25,14 @@
 mod filter;
 mod html;
 
+use crate::api::NO_EVENTS;
+use crate::export_query::NoExport;
 use crate::state::{Shared, lock};
 use crate::util::{format_ts, parse_ts};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::routing::get;
 use filter::Filters;
 use html::{esc, href, page, problem, secure};
@@ -36,7 +40,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
 
 type S = State<Arc<Shared>>;
 type Res = Response<Body>;
@@ -57,7 +60,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/viewer/events", get(events))
         .route("/viewer/events/{n}", get(event_detail))
         .route("/viewer/export", get(export))
-        .route("/viewer/log-streams", get(log_streams))
+        .route("/viewer/log-streams", get(log_streams).post(log_streams_post))
 }
 
 fn query(q: Option<String>) -> HashMap<String, String> {
@@ -142,12 +145,13 @@ async fn portal(State(s): S, RawQuery(q): RawQuery) -> Res {
     let q = query(q);
     let found = q
         .get("token")
-        .and_then(|t| lock(&s.data).portal_tokens.get(t).cloned());
+        .and_then(|t| lock(&s.data).portal_tokens.get(t).cloned())
+        .filter(|(_, _, expires)| crate::util::now() <= *expires);
     match found {
-        Some((org, intent)) if intent == "log_streams" => {
+        Some((org, intent, _)) if intent == "log_streams" => {
             see_other(&href("/viewer/log-streams", &[("org", &org)]))
         }
-        Some((org, _)) => see_other(&href("/viewer/events", &[("org", &org)])),
+        Some((org, _, _)) => see_other(&href("/viewer/events", &[("org", &org)])),
         None => problem(
             StatusCode::NOT_FOUND,
             "Unknown or expired Admin Portal link",
@@ -223,10 +227,10 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
             .collect();
         let total_org = in_org.len();
         let mut matched: Vec<(usize, &crate::StoredEvent)> = match range {
-            Some(r) => in_org
-                .into_iter()
-                .filter(|(_, e)| f.matches(&e.event, r))
-                .collect(),
+            Some(r) => {
+                let q = f.query(r);
+                in_org.into_iter().filter(|(_, e)| q.matches(&e.event)).collect()
+            }
             None => Vec::new(),
         };
         // Newest first by `occurred_at` (the time WorkOS orders by), then by arrival.
@@ -241,7 +245,8 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
         });
         let total = matched.len();
         let mut rows = String::new();
-        for (i, e) in matched.iter().skip((page_no - 1) * PAGE_SIZE).take(PAGE_SIZE) {
+        let skip = (page_no - 1).saturating_mul(PAGE_SIZE);
+        for (i, e) in matched.iter().skip(skip).take(PAGE_SIZE) {
             let ev = &e.event;
             let get = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
             let ctx = ev.get("context");
@@ -270,7 +275,10 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
             esc(&href("/viewer/events", &pairs))
         )
     };
-    let prev = if page_no > 1 {
+    // Past the last page: an empty page whose "prev" leads back to the last one.
+    let prev = if page_no > pages {
+        page_link(pages, "prev")
+    } else if page_no > 1 {
         page_link(page_no - 1, "prev")
     } else {
         "<span class=\"muted\">prev</span>".to_owned()
@@ -280,12 +288,8 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
     } else {
         "<span class=\"muted\">next</span>".to_owned()
     };
-    let first = if total == 0 {
-        0
-    } else {
-        (page_no - 1) * PAGE_SIZE + 1
-    };
-    let last = (page_no * PAGE_SIZE).min(total);
+    let first = (page_no - 1).saturating_mul(PAGE_SIZE).saturating_add(1);
+    let last = page_no.saturating_mul(PAGE_SIZE).min(total);
     let export_hidden: String = f
         .pairs()
         .iter()
@@ -327,6 +331,8 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
         to = text_input("to", "To (UTC)", &f.to, "2026-02-03T00:00:00Z"),
         shown = if total == 0 {
             "No events match.".to_owned()
+        } else if page_no > pages {
+            format!("No events on this page ({total} match)")
         } else {
             format!("Events {first}–{last} of {total}")
         },
@@ -378,14 +384,6 @@ async fn event_detail(State(s): S, Path(n): Path<String>) -> Res {
 
 // ---- export -------------------------------------------------------------------------------
 
-async fn json_of(res: Res) -> (StatusCode, Value) {
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap_or_default();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 async fn export(State(s): S, RawQuery(q): RawQuery) -> Res {
     let f = Filters::from_query(&query(q));
     if f.org.is_empty() {
@@ -402,65 +400,24 @@ async fn export(State(s): S, RawQuery(q): RawQuery) -> Res {
         Ok(r) => r,
         Err(e) => return problem(StatusCode::BAD_REQUEST, "Invalid filter", &e),
     };
-    let body = f.export_body(range);
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let created = crate::api::create_export(
-        State(s.clone()),
-        headers,
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-    )
-    .await;
-    let (status, created) = json_of(created).await;
-    let message = created
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    if audit_core::error::is_no_events_message(status.as_u16(), &message) {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "Nothing to export",
-            "No audit log events found: no event matches these filters.",
-        );
-    }
-    let Some(id) = created.get("id").and_then(Value::as_str).map(str::to_owned) else {
-        return problem(
-            StatusCode::BAD_GATEWAY,
-            "Export failed",
-            &format!("POST /audit_logs/exports answered {status}: {message}"),
-        );
-    };
-    // Poll like a client would, until the export is ready.
-    let deadline = tokio::time::Instant::now() + s.config.export_delay + Duration::from_secs(30);
-    let url = loop {
-        let (_, ex) = json_of(crate::api::get_export(State(s.clone()), Path(id.clone())).await).await;
-        if ex.get("state").and_then(Value::as_str) == Some("ready")
-            && let Some(url) = ex.get("url").and_then(Value::as_str)
-        {
-            break url.to_owned();
-        }
-        if tokio::time::Instant::now() >= deadline {
+    let rec = match s.create_export(&f.org, &f.query(range)) {
+        Ok(rec) => rec,
+        Err(NoExport::NoEvents) => {
             return problem(
-                StatusCode::GATEWAY_TIMEOUT,
-                "Export not ready",
-                &format!("Export {id} did not become ready in time."),
+                StatusCode::NOT_FOUND,
+                "Nothing to export",
+                &format!("{NO_EVENTS}: no event matches these filters."),
             );
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    let token = url.split_once("token=").map(|(_, t)| t.to_owned());
-    let mut res = crate::api::tk_export_csv(
-        State(s.clone()),
-        Path(format!("{id}.csv")),
-        RawQuery(token.map(|t| format!("token={t}"))),
-    )
-    .await;
-    if res.status() == StatusCode::OK {
-        let disposition = format!("attachment; filename=\"{}.csv\"", id.replace('"', ""));
-        if let Ok(v) = HeaderValue::from_str(&disposition) {
-            res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-        }
+    let mut res = Response::new(Body::from(rec.csv));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    let disposition = format!("attachment; filename=\"{}.csv\"", rec.id.replace('"', ""));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     secure(&mut res);
     res
@@ -468,33 +425,211 @@ async fn export(State(s): S, RawQuery(q): RawQuery) -> Res {
 
 // ---- log streams --------------------------------------------------------------------------
 
+fn stream_section(st: &crate::StreamStatus) -> String {
+    use crate::streams::DeliveryOutcome;
+    let mut rows = String::new();
+    for d in st.recent.iter().rev() {
+        let (class, outcome, detail) = match &d.outcome {
+            DeliveryOutcome::Delivered { status } => ("", "delivered", format!("HTTP {status}")),
+            DeliveryOutcome::Retrying { error } => ("muted", "failed, retrying", error.clone()),
+            DeliveryOutcome::GaveUp { error } => ("", "failed, gave up", error.clone()),
+            DeliveryOutcome::Dropped => ("", "dropped", "too many events waiting".to_owned()),
+        };
+        let _ = write!(
+            rows,
+            "<tr class=\"{class}\" data-outcome=\"{outcome}\"><td class=\"time mono\">{at}</td><td class=\"mono\">{id}</td>\
+             <td>{action}</td><td>{attempt}</td><td>{outcome}</td><td class=\"mono\">{detail}</td></tr>",
+            at = esc(&format_ts(d.at)),
+            id = esc(&d.event_id),
+            action = esc(&d.action),
+            attempt = d.attempt,
+            detail = esc(&detail),
+        );
+    }
+    if rows.is_empty() {
+        rows = "<tr><td colspan=\"6\" class=\"muted\">Nothing delivered yet: events stored from now on are \
+                streamed.</td></tr>"
+            .to_owned();
+    }
+    format!(
+        "<dl><dt>Type</dt><dd id=\"stream-type\">{ty}</dd><dt>State</dt><dd id=\"stream-state\">{state}</dd>\
+         <dt>Destination</dt><dd id=\"stream-destination\" class=\"mono\">{dest}</dd>\
+         <dt>Delivered</dt><dd id=\"stream-delivered\">{delivered}</dd><dt>Failed</dt><dd id=\"stream-failed\">{failed}</dd>\
+         <dt>Waiting</dt><dd id=\"stream-pending\">{pending}</dd><dt>Last synced</dt><dd class=\"mono\">{synced}</dd></dl>\
+         <h2>Recent deliveries and failures</h2><table id=\"stream-deliveries\"><thead><tr><th>Time</th><th>Event id</th>\
+         <th>Action</th><th>Attempt</th><th>Outcome</th><th>Detail</th></tr></thead><tbody>{rows}</tbody></table>",
+        ty = esc(st.kind.type_name()),
+        state = esc(st.state.as_str()),
+        dest = esc(&st.destination),
+        delivered = st.delivered,
+        failed = st.failed,
+        pending = st.pending,
+        synced = st
+            .last_synced_at
+            .map(format_ts)
+            .unwrap_or_else(|| "never".to_owned()),
+    )
+}
+
+fn stream_form(org: &str, configured: bool, active: bool) -> String {
+    let controls = if configured {
+        let toggle = if active {
+            ("pause", "Pause")
+        } else {
+            ("resume", "Resume")
+        };
+        format!(
+            "<form method=\"post\" action=\"/viewer/log-streams\" style=\"display:inline\">\
+             <input type=\"hidden\" name=\"org\" value=\"{org}\"><button name=\"do\" value=\"{}\" id=\"stream-{}\">{}</button> \
+             <button name=\"do\" value=\"remove\" id=\"stream-remove\">Remove</button></form>",
+            toggle.0,
+            toggle.0,
+            toggle.1,
+            org = esc(org)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<h2>{title}</h2>{controls}<form class=\"filters\" method=\"post\" action=\"/viewer/log-streams\">\
+         <input type=\"hidden\" name=\"org\" value=\"{org}\"><input type=\"hidden\" name=\"do\" value=\"set\">\
+         <label>Type<select name=\"type\"><option value=\"http\">HTTP POST</option><option value=\"splunk\">Splunk HEC</option>\
+         <option value=\"datadog\">Datadog</option></select></label>\
+         <label>URL<input name=\"url\" placeholder=\"http://127.0.0.1:9000/collect\"></label>\
+         <label>Token / API key (Splunk, Datadog)<input name=\"secret\" type=\"password\" autocomplete=\"off\"></label>\
+         <label>Header (HTTP), Name: value<input name=\"header\" placeholder=\"Authorization: Bearer …\"></label>\
+         <button type=\"submit\" class=\"primary\" id=\"stream-save\">Stream to this destination</button></form>",
+        title = if configured {
+            "Change the destination"
+        } else {
+            "Stream this organization's events"
+        },
+        org = esc(org),
+    )
+}
+
 async fn log_streams(State(s): S, RawQuery(q): RawQuery) -> Res {
-    let f = Filters::from_query(&query(q));
+    let q = query(q);
+    let f = Filters::from_query(&q);
     if f.org.is_empty() {
         return see_other("/");
     }
     if !org_exists(&s, &f.org) {
         return unknown_org(&f.org);
     }
-    let stream = match &s.config.log_stream {
-        Some((ty, state)) => format!(
-            "<dl><dt>Type</dt><dd id=\"stream-type\">{}</dd><dt>State</dt><dd id=\"stream-state\">{}</dd></dl>",
+    let error_html = q
+        .get("error")
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    let status = s.streams.status(&f.org);
+    let stream = match (&status, &s.config.log_stream) {
+        (Some(st), _) => stream_section(st),
+        (None, Some((ty, state))) => format!(
+            "<dl><dt>Type</dt><dd id=\"stream-type\">{}</dd><dt>State</dt><dd id=\"stream-state\">{}</dd></dl>\
+             <p class=\"note\">This stream is simulated (<code>--log-stream TYPE:STATE</code>): audit-testkit reports its \
+             type and state in <code>GET /organizations/{org}/audit_log_configuration</code> and sends nothing.</p>",
             esc(ty),
-            esc(state)
+            esc(state),
+            org = esc(&f.org),
         ),
-        None => "<p class=\"note\" id=\"stream-none\">No log stream is configured for this testkit \
-                 (start it with <code>--log-stream TYPE:STATE</code>, e.g. <code>--log-stream Datadog:active</code>, \
-                 or <code>TestKit::builder().log_stream(\"Datadog\", \"active\")</code>).</p>"
+        (None, None) => "<p class=\"note\" id=\"stream-none\">No log stream is configured for this organization. \
+                 Configure one below, with <code>PUT /_testkit/streams/ORG</code>, or start the testkit with \
+                 <code>--stream-http URL</code> (or <code>--stream-splunk</code>, <code>--stream-datadog-url</code>); \
+                 <code>--log-stream TYPE:STATE</code> only simulates one.</p>"
             .to_owned(),
     };
+    let form = stream_form(
+        &f.org,
+        status.is_some(),
+        status
+            .as_ref()
+            .is_some_and(|st| st.state != crate::StreamState::Inactive),
+    );
     let body = format!(
         "<p><a href=\"{back}\">← Events of {org}</a></p><h1>Log stream</h1>\
-         <p class=\"sub\">Organization <code>{org}</code></p>{stream}\
+         <p class=\"sub\">Organization <code>{org}</code></p>{error_html}{stream}\
          <p class=\"note\">Log streams are configured in WorkOS (the dashboard or the Admin Portal), not through \
-         the API. This stream is simulated: audit-testkit reports the type and state it was started with in \
-         <code>GET /organizations/{org}/audit_log_configuration</code> and sends nothing anywhere.</p>",
+         the API. Here audit-testkit delivers every event stored for the organization to the destination, in the \
+         envelope WorkOS uses for it, so that you can see what your SIEM or collector receives.</p>{form}",
         back = esc(&href("/viewer/events", &[("org", &f.org)])),
         org = esc(&f.org),
     );
     page(StatusCode::OK, "Log stream", &body)
+}
+
+/// Whether a form post comes from a viewer page, so that another site cannot point a stream
+/// elsewhere. Browsers say where a request comes from in `Sec-Fetch-Site`; the pages'
+/// `Referrer-Policy: no-referrer` makes Chromium send `Origin: null` on their own form posts, so
+/// `Origin` decides only without `Sec-Fetch-Site` (then it must be absent or this host).
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
+    }
+    match (get("origin"), get("host")) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => origin.strip_prefix("http://").is_some_and(|o| o == host),
+        (Some(_), None) => false,
+    }
+}
+
+/// The log-stream page's form: set, pause, resume or remove the organization's stream.
+async fn log_streams_post(State(s): S, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Res {
+    if !same_origin(&headers) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "Log streams can only be changed from the testkit's own pages.",
+        );
+    }
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let get = |k: &str| form.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+    let org = get("org");
+    if org.is_empty() || !org_exists(&s, &org) {
+        return unknown_org(&org);
+    }
+    let back = |error: Option<&str>| {
+        let mut pairs = vec![("org", org.as_str())];
+        if let Some(e) = error {
+            pairs.push(("error", e));
+        }
+        see_other(&href("/viewer/log-streams", &pairs))
+    };
+    match get("do").as_str() {
+        "pause" => {
+            s.streams.set_active(&org, false);
+            back(None)
+        }
+        "resume" => {
+            s.streams.set_active(&org, true);
+            back(None)
+        }
+        "remove" => {
+            s.streams.remove(&org);
+            back(None)
+        }
+        "set" => {
+            let (url, secret) = (get("url"), get("secret"));
+            let dest = match get("type").as_str() {
+                "splunk" => crate::Destination::splunk(url, secret),
+                "datadog" => crate::Destination::datadog(url, secret),
+                _ => {
+                    let mut d = crate::Destination::http(url);
+                    let header = get("header");
+                    if !header.is_empty() {
+                        match header.split_once(':') {
+                            Some((k, v)) => d = d.header(k.trim(), v.trim()),
+                            None => return back(Some("header: expected 'Name: value'")),
+                        }
+                    }
+                    d
+                }
+            };
+            match s.streams.set(&org, dest, true) {
+                Ok(_) => back(None),
+                Err(e) => back(Some(&e)),
+            }
+        }
+        _ => back(Some("unknown action")),
+    }
 }

@@ -149,7 +149,7 @@ struct Common {
 impl Common {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Each critical section is a few list operations: a poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// Queues a command for the writer (the caller holds the lock, which keeps the commands in
@@ -314,7 +314,7 @@ impl SpoolStore {
             refused: c.refused.load(Relaxed),
             corrupt: c.corrupt.load(Relaxed),
             write_errors: c.write_errors.load(Relaxed),
-            failing: c.failing.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            failing: crate::sync::lock(&c.failing).clone(),
         }
     }
 }
@@ -481,7 +481,7 @@ impl Store for SpoolStore {
             out.extend(parked.into_values());
             (out, std::mem::take(&mut inner.orphans))
         };
-        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = crate::sync::lock(&self.writer).take();
         let Some(handle) = handle else {
             // Already finished (a second call). Events given back since are in the file, but
             // the writer is gone and cannot confirm it: dead-letter them (a replay keeps the key).
@@ -589,7 +589,7 @@ impl Store for SpoolStore {
 
 impl Drop for SpoolStore {
     fn drop(&mut self) {
-        if self.writer.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+        if crate::sync::lock(&self.writer).is_some() {
             for item in self.drain() {
                 tracing::error!(
                     organization = %item.body.organization_id,
@@ -785,7 +785,7 @@ impl Writer {
                         });
                         if failing {
                             failing = false;
-                            *self.common.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                            *crate::sync::lock(&self.common.failing) = None;
                             tracing::warn!(path = %self.path.display(), "audit spool: commits succeed again");
                         }
                         backoff = Duration::from_millis(50);
@@ -822,10 +822,7 @@ impl Writer {
             && inner.outbox.is_empty()
         {
             inner.writer_waiting = true;
-            inner = match self.common.wake.wait_timeout(inner, timeout) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            inner = crate::sync::wait_timeout(&self.common.wake, inner, timeout);
             inner.writer_waiting = false;
         }
         let n = inner.outbox.len().min(max);
@@ -835,7 +832,7 @@ impl Writer {
     fn failed(&self, what: &str, e: &rusqlite::Error) {
         self.common.write_errors.fetch_add(1, Relaxed);
         let text = format!("{what} failed: {e}");
-        *self.common.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+        *crate::sync::lock(&self.common.failing) = Some(text);
         if let Some(suppressed) = self.common.error_warning.ready() {
             tracing::error!(
                 path = %self.path.display(),

@@ -1,0 +1,298 @@
+//! Figures of the PostgreSQL outbox (`DATABASE_URL`) against an in-process audit-testkit over
+//! loopback, printed as JSON lines for `cargo xtask bench`:
+//!
+//! - `write`: the cost of writing the event in a transaction that inserts one business row, as a
+//!   ratio against the same transaction without it (alternating rounds, each side's total
+//!   transactions over its total time);
+//! - `delivery`: events/s from one outbox to the testkit with one relay instance and with three,
+//!   against the in-memory emitter delivering the same events in the same run;
+//! - `faults`: three relays under the emitter bench's fault mix (500 before storing to 20 %, 502
+//!   after storing to 5 %, dropped connections after storing to 2 %): every event stored exactly
+//!   once.
+//!
+//! `cargo bench -p audit-postgres --bench outbox -- [write|delivery|faults] [--quick]`
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use audit_core::emitter::Emitter;
+use audit_core::{Client, OrganizationId};
+use audit_postgres::{Outbox, Relay};
+use audit_testkit::{FaultRule, TestKit};
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+
+#[path = "../../audit-core/benches/support/records.rs"]
+mod records;
+use records::{event, record};
+
+const KEY: &str = "sk_test_outbox_bench";
+const EVENTS: &str = "/audit_logs/events";
+const SCHEMA: &str = "bench_outbox";
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--bench"))
+        .collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let all = !args
+        .iter()
+        .any(|a| ["write", "delivery", "faults"].contains(&a.as_str()));
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("outbox bench: DATABASE_URL is not set; no PostgreSQL figures (see .ci/start-postgres)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(&url)
+            .await
+            .expect("DATABASE_URL reachable");
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+            .execute(&pool)
+            .await
+            .expect("drop the bench schema");
+        let outbox = Outbox::with_schema(pool, SCHEMA).expect("schema");
+        outbox.migrate().await.expect("migrations");
+        if all || args.iter().any(|a| a == "write") {
+            write_cost(&outbox, quick).await;
+        }
+        if all || args.iter().any(|a| a == "delivery") {
+            delivery(&outbox, quick).await;
+        }
+        if all || args.iter().any(|a| a == "faults") {
+            faults(&outbox, quick).await;
+        }
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+            .execute(outbox.pool())
+            .await
+            .expect("drop the bench schema");
+    });
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Seconds for `n` transactions, each inserting one business row, and the event too when
+/// `with_event`.
+async fn transactions(
+    outbox: &Outbox,
+    org: &OrganizationId,
+    n: usize,
+    first_id: i64,
+    with_event: bool,
+) -> f64 {
+    let mut conn = outbox.pool().acquire().await.expect("connection");
+    let insert = format!("INSERT INTO {SCHEMA}.invoices (id, customer, amount_cents) VALUES ($1, $2, $3)");
+    let start = Instant::now();
+    for i in 0..n {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("begin");
+        sqlx::query(&insert)
+            .bind(first_id + i as i64)
+            .bind("customer_01HQ8Z3J6K4M2N7P9R1S5T0V3X")
+            .bind(4_200_i64)
+            .execute(&mut *tx)
+            .await
+            .expect("business row");
+        if with_event {
+            outbox.write(&mut tx, org, &event(i)).await.expect("event row");
+        }
+        tx.commit().await.expect("commit");
+    }
+    start.elapsed().as_secs_f64()
+}
+
+async fn write_cost(outbox: &Outbox, quick: bool) {
+    sqlx::query(&format!(
+        "CREATE TABLE {SCHEMA}.invoices (id bigint PRIMARY KEY, customer text NOT NULL, amount_cents bigint NOT NULL, \
+         created_at timestamptz NOT NULL DEFAULT now())"
+    ))
+    .execute(outbox.pool())
+    .await
+    .expect("business table");
+    let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").expect("org");
+    let (n, rounds) = if quick { (500, 2) } else { (2_000, 6) };
+    let (mut plain, mut with) = (0.0, 0.0);
+    let mut next_id = 0i64;
+    for round in 0..rounds {
+        // Alternate which side goes first, so that neither always meets a warmer cache.
+        for side in [round % 2 == 0, round % 2 != 0] {
+            let t = transactions(outbox, &org, n, next_id, side).await;
+            next_id += n as i64;
+            if side { with += t } else { plain += t }
+        }
+        sqlx::query(&format!("TRUNCATE {SCHEMA}.audit_outbox, {SCHEMA}.invoices"))
+            .execute(outbox.pool())
+            .await
+            .expect("truncate");
+    }
+    let total = (n * rounds) as f64;
+    let ratio = with / plain;
+    record(
+        "outbox.write.in_transaction",
+        (with / total * 1e6).round(),
+        "us/txn",
+        json!({"baseline": (plain / total * 1e6).round(), "ratio": round3(ratio), "target": "ratio <= 1.3",
+               "pass": ratio <= 1.3, "transactions": n * rounds, "rounds": rounds,
+               "note": "BEGIN; INSERT business row; [outbox.write]; COMMIT on one connection"}),
+    );
+}
+
+fn client(kit: &TestKit) -> Client {
+    Client::builder()
+        .api_key(KEY)
+        .base_url(kit.url())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+/// Writes `n` events (untimed) in transactions of 500.
+async fn fill(outbox: &Outbox, org: &OrganizationId, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut tx = outbox.pool().begin().await.expect("begin");
+        for &i in chunk {
+            outbox.write(&mut tx, org, &event(i)).await.expect("write");
+        }
+        tx.commit().await.expect("commit");
+    }
+}
+
+fn start_relays(outbox: &Outbox, kit: &TestKit, instances: usize) -> Vec<Relay> {
+    (0..instances)
+        .map(|i| {
+            outbox
+                .relay(client(kit))
+                .no_rate_limit()
+                .instance_id(format!("bench-{i}"))
+                .retry_backoff(Duration::from_millis(20), Duration::from_millis(500))
+                .start()
+                .expect("relay")
+        })
+        .collect()
+}
+
+/// Seconds until `instances` relays (started after the rows are written) drain `n` events.
+async fn drain(outbox: &Outbox, kit: &TestKit, org: &OrganizationId, n: usize, instances: usize) -> f64 {
+    fill(outbox, org, n).await;
+    let start = Instant::now();
+    let relays = start_relays(outbox, kit, instances);
+    while outbox.stats().await.expect("stats").depth > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    for r in relays {
+        r.shutdown(Duration::from_secs(5)).await;
+    }
+    elapsed
+}
+
+/// Seconds for the in-memory emitter (8 senders, as in the emitter bench) to deliver `n` events.
+async fn through_emitter(kit: &TestKit, org: &OrganizationId, n: usize) -> f64 {
+    let emitter = Emitter::builder(client(kit))
+        .no_rate_limit()
+        .capacity(n.max(10_000))
+        .retry_backoff(Duration::from_millis(20), Duration::from_millis(500))
+        .start();
+    let start = Instant::now();
+    for i in 0..n {
+        emitter.try_emit(org.clone(), event(i)).expect("accepted");
+    }
+    emitter.flush(Duration::from_secs(300)).await.expect("flushed");
+    let elapsed = start.elapsed().as_secs_f64();
+    emitter.shutdown(Duration::from_secs(5)).await;
+    elapsed
+}
+
+/// (stored, distinct idempotency keys)
+fn stored(kit: &TestKit) -> (usize, usize) {
+    let events = kit.events(kit.organization_id());
+    let keys: HashSet<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
+    (events.len(), keys.len())
+}
+
+async fn delivery(outbox: &Outbox, quick: bool) {
+    let kit = TestKit::builder().start().await.expect("testkit");
+    let org = OrganizationId::new(kit.organization_id()).expect("org");
+    let (n, rounds) = if quick { (2_000, 1) } else { (5_000, 4) };
+    let (mut memory, mut one, mut three) = (0.0, 0.0, 0.0);
+    for _ in 0..rounds {
+        kit.reset();
+        memory += through_emitter(&kit, &org, n).await;
+        kit.reset();
+        one += drain(outbox, &kit, &org, n, 1).await;
+        assert_eq!(stored(&kit), (n, n), "one relay stored every event once");
+        kit.reset();
+        three += drain(outbox, &kit, &org, n, 3).await;
+        assert_eq!(stored(&kit), (n, n), "three relays stored every event once");
+    }
+    let total = (n * rounds) as f64;
+    let (memory, one, three) = (total / memory, total / one, total / three);
+    let extra = json!({"events": n, "rounds": rounds});
+    record(
+        "outbox.delivery.one_relay",
+        one.round(),
+        "events/s",
+        json!({"baseline": memory.round(), "ratio": round3(one / memory), "target": "ratio >= 0.5 (vs in-memory emitter)",
+               "pass": one / memory >= 0.5, "events": n, "rounds": rounds}),
+    );
+    record(
+        "outbox.delivery.three_relays",
+        three.round(),
+        "events/s",
+        json!({"baseline": one.round(), "ratio": round3(three / one), "target": "ratio >= 1.0 (vs one relay)",
+               "pass": three >= one, "events": n, "rounds": rounds}),
+    );
+    record(
+        "outbox.delivery.memory_emitter",
+        memory.round(),
+        "events/s",
+        extra,
+    );
+}
+
+async fn faults(outbox: &Outbox, quick: bool) {
+    let kit = TestKit::builder().start().await.expect("testkit");
+    let org = OrganizationId::new(kit.organization_id()).expect("org");
+    let n = if quick { 2_000 } else { 10_000 };
+    // The emitter bench's mix: rules are tried in order, each drawing independently.
+    kit.fault(FaultRule::new(EVENTS).method("POST").share(0.20, 11).respond(500));
+    kit.fault(
+        FaultRule::new(EVENTS)
+            .method("POST")
+            .share(0.0625, 12)
+            .respond(502)
+            .after_storage(),
+    );
+    kit.fault(
+        FaultRule::new(EVENTS)
+            .method("POST")
+            .share(0.02 / 0.75, 13)
+            .drop_connection()
+            .after_storage(),
+    );
+    let elapsed = drain(outbox, &kit, &org, n, 3).await;
+    let (count, unique) = stored(&kit);
+    let dead = outbox.stats().await.expect("stats").dead_letters;
+    record(
+        "outbox.delivery.faults.stored_exactly_once",
+        unique as f64,
+        "events",
+        json!({"baseline": n, "ratio": round3(unique as f64 / n as f64), "target": "all, no duplicate",
+               "pass": unique == n && count == unique && dead == 0, "duplicates": count - unique,
+               "dead_letters": dead, "relays": 3,
+               "faults": "500 before 20%, 502 after 5%, drop after 2%"}),
+    );
+    record(
+        "outbox.delivery.faults.throughput",
+        (n as f64 / elapsed).round(),
+        "events/s",
+        json!({"relays": 3, "events": n}),
+    );
+}

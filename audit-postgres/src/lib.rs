@@ -1,0 +1,286 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod migrate;
+mod rate;
+mod relay;
+mod sink;
+mod sql;
+mod stats;
+
+use std::sync::{Arc, OnceLock};
+
+use audit_core::emitter::{DeadLetter, EmitOptions};
+use audit_core::{Event, OrganizationId};
+use sqlx::{PgConnection, PgPool, Row};
+
+pub use error::OutboxError;
+pub use migrate::Migration;
+pub use rate::{FleetRateLimit, RateLimitKey};
+pub use relay::{Relay, RelayBuilder, RelayStats, ShutdownReport};
+pub use sink::OutboxSink;
+pub use stats::OutboxStats;
+
+use sql::Queries;
+
+/// The outbox: its tables in one PostgreSQL schema, reached through the application's pool.
+///
+/// Cheap to clone (clones share everything). See the [crate documentation](crate) for the whole
+/// picture.
+///
+/// # Security
+/// The outbox tables hold whole events, metadata included: grant access to them like to the audit
+/// log itself. Nothing in them or in the queries made is derived from the WorkOS API key except a
+/// SHA-256 hash when [`RateLimitKey::api_key`] is used.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    schema: String,
+    q: Queries,
+    sink: OnceLock<OutboxSink>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A dead letter kept in the outbox's dead-letter table, with the row id to replay it by.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StoredDeadLetter {
+    /// The row's id in `audit_outbox_dead_letters`.
+    pub id: i64,
+    /// The dead letter: organization, event, original idempotency key, reason, last error.
+    pub letter: DeadLetter,
+}
+
+impl Outbox {
+    /// The outbox in the `public` schema of `pool`'s database.
+    pub fn new(pool: PgPool) -> Self {
+        Self::build(pool, "public".to_owned())
+    }
+
+    /// The outbox in schema `schema`: 1 to 48 characters, lower-case ASCII letters, digits and
+    /// `_`, not starting with a digit. [`migrate`](Self::migrate) creates the schema if needed.
+    pub fn with_schema(pool: PgPool, schema: &str) -> Result<Self, OutboxError> {
+        let valid = !schema.is_empty()
+            && schema.len() <= 48
+            && !schema.as_bytes()[0].is_ascii_digit()
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(OutboxError::InvalidSchema {
+                schema: schema.to_owned(),
+            });
+        }
+        Ok(Self::build(pool, schema.to_owned()))
+    }
+
+    fn build(pool: PgPool, schema: String) -> Self {
+        let q = Queries::new(&schema);
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                schema,
+                q,
+                sink: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The pool the outbox uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema holding the outbox's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The `LISTEN` channel new rows are announced on: `<schema>.audit_outbox`.
+    pub fn channel(&self) -> String {
+        format!("{}.audit_outbox", self.inner.schema)
+    }
+
+    pub(crate) fn queries(&self) -> &Queries {
+        &self.inner.q
+    }
+
+    /// Applies the migrations this version of the crate ships that the database does not have
+    /// yet, each in its own transaction, and returns the versions applied (empty when the schema
+    /// was up to date). Safe to call from every instance at start-up: concurrent callers wait
+    /// for each other on an advisory lock.
+    ///
+    /// Applied versions are recorded in `<schema>.audit_outbox_migrations`, never in sqlx's
+    /// `_sqlx_migrations`, so the application's own migrations are not disturbed. A migration
+    /// whose text changed since it was applied is an [`OutboxError::MigrationChanged`].
+    pub async fn migrate(&self) -> Result<Vec<i64>, OutboxError> {
+        migrate::run(&self.inner.pool, &self.inner.schema).await
+    }
+
+    /// The migrations this crate ships, oldest first, for applications that run their own
+    /// migration tool: run each one's [`sql`](Migration::sql) with `search_path` set to the
+    /// outbox's schema.
+    pub fn migrations() -> &'static [Migration] {
+        migrate::MIGRATIONS
+    }
+
+    /// Writes `event` for `organization` in the caller's open transaction (or on any connection),
+    /// with a new random idempotency key, which it returns. The event is delivered if and only if
+    /// the transaction commits.
+    ///
+    /// The event is checked against WorkOS's rules first; an invalid one is
+    /// [`OutboxError::Invalid`] naming every field at fault, and nothing is written.
+    ///
+    /// ```no_run
+    /// # async fn f(pool: sqlx::PgPool, outbox: audit_postgres::Outbox) -> Result<(), Box<dyn std::error::Error>> {
+    /// use audit_core::{Action, Actor, Context, Event, OrganizationId};
+    /// let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY")?;
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("UPDATE invoices SET paid = true WHERE id = $1").bind(7_i64).execute(&mut *tx).await?;
+    /// let event = Event::new(Action::new("invoice.paid")?, Actor::new("user_01", "user"), Context::new("203.0.113.7"));
+    /// outbox.write(&mut tx, &org, &event).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn write(
+        &self,
+        conn: &mut PgConnection,
+        organization: &OrganizationId,
+        event: &Event,
+    ) -> Result<String, OutboxError> {
+        self.write_with(conn, organization, event, &EmitOptions::new())
+            .await
+    }
+
+    /// [`write`](Self::write) with options: an [`EmitOptions::idempotency_key`] of the caller's
+    /// (1 to 255 visible ASCII characters) instead of a random one.
+    pub async fn write_with(
+        &self,
+        conn: &mut PgConnection,
+        organization: &OrganizationId,
+        event: &Event,
+        options: &EmitOptions,
+    ) -> Result<String, OutboxError> {
+        event.validate().map_err(OutboxError::Invalid)?;
+        let key = match &options.idempotency_key {
+            Some(key) => {
+                check_key(key)?;
+                key.clone()
+            }
+            None => uuid::Uuid::new_v4().hyphenated().to_string(),
+        };
+        let json = serde_json::to_string(event).map_err(OutboxError::Encode)?;
+        sqlx::query(&self.inner.q.insert_one)
+            .bind(organization.as_str())
+            .bind(&key)
+            .bind(json)
+            .execute(conn)
+            .await?;
+        Ok(key)
+    }
+
+    /// Starts configuring the relays of this instance, which deliver the outbox's rows through
+    /// `sink` (the WorkOS [`Client`](audit_core::Client) in production).
+    pub fn relay(&self, sink: impl audit_core::Sink) -> RelayBuilder {
+        RelayBuilder::new(self.clone(), Arc::new(sink))
+    }
+
+    /// What the outbox holds now: depth, oldest pending age, leases held, dead letters. One
+    /// query. With the `metrics` feature the figures are also recorded as gauges.
+    pub async fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        stats::read(self).await
+    }
+
+    /// The oldest `limit` dead letters.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<StoredDeadLetter>, OutboxError> {
+        let rows = sqlx::query(&self.inner.q.list_dead)
+            .bind(limit.max(0))
+            .fetch_all(&self.inner.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let id: i64 = row.try_get(0)?;
+                let json: String = row.try_get(1)?;
+                let letter = serde_json::from_str(&json).map_err(OutboxError::Decode)?;
+                Ok(StoredDeadLetter { id, letter })
+            })
+            .collect()
+    }
+
+    /// Moves every dead letter back into the outbox with its **original idempotency key**, in one
+    /// transaction, and returns how many. An event that reached WorkOS before it was
+    /// dead-lettered is not stored twice as long as the replay happens within the 24 hours
+    /// WorkOS remembers keys. Relays are woken at commit.
+    pub async fn replay_dead_letters(&self) -> Result<u64, OutboxError> {
+        let done = sqlx::query(&self.inner.q.replay_all)
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Moves the dead letters with these ids back into the outbox, as
+    /// [`replay_dead_letters`](Self::replay_dead_letters) does, and returns how many were found.
+    pub async fn replay(&self, ids: &[i64]) -> Result<u64, OutboxError> {
+        let done = sqlx::query(&self.inner.q.replay_ids)
+            .bind(ids)
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The [`Sink`](audit_core::Sink) that writes events into this outbox: what an
+    /// [`Emitter`](audit_core::Emitter) built by [`emitter_builder`](Self::emitter_builder) sends
+    /// to. Concurrent writes are grouped into one multi-row insert.
+    pub fn sink(&self) -> OutboxSink {
+        self.inner
+            .sink
+            .get_or_init(|| OutboxSink::new(self.clone()))
+            .clone()
+    }
+
+    /// An audit-core [`EmitterBuilder`](audit_core::EmitterBuilder) whose events land in this
+    /// outbox: handlers keep calling `try_emit`, and the relays deliver. Change the builder line
+    /// and nothing else:
+    ///
+    /// ```no_run
+    /// # async fn f(outbox: audit_postgres::Outbox) {
+    /// let emitter = outbox.emitter_builder().start();
+    /// # }
+    /// ```
+    ///
+    /// Settings: no local rate limit (the relays limit the fleet), 32 senders (each a pending
+    /// insert; they are grouped into one statement), a 1 ms linger. The emitter's memory queue
+    /// sits in front of the table: see the crate documentation, "The emitter path", for what that
+    /// means for overflow and durability.
+    pub fn emitter_builder(&self) -> audit_core::EmitterBuilder {
+        audit_core::Emitter::builder(self.sink())
+            .no_rate_limit()
+            .senders(32)
+            .linger(std::time::Duration::from_millis(1))
+    }
+}
+
+/// WorkOS's rule for idempotency keys: 1 to 255 visible ASCII characters.
+fn check_key(key: &str) -> Result<(), OutboxError> {
+    if key.is_empty() || key.len() > 255 {
+        return Err(OutboxError::InvalidIdempotencyKey("must be 1 to 255 characters"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(OutboxError::InvalidIdempotencyKey(
+            "must be visible ASCII characters",
+        ));
+    }
+    Ok(())
+}
