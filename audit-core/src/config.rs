@@ -182,10 +182,12 @@ impl AuditSettings {
             })?;
         }
         if let Some(v) = var(ENV_SENDERS)? {
-            s.senders = parse_senders(v.trim()).map(Some).map_err(|message| Error::Config {
-                setting: ENV_SENDERS,
-                message,
-            })?;
+            s.senders = parse_senders(v.trim())
+                .map(Some)
+                .map_err(|message| Error::Config {
+                    setting: ENV_SENDERS,
+                    message,
+                })?;
         }
         s.spool = var(ENV_SPOOL)?.map(PathBuf::from);
         Ok(s)
