@@ -320,7 +320,10 @@ async fn overflow_drop_oldest_evicts_waiting_events() {
         (stats.queued, stats.dropped.oldest, stats.dropped.newest),
         (2, 3, 0)
     );
-    // The evicted ones are dead-lettered whole at once, with the reason.
+    // The evicted ones are dead-lettered whole, with the reason (written off the emitting thread).
+    while dead.len() < 3 {
+        tokio::task::yield_now().await;
+    }
     let evicted: Vec<(String, DeadLetterReason)> = dead
         .letters()
         .iter()

@@ -275,6 +275,24 @@ pub struct ShutdownReport {
     pub pending_at_deadline: u64,
 }
 
+/// An event evicted by [`Overflow::DropOldest`], dead-lettered when dropped: on a blocking thread,
+/// or inline if the runtime is gone and drops the task unrun.
+struct Evicted {
+    shared: Arc<Shared>,
+    item: Option<Item>,
+}
+
+impl Drop for Evicted {
+    fn drop(&mut self) {
+        if let Some(item) = self.item.take() {
+            self.shared.dead_letter(item, DeadLetterReason::Overflow, None);
+            self.shared.evicting.fetch_sub(1, Ordering::SeqCst);
+            // Flush and shutdown wait for evicted events too.
+            self.shared.resolved();
+        }
+    }
+}
+
 /// The emitter's handle: cheap to clone, `Send + Sync`. See the [module documentation](self).
 #[derive(Clone)]
 pub struct Emitter {
@@ -347,6 +365,8 @@ impl Emitter {
             dead_letter_warning: Throttle::new(config.warn_interval),
             tasks: Default::default(),
             forbidden: Default::default(),
+            runtime: runtime.clone(),
+            evicting: Default::default(),
             concurrency: {
                 let (min, max) = config.sender_range();
                 pace::Concurrency::new(min, max, config.rate_limit.map(|l| l.per_second()))
@@ -392,8 +412,14 @@ impl Emitter {
                     shared.counters.dropped_oldest.fetch_add(1, Ordering::Relaxed);
                     metric("dropped_oldest");
                     shared.warn_dropped(false);
-                    // Evicted, not erased: its dead letter keeps it whole.
-                    shared.dead_letter(old, DeadLetterReason::Overflow, None);
+                    // Evicted, not erased: its dead letter keeps it whole. Written on a blocking
+                    // thread: a dead-letter destination may do I/O, the emit call never does.
+                    shared.evicting.fetch_add(1, Ordering::SeqCst);
+                    let evicted = Evicted {
+                        shared: Arc::clone(&self.handle.shared),
+                        item: Some(old),
+                    };
+                    shared.runtime.spawn_blocking(move || drop(evicted));
                 }
                 Ok(EmitReceipt { idempotency_key: key })
             }
@@ -522,7 +548,10 @@ impl Emitter {
     /// Waits until every event up to `target` is resolved, or `deadline`.
     async fn wait_until(&self, target: u64, deadline: Instant) -> bool {
         let shared = self.shared();
-        let done = || shared.store.oldest_outstanding().is_none_or(|seq| seq > target);
+        let done = || {
+            shared.store.oldest_outstanding().is_none_or(|seq| seq > target)
+                && shared.evicting.load(Ordering::SeqCst) == 0
+        };
         let watch = shared.progress.watch(Some(target));
         loop {
             let mut progress = pin!(watch.notified());

@@ -44,6 +44,11 @@ pub(crate) struct Shared {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Organizations WorkOS answers 403 for while it accepts others' events.
     pub(crate) forbidden: Forbidden,
+    /// The runtime the senders run on (dead letters of evicted events are written on its
+    /// blocking threads).
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Evicted events whose dead letter is being written.
+    pub(crate) evicting: std::sync::atomic::AtomicUsize,
     /// How many senders may work at once.
     pub(crate) concurrency: Concurrency,
     /// Accept and delivery rates.
