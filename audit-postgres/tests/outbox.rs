@@ -6,11 +6,25 @@ mod common;
 use std::time::Duration;
 
 use audit_core::emitter::{DeadLetterReason, EmitOptions};
-use audit_postgres::{FleetRateLimit, Outbox, OutboxError};
+use audit_postgres::{FleetRateLimit, Outbox, OutboxError, Relay, RelayStats};
 use audit_testkit::{FaultRule, FaultWhen};
 use common::*;
 
 const EVENTS: &str = "/audit_logs/events";
+
+/// A fault on the event POSTs the relays send.
+fn post_fault() -> FaultRule {
+    FaultRule::new(EVENTS).method("POST")
+}
+
+/// Shuts each relay down (5 s each) and returns their final counters.
+async fn shut_down(relays: Vec<Relay>) -> Vec<RelayStats> {
+    let mut stats = Vec::with_capacity(relays.len());
+    for r in relays {
+        stats.push(r.shutdown(Duration::from_secs(5)).await.stats);
+    }
+    stats
+}
 
 #[tokio::test]
 async fn migrations_applied_twice_are_a_no_op() {
@@ -86,11 +100,9 @@ async fn bad_input_is_refused_before_anything_is_written() {
 
 #[tokio::test]
 async fn an_event_exists_if_and_only_if_its_transaction_commits() {
-    let Some(outbox) = outbox("atomicity").await else {
+    let Some((outbox, kit, org)) = delivery("atomicity").await else {
         return;
     };
-    let kit = kit().await;
-    let org = org(&kit);
     sqlx::query(r#"CREATE TABLE "t_atomicity".invoices (id bigint PRIMARY KEY, paid boolean NOT NULL)"#)
         .execute(outbox.pool())
         .await
@@ -133,10 +145,10 @@ async fn an_event_exists_if_and_only_if_its_transaction_commits() {
 
 /// `relays` instances on one table, the testkit failing a seeded 30 % of requests with 500.
 async fn relays_share_one_table_through_500s(test: &str, relays: usize) {
-    let Some(outbox) = outbox(test).await else { return };
-    let kit = kit().await;
-    let org = org(&kit);
-    kit.fault(FaultRule::new(EVENTS).method("POST").share(0.3, 7).respond(500));
+    let Some((outbox, kit, org)) = delivery(test).await else {
+        return;
+    };
+    kit.fault(post_fault().share(0.3, 7).respond(500));
     let keys = write_many(&outbox, &org, 0..90).await;
     let running: Vec<_> = (0..relays)
         .map(|i| {
@@ -148,11 +160,7 @@ async fn relays_share_one_table_through_500s(test: &str, relays: usize) {
         .collect();
     wait_drained(&outbox, Duration::from_secs(60)).await;
     assert_exactly_once(&kit, &org, &keys);
-    let mut delivered = 0;
-    for r in running {
-        let stats = r.shutdown(Duration::from_secs(5)).await.stats;
-        delivered += stats.delivered;
-    }
+    let delivered: u64 = shut_down(running).await.iter().map(|s| s.delivered).sum();
     assert_eq!(delivered, 90);
     assert_eq!(outbox.stats().await.unwrap().dead_letters, 0);
 }
@@ -169,57 +177,37 @@ async fn three_relays_share_one_table_through_500s() {
 
 #[tokio::test]
 async fn ambiguous_502s_after_storing_and_connection_resets_store_each_event_once() {
-    let Some(outbox) = outbox("ambiguous").await else {
+    let Some((outbox, kit, org)) = delivery("ambiguous").await else {
         return;
     };
-    let kit = kit().await;
-    let org = org(&kit);
     // Stored, then answered 502: the relay cannot know, and retries with the same key.
-    kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
-            .share(0.25, 11)
-            .respond(502)
-            .when(FaultWhen::After),
-    );
+    kit.fault(post_fault().share(0.25, 11).respond(502).when(FaultWhen::After));
     // Stored, then the connection closed without an answer.
     kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
+        post_fault()
             .share(0.15, 12)
             .drop_connection()
             .when(FaultWhen::After),
     );
     // Reset before anything is stored.
-    kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
-            .share(0.15, 13)
-            .drop_connection(),
-    );
+    kit.fault(post_fault().share(0.15, 13).drop_connection());
     let keys = write_many(&outbox, &org, 0..60).await;
     let relays: Vec<_> = (0..3).map(|_| relay(&outbox, &kit).start().unwrap()).collect();
     wait_drained(&outbox, Duration::from_secs(60)).await;
     assert_exactly_once(&kit, &org, &keys);
-    let mut retried = 0;
-    for r in relays {
-        retried += r.shutdown(Duration::from_secs(5)).await.stats.retried;
-    }
+    let retried: u64 = shut_down(relays).await.iter().map(|s| s.retried).sum();
     assert!(retried > 0, "the faults caused retries");
 }
 
 #[tokio::test]
 async fn a_killed_relays_leases_are_taken_over_without_loss_or_duplicates() {
-    let Some(outbox) = outbox("killed_relay").await else {
+    let Some((outbox, kit, org)) = delivery("killed_relay").await else {
         return;
     };
-    let kit = kit().await;
-    let org = org(&kit);
     let keys = write_many(&outbox, &org, 0..20).await;
     // Every request of the doomed instance is stored, then its answer is held back.
     kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
+        post_fault()
             .times(20)
             .latency(Duration::from_secs(30))
             .when(FaultWhen::After),
@@ -270,11 +258,9 @@ async fn a_killed_relays_leases_are_taken_over_without_loss_or_duplicates() {
 
 #[tokio::test]
 async fn three_relays_together_stay_within_the_fleet_rate_limit() {
-    let Some(outbox) = outbox("fleet_rate").await else {
+    let Some((outbox, kit, org)) = delivery("fleet_rate").await else {
         return;
     };
-    let kit = kit().await;
-    let org = org(&kit);
     let (rate, burst, n) = (20.0, 5usize, 70usize);
     let keys = write_many(&outbox, &org, 0..n).await;
     let limit = FleetRateLimit::per_second(20).unwrap().burst(burst as u32);
@@ -311,26 +297,17 @@ async fn three_relays_together_stay_within_the_fleet_rate_limit() {
         "{n} requests took only {span:.3}s"
     );
     // Every instance took part.
-    for r in relays {
-        let stats = r.shutdown(Duration::from_secs(5)).await.stats;
+    for stats in shut_down(relays).await {
         assert!(stats.delivered > 0, "{stats:?}");
     }
 }
 
 #[tokio::test]
 async fn a_retry_after_pauses_every_relay() {
-    let Some(outbox) = outbox("retry_after").await else {
+    let Some((outbox, kit, org)) = delivery("retry_after").await else {
         return;
     };
-    let kit = kit().await;
-    let org = org(&kit);
-    kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
-            .times(1)
-            .respond(429)
-            .retry_after("2"),
-    );
+    kit.fault(post_fault().times(1).respond(429).retry_after("2"));
     let relays: Vec<_> = (0..3).map(|_| relay(&outbox, &kit).start().unwrap()).collect();
     let mut keys = write_many(&outbox, &org, 0..1).await;
     let limited = kit
@@ -353,21 +330,16 @@ async fn a_retry_after_pauses_every_relay() {
     {
         assert!(r.received_at >= resume, "request {} sent during the pause", r.seq);
     }
-    let mut delivered = 0;
-    for r in relays {
-        delivered += r.shutdown(Duration::from_secs(5)).await.stats.delivered;
-    }
+    let delivered: u64 = shut_down(relays).await.iter().map(|s| s.delivered).sum();
     assert_eq!(delivered, 30);
 }
 
 #[tokio::test]
 async fn rejected_events_are_dead_lettered_and_replayed_with_their_keys() {
-    let Some(outbox) = outbox("dead_letters").await else {
+    let Some((outbox, kit, org)) = delivery("dead_letters").await else {
         return;
     };
-    let kit = kit().await;
-    let org = org(&kit);
-    kit.fault(FaultRule::new(EVENTS).method("POST").times(2).respond_json(
+    kit.fault(post_fault().times(2).respond_json(
         422,
         serde_json::json!({"message": "Validation failed.", "code": "invalid_audit_log"}),
     ));
@@ -403,11 +375,9 @@ async fn rejected_events_are_dead_lettered_and_replayed_with_their_keys() {
 
 #[tokio::test]
 async fn try_emit_lands_in_the_outbox_and_is_delivered_once() {
-    let Some(outbox) = outbox("emitter_path").await else {
+    let Some((outbox, kit, org)) = delivery("emitter_path").await else {
         return;
     };
-    let kit = kit().await;
-    let org = org(&kit);
     let emitter = outbox.emitter_builder().start();
     let receipts: Vec<String> = (0..200)
         .map(|n| {

@@ -44,10 +44,21 @@ pub async fn outbox(test: &str) -> Option<Outbox> {
     Some(outbox)
 }
 
+/// The outbox of [`outbox`], a started testkit and the testkit's organization: the set-up of
+/// every delivery test. `None` where [`outbox`] skips.
+pub async fn delivery(test: &str) -> Option<(Outbox, TestKit, OrganizationId)> {
+    let outbox = outbox(test).await?;
+    let kit = kit().await;
+    let org = org(&kit);
+    Some((outbox, kit, org))
+}
+
+/// audit-testkit started on loopback with its defaults.
 pub async fn kit() -> TestKit {
     TestKit::builder().start().await.expect("testkit starts")
 }
 
+/// The testkit's organization as an [`OrganizationId`].
 pub fn org(kit: &TestKit) -> OrganizationId {
     OrganizationId::new(kit.organization_id()).unwrap()
 }
