@@ -4,16 +4,17 @@
 //!
 //! Loopback only: audit-testkit, or a closed local port for transport failures.
 
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use audit_core::emitter::{EmitError, Emitter, EmitterBuilder, MemoryDeadLetters, RateLimit};
-use audit_core::sync::lock;
-use audit_core::{Action, Actor, Client, Context, Event, OrganizationId};
-use audit_testkit::{FaultRule, TestKit};
+use audit_core::{Action, Actor, Client, Context, Event};
+use audit_test_cases::logs::Logs;
+use audit_testkit::FaultRule;
 use serde_json::json;
+use support::{EVENTS, kit, org, until};
 
-const EVENTS: &str = "/audit_logs/events";
 const KEY: &str = "sk_test_guarantees_0123456789_secret";
 
 fn client(base_url: &str) -> Client {
@@ -41,60 +42,6 @@ fn event(n: usize) -> Event {
         Actor::new(format!("user_{n}"), "user"),
         Context::new("203.0.113.7"),
     )
-}
-
-async fn kit() -> TestKit {
-    TestKit::builder().start().await.expect("testkit")
-}
-
-fn org(kit: &TestKit) -> OrganizationId {
-    OrganizationId::new(kit.organization_id()).unwrap()
-}
-
-/// Everything logged on this thread (every level, plain text). The tests run on a
-/// current-thread runtime, so the emitter's tasks log through it.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::TRACE)
-            .finish();
-        (logs.clone(), tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&lock(&self.0)).into_owned()
-    }
-}
-
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]

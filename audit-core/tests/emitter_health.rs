@@ -1,14 +1,13 @@
 //! `Emitter::health`, the answer of a readiness probe: senders alive, not held for a refused
 //! key, fewer events waiting than the threshold.
 
+mod support;
+
 use std::time::Duration;
 
 use audit_core::emitter::{Emitter, MemorySink, Sink, SinkFuture};
-use audit_core::{Action, Actor, ApiError, Context, CreateEvent, Error, Event, OrganizationId};
-
-fn org() -> OrganizationId {
-    OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").unwrap()
-}
+use audit_core::{Action, Actor, ApiError, Context, CreateEvent, Error, Event};
+use support::{fixed_org, settle};
 
 fn event(n: usize) -> Event {
     Event::new(
@@ -16,13 +15,6 @@ fn event(n: usize) -> Event {
         Actor::new(format!("user_{n}"), "user"),
         Context::new("203.0.113.7"),
     )
-}
-
-/// Lets the senders run until they wait on something.
-async fn settle() {
-    for _ in 0..50 {
-        tokio::task::yield_now().await;
-    }
 }
 
 /// A destination that never answers: every event stays waiting.
@@ -38,7 +30,7 @@ impl Sink for Silent {
 async fn ready_while_running_and_not_after_shutdown() {
     let sink = MemorySink::new();
     let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
-    emitter.try_emit(org(), event(0)).unwrap();
+    emitter.try_emit(fixed_org(), event(0)).unwrap();
     emitter.flush(Duration::from_secs(5)).await.unwrap();
     let health = emitter.health(100);
     assert!(health.is_ready(), "{health:?}");
@@ -59,7 +51,7 @@ async fn not_ready_when_too_many_events_wait() {
         .no_rate_limit()
         .start();
     for n in 0..20 {
-        emitter.try_emit(org(), event(n)).unwrap();
+        emitter.try_emit(fixed_org(), event(n)).unwrap();
     }
     settle().await;
     let stats = emitter.stats();
@@ -88,7 +80,7 @@ async fn not_ready_while_delivery_is_held_for_a_refused_key() {
         br#"{"message":"Unauthorized"}"#,
     ))));
     let emitter = Emitter::builder(sink.clone()).senders(1).no_rate_limit().start();
-    emitter.try_emit(org(), event(0)).unwrap();
+    emitter.try_emit(fixed_org(), event(0)).unwrap();
     settle().await;
     let health = emitter.health(100);
     assert!(health.held && health.senders_alive, "{health:?}");

@@ -2,6 +2,8 @@
 //! tokio's paused clock, overflow, flush, shutdown on both runtime flavours, the authorization
 //! hold, dead letters and their replay.
 
+mod support;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,12 +13,9 @@ use audit_core::emitter::{
     Overflow, Sink, SinkFuture,
 };
 use audit_core::sync::lock;
-use audit_core::{Action, Actor, ApiError, Context, CreateEvent, Error, Event, OrganizationId};
+use audit_core::{Action, Actor, ApiError, Context, CreateEvent, Error, Event};
+use support::{fixed_org, settle};
 use tokio::time::Instant;
-
-fn org() -> OrganizationId {
-    OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").unwrap()
-}
 
 fn event(n: usize) -> Event {
     Event::new(
@@ -78,12 +77,6 @@ impl Sink for Stuck {
     }
 }
 
-async fn settle() {
-    for _ in 0..50 {
-        tokio::task::yield_now().await;
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn backoff_doubles_to_its_cap_and_reuses_the_key() {
     let sink = Scripted::default();
@@ -97,7 +90,7 @@ async fn backoff_doubles_to_its_cap_and_reuses_the_key() {
         .retry_backoff(Duration::from_secs(1), Duration::from_secs(4))
         .start();
     let start = Instant::now();
-    let receipt = emitter.try_emit(org(), event(1)).unwrap();
+    let receipt = emitter.try_emit(fixed_org(), event(1)).unwrap();
     emitter.flush(Duration::from_secs(60)).await.unwrap();
     let attempts = sink.attempts();
     let offsets: Vec<u64> = attempts
@@ -126,7 +119,7 @@ async fn full_jitter_stays_under_the_ceiling() {
         .no_rate_limit()
         .retry_backoff(Duration::from_secs(1), Duration::from_secs(8))
         .start();
-    emitter.try_emit(org(), event(1)).unwrap();
+    emitter.try_emit(fixed_org(), event(1)).unwrap();
     emitter.flush(Duration::from_secs(120)).await.unwrap();
     let at: Vec<Instant> = sink.attempts().into_iter().map(|(_, at)| at).collect();
     assert_eq!(at.len(), 7);
@@ -154,7 +147,7 @@ async fn the_retry_window_ends_in_a_dead_letter_with_the_last_error() {
         .dead_letters(dead.clone())
         .start();
     let start = Instant::now();
-    let receipt = emitter.try_emit(org(), event(7)).unwrap();
+    let receipt = emitter.try_emit(fixed_org(), event(7)).unwrap();
     emitter.flush(Duration::from_secs(60)).await.unwrap();
     // Attempts at 0, 1, 3, 7 s; the next would start at 11 s, after the 10 s window.
     let offsets: Vec<u64> = sink
@@ -181,12 +174,12 @@ async fn retry_after_pauses_every_sender() {
     sink.fail(api(429, Some(Duration::from_secs(5))));
     let emitter = Emitter::builder(sink.clone()).senders(4).no_rate_limit().start();
     let start = Instant::now();
-    emitter.try_emit(org(), event(0)).unwrap();
+    emitter.try_emit(fixed_org(), event(0)).unwrap();
     settle().await;
     assert_eq!(sink.attempts().len(), 1);
     assert!(emitter.stats().paused);
     for n in 1..=10 {
-        emitter.try_emit(org(), event(n)).unwrap();
+        emitter.try_emit(fixed_org(), event(n)).unwrap();
     }
     emitter.flush(Duration::from_secs(60)).await.unwrap();
     let attempts = sink.attempts();
@@ -214,7 +207,7 @@ async fn permanent_failures_are_dead_lettered_at_once() {
         .dead_letters(dead.clone())
         .start();
     for n in 0..5 {
-        emitter.try_emit(org(), event(n)).unwrap();
+        emitter.try_emit(fixed_org(), event(n)).unwrap();
     }
     emitter.flush(Duration::from_secs(1)).await.unwrap();
     let letters = dead.letters();
@@ -248,7 +241,7 @@ async fn unauthorized_holds_delivery_and_probes_until_accepted() {
         .start();
     let start = Instant::now();
     for n in 0..5 {
-        emitter.try_emit(org(), event(n)).unwrap();
+        emitter.try_emit(fixed_org(), event(n)).unwrap();
     }
     settle().await;
     let stats = emitter.stats();
@@ -277,13 +270,16 @@ async fn overflow_drop_newest_counts_and_refuses() {
         .capacity(3)
         .no_rate_limit()
         .start();
-    emitter.try_emit(org(), event(0)).unwrap();
+    emitter.try_emit(fixed_org(), event(0)).unwrap();
     settle().await;
     assert_eq!(emitter.stats().in_flight, 1);
-    emitter.try_emit(org(), event(1)).unwrap();
-    emitter.try_emit(org(), event(2)).unwrap();
+    emitter.try_emit(fixed_org(), event(1)).unwrap();
+    emitter.try_emit(fixed_org(), event(2)).unwrap();
     for n in 3..6 {
-        assert!(matches!(emitter.try_emit(org(), event(n)), Err(EmitError::Full)));
+        assert!(matches!(
+            emitter.try_emit(fixed_org(), event(n)),
+            Err(EmitError::Full)
+        ));
     }
     let stats = emitter.stats();
     assert_eq!(
@@ -310,10 +306,10 @@ async fn overflow_drop_oldest_evicts_waiting_events() {
         .overflow(Overflow::DropOldest)
         .dead_letters(dead.clone())
         .start();
-    emitter.try_emit(org(), event(0)).unwrap();
+    emitter.try_emit(fixed_org(), event(0)).unwrap();
     settle().await;
     for n in 1..6 {
-        emitter.try_emit(org(), event(n)).unwrap();
+        emitter.try_emit(fixed_org(), event(n)).unwrap();
     }
     let stats = emitter.stats();
     assert_eq!(
@@ -365,10 +361,10 @@ async fn emit_waits_for_room() {
         .retry_backoff(Duration::from_secs(2), Duration::from_secs(2))
         .start();
     let start = Instant::now();
-    emitter.emit(org(), event(0)).await.unwrap();
+    emitter.emit(fixed_org(), event(0)).await.unwrap();
     settle().await;
     // The first event waits 2 s to be retried and takes the only place.
-    emitter.emit(org(), event(1)).await.unwrap();
+    emitter.emit(fixed_org(), event(1)).await.unwrap();
     assert!(Instant::now() - start >= Duration::from_secs(2));
     emitter.flush(Duration::from_secs(10)).await.unwrap();
     assert_eq!(emitter.stats().dropped.total(), 0);
@@ -380,17 +376,21 @@ async fn invalid_events_and_keys_are_refused_with_the_field() {
     let sink = MemorySink::new();
     let emitter = Emitter::builder(sink.clone()).start();
     let bad = event(1).meta("way too long a key for workos metadata, over forty", 1);
-    match emitter.try_emit(org(), bad) {
+    match emitter.try_emit(fixed_org(), bad) {
         Err(EmitError::Invalid(errors)) => {
             assert!(errors.pointers().any(|p| p.starts_with("/metadata")), "{errors}")
         }
         other => panic!("{other:?}"),
     }
-    let refused = emitter.try_emit_with(org(), event(1), EmitOptions::new().idempotency_key("bad key"));
+    let refused = emitter.try_emit_with(
+        fixed_org(),
+        event(1),
+        EmitOptions::new().idempotency_key("bad key"),
+    );
     assert!(matches!(refused, Err(EmitError::InvalidIdempotencyKey(_))));
     let mine = emitter
         .try_emit_with(
-            org(),
+            fixed_org(),
             event(2),
             EmitOptions::new().idempotency_key("order-42-created"),
         )
@@ -400,7 +400,7 @@ async fn invalid_events_and_keys_are_refused_with_the_field() {
     assert_eq!(report.delivered, 1);
     assert_eq!(sink.events()[0].1, "order-42-created");
     assert!(matches!(
-        emitter.try_emit(org(), event(3)),
+        emitter.try_emit(fixed_org(), event(3)),
         Err(EmitError::Closed)
     ));
     assert_eq!(emitter.stats().accepted, 1);
@@ -411,7 +411,13 @@ async fn generated_keys_are_uuid_v4_and_unique() {
     let sink = MemorySink::new();
     let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
     let keys: Vec<String> = (0..100)
-        .map(|n| emitter.try_emit(org(), event(n)).unwrap().idempotency_key.into())
+        .map(|n| {
+            emitter
+                .try_emit(fixed_org(), event(n))
+                .unwrap()
+                .idempotency_key
+                .into()
+        })
         .collect();
     emitter.flush(Duration::from_secs(1)).await.unwrap();
     let unique: std::collections::HashSet<_> = keys.iter().collect();
@@ -427,7 +433,7 @@ async fn flush_and_shutdown_report() {
     let sink = MemorySink::new();
     let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
     for n in 0..200 {
-        emitter.try_emit(org(), event(n)).unwrap();
+        emitter.try_emit(fixed_org(), event(n)).unwrap();
     }
     emitter.flush(Duration::from_secs(5)).await.unwrap();
     assert_eq!(sink.events().len(), 200);
@@ -435,7 +441,7 @@ async fn flush_and_shutdown_report() {
     assert_eq!((stats.queued, stats.in_flight, stats.delivered), (0, 0, 200));
     assert!(stats.latency_p50.is_some() && stats.latency_p99 >= stats.latency_p50);
     for n in 200..300 {
-        emitter.try_emit(org(), event(n)).unwrap();
+        emitter.try_emit(fixed_org(), event(n)).unwrap();
     }
     let clone = emitter.clone();
     let report = clone.shutdown(Duration::from_secs(5)).await;
@@ -469,7 +475,7 @@ async fn shutdown_deadline_dead_letters_what_is_pending() {
         .dead_letters(dead.clone())
         .start();
     for n in 0..10 {
-        emitter.try_emit(org(), event(n)).unwrap();
+        emitter.try_emit(fixed_org(), event(n)).unwrap();
     }
     let timed_out = emitter.flush(Duration::from_millis(50)).await.unwrap_err();
     assert_eq!(timed_out.pending, 10);
@@ -519,7 +525,7 @@ fn dropping_the_handle_without_shutdown_does_not_hang() {
         rt.block_on(async {
             let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
             for n in 0..10 {
-                emitter.try_emit(org(), event(n)).unwrap();
+                emitter.try_emit(fixed_org(), event(n)).unwrap();
             }
             drop(emitter);
             // Wait for the deliveries themselves, not for a guessed duration.
@@ -530,7 +536,7 @@ fn dropping_the_handle_without_shutdown_does_not_hang() {
         // Stuck: the runtime ends with events pending; they become dead letters.
         rt.block_on(async {
             let emitter = Emitter::builder(Stuck).dead_letters(dead.clone()).start();
-            emitter.try_emit(org(), event(99)).unwrap();
+            emitter.try_emit(fixed_org(), event(99)).unwrap();
             tokio::task::yield_now().await;
             drop(emitter);
         });
@@ -557,7 +563,7 @@ fn try_emit_works_from_a_plain_thread_and_start_needs_a_runtime() {
     let e2 = emitter.clone();
     std::thread::spawn(move || {
         for n in 0..10 {
-            e2.try_emit(org(), event(n)).unwrap();
+            e2.try_emit(fixed_org(), event(n)).unwrap();
         }
     })
     .join()
@@ -579,8 +585,8 @@ async fn dead_letters_replay_with_their_original_keys() {
         .no_rate_limit()
         .dead_letters(JsonlDeadLetters::new(&path).unwrap())
         .start();
-    let a = emitter.try_emit(org(), event(1)).unwrap();
-    let b = emitter.try_emit(org(), event(2)).unwrap();
+    let a = emitter.try_emit(fixed_org(), event(1)).unwrap();
+    let b = emitter.try_emit(fixed_org(), event(2)).unwrap();
     emitter.shutdown(Duration::from_secs(1)).await;
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 2);
@@ -588,7 +594,7 @@ async fn dead_letters_replay_with_their_original_keys() {
     assert_eq!(first["reason"], "rejected");
     assert_eq!(first["error"]["status"], 422);
     assert_eq!(first["attempts"], 1);
-    assert_eq!(first["organization_id"], org().as_str());
+    assert_eq!(first["organization_id"], fixed_org().as_str());
     assert_eq!(first["event"]["actor"]["id"], "user_1");
     assert_eq!(first["idempotency_key"], a.idempotency_key.as_str());
 
@@ -612,7 +618,7 @@ async fn a_callback_receives_dead_letters() {
         .no_rate_limit()
         .on_dead_letter(move |l| lock(&seen2).push(l.reason))
         .start();
-    emitter.try_emit(org(), event(1)).unwrap();
+    emitter.try_emit(fixed_org(), event(1)).unwrap();
     emitter.flush(Duration::from_secs(1)).await.unwrap();
     assert_eq!(*lock(&seen), [DeadLetterReason::Rejected]);
 }

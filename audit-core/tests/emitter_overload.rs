@@ -4,14 +4,15 @@
 //! The rate tests measure real time over a fixed number of events (a few seconds each): the
 //! quantity under test is a rate against the server's real latency.
 
+mod support;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use audit_core::emitter::{EmitReceipt, Emitter, RateLimit};
 use audit_core::{Action, Actor, Client, Context, Event, OrganizationId};
 use audit_testkit::{FaultRule, TestKit};
-
-const EVENTS: &str = "/audit_logs/events";
+use support::EVENTS;
 
 fn client(kit: &TestKit) -> Client {
     Client::builder()

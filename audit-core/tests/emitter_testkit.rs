@@ -3,6 +3,8 @@
 //!
 //! Short client timeouts and backoffs keep each test to a few seconds.
 
+mod support;
+
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
@@ -10,17 +12,8 @@ use audit_core::emitter::{DeadLetterReason, EmitReceipt, Emitter, EmitterBuilder
 use audit_core::{Action, Actor, Client, Context, Event, OrganizationId};
 use audit_testkit::{FaultRule, RecordedRequest, TestKit};
 use serde_json::json;
+use support::{EVENTS, kit, org, until};
 use time::OffsetDateTime;
-
-const EVENTS: &str = "/audit_logs/events";
-
-async fn kit() -> TestKit {
-    TestKit::builder().start().await.expect("testkit starts")
-}
-
-fn org(kit: &TestKit) -> OrganizationId {
-    OrganizationId::new(kit.organization_id()).unwrap()
-}
 
 fn client(kit: &TestKit, timeout: Duration) -> Client {
     Client::builder()
@@ -82,18 +75,6 @@ async fn wait_for_status(kit: &TestKit, status: u16) -> RecordedRequest {
     })
     .await
     .unwrap_or_else(|| panic!("no request answered {status}"))
-}
-
-/// Waits until `done` holds (checked after every short pause), for at most 20 s.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 #[tokio::test]

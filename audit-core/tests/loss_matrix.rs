@@ -5,29 +5,22 @@
 //! Everything talks HTTP over loopback: to audit-testkit, or (for a wrong base URL) to a small
 //! web app that is not WorkOS.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use audit_core::emitter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, EmitReceipt, Emitter, EmitterBuilder, JsonlDeadLetters,
     MemoryDeadLetters, Overflow, Sink, SinkFuture,
 };
-use audit_core::sync::lock;
 use audit_core::{Action, Actor, Client, Context, CreateEvent, Event, OrganizationId};
+use audit_test_cases::logs::Logs;
 use audit_testkit::{FaultRule, TestKit};
 use serde_json::json;
-
-const EVENTS: &str = "/audit_logs/events";
-
-async fn kit() -> TestKit {
-    TestKit::builder().start().await.expect("testkit starts")
-}
-
-fn org(kit: &TestKit) -> OrganizationId {
-    OrganizationId::new(kit.organization_id()).unwrap()
-}
+use support::{EVENTS, kit, org, until};
 
 fn client(base_url: &str) -> Client {
     Client::builder()
@@ -221,62 +214,11 @@ async fn the_client_refuses_a_success_that_is_not_workos() {
 
 // ---- shared helpers of the rows below ------------------------------------------------------
 
-/// Captured log output (every level, plain text), for the tests that assert what reaches the
-/// log. The subscriber is the thread's default: these tests run on a current-thread runtime, so
-/// the emitter's tasks log through it.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::TRACE)
-            .finish();
-        (logs.clone(), tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&lock(&self.0)).into_owned()
-    }
-
-    /// The log written to a file, as an operator would have it.
-    fn to_file(&self, dir: &tempfile::TempDir) -> std::path::PathBuf {
-        let path = dir.path().join("app.log");
-        std::fs::write(&path, self.text()).unwrap();
-        path
-    }
-}
-
-/// Waits until `done` holds, checking every few milliseconds, for at most 20 s.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// The captured log written to a file, as an operator would have it.
+fn log_file(logs: &Logs, dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, logs.text()).unwrap();
+    path
 }
 
 fn letters_of(
@@ -308,7 +250,7 @@ async fn a_dead_letter_file_on_a_full_disk_keeps_the_event_then_logs_it_whole() 
     assert_eq!(report.dead_lettered, 3);
     // The last resort: every event whole, with its key, in the log, in a form replay reads.
     let dir = tempfile::tempdir().unwrap();
-    let log = logs.to_file(&dir);
+    let log = log_file(&logs, &dir);
     let letters = letters_of(DeadLetter::read_log(&log).unwrap());
     let fate = Fate::of(Some(&kit), &letters);
     fate.assert_accounted(&org, &accepted);
@@ -334,7 +276,7 @@ async fn without_a_dead_letter_destination_the_log_keeps_whole_events_that_repla
     emitter.flush(Duration::from_secs(10)).await.expect("flushed");
     assert_eq!(emitter.stats().dead_lettered, 3);
     let dir = tempfile::tempdir().unwrap();
-    let log = logs.to_file(&dir);
+    let log = log_file(&logs, &dir);
     let letters = letters_of(DeadLetter::read_log(&log).unwrap());
     Fate::of(Some(&kit), &letters).assert_accounted(&org, &accepted);
     // The fault is spent: replaying the log stores each event once, with its original key.

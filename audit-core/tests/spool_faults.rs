@@ -3,6 +3,8 @@
 //! at run time, spilling beyond memory, stale events. Every test runs against audit-testkit over loopback.
 #![cfg(feature = "spool")]
 
+mod support;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,16 +15,9 @@ use audit_core::emitter::{
     DeadLetterReason, EmitError, EmitReceipt, Emitter, EmitterBuilder, MemoryDeadLetters, Overflow, Sink,
     SinkFuture, Spool, SpoolConfig, SpoolErrorKind, StaleEvents,
 };
-use audit_core::{Action, Actor, ApiError, Client, Context, CreateEvent, Event, OrganizationId};
+use audit_core::{Action, Actor, ApiError, Client, Context, CreateEvent, Event};
 use audit_testkit::TestKit;
-
-async fn kit() -> TestKit {
-    TestKit::builder().start().await.expect("testkit starts")
-}
-
-fn org(kit: &TestKit) -> OrganizationId {
-    OrganizationId::new(kit.organization_id()).unwrap()
-}
+use support::{kit, org};
 
 fn builder(kit: &TestKit) -> EmitterBuilder {
     let client = Client::builder()

@@ -6,3 +6,4 @@
 
 pub mod capture;
 pub mod client_ip;
+pub mod logs;

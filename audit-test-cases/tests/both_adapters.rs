@@ -8,6 +8,7 @@ use actix_web::HttpMessage;
 use actix_web::dev::Service;
 use audit_core::CreateEvent;
 use audit_core::emitter::MemorySink;
+use audit_test_cases::logs::Logs;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::extract::connect_info::MockConnectInfo;
@@ -143,40 +144,6 @@ async fn the_same_request_makes_the_same_event_in_both_adapters() {
     assert_eq!(event["metadata"]["request_id"], "req-7f3a");
     assert_eq!(event["metadata"]["outcome"], "success");
     assert_eq!(event["targets"].as_array().unwrap().len(), 3, "{event}");
-}
-
-/// Log lines, written by a `tracing` subscriber.
-#[derive(Clone, Default)]
-struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        audit_core::sync::lock(&self.0).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    /// The lines that contain `needle`.
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        let text = String::from_utf8_lossy(&audit_core::sync::lock(&self.0)).into_owned();
-        text.lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 #[actix_rt::test]

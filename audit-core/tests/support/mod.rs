@@ -1,0 +1,45 @@
+//! Set-up shared by audit-core's integration tests: audit-testkit on loopback, its organization,
+//! a fixed organization for in-memory sinks, and waiting helpers.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use audit_core::OrganizationId;
+use audit_testkit::TestKit;
+
+/// The path events are created at.
+pub const EVENTS: &str = "/audit_logs/events";
+
+/// audit-testkit started on loopback with its defaults.
+pub async fn kit() -> TestKit {
+    TestKit::builder().start().await.expect("testkit starts")
+}
+
+/// The testkit's organization.
+pub fn org(kit: &TestKit) -> OrganizationId {
+    OrganizationId::new(kit.organization_id()).unwrap()
+}
+
+/// A fixed organization, for tests that deliver to an in-memory or scripted sink.
+pub fn fixed_org() -> OrganizationId {
+    OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").unwrap()
+}
+
+/// Lets spawned tasks run until they wait on something.
+pub async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Waits until `done` holds (checked after every short pause), for at most 20 s.
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
