@@ -606,7 +606,7 @@ async fn testkit_http_api() {
         .unwrap();
     let c = client();
     let url = kit.url();
-    let (st, b) = parts(c.get(format!("{url}/_testkit/health")).send().await.unwrap()).await;
+    let (st, b) = testkit_get(&c, &url, "/_testkit/health").await;
     assert_eq!((st, b), (200, json!({"status": "ok"})));
     post_key(
         &c,
@@ -617,21 +617,15 @@ async fn testkit_http_api() {
     )
     .await;
     post(&c, &url, "/audit_logs/events", &body("org_B", event("a.c"))).await;
-    let (_, a) = parts(
-        c.get(format!("{url}/_testkit/events?organization_id=org_A"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, a) = testkit_get(&c, &url, "/_testkit/events?organization_id=org_A").await;
     assert_eq!(a["data"].as_array().unwrap().len(), 1);
     assert_eq!(a["data"][0]["organization_id"], "org_A");
     assert_eq!(a["data"][0]["idempotency_key"], "k-a");
     assert_eq!(a["data"][0]["event"], event("a.b"));
     assert!(a["data"][0]["received_at"].is_string());
-    let (_, all) = parts(c.get(format!("{url}/_testkit/events")).send().await.unwrap()).await;
+    let (_, all) = testkit_get(&c, &url, "/_testkit/events").await;
     assert_eq!(all["data"].as_array().unwrap().len(), 2);
-    let (_, reqs) = parts(c.get(format!("{url}/_testkit/requests")).send().await.unwrap()).await;
+    let (_, reqs) = testkit_get(&c, &url, "/_testkit/requests").await;
     let reqs = reqs["data"].as_array().unwrap().clone();
     assert_eq!(reqs.len(), 2, "/_testkit/ calls are not recorded");
     let headers = reqs[0]["headers"].as_array().unwrap();

@@ -24,6 +24,15 @@ async fn config_stream(c: &reqwest::Client, url: &str, org: &str) -> Value {
     cfg["log_stream"].clone()
 }
 
+/// Stores an event `first` for `org` and waits until its delivery hangs at `stuck`.
+async fn first_delivery_hangs(c: &reqwest::Client, kit: &TestKit, org: &str, stuck: &StandIn) {
+    store(c, kit, org, "first").await;
+    stuck
+        .wait_for(1, WAIT)
+        .await
+        .expect("the first delivery is in flight");
+}
+
 #[tokio::test]
 async fn every_stored_event_reaches_an_http_collector_once() {
     let collector = StandIn::collector(200);
@@ -129,11 +138,7 @@ async fn a_hanging_destination_never_slows_the_api() {
         .await
         .unwrap();
     let c = client();
-    store(&c, &kit, "org_H", "first").await;
-    stuck
-        .wait_for(1, WAIT)
-        .await
-        .expect("the first delivery is in flight");
+    first_delivery_hangs(&c, &kit, "org_H", &stuck).await;
     // While that delivery hangs, the API keeps answering and the events wait their turn.
     for i in 0..20 {
         store(&c, &kit, "org_H", &format!("next.n{i}")).await;
@@ -163,11 +168,7 @@ async fn the_queue_of_a_stuck_stream_is_bounded() {
         .await
         .unwrap();
     let c = client();
-    store(&c, &kit, "org_Q", "first").await;
-    stuck
-        .wait_for(1, WAIT)
-        .await
-        .expect("the first delivery is in flight");
+    first_delivery_hangs(&c, &kit, "org_Q", &stuck).await;
     for i in 0..5 {
         store(&c, &kit, "org_Q", &format!("more.n{i}")).await;
     }
@@ -300,13 +301,7 @@ async fn the_testkit_api_configures_pauses_and_removes_streams_without_showing_s
     assert_eq!((st, b["state"].as_str()), (200, Some("inactive")));
     assert_eq!(config_stream(&c, &url, "org_API").await["state"], "inactive");
     store(&c, &kit, "org_API", "while.paused").await;
-    let (_, one) = parts(
-        c.get(format!("{url}/_testkit/streams/org_API"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, one) = testkit_get(&c, &url, "/_testkit/streams/org_API").await;
     assert_eq!(
         (one["delivered"].as_u64(), one["pending"].as_u64()),
         (Some(1), Some(0))

@@ -64,6 +64,11 @@ pub async fn put(c: &Client, url: &str, path: &str, body: &Value) -> Response {
         .expect("send")
 }
 
+/// GET of one of the testkit's own `/_testkit/...` paths (no API key): its [`parts`].
+pub async fn testkit_get(c: &Client, url: &str, path: &str) -> (u16, Value) {
+    parts(c.get(format!("{url}{path}")).send().await.expect("send")).await
+}
+
 /// Status, X-Request-ID presence and JSON body.
 pub async fn parts(r: Response) -> (u16, Value) {
     let status = r.status().as_u16();
