@@ -337,6 +337,17 @@ async fn tls_server(c: Certs) -> u16 {
     port
 }
 
+/// Probes an HTTPS collector on localhost serving `c`, trusting `c`'s CA.
+async fn probe_https_trusting_its_ca(c: Certs) -> CheckResult {
+    let ca = c.ca_pem.clone();
+    let port = tls_server(c).await;
+    probe_trusting(
+        StreamProbe::http(format!("https://localhost:{port}/in")),
+        Some(ca),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn tls_failures_name_their_cause() {
     // Self-signed: not trusted.
@@ -346,35 +357,17 @@ async fn tls_failures_name_their_cause() {
 
     // Signed by a CA the probe trusts, but for another name.
     let c = certs(&["collector.example"], false);
-    let ca = c.ca_pem.clone();
-    let port = tls_server(c).await;
-    let r = probe_trusting(
-        StreamProbe::http(format!("https://localhost:{port}/in")),
-        Some(ca),
-    )
-    .await;
+    let r = probe_https_trusting_its_ca(c).await;
     assert_fail(&r, "is not valid for localhost", "names include localhost");
 
     // Signed by a trusted CA for the right name, but expired yesterday.
     let yesterday = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     let c = certs_valid(&["localhost"], false, Some(yesterday));
-    let ca = c.ca_pem.clone();
-    let port = tls_server(c).await;
-    let r = probe_trusting(
-        StreamProbe::http(format!("https://localhost:{port}/in")),
-        Some(ca),
-    )
-    .await;
+    let r = probe_https_trusting_its_ca(c).await;
     assert_fail(&r, "has expired", "renew the certificate");
 
     // The same CA and the right name: it passes (so the two failures above are the certificates').
     let c = certs(&["localhost"], false);
-    let ca = c.ca_pem.clone();
-    let port = tls_server(c).await;
-    let r = probe_trusting(
-        StreamProbe::http(format!("https://localhost:{port}/in")),
-        Some(ca),
-    )
-    .await;
+    let r = probe_https_trusting_its_ca(c).await;
     assert_eq!(r.status, Status::Pass, "{}", text(&r));
 }
