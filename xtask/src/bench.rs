@@ -292,7 +292,9 @@ fn criterion(
     Ok(records)
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+/// The cargo target directory: `CARGO_TARGET_DIR` (relative to `root` when relative), else
+/// `root/target`.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);

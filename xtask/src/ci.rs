@@ -23,9 +23,10 @@
 //! driving Debian's `chromium`); it writes `target/viewer-screenshot.png`. `--skip-browser` leaves
 //! it out; without Chromium or `npm ci` it is skipped with a message, on CI an error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::bench::target_dir;
 use crate::{cargo, project_root};
 
 /// The flags of `cargo xtask ci`.
@@ -160,7 +161,7 @@ fn compat_sqlx(root: &Path) -> Result<(), String> {
     let dir = root.join("xtask/compat/sqlx");
     std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))
         .map_err(|e| format!("compat sqlx: copying Cargo.lock: {e}"))?;
-    let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    let target_dir = target_dir(root);
     step(
         "audit-core (spool) + audit-testkit (sqlite) + sqlx 0.8 (sqlite) in one build",
         Command::new(cargo())
@@ -173,19 +174,22 @@ fn compat_sqlx(root: &Path) -> Result<(), String> {
     )
 }
 
-/// Runs the official SDKs' tests against the audit-testkit binary.
-fn sdk_tests(root: &Path) -> Result<(), String> {
-    let on_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let node_modules = root.join("sdk-tests/node/node_modules");
-    let python = root.join("sdk-tests/python/.venv/bin/python");
-    if !node_modules.is_dir() || !python.is_file() {
-        let hint = "install them with `bash .ci/install-sdks` (npm ci and a Python venv)";
-        if on_ci {
-            return Err(format!("the SDK test dependencies are not installed; {hint}"));
-        }
-        println!("xtask ci: SDK compatibility tests skipped: dependencies not installed; {hint}");
-        return Ok(());
+/// Whether the outside dependencies of the optional `suite` are `installed`. When they are not,
+/// that is an error on CI (`CI=true` or `CI=1`), which must run every suite; elsewhere the suite
+/// is skipped with a notice (`hint` says how to install them) and this returns `Ok(false)`.
+fn dependencies_installed(installed: bool, suite: &str, hint: &str) -> Result<bool, String> {
+    if installed {
+        return Ok(true);
     }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        return Err(format!("the {suite}' dependencies are not installed; {hint}"));
+    }
+    println!("xtask ci: {suite} skipped: dependencies not installed; {hint}");
+    Ok(false)
+}
+
+/// Builds the audit-testkit binary (debug, `cli` feature) and returns its path.
+fn build_testkit(root: &Path) -> Result<PathBuf, String> {
     step(
         "build audit-testkit",
         Command::new(cargo())
@@ -200,8 +204,21 @@ fn sdk_tests(root: &Path) -> Result<(), String> {
             ])
             .current_dir(root),
     )?;
-    let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
-    let bin = target_dir.join("debug/audit-testkit");
+    Ok(target_dir(root).join("debug/audit-testkit"))
+}
+
+/// Runs the official SDKs' tests against the audit-testkit binary.
+fn sdk_tests(root: &Path) -> Result<(), String> {
+    let node_modules = root.join("sdk-tests/node/node_modules");
+    let python = root.join("sdk-tests/python/.venv/bin/python");
+    if !dependencies_installed(
+        node_modules.is_dir() && python.is_file(),
+        "SDK compatibility tests",
+        "install them with `bash .ci/install-sdks` (npm ci and a Python venv)",
+    )? {
+        return Ok(());
+    }
+    let bin = build_testkit(root)?;
     step(
         "Node SDK against audit-testkit",
         Command::new("node")
@@ -220,42 +237,26 @@ fn sdk_tests(root: &Path) -> Result<(), String> {
 
 /// Runs the audit-testkit viewer's browser tests (`viewer-tests/`) in headless Chromium.
 fn viewer_tests(root: &Path) -> Result<(), String> {
-    let on_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let chromium = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
     let driver = root.join("viewer-tests/node_modules/playwright-core");
-    if !Path::new(&chromium).is_file() || !driver.is_dir() {
-        let hint =
-            "install them with `bash .ci/install-sdks` (Debian's chromium and npm ci in viewer-tests/)";
-        if on_ci {
-            return Err(format!(
-                "the viewer browser test dependencies are not installed; {hint}"
-            ));
-        }
-        println!("xtask ci: viewer browser tests skipped: dependencies not installed; {hint}");
+    if !dependencies_installed(
+        Path::new(&chromium).is_file() && driver.is_dir(),
+        "viewer browser tests",
+        "install them with `bash .ci/install-sdks` (Debian's chromium and npm ci in viewer-tests/)",
+    )? {
         return Ok(());
     }
-    step(
-        "build audit-testkit",
-        Command::new(cargo())
-            .args([
-                "build",
-                "-p",
-                "audit-testkit",
-                "--features",
-                "cli",
-                "--bin",
-                "audit-testkit",
-            ])
-            .current_dir(root),
-    )?;
-    let target_dir = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    let bin = build_testkit(root)?;
     step(
         "audit-testkit viewer in headless Chromium",
         Command::new("node")
             .args(["--test", "viewer-tests/"])
-            .env("AUDIT_TESTKIT_BIN", target_dir.join("debug/audit-testkit"))
+            .env("AUDIT_TESTKIT_BIN", &bin)
             .env("CHROMIUM_BIN", &chromium)
-            .env("VIEWER_SCREENSHOT", target_dir.join("viewer-screenshot.png"))
+            .env(
+                "VIEWER_SCREENSHOT",
+                target_dir(root).join("viewer-screenshot.png"),
+            )
             .current_dir(root),
     )
 }
