@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use audit_core::emitter::{EmitReceipt, Emitter, RateLimit};
 use audit_core::{Action, Actor, Client, Context, Event, OrganizationId};
 use audit_testkit::{FaultRule, TestKit};
-use support::EVENTS;
+use support::{EVENTS, kit, org};
 
 fn client(kit: &TestKit) -> Client {
     Client::builder()
@@ -43,13 +43,19 @@ fn assert_stored_once(kit: &TestKit, receipts: &[EmitReceipt]) {
     assert_eq!(unique, expected);
 }
 
+/// A started testkit whose answers to event POSTs come `latency` late, and its organization.
+async fn kit_away(latency: Duration) -> (TestKit, OrganizationId) {
+    let kit = kit().await;
+    kit.fault(FaultRule::new(EVENTS).method("POST").latency(latency));
+    let org = org(&kit);
+    (kit, org)
+}
+
 /// Delivers 400 events through a 100/s limit to a server `latency` away; returns the rate at
 /// which they reached the server once the first 100 (the start and the limit's small burst) are
 /// past, measured from the server's own arrival times.
 async fn rate_at(latency: Duration) -> (f64, usize) {
-    let kit = TestKit::builder().start().await.expect("testkit");
-    kit.fault(FaultRule::new(EVENTS).method("POST").latency(latency));
-    let org = OrganizationId::new(kit.organization_id()).unwrap();
+    let (kit, org) = kit_away(latency).await;
     let limit = RateLimit::new(100, Duration::from_secs(1)).unwrap().burst(10);
     let emitter = Emitter::builder(client(&kit)).rate_limit(limit).start();
     let receipts: Vec<EmitReceipt> = (0..400)
@@ -83,13 +89,7 @@ async fn the_rate_limit_is_reached_300_ms_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_show_a_growing_backlog_and_its_drain() {
-    let kit = TestKit::builder().start().await.expect("testkit");
-    kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
-            .latency(Duration::from_millis(30)),
-    );
-    let org = OrganizationId::new(kit.organization_id()).unwrap();
+    let (kit, org) = kit_away(Duration::from_millis(30)).await;
     let limit = RateLimit::new(50, Duration::from_secs(1)).unwrap().burst(1);
     let emitter = Emitter::builder(client(&kit)).rate_limit(limit).start();
     // 150 events/s for 2.5 s against a 50/s limit.
@@ -124,13 +124,7 @@ async fn stats_show_a_growing_backlog_and_its_drain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_overload_with_the_spool_loses_nothing() {
     use audit_core::emitter::Spool;
-    let kit = TestKit::builder().start().await.expect("testkit");
-    kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
-            .latency(Duration::from_millis(30)),
-    );
-    let org = OrganizationId::new(kit.organization_id()).unwrap();
+    let (kit, org) = kit_away(Duration::from_millis(30)).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spool.db");
     let limit = RateLimit::new(100, Duration::from_secs(1)).unwrap().burst(1);

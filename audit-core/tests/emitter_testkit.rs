@@ -12,7 +12,7 @@ use audit_core::emitter::{DeadLetterReason, EmitReceipt, Emitter, EmitterBuilder
 use audit_core::{Action, Actor, Client, Context, Event, OrganizationId};
 use audit_testkit::{FaultRule, RecordedRequest, TestKit};
 use serde_json::json;
-use support::{EVENTS, kit, org, until};
+use support::{EVENTS, fast_retries, kit, org, until};
 use time::OffsetDateTime;
 
 fn client(kit: &TestKit, timeout: Duration) -> Client {
@@ -26,11 +26,7 @@ fn client(kit: &TestKit, timeout: Duration) -> Client {
 }
 
 fn builder(kit: &TestKit) -> EmitterBuilder {
-    Emitter::builder(client(kit, Duration::from_millis(400)))
-        .senders(4)
-        .no_rate_limit()
-        .retry_backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .retry_window(Duration::from_secs(60))
+    fast_retries(Emitter::builder(client(kit, Duration::from_millis(400))))
 }
 
 fn event(n: usize) -> Event {

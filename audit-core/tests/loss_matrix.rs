@@ -20,7 +20,7 @@ use audit_core::{Action, Actor, Client, Context, CreateEvent, Event, Organizatio
 use audit_test_cases::logs::Logs;
 use audit_testkit::{FaultRule, TestKit};
 use serde_json::json;
-use support::{EVENTS, kit, org, until};
+use support::{EVENTS, fast_retries, kit, org, until};
 
 fn client(base_url: &str) -> Client {
     Client::builder()
@@ -33,11 +33,7 @@ fn client(base_url: &str) -> Client {
 }
 
 fn builder(base_url: &str) -> EmitterBuilder {
-    Emitter::builder(client(base_url))
-        .senders(4)
-        .no_rate_limit()
-        .retry_backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .retry_window(Duration::from_secs(60))
+    fast_retries(Emitter::builder(client(base_url)))
 }
 
 fn event(n: usize) -> Event {

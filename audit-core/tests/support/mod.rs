@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use audit_core::OrganizationId;
+use audit_core::emitter::EmitterBuilder;
 use audit_testkit::TestKit;
 
 /// The path events are created at.
@@ -18,6 +19,16 @@ pub async fn kit() -> TestKit {
 /// The testkit's organization.
 pub fn org(kit: &TestKit) -> OrganizationId {
     OrganizationId::new(kit.organization_id()).unwrap()
+}
+
+/// Four senders, no rate limit, retries 20 ms to 200 ms apart for up to a minute: the emitter
+/// settings of the delivery tests, quick to recover from a scripted fault.
+pub fn fast_retries(builder: EmitterBuilder) -> EmitterBuilder {
+    builder
+        .senders(4)
+        .no_rate_limit()
+        .retry_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .retry_window(Duration::from_secs(60))
 }
 
 /// A fixed organization, for tests that deliver to an in-memory or scripted sink.
