@@ -11,6 +11,7 @@ use actix_web::{App, HttpResponse, HttpServer, post, test, web};
 use audit_actix::{AuditCtx, AuditMiddleware, CancelledRequests, MissingActor, action};
 use audit_core::emitter::{Emitter, MemorySink};
 use audit_core::{Actor, MetadataValue, OrganizationId};
+use audit_test_cases::cancelled::assert_one_cancelled_report;
 use tokio::sync::Notify;
 
 #[action("report.generated")]
@@ -65,14 +66,7 @@ async fn timed_out(cancelled: CancelledRequests) -> (u64, MemorySink) {
 async fn a_timeout_cancelling_a_slow_handler_emits_the_attempt_marked_cancelled() {
     let (cancelled, sink) = timed_out(CancelledRequests::Emit).await;
     assert_eq!(cancelled, 1);
-    let events = sink.events();
-    assert_eq!(events.len(), 1);
-    let event = &events[0].0.event;
-    assert_eq!(event.action.as_str(), "report.generated");
-    let metadata = event.metadata.as_ref().unwrap();
-    assert_eq!(metadata.get("outcome"), Some(&MetadataValue::from("cancelled")));
-    assert_eq!(metadata.get("rows"), Some(&MetadataValue::Integer(10)));
-    assert_eq!(metadata.get("http_status"), None);
+    assert_one_cancelled_report(&sink);
 }
 
 #[actix_rt::test]

@@ -4,6 +4,7 @@
 //! fixed in one cannot silently differ in the other. This crate is a dev-dependency only; it is
 //! not published and not part of any crate's API.
 
+pub mod cancelled;
 pub mod capture;
 pub mod client_ip;
 pub mod logs;

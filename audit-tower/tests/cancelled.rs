@@ -9,6 +9,7 @@ use std::time::Duration;
 use audit_core::emitter::{Emitter, MemorySink};
 use audit_core::request::{CancelledRequests, SkipCounters};
 use audit_core::{Actor, MetadataValue, OrganizationId};
+use audit_test_cases::cancelled::assert_one_cancelled_report;
 use audit_tower::{AuditCtx, AuditLayer, MissingActor, action};
 use axum::Router;
 use axum::body::Body;
@@ -63,14 +64,7 @@ async fn timed_out(cancelled: CancelledRequests) -> (Arc<SkipCounters>, MemorySi
 async fn a_timeout_layer_cancelling_a_slow_handler_emits_the_attempt_marked_cancelled() {
     let (counters, sink, _emitter) = timed_out(CancelledRequests::Emit).await;
     assert_eq!(counters.cancelled(), 1);
-    let events = sink.events();
-    assert_eq!(events.len(), 1);
-    let event = &events[0].0.event;
-    assert_eq!(event.action.as_str(), "report.generated");
-    let metadata = event.metadata.as_ref().unwrap();
-    assert_eq!(metadata.get("outcome"), Some(&MetadataValue::from("cancelled")));
-    assert_eq!(metadata.get("rows"), Some(&MetadataValue::Integer(10)));
-    assert_eq!(metadata.get("http_status"), None);
+    assert_one_cancelled_report(&sink);
 }
 
 #[tokio::test(start_paused = true)]
