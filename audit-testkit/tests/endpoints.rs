@@ -192,14 +192,7 @@ async fn export_filters_and_errors() {
             }
             assert_eq!(st, 201);
             assert_eq!(created["state"], "ready");
-            let text = c
-                .get(created["url"].as_str().unwrap())
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = get_text(&c, created["url"].as_str().unwrap()).await;
             text.lines().count() - 1
         }
     };
@@ -848,14 +841,7 @@ async fn data_file_survives_restart() {
     assert_eq!(r["retention_period_in_days"], 60);
     let (st, e) = parts(get(&c, &url, &format!("/audit_logs/exports/{export_id}")).await).await;
     assert_eq!((st, e["state"].clone()), (200, json!("ready")));
-    let csv = c
-        .get(e["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = get_text(&c, e["url"].as_str().unwrap()).await;
     assert!(csv.contains("a.b"));
     // The same schema body again is still version 1 (the upsert sees the persisted version).
     let (_, s) = parts(

@@ -4,7 +4,7 @@
 mod common;
 use audit_testkit::stand_ins::{DatadogKey, StandIn};
 use audit_testkit::streams::{DatadogSite, DeliveryOutcome};
-use audit_testkit::{Destination, StreamState, TestKit};
+use audit_testkit::{Destination, StreamState, TestKit, TestKitBuilder};
 use common::*;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -22,6 +22,13 @@ async fn config_stream(c: &reqwest::Client, url: &str, org: &str) -> Value {
     let (st, cfg) = parts(get(c, url, &format!("/organizations/{org}/audit_log_configuration")).await).await;
     assert_eq!(st, 200);
     cfg["log_stream"].clone()
+}
+
+/// A testkit with the organization `org`, whose events stream to `stand_in` over HTTP.
+fn streaming_to(org: &str, stand_in: &StandIn) -> TestKitBuilder {
+    TestKit::builder()
+        .org(org)
+        .stream(org, Destination::http(stand_in.url()))
 }
 
 /// Stores an event `first` for `org` and waits until its delivery hangs at `stuck`.
@@ -131,12 +138,7 @@ async fn a_destination_that_keeps_failing_turns_the_stream_to_error_and_back() {
 #[tokio::test]
 async fn a_hanging_destination_never_slows_the_api() {
     let stuck = StandIn::hanging();
-    let kit = TestKit::builder()
-        .org("org_H")
-        .stream("org_H", Destination::http(stuck.url()))
-        .start()
-        .await
-        .unwrap();
+    let kit = streaming_to("org_H", &stuck).start().await.unwrap();
     let c = client();
     first_delivery_hangs(&c, &kit, "org_H", &stuck).await;
     // While that delivery hangs, the API keeps answering and the events wait their turn.
@@ -160,9 +162,7 @@ async fn a_hanging_destination_never_slows_the_api() {
 #[tokio::test]
 async fn the_queue_of_a_stuck_stream_is_bounded() {
     let stuck = StandIn::hanging();
-    let kit = TestKit::builder()
-        .org("org_Q")
-        .stream("org_Q", Destination::http(stuck.url()))
+    let kit = streaming_to("org_Q", &stuck)
         .stream_queue(3)
         .start()
         .await
@@ -274,14 +274,7 @@ async fn the_testkit_api_configures_pauses_and_removes_streams_without_showing_s
     kit.wait_for_stream("org_API", WAIT, |s| s.delivered == 1)
         .await
         .expect("delivered");
-    let text = c
-        .get(format!("{url}/_testkit/streams"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&c, &format!("{url}/_testkit/streams")).await;
     assert!(!text.contains("hec-secret-token"), "{text}");
     let all: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(all["data"][0]["delivered"], 1);
@@ -385,7 +378,7 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
     kit.wait_for_stream("org_V", WAIT, |s| s.state == StreamState::Error)
         .await
         .expect("error");
-    let page = c.get(&page_url).send().await.unwrap().text().await.unwrap();
+    let page = get_text(&c, &page_url).await;
     assert!(page.contains("<dd id=\"stream-type\">GenericHttps</dd>"));
     assert!(page.contains("<dd id=\"stream-state\">error</dd>"));
     assert!(page.contains("data-outcome=\"failed, gave up\""));
@@ -397,7 +390,7 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
     kit.wait_for_stream("org_V", WAIT, |s| s.delivered == 1)
         .await
         .expect("delivered");
-    let page = c.get(&page_url).send().await.unwrap().text().await.unwrap();
+    let page = get_text(&c, &page_url).await;
     assert!(page.contains("<dd id=\"stream-state\">active</dd>"));
     assert!(page.contains("data-outcome=\"delivered\""));
     // Pause from the page.
