@@ -22,11 +22,14 @@ use std::time::{Duration, Instant};
 
 use audit_core::emitter::Emitter;
 use audit_core::{Client, CreateEvent, Event, OrganizationId};
-use audit_testkit::{FaultRule, TestKit};
+use audit_testkit::TestKit;
 use serde_json::json;
 
+#[path = "support/faults.rs"]
+mod faults;
 #[path = "support/records.rs"]
 mod records;
+use faults::add_fault_mix;
 use records::{event, record};
 
 const KEY: &str = "sk_test_emitter_bench";
@@ -211,24 +214,7 @@ fn delivery(quick: bool) {
     for _ in 0..fault_rounds {
         kit.reset();
         kit.clear_faults();
-        // Rules are tried in order, each drawing independently: 20 % get a 500 before storing;
-        // 6.25 % of the other 80 % (5 % overall) a 502 after storing; 2.67 % of the remaining
-        // 75 % (2 % overall) a dropped connection after storing.
-        kit.fault(FaultRule::new(EVENTS).method("POST").share(0.20, 11).respond(500));
-        kit.fault(
-            FaultRule::new(EVENTS)
-                .method("POST")
-                .share(0.0625, 12)
-                .respond(502)
-                .after_storage(),
-        );
-        kit.fault(
-            FaultRule::new(EVENTS)
-                .method("POST")
-                .share(0.02 / 0.75, 13)
-                .drop_connection()
-                .after_storage(),
-        );
+        add_fault_mix(&kit);
         faulty_time += n_faults as f64 / through_emitter(&rt, &kit, n_faults);
         let (count, unique) = stored(&kit);
         worst_unique = worst_unique.min(unique);

@@ -18,16 +18,18 @@ use std::time::{Duration, Instant};
 use audit_core::emitter::Emitter;
 use audit_core::{Client, OrganizationId};
 use audit_postgres::{Outbox, Relay};
-use audit_testkit::{FaultRule, TestKit};
+use audit_testkit::TestKit;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 
+#[path = "../../audit-core/benches/support/faults.rs"]
+mod faults;
 #[path = "../../audit-core/benches/support/records.rs"]
 mod records;
+use faults::add_fault_mix;
 use records::{event, record};
 
 const KEY: &str = "sk_test_outbox_bench";
-const EVENTS: &str = "/audit_logs/events";
 const SCHEMA: &str = "bench_outbox";
 
 fn main() {
@@ -261,22 +263,8 @@ async fn faults(outbox: &Outbox, quick: bool) {
     let kit = TestKit::builder().start().await.expect("testkit");
     let org = OrganizationId::new(kit.organization_id()).expect("org");
     let n = if quick { 2_000 } else { 10_000 };
-    // The emitter bench's mix: rules are tried in order, each drawing independently.
-    kit.fault(FaultRule::new(EVENTS).method("POST").share(0.20, 11).respond(500));
-    kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
-            .share(0.0625, 12)
-            .respond(502)
-            .after_storage(),
-    );
-    kit.fault(
-        FaultRule::new(EVENTS)
-            .method("POST")
-            .share(0.02 / 0.75, 13)
-            .drop_connection()
-            .after_storage(),
-    );
+    // The emitter bench's mix.
+    add_fault_mix(&kit);
     let elapsed = drain(outbox, &kit, &org, n, 3).await;
     let (count, unique) = stored(&kit);
     let dead = outbox.stats().await.expect("stats").dead_letters;
