@@ -303,22 +303,10 @@ async fn the_testkit_api_configures_pauses_and_removes_streams_without_showing_s
     assert_eq!(st, 200);
     assert_eq!(config_stream(&c, &url, "org_API").await["state"], "active");
 
-    let (st, _) = parts(
-        c.delete(format!("{url}/_testkit/streams/org_API"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = testkit_delete(&c, &url, "/_testkit/streams/org_API").await;
     assert_eq!(st, 200);
     assert_eq!(config_stream(&c, &url, "org_API").await, Value::Null);
-    let (st, _) = parts(
-        c.delete(format!("{url}/_testkit/streams/org_API"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = testkit_delete(&c, &url, "/_testkit/streams/org_API").await;
     assert_eq!(st, 404);
     assert_eq!(splunk.received().len(), 2, "nothing while paused");
 }

@@ -69,6 +69,11 @@ pub async fn testkit_get(c: &Client, url: &str, path: &str) -> (u16, Value) {
     parts(c.get(format!("{url}{path}")).send().await.expect("send")).await
 }
 
+/// DELETE of one of the testkit's own `/_testkit/...` paths (no API key): its [`parts`].
+pub async fn testkit_delete(c: &Client, url: &str, path: &str) -> (u16, Value) {
+    parts(c.delete(format!("{url}{path}")).send().await.expect("send")).await
+}
+
 /// The body of a plain GET of `url` (no API key): a download link, a viewer page.
 pub async fn get_text(c: &Client, url: &str) -> String {
     c.get(url).send().await.expect("send").text().await.expect("body")
