@@ -46,8 +46,24 @@ impl RateLimit {
         self
     }
 
-    /// Requests per second.
-    pub(crate) fn per_second(&self) -> f64 {
+    /// How many requests each [`per`](Self::per) allows (never 0).
+    pub fn requests(&self) -> u32 {
+        self.requests.get()
+    }
+
+    /// The period over which [`requests`](Self::requests) are allowed (never zero).
+    pub fn per(&self) -> Duration {
+        self.per
+    }
+
+    /// The largest burst (at least 1), as set by [`burst`](Self::burst) or one second's worth of
+    /// requests.
+    pub fn max_burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    /// The sustained rate, in requests per second.
+    pub fn per_second(&self) -> f64 {
         f64::from(self.requests.get()) / self.per.as_secs_f64()
     }
 
