@@ -262,13 +262,18 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
         item.delivered_before = shared.counters.delivered.load(Ordering::Relaxed);
     }
     item.last_attempt = Some(now);
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
+        target: super::ATTEMPT_TARGET,
         "audit_emitter.attempt",
+        idempotency_key = %item.key,
         action = %item.body.event.action,
-        organization = %item.body.organization_id,
+        organization_id = %item.body.organization_id,
         attempt = item.attempts,
         outcome = tracing::field::Empty,
+        status = tracing::field::Empty,
     );
+    // Linked to the span in which the event was accepted (the request's), when one was captured.
+    span.follows_from(item.cause.clone());
     let body = &item.body;
     let key = &item.key;
     let send = async move {
@@ -316,6 +321,13 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
         },
     };
     span.record("outcome", outcome);
+    if let Some(status) = result
+        .as_ref()
+        .and_then(|r| r.as_ref().err())
+        .and_then(Error::status)
+    {
+        span.record("status", status);
+    }
     result
 }
 
