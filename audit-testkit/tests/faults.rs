@@ -313,3 +313,84 @@ async fn stop_closes_kept_alive_and_hung_connections() {
     assert!(r.is_err());
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn an_organization_fault_refuses_one_organization_and_serves_the_others() {
+    let (refused, served) = ("org_01EHWNCE74X7JSDV0X3SZ3KJNA", "org_01EHWNCE74X7JSDV0X3SZ3KJNB");
+    let kit = TestKit::builder().org(refused).org(served).start().await.unwrap();
+    kit.fault(
+        FaultRule::new("/audit_logs/events")
+            .method("POST")
+            .organization(refused)
+            .respond(403),
+    );
+    let c = client();
+    for n in 0..3 {
+        let (st, _) = parts(
+            post_key(
+                &c,
+                &kit.url(),
+                "/audit_logs/events",
+                &body(refused, event("a.b")),
+                &format!("r{n}"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(st, 403);
+        let (st, _) = parts(
+            post_key(
+                &c,
+                &kit.url(),
+                "/audit_logs/events",
+                &body(served, event("a.b")),
+                &format!("s{n}"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
+    assert!(kit.events(refused).is_empty());
+    assert_eq!(kit.events(served).len(), 3);
+
+    // The same rule over the HTTP fault API, for an organization given in the query.
+    kit.clear_faults();
+    let r = c
+        .post(format!("{}/_testkit/faults", kit.url()))
+        .json(&json!({"path": "/audit_logs/actions", "organization": served,
+                      "action": {"type": "respond", "status": 503}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let listed: serde_json::Value = c
+        .get(format!("{}/_testkit/faults", kit.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["organization"], served);
+    let (st, _) = parts(
+        get(
+            &c,
+            &kit.url(),
+            &format!("/audit_logs/actions?organization_id={served}"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(st, 503);
+    let (st, _) = parts(
+        get(
+            &c,
+            &kit.url(),
+            &format!("/audit_logs/actions?organization_id={refused}"),
+        )
+        .await,
+    )
+    .await;
+    assert_ne!(st, 503);
+}
