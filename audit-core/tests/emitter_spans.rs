@@ -116,15 +116,6 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
     }
 }
 
-fn client(kit: &TestKit) -> Client {
-    Client::builder()
-        .api_key(API_KEY)
-        .base_url(kit.url())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client")
-}
-
 fn event(n: usize) -> Event {
     Event::new(
         Action::new("invoice.paid").unwrap(),
@@ -133,9 +124,10 @@ fn event(n: usize) -> Event {
     )
 }
 
+/// One sender, so the events are attempted in the order they were accepted; retries at once.
 fn emitter(kit: &TestKit) -> Emitter {
-    // One sender: the events are attempted in the order they were accepted.
-    Emitter::builder(client(kit))
+    let client = Client::builder().api_key(API_KEY).base_url(kit.url()).build();
+    Emitter::builder(client.expect("client"))
         .senders(1)
         .no_rate_limit()
         .jitter(false)
