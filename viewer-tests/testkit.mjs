@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 export async function startTestkit(args = []) {
   const bin = process.env.AUDIT_TESTKIT_BIN;
   if (!bin) throw new Error('set AUDIT_TESTKIT_BIN to the absolute path of the audit-testkit binary');
-  const child = spawn(bin, ['--addr', '127.0.0.1:0', '--export-delay-ms', '300', ...args], {
+  const child = spawn(bin, ['--addr', '127.0.0.1:0', '--export-delay', '300ms', ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const rl = createInterface({ input: child.stdout });

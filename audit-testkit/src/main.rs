@@ -29,9 +29,9 @@ struct Args {
     /// Validate events against the registered schema of their action and version.
     #[arg(long)]
     require_schemas: bool,
-    /// Milliseconds an export stays pending.
-    #[arg(long, value_name = "N", default_value_t = 200)]
-    export_delay_ms: u64,
+    /// How long an export stays pending (humantime: `200ms`, `1s`, `0s`).
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_delay)]
+    export_delay: Duration,
     /// Per-key rate limit: a count per period (humantime), e.g. `6000/60s`, `6000/1m`, `10/500ms`.
     #[arg(long, value_name = "N/PERIOD", value_parser = parse_rate)]
     rate_limit: Option<(u64, Duration)>,
@@ -73,6 +73,11 @@ struct Args {
     /// Largest accepted request body in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+}
+
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("bad duration '{s}': {e} (a duration such as 200ms, 1s, 0s)"))
 }
 
 fn parse_rate(s: &str) -> Result<(u64, Duration), String> {
@@ -139,7 +144,7 @@ fn main() {
         .addr(args.addr)
         .any_org(args.any_org)
         .require_schemas(args.require_schemas)
-        .export_delay(Duration::from_millis(args.export_delay_ms))
+        .export_delay(args.export_delay)
         .max_body_bytes(args.max_body_bytes)
         .stream_retries(
             args.stream_attempts,

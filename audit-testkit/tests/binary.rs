@@ -67,8 +67,8 @@ async fn first_line_flags_and_sigterm() {
         "Splunk:error",
         "--rate-limit",
         "100/1s",
-        "--export-delay-ms",
-        "0",
+        "--export-delay",
+        "0s",
     ]);
     assert_eq!(bin.first["organization_id"], "org_A");
     let url = bin.url();

@@ -45,7 +45,7 @@ def testkit():
     if not binary:
         pytest.fail("set AUDIT_TESTKIT_BIN to the absolute path of the audit-testkit binary")
     proc = subprocess.Popen(
-        [binary, "--addr", "127.0.0.1:0", "--export-delay-ms", "300"],
+        [binary, "--addr", "127.0.0.1:0", "--export-delay", "300ms"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -301,7 +301,12 @@ pub(crate) struct Probe {
 
 impl Probe {
     fn client(timeout: Duration, roots: &[Vec<u8>]) -> reqwest::Result<reqwest::Client> {
-        let mut b = reqwest::Client::builder();
+        // rustls with the public web PKI, whatever TLS backends the rest of the build enables
+        // (features unify: with audit-core's `native-tls`, reqwest would otherwise default to
+        // OpenSSL, whose verdicts and texts differ).
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(true);
         for pem in roots {
             b = b.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
         }
@@ -454,7 +459,10 @@ fn classify(e: &reqwest::Error) -> Transport {
             || lower.contains("not valid yet")
         {
             TlsProblem::Expired
-        } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        } else if lower.contains("notvalidforname")
+            || lower.contains("not valid for name")
+            || lower.contains("hostname mismatch")
+        {
             TlsProblem::NameMismatch
         } else if lower.contains("unknownissuer")
             || lower.contains("unknown issuer")
