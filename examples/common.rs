@@ -13,7 +13,7 @@ use audit_core::emitter::{
     DiscardSink, Emitter, EmitterBuilder, MemorySink, Overflow, ShutdownReport, Sink, SpoolConfig, Stats,
 };
 use audit_core::request::{SkipCounters, SkipReason};
-use audit_postgres::{FleetRateLimit, Outbox, RateLimitKey, Relay};
+use audit_postgres::{Outbox, RateLimitKey, Relay};
 use serde_json::json;
 
 /// Where events go.
@@ -69,8 +69,6 @@ pub struct Settings {
     /// through the audit-postgres outbox, delivered by this instance's relays under one rate
     /// limit for every instance using the database.
     pub database_url: Option<String>,
-    /// `AUDIT_RATE_LIMIT` for the outbox's relays: the same limit, for the whole fleet.
-    pub fleet_rate_limit: Option<FleetRateLimit>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -88,7 +86,6 @@ impl Settings {
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
             .parse()
             .map_err(|e| format!("LISTEN_ADDR: {e} (expected for example 127.0.0.1:3000)"))?;
-        let fleet_rate_limit = fleet_rate_limit(env("AUDIT_RATE_LIMIT").as_deref())?;
         let database_url = match env("DATABASE_URL") {
             None => None,
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url),
@@ -113,7 +110,6 @@ impl Settings {
             disabled: env("AUDIT_DISABLED").is_some_and(|v| v != "0" && v != "false"),
             local_sink,
             database_url,
-            fleet_rate_limit,
         })
     }
 
@@ -343,48 +339,14 @@ impl Settings {
             .await
             .map_err(|e| format!("DATABASE_URL: creating the app's table: {e}"))?;
         let builder = outbox.relay(client).rate_limit_key(RateLimitKey::api_key(key));
-        let builder = match self.fleet_rate_limit {
+        // `AUDIT_RATE_LIMIT`, read once into `AuditSettings`, limits the whole fleet here.
+        let builder = match self.audit.rate_limit {
             Some(limit) => builder.rate_limit(limit),
             None => builder.no_rate_limit(),
         };
         let relay = builder.start().map_err(|e| e.to_string())?;
         Ok((outbox, relay))
     }
-}
-
-/// `AUDIT_RATE_LIMIT` as the outbox relays' fleet-wide limit, read as audit-core reads it for
-/// the emitter: `workos` (default), `none`, `N` per second or `N/PERIOD` (`100/1s`, `6000/1m`,
-/// `500ms`-style periods: `ms`, `s`, `m`, `h`).
-fn fleet_rate_limit(value: Option<&str>) -> Result<Option<FleetRateLimit>, String> {
-    let bad = |v: &str| format!("AUDIT_RATE_LIMIT: {v:?} is not `workos`, `none`, `N` or `N/PERIOD`");
-    let value = match value.map(str::trim) {
-        None | Some("workos") => return Ok(Some(FleetRateLimit::workos())),
-        Some("none") => return Ok(None),
-        Some(v) => v,
-    };
-    let (requests, period) = value.split_once('/').unwrap_or((value, "1s"));
-    let requests: u32 = requests.trim().parse().map_err(|_| bad(value))?;
-    let period = period.trim();
-    let split = period
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(period.len());
-    let (amount, unit) = period.split_at(split);
-    let amount: f64 = if amount.is_empty() {
-        1.0
-    } else {
-        amount.parse().map_err(|_| bad(value))?
-    };
-    let unit = match unit.trim() {
-        "ms" => 0.001,
-        "s" | "" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad(value)),
-    };
-    let per = Duration::try_from_secs_f64(amount * unit).map_err(|_| bad(value))?;
-    FleetRateLimit::new(requests, per)
-        .map(Some)
-        .map_err(|_| bad(value))
 }
 
 /// The app's own table, written with its audit event in one transaction by

@@ -8,6 +8,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::Error;
+use crate::emitter::DeadLetterReason;
+
 /// Statuses after which the same request may succeed.
 pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
@@ -152,6 +155,55 @@ pub enum GiveUp {
     Exhausted,
 }
 
+/// What a delivery loop does with one event after a failed create-event request: the one
+/// reading of [`Error`]s that the [`Emitter`](crate::Emitter)'s senders and other delivery
+/// loops (such as a database outbox's relays) share, so that an error means the same thing
+/// wherever the event waits. See [`classify`].
+///
+/// Deliberately exhaustive: a delivery loop has to decide for every disposition, so a new one
+/// would be a breaking change rather than a case silently handled by a wildcard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The same request (with the same idempotency key) may succeed later: feed the outcome to
+    /// [`RetryPolicy::decide`]. 408, 429 and 5xx answers, transport failures, timeouts, and a
+    /// panic in a sink.
+    Retry(Outcome),
+    /// WorkOS refused the request's authorization (401 or 403): the API key, or its access to
+    /// the event's organization, is at fault, not the event.
+    Unauthorized,
+    /// Retrying cannot help: the event becomes a dead letter with this reason
+    /// ([`DeadLetterReason::Rejected`] for a 4xx, [`DeadLetterReason::NotWorkOs`] for an answer
+    /// that is not the WorkOS API's, [`DeadLetterReason::Refused`] for the client's own
+    /// refusals).
+    Permanent(DeadLetterReason),
+    /// A 2xx whose body could not be read: WorkOS accepted the event, so it counts as
+    /// delivered.
+    Accepted,
+}
+
+/// How a delivery loop handles `error`, the failure of one create-event request (see
+/// [`Disposition`]).
+pub fn classify(error: &Error) -> Disposition {
+    match error {
+        Error::Api(api) if matches!(api.status, 401 | 403) => Disposition::Unauthorized,
+        Error::Api(api) if is_retryable_status(api.status) => Disposition::Retry(Outcome::Status {
+            status: api.status,
+            retry_after: api.retry_after,
+        }),
+        Error::Api(_) => Disposition::Permanent(DeadLetterReason::Rejected),
+        Error::NotWorkOs { .. } => Disposition::Permanent(DeadLetterReason::NotWorkOs),
+        Error::Timeout { .. } | Error::Panicked { .. } => Disposition::Retry(Outcome::Timeout),
+        Error::Transport { .. } => Disposition::Retry(Outcome::Transport),
+        Error::Decode { status, .. } if (200..300).contains(status) => Disposition::Accepted,
+        Error::Decode { status, .. } if *status >= 500 => Disposition::Retry(Outcome::Status {
+            status: *status,
+            retry_after: None,
+        }),
+        Error::Decode { .. } => Disposition::Permanent(DeadLetterReason::Rejected),
+        _ => Disposition::Permanent(DeadLetterReason::Refused),
+    }
+}
+
 /// Reads a `Retry-After` header value: delay-seconds (`120`, also fractional `1.5`) or an HTTP
 /// date (`Wed, 21 Oct 2015 07:28:00 GMT`), measured from `now`. A date in the past means no wait.
 /// Anything else is `None`.
@@ -259,6 +311,84 @@ mod tests {
         assert_eq!(
             RetryPolicy::disabled().decide(status(500), 1, 0.3),
             Decision::GiveUp(GiveUp::Exhausted)
+        );
+    }
+
+    fn api(status: u16, retry_after: Option<Duration>) -> Error {
+        Error::Api(Box::new(crate::ApiError::from_response(
+            status,
+            None,
+            retry_after,
+            b"{}",
+        )))
+    }
+
+    #[test]
+    fn classifies_each_kind_of_failure() {
+        let wait = Some(Duration::from_secs(3));
+        assert_eq!(
+            classify(&api(429, wait)),
+            Disposition::Retry(Outcome::Status {
+                status: 429,
+                retry_after: wait
+            })
+        );
+        assert_eq!(classify(&api(401, None)), Disposition::Unauthorized);
+        assert_eq!(classify(&api(403, None)), Disposition::Unauthorized);
+        assert_eq!(
+            classify(&api(422, None)),
+            Disposition::Permanent(DeadLetterReason::Rejected)
+        );
+        let url = String::from("http://127.0.0.1:9/audit_logs/events");
+        let decode = |status| Error::Decode {
+            url: url.clone(),
+            status,
+            source: "not JSON".into(),
+        };
+        assert_eq!(classify(&decode(201)), Disposition::Accepted);
+        assert_eq!(
+            classify(&decode(502)),
+            Disposition::Retry(Outcome::Status {
+                status: 502,
+                retry_after: None
+            })
+        );
+        assert_eq!(
+            classify(&decode(404)),
+            Disposition::Permanent(DeadLetterReason::Rejected)
+        );
+        let timeout = Error::Timeout {
+            url: url.clone(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(classify(&timeout), Disposition::Retry(Outcome::Timeout));
+        let panicked = Error::Panicked {
+            what: "the sink",
+            message: "boom".into(),
+        };
+        assert_eq!(classify(&panicked), Disposition::Retry(Outcome::Timeout));
+        let transport = Error::Transport {
+            url: url.clone(),
+            source: "connection reset".into(),
+        };
+        assert_eq!(classify(&transport), Disposition::Retry(Outcome::Transport));
+        let not_workos = Error::NotWorkOs {
+            url,
+            status: 200,
+            content_type: Some("text/html".into()),
+            body_start: "<html>".into(),
+        };
+        assert_eq!(
+            classify(&not_workos),
+            Disposition::Permanent(DeadLetterReason::NotWorkOs)
+        );
+        let config = Error::Config {
+            setting: "WORKOS_API_KEY",
+            message: "missing".into(),
+        };
+        assert_eq!(
+            classify(&config),
+            Disposition::Permanent(DeadLetterReason::Refused)
         );
     }
 

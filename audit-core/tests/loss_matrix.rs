@@ -423,42 +423,32 @@ async fn a_401_holds_then_recovers_probing_with_a_rotating_event() {
     assert_eq!(refused.len(), 3, "{refused:?}");
 }
 
-/// Routes each organization to its own testkit: a WorkOS that refuses one organization (403)
-/// and accepts the others.
-struct ByOrganization {
-    refused: OrganizationId,
-    refusing: Client,
-    accepting: Client,
-}
-
-impl Sink for ByOrganization {
-    fn send<'a>(&'a self, body: &'a CreateEvent, key: &'a str) -> SinkFuture<'a> {
-        if body.organization_id == self.refused {
-            self.refusing.send(body, key)
-        } else {
-            self.accepting.send(body, key)
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_403_for_one_organization_dead_letters_its_events_and_delivers_the_others() {
-    let refusing = kit().await;
-    refusing.fault(FaultRule::new(EVENTS).method("POST").respond(403));
-    let accepting = kit().await;
-    let (bad, good) = (org(&refusing), org(&accepting));
-    assert_ne!(bad, good);
+    // One WorkOS that refuses one organization (403) and accepts the other.
+    let (bad, good) = (
+        OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNA").unwrap(),
+        OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNB").unwrap(),
+    );
+    let kit = TestKit::builder()
+        .org(bad.as_str())
+        .org(good.as_str())
+        .start()
+        .await
+        .expect("testkit starts");
+    kit.fault(
+        FaultRule::new(EVENTS)
+            .method("POST")
+            .organization(bad.as_str())
+            .respond(403),
+    );
     let dead = MemoryDeadLetters::new();
-    let emitter = Emitter::builder(ByOrganization {
-        refused: bad.clone(),
-        refusing: client(&refusing.url()),
-        accepting: client(&accepting.url()),
-    })
-    .senders(2)
-    .no_rate_limit()
-    .auth_probe_interval(Duration::from_millis(50), Duration::from_millis(200))
-    .dead_letters(dead.clone())
-    .start();
+    let emitter = Emitter::builder(client(&kit.url()))
+        .senders(2)
+        .no_rate_limit()
+        .auth_probe_interval(Duration::from_millis(50), Duration::from_millis(200))
+        .dead_letters(dead.clone())
+        .start();
     let mut refused = Vec::new();
     let mut delivered = Vec::new();
     for n in 0..20 {
@@ -474,9 +464,12 @@ async fn a_403_for_one_organization_dead_letters_its_events_and_delivers_the_oth
         .expect("nobody held forever");
     let stats = emitter.stats();
     assert!(stats.held_since.is_none(), "{stats:?}");
-    Fate::of(Some(&accepting), &[]).assert_accounted(&good, &delivered);
-    let fate = Fate::of(Some(&refusing), &dead.letters());
+    let fate = Fate::of(Some(&kit), &dead.letters());
+    fate.assert_accounted(&good, &delivered);
     fate.assert_accounted(&bad, &refused);
+    assert!(kit.events(bad.as_str()).is_empty());
+    assert_eq!(kit.events(good.as_str()).len(), delivered.len());
+    assert_eq!(fate.dead.len(), refused.len());
     assert!(
         fate.dead
             .values()

@@ -12,7 +12,7 @@ mod stats;
 
 use std::sync::{Arc, OnceLock};
 
-use audit_core::emitter::{DeadLetter, EmitOptions};
+use audit_core::emitter::{DeadLetter, EmitOptions, IdempotencyKey};
 use audit_core::request::AuditPolicy;
 use audit_core::{Event, OrganizationId};
 use sqlx::{PgConnection, PgPool, Row};
@@ -198,7 +198,7 @@ impl Outbox {
         event.validate().map_err(OutboxError::Invalid)?;
         let key = match &options.idempotency_key {
             Some(key) => {
-                check_key(key)?;
+                IdempotencyKey::check(key).map_err(OutboxError::InvalidIdempotencyKey)?;
                 key.clone()
             }
             None => uuid::Uuid::new_v4().hyphenated().to_string(),
@@ -292,17 +292,4 @@ impl Outbox {
             .senders(32)
             .linger(std::time::Duration::from_millis(1))
     }
-}
-
-/// WorkOS's rule for idempotency keys: 1 to 255 visible ASCII characters.
-fn check_key(key: &str) -> Result<(), OutboxError> {
-    if key.is_empty() || key.len() > 255 {
-        return Err(OutboxError::InvalidIdempotencyKey("must be 1 to 255 characters"));
-    }
-    if !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(OutboxError::InvalidIdempotencyKey(
-            "must be visible ASCII characters",
-        ));
-    }
-    Ok(())
 }

@@ -2,35 +2,34 @@
 
 use std::time::Duration;
 
+use audit_core::emitter::RateLimit;
 use sha2::{Digest, Sha256};
 
 use crate::OutboxError;
 
-/// A request rate limit for every relay of the fleet together: at most `requests` per `per`,
-/// in bursts of at most [`burst`](Self::burst) (by default one second's worth). Like audit-core's
-/// [`RateLimit`](audit_core::emitter::RateLimit), but kept in the database, so three instances
-/// configured with WorkOS's 6,000 per minute send 6,000 per minute between them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FleetRateLimit {
-    per_second: f64,
-    burst: u32,
-}
+/// A request rate limit for every relay of the fleet together: audit-core's
+/// [`RateLimit`] (at most `requests` per `per`, in bursts of at most
+/// [`max_burst`](Self::max_burst), by default one second's worth), but kept in the database, so
+/// three instances configured with WorkOS's 6,000 per minute send 6,000 per minute between them.
+///
+/// Any [`RateLimit`] converts into one (`From`), so the emitter's setting, for example
+/// [`AuditSettings::rate_limit`](audit_core::AuditSettings::rate_limit) read from
+/// `AUDIT_RATE_LIMIT`, serves the fleet unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetRateLimit(RateLimit);
 
 impl FleetRateLimit {
     /// At most `requests` per `per`. An error naming the setting when `requests` is 0 or `per` is
     /// zero.
     pub fn new(requests: u32, per: Duration) -> Result<Self, OutboxError> {
-        if requests == 0 || per.is_zero() {
-            return Err(OutboxError::InvalidSetting {
+        RateLimit::new(requests, per)
+            .map(Self)
+            .ok_or_else(|| OutboxError::InvalidSetting {
                 setting: "rate_limit",
                 message: format!(
                     "{requests} requests per {per:?} allows nothing; use no_rate_limit() instead"
                 ),
-            });
-        }
-        let per_second = f64::from(requests) / per.as_secs_f64();
-        let burst = (per_second.floor() as u32).clamp(1, requests);
-        Ok(Self { per_second, burst })
+            })
     }
 
     /// `requests` per second (the unit of `AUDIT_RATE_LIMIT`).
@@ -40,32 +39,35 @@ impl FleetRateLimit {
 
     /// WorkOS's limit: 6,000 requests per 60 seconds per API key, bursts of 100.
     pub fn workos() -> Self {
-        Self {
-            per_second: 100.0,
-            burst: 100,
-        }
+        Self(RateLimit::workos())
     }
 
     /// Sets the largest burst (at least 1).
-    pub fn burst(mut self, burst: u32) -> Self {
-        self.burst = burst.max(1);
-        self
+    pub fn burst(self, burst: u32) -> Self {
+        Self(self.0.burst(burst))
     }
 
     /// The sustained rate, in requests per second.
     pub fn rate(&self) -> f64 {
-        self.per_second
+        self.0.per_second()
     }
 
     /// The largest burst.
     pub fn max_burst(&self) -> u32 {
-        self.burst
+        self.0.max_burst()
     }
 }
 
 impl Default for FleetRateLimit {
     fn default() -> Self {
         Self::workos()
+    }
+}
+
+impl From<RateLimit> for FleetRateLimit {
+    /// The same limit, shared by the fleet.
+    fn from(limit: RateLimit) -> Self {
+        Self(limit)
     }
 }
 
@@ -139,6 +141,8 @@ mod tests {
         let slow = FleetRateLimit::new(1, Duration::from_secs(10)).unwrap();
         assert_eq!(slow.max_burst(), 1);
         assert_eq!(FleetRateLimit::per_second(20).unwrap().burst(0).max_burst(), 1);
+        let from_core = FleetRateLimit::from(RateLimit::new(50, Duration::from_millis(500)).unwrap());
+        assert_eq!((from_core.rate(), from_core.max_burst()), (100.0, 50));
         assert!(RateLimitKey::named("").is_err());
         assert!(RateLimitKey::named("prod").is_ok());
     }

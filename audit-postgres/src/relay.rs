@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use audit_core::emitter::{DeadLetterError, DeadLetterReason};
-use audit_core::retry::{Decision, GiveUp, Outcome};
+use audit_core::retry::{Decision, Disposition, GiveUp, Outcome, classify};
 use audit_core::{CreateEvent, Error, Event, OrganizationId, RetryPolicy, Sink};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, Row};
@@ -26,7 +26,7 @@ pub struct RelayBuilder {
     config: Config,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Config {
     tasks: usize,
     batch: usize,
@@ -41,16 +41,9 @@ struct Config {
 
 impl std::fmt::Debug for RelayBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every setting; the outbox's pool and the sink are left out.
         f.debug_struct("RelayBuilder")
-            .field("tasks", &self.config.tasks)
-            .field("batch", &self.config.batch)
-            .field("lease", &self.config.lease)
-            .field("poll", &self.config.poll)
-            .field("retry", &self.config.retry)
-            .field("retry_window", &self.config.retry_window)
-            .field("rate_limit", &self.config.rate_limit)
-            .field("bucket", &self.config.bucket)
-            .field("instance", &self.config.instance)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -133,10 +126,12 @@ impl RelayBuilder {
         self
     }
 
-    /// The fleet-wide rate limit (default [`FleetRateLimit::workos`]). Give every instance using
-    /// one API key the same limit and [`rate_limit_key`](Self::rate_limit_key).
-    pub fn rate_limit(mut self, limit: FleetRateLimit) -> Self {
-        self.config.rate_limit = Some(limit);
+    /// The fleet-wide rate limit (default [`FleetRateLimit::workos`]): a [`FleetRateLimit`] or
+    /// the emitter's [`RateLimit`](audit_core::emitter::RateLimit), the same figures shared by
+    /// the fleet. Give every instance using one API key the same limit and
+    /// [`rate_limit_key`](Self::rate_limit_key).
+    pub fn rate_limit(mut self, limit: impl Into<FleetRateLimit>) -> Self {
+        self.config.rate_limit = Some(limit.into());
         self
     }
 
@@ -610,8 +605,8 @@ impl Shared {
         let attempt = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
         let random: f64 = rand::random();
         let decision = match classify(&error) {
-            Class::Accepted => return Verdict::Delivered,
-            Class::Retry(outcome) => {
+            Disposition::Accepted => return Verdict::Delivered,
+            Disposition::Retry(outcome) => {
                 if let Outcome::Status {
                     status: 429,
                     retry_after: Some(after),
@@ -624,13 +619,13 @@ impl Shared {
             }
             // A refused key is the application's to fix; the rows wait (backing off) meanwhile
             // instead of being dead-lettered by the thousand.
-            Class::Auth => Decision::Retry {
+            Disposition::Unauthorized => Decision::Retry {
                 after: self
                     .config
                     .retry
                     .jittered_backoff(attempt.saturating_sub(1), random),
             },
-            Class::Permanent(reason) => {
+            Disposition::Permanent(reason) => {
                 return Verdict::Dead {
                     reason,
                     error: (&error).into(),
@@ -760,35 +755,4 @@ fn dead_error(message: &str) -> DeadLetterError {
         message: message.to_owned(),
     };
     (&err).into()
-}
-
-/// How a failed attempt is handled (the emitter's classification of the same errors).
-enum Class {
-    Retry(Outcome),
-    Auth,
-    Permanent(DeadLetterReason),
-    /// A 2xx whose body could not be read: WorkOS accepted the event.
-    Accepted,
-}
-
-fn classify(e: &Error) -> Class {
-    match e {
-        Error::Api(api) if matches!(api.status, 401 | 403) => Class::Auth,
-        Error::Api(api) if audit_core::retry::is_retryable_status(api.status) => {
-            Class::Retry(Outcome::Status {
-                status: api.status,
-                retry_after: api.retry_after,
-            })
-        }
-        Error::Api(_) => Class::Permanent(DeadLetterReason::Rejected),
-        Error::Timeout { .. } => Class::Retry(Outcome::Timeout),
-        Error::Transport { .. } => Class::Retry(Outcome::Transport),
-        Error::Decode { status, .. } if (200..300).contains(status) => Class::Accepted,
-        Error::Decode { status, .. } if *status >= 500 => Class::Retry(Outcome::Status {
-            status: *status,
-            retry_after: None,
-        }),
-        Error::Decode { .. } => Class::Permanent(DeadLetterReason::Rejected),
-        _ => Class::Permanent(DeadLetterReason::Refused),
-    }
 }

@@ -1,8 +1,8 @@
 //! Scripted faults: make the testkit fail, slow down, drop or hang chosen requests.
 //!
-//! A [`FaultRule`] matches requests by path prefix (and optionally method), selects the next
-//! `times` of them or a seeded random share, and applies a [`FaultAction`] either before the
-//! request is processed or after it was processed (and its event stored).
+//! A [`FaultRule`] matches requests by path prefix (and optionally method and organization),
+//! selects the next `times` of them or a seeded random share, and applies a [`FaultAction`]
+//! either before the request is processed or after it was processed (and its event stored).
 //!
 //! The same rule can be posted as JSON to `POST /_testkit/faults`:
 //!
@@ -11,11 +11,17 @@
 //!  "action": {"type": "respond", "status": 500, "body": {"message": "boom"}},
 //!  "when": "before"}
 //! ```
+//!
+//! With `"organization": "org_…"` the rule only matches requests about that organization: a
+//! JSON body whose top-level `organization_id` (or `organization`) is that id (creating an
+//! event, an export, a portal link), or an `organization_id` query parameter (listing actions,
+//! retention).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use std::cell::OnceCell;
 use std::time::Duration;
 
 /// When a fault applies relative to the normal processing of the request.
@@ -88,7 +94,9 @@ fn de_retry_after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 /// let d = FaultRule::new("/audit_logs/events").times(1).drop_connection().when(FaultWhen::After);
 /// // A seeded 30 % of requests get 300 ms of extra latency.
 /// let l = FaultRule::new("/").share(0.3, 42).latency(Duration::from_millis(300));
-/// # let _ = (r, d, l);
+/// // Every create-event request for one organization is refused; the others are stored.
+/// let o = FaultRule::new("/audit_logs/events").organization("org_01EHWNCE74X7JSDV0X3SZ3KJNY").respond(403);
+/// # let _ = (r, d, l, o);
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaultRule {
@@ -97,6 +105,10 @@ pub struct FaultRule {
     /// Optional method to match (case-insensitive), e.g. `POST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// Optional organization to match: the request's JSON body has this top-level
+    /// `organization_id` (or `organization`), or its query has this `organization_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
     /// Apply to the next N matching requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u64>,
@@ -120,6 +132,7 @@ impl FaultRule {
         FaultRule {
             path: path.into(),
             method: None,
+            organization: None,
             times: None,
             probability: None,
             seed: None,
@@ -135,6 +148,14 @@ impl FaultRule {
     /// Only match this HTTP method.
     pub fn method(mut self, method: impl Into<String>) -> Self {
         self.method = Some(method.into());
+        self
+    }
+
+    /// Only match requests about this organization: its JSON body has this top-level
+    /// `organization_id` (or `organization`), or its query has this `organization_id`. A WorkOS
+    /// that refuses, slows down or fails one organization's requests while it serves the others.
+    pub fn organization(mut self, organization_id: impl Into<String>) -> Self {
+        self.organization = Some(organization_id.into());
         self
     }
 
@@ -231,13 +252,18 @@ impl ActiveFault {
         }
     }
 
-    fn matches(&self, method: &str, path: &str) -> bool {
-        path.starts_with(&self.rule.path)
+    fn matches(&self, request: &FaultTarget<'_>) -> bool {
+        request.path.starts_with(&self.rule.path)
             && self
                 .rule
                 .method
                 .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                .is_none_or(|m| m.eq_ignore_ascii_case(request.method))
+            && self
+                .rule
+                .organization
+                .as_deref()
+                .is_none_or(|org| request.organization() == Some(org))
     }
 
     fn exhausted(&self) -> bool {
@@ -261,15 +287,124 @@ impl ActiveFault {
     }
 }
 
+/// What a rule can match a request on. The organization is read from the body or query only
+/// when a rule asks for it, once per request.
+pub(crate) struct FaultTarget<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    /// `None` when the body exceeded the size limit.
+    pub(crate) body: Option<&'a [u8]>,
+    organization: OnceCell<Option<String>>,
+}
+
+impl<'a> FaultTarget<'a> {
+    pub(crate) fn new(
+        method: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+        body: Option<&'a [u8]>,
+    ) -> Self {
+        FaultTarget {
+            method,
+            path,
+            query,
+            body,
+            organization: OnceCell::new(),
+        }
+    }
+
+    /// The organization the request is about: the body's top-level `organization_id` (or
+    /// `organization`), else the query's `organization_id`.
+    fn organization(&self) -> Option<&str> {
+        self.organization
+            .get_or_init(|| {
+                let from_body = self
+                    .body
+                    .filter(|b| b.first() == Some(&b'{'))
+                    .and_then(|b| serde_json::from_slice::<OrganizationOf>(b).ok())
+                    .and_then(|o| o.organization_id.or(o.organization));
+                from_body.or_else(|| {
+                    serde_urlencoded::from_str::<Vec<(String, String)>>(self.query.unwrap_or(""))
+                        .ok()?
+                        .into_iter()
+                        .find_map(|(k, v)| (k == "organization_id").then_some(v))
+                })
+            })
+            .as_deref()
+    }
+}
+
+/// The organization fields of a request body; every other field is skipped unread.
+#[derive(Deserialize)]
+struct OrganizationOf {
+    #[serde(default)]
+    organization_id: Option<String>,
+    #[serde(default)]
+    organization: Option<String>,
+}
+
 /// Picks the first rule that fires for this request, if any; exhausted rules are removed.
-pub(crate) fn pick(faults: &mut Vec<ActiveFault>, method: &str, path: &str) -> Option<FaultRule> {
+pub(crate) fn pick(faults: &mut Vec<ActiveFault>, request: &FaultTarget<'_>) -> Option<FaultRule> {
     let mut chosen = None;
     for f in faults.iter_mut() {
-        if f.matches(method, path) && f.fire() {
+        if f.matches(request) && f.fire() {
             chosen = Some(f.rule.clone());
             break;
         }
     }
     faults.retain(|f| !f.exhausted());
     chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picked(rule: FaultRule, target: &FaultTarget<'_>) -> bool {
+        pick(&mut vec![ActiveFault::new(rule)], target).is_some()
+    }
+
+    #[test]
+    fn an_organization_rule_matches_only_that_organizations_requests() {
+        let rule = || FaultRule::new("/audit_logs/").organization("org_a").respond(403);
+        let post =
+            |body: &'static str| FaultTarget::new("POST", "/audit_logs/events", None, Some(body.as_bytes()));
+        assert!(picked(rule(), &post(r#"{"organization_id":"org_a","event":{}}"#)));
+        assert!(!picked(
+            rule(),
+            &post(r#"{"organization_id":"org_b","event":{}}"#)
+        ));
+        // Not JSON, no organization, or a body over the limit: no match.
+        assert!(!picked(rule(), &post("organization_id=org_a")));
+        assert!(!picked(rule(), &post(r#"{"event":{}}"#)));
+        assert!(!picked(
+            rule(),
+            &FaultTarget::new("POST", "/audit_logs/events", None, None)
+        ));
+        // A portal link names it `organization`; a listing has it in the query.
+        let portal = FaultTarget::new(
+            "POST",
+            "/portal/generate_link",
+            None,
+            Some(br#"{"organization":"org_a"}"#),
+        );
+        assert!(picked(FaultRule::new("/portal/").organization("org_a"), &portal));
+        let list = FaultTarget::new(
+            "GET",
+            "/audit_logs/actions",
+            Some("limit=5&organization_id=org_a"),
+            Some(b""),
+        );
+        assert!(picked(rule(), &list));
+        let other = FaultTarget::new(
+            "GET",
+            "/audit_logs/actions",
+            Some("organization_id=org_b"),
+            Some(b""),
+        );
+        assert!(!picked(rule(), &other));
+        // Without an organization, the rule matches every organization.
+        assert!(picked(FaultRule::new("/audit_logs/"), &other));
+    }
 }

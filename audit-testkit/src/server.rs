@@ -162,7 +162,9 @@ async fn handle(
     let fault = if internal {
         None
     } else {
-        crate::fault::pick(&mut lock(&shared.faults), parts.method.as_str(), &path)
+        let target =
+            crate::fault::FaultTarget::new(parts.method.as_str(), &path, parts.uri.query(), bytes.as_deref());
+        crate::fault::pick(&mut lock(&shared.faults), &target)
     };
     let mut res = None;
     if let Some(rule) = fault.as_ref().filter(|f| f.when == FaultWhen::Before) {

@@ -313,3 +313,40 @@ async fn stop_closes_kept_alive_and_hung_connections() {
     assert!(r.is_err());
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn an_organization_fault_refuses_one_organization_and_serves_the_others() {
+    let (refused, served) = ("org_01EHWNCE74X7JSDV0X3SZ3KJNA", "org_01EHWNCE74X7JSDV0X3SZ3KJNB");
+    let kit = TestKit::builder().org(refused).org(served).start().await.unwrap();
+    kit.fault(
+        FaultRule::new("/audit_logs/events")
+            .method("POST")
+            .organization(refused)
+            .respond(403),
+    );
+    let c = client();
+    for n in 0..6 {
+        let (org, expected) = if n % 2 == 0 { (refused, 403) } else { (served, 200) };
+        let b = body(org, event("a.b"));
+        let r = post_key(&c, &kit.url(), "/audit_logs/events", &b, &format!("k{n}")).await;
+        assert_eq!(r.status(), expected, "{org}");
+    }
+    assert!(kit.events(refused).is_empty());
+    assert_eq!(kit.events(served).len(), 3);
+
+    // The same rule over the HTTP fault API, for an organization given in the query.
+    kit.clear_faults();
+    let r = c
+        .post(format!("{}/_testkit/faults", kit.url()))
+        .json(&json!({"path": "/audit_logs/actions", "organization": served,
+                      "action": {"type": "respond", "status": 503}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for (org, refused_now) in [(served, true), (refused, false)] {
+        let path = format!("/audit_logs/actions?organization_id={org}");
+        let status = get(&c, &kit.url(), &path).await.status();
+        assert_eq!(status == 503, refused_now, "{org}: {status}");
+    }
+}

@@ -46,8 +46,24 @@ impl RateLimit {
         self
     }
 
-    /// Requests per second.
-    pub(crate) fn per_second(&self) -> f64 {
+    /// How many requests each [`per`](Self::per) allows (never 0).
+    pub fn requests(&self) -> u32 {
+        self.requests.get()
+    }
+
+    /// The period over which [`requests`](Self::requests) are allowed (never zero).
+    pub fn per(&self) -> Duration {
+        self.per
+    }
+
+    /// The largest burst (at least 1), as set by [`burst`](Self::burst) or one second's worth of
+    /// requests.
+    pub fn max_burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    /// The sustained rate, in requests per second.
+    pub fn per_second(&self) -> f64 {
         f64::from(self.requests.get()) / self.per.as_secs_f64()
     }
 
@@ -375,4 +391,27 @@ impl EmitterBuilder {
 )]
 pub struct StartError {
     _private: (),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_shows_what_it_was_built_with() {
+        let limit = RateLimit::new(6_000, Duration::from_secs(60)).unwrap();
+        assert_eq!((limit.requests(), limit.per()), (6_000, Duration::from_secs(60)));
+        assert_eq!((limit.per_second(), limit.max_burst()), (100.0, 100));
+        assert_eq!(limit, RateLimit::workos());
+        // One second's worth of burst, never more than the whole quota, never less than 1.
+        assert_eq!(
+            RateLimit::new(5, Duration::from_millis(100)).unwrap().max_burst(),
+            5
+        );
+        assert_eq!(RateLimit::new(1, Duration::from_secs(10)).unwrap().max_burst(), 1);
+        assert_eq!(RateLimit::workos().burst(0).max_burst(), 1);
+        assert_eq!(RateLimit::workos().burst(7).max_burst(), 7);
+        assert!(RateLimit::new(0, Duration::from_secs(1)).is_none());
+        assert!(RateLimit::new(1, Duration::ZERO).is_none());
+    }
 }

@@ -41,16 +41,25 @@ impl IdempotencyKey {
         })
     }
 
-    /// The caller's key, checked against WorkOS's rule: 1 to 255 visible ASCII characters.
-    pub(crate) fn parse(key: String) -> Result<Self, EmitError> {
+    /// Checks `key` against WorkOS's rule for idempotency keys: 1 to 255 visible ASCII
+    /// characters (no spaces, no control characters). The error says which part of the rule
+    /// `key` breaks.
+    ///
+    /// The emitter applies it to [`EmitOptions::idempotency_key`](super::EmitOptions::idempotency_key);
+    /// other stores of events (a database outbox) apply it before writing a caller's key.
+    pub fn check(key: &str) -> Result<(), &'static str> {
         if key.is_empty() || key.len() > 255 {
-            return Err(EmitError::InvalidIdempotencyKey("must be 1 to 255 characters"));
+            return Err("must be 1 to 255 characters");
         }
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(EmitError::InvalidIdempotencyKey(
-                "must be visible ASCII characters",
-            ));
+            return Err("must be visible ASCII characters");
         }
+        Ok(())
+    }
+
+    /// The caller's key, checked with [`check`](Self::check).
+    pub(crate) fn parse(key: String) -> Result<Self, EmitError> {
+        Self::check(&key).map_err(EmitError::InvalidIdempotencyKey)?;
         Ok(Self::from_checked(key))
     }
 
@@ -229,6 +238,7 @@ mod tests {
             assert_eq!(parsed.len(), key.len());
         }
         for bad in [String::new(), "a b".into(), "é".into(), "x".repeat(256)] {
+            assert!(IdempotencyKey::check(&bad).is_err(), "{bad:?}");
             assert!(matches!(
                 IdempotencyKey::parse(bad),
                 Err(EmitError::InvalidIdempotencyKey(_))

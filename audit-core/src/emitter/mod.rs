@@ -117,8 +117,17 @@
 //! # Observability
 //!
 //! [`Emitter::stats`] gives a snapshot. Each delivery attempt runs in a tracing span
-//! `audit_emitter.attempt` with `action`, `organization`, `attempt` and `outcome` (never the
-//! idempotency key or metadata values). With the `metrics` feature, the counter
+//! `audit_emitter.attempt` at DEBUG level (target `audit_core::emitter`) with the fields
+//! `idempotency_key`, `action`, `organization_id`, `attempt` (1 for the first), `outcome`
+//! (`delivered`, `retryable_error`, `unauthorized`, `rejected`, `shutdown_deadline`) and
+//! `status` (WorkOS's HTTP status, when a failed attempt got an answer); never the API key, the
+//! event's metadata or its actor. The span `follows_from` the span that was current when
+//! [`try_emit`](Emitter::try_emit) or [`emit`](Emitter::emit) accepted the event (the request's
+//! span in a web app), so a trace shows which request produced each attempt, even a retry an
+//! hour later. That span's id is captured only when a subscriber is interested in the attempt
+//! spans, which keeps `try_emit` as fast without one; the link names the span by its id, so a
+//! subscriber that has already closed and forgotten the span when the attempt starts cannot
+//! follow it. With the `metrics` feature, the counter
 //! `workos_audit_emitter_events_total` is incremented with an `outcome` label (`accepted`,
 //! `delivered`, `retried`, `dead_lettered`, `dropped_newest`, `dropped_oldest`), every delivery
 //! adds a sample to the histogram `workos_audit_emitter_delivery_latency_seconds`, and a task
@@ -167,6 +176,10 @@ use shared::{Shared, metric};
 use stats::{Counters, Throttle};
 
 use crate::{CreateEvent, Event, OrganizationId, ValidationErrors};
+
+/// The `tracing` target of the attempt spans (`audit_emitter.attempt`, at DEBUG): stable, so
+/// that a filter such as `audit_core::emitter=debug` keeps selecting them.
+const ATTEMPT_TARGET: &str = "audit_core::emitter";
 
 /// What a full in-memory queue does with one more event.
 ///
@@ -482,7 +495,11 @@ impl Emitter {
             Some(key) => IdempotencyKey::parse(key)?,
             None => IdempotencyKey::generate(),
         };
-        let item = Item::new(CreateEvent::new(org, event), key.clone());
+        let mut item = Item::new(CreateEvent::new(org, event), key.clone());
+        // A relaxed load when no subscriber wants the attempt spans: `try_emit` stays as fast.
+        if tracing::enabled!(target: ATTEMPT_TARGET, tracing::Level::DEBUG) {
+            item.cause = tracing::Span::current().id();
+        }
         Ok((item, key))
     }
 

@@ -32,6 +32,9 @@ pub(crate) struct Item {
     pub(crate) key: IdempotencyKey,
     /// When the event was accepted (latency is measured from here).
     pub(crate) accepted: Instant,
+    /// The span that was current when the event was accepted, captured only when a subscriber
+    /// wants the emitter's DEBUG spans: each attempt's span `follows_from` it.
+    pub(crate) cause: Option<tracing::span::Id>,
     pub(crate) attempts: u32,
     /// When the first attempt started (the retry window starts here); see [`wall_clock`].
     pub(crate) first_attempt: Option<Instant>,
@@ -63,6 +66,7 @@ impl Item {
             body: Arc::new(body),
             key,
             accepted: Instant::now(),
+            cause: None,
             attempts: 0,
             first_attempt: None,
             last_attempt: None,

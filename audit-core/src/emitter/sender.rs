@@ -19,7 +19,7 @@ use super::dead_letter::DeadLetterReason;
 use super::gate::Signal;
 use super::queue::{Item, Taken};
 use super::shared::{Shared, metric};
-use crate::retry::{Decision, Outcome};
+use crate::retry::{Decision, Disposition, Outcome, classify};
 use crate::{Error, OrganizationId};
 
 /// An event held by a sender. Dropping it unresolved (the task dropped with its runtime)
@@ -239,36 +239,6 @@ async fn wait_for_rate(limiter: &governor::DefaultDirectRateLimiter, stop: &Sign
     }
 }
 
-/// How a failed attempt is handled.
-enum Class {
-    Retry(Outcome),
-    Auth,
-    Permanent(DeadLetterReason),
-    /// A 2xx whose body could not be read: WorkOS accepted the event.
-    Accepted,
-}
-
-fn classify(e: &Error) -> Class {
-    match e {
-        Error::Api(api) if matches!(api.status, 401 | 403) => Class::Auth,
-        Error::Api(api) if crate::retry::is_retryable_status(api.status) => Class::Retry(Outcome::Status {
-            status: api.status,
-            retry_after: api.retry_after,
-        }),
-        Error::Api(_) => Class::Permanent(DeadLetterReason::Rejected),
-        Error::NotWorkOs { .. } => Class::Permanent(DeadLetterReason::NotWorkOs),
-        Error::Timeout { .. } | Error::Panicked { .. } => Class::Retry(Outcome::Timeout),
-        Error::Transport { .. } => Class::Retry(Outcome::Transport),
-        Error::Decode { status, .. } if (200..300).contains(status) => Class::Accepted,
-        Error::Decode { status, .. } if *status >= 500 => Class::Retry(Outcome::Status {
-            status: *status,
-            retry_after: None,
-        }),
-        Error::Decode { .. } => Class::Permanent(DeadLetterReason::Rejected),
-        _ => Class::Permanent(DeadLetterReason::Refused),
-    }
-}
-
 /// How [`send_once`] waits for its attempt.
 #[derive(Clone, Copy)]
 enum Wait {
@@ -292,13 +262,18 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
         item.delivered_before = shared.counters.delivered.load(Ordering::Relaxed);
     }
     item.last_attempt = Some(now);
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
+        target: super::ATTEMPT_TARGET,
         "audit_emitter.attempt",
+        idempotency_key = %item.key,
         action = %item.body.event.action,
-        organization = %item.body.organization_id,
+        organization_id = %item.body.organization_id,
         attempt = item.attempts,
         outcome = tracing::field::Empty,
+        status = tracing::field::Empty,
     );
+    // Linked to the span in which the event was accepted (the request's), when one was captured.
+    span.follows_from(item.cause.clone());
     let body = &item.body;
     let key = &item.key;
     let send = async move {
@@ -339,13 +314,20 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
         None => "shutdown_deadline",
         Some(Ok(())) => "delivered",
         Some(Err(e)) => match classify(e) {
-            Class::Retry(_) => "retryable_error",
-            Class::Auth => "unauthorized",
-            Class::Permanent(_) => "rejected",
-            Class::Accepted => "delivered",
+            Disposition::Retry(_) => "retryable_error",
+            Disposition::Unauthorized => "unauthorized",
+            Disposition::Permanent(_) => "rejected",
+            Disposition::Accepted => "delivered",
         },
     };
     span.record("outcome", outcome);
+    if let Some(status) = result
+        .as_ref()
+        .and_then(|r| r.as_ref().err())
+        .and_then(Error::status)
+    {
+        span.record("status", status);
+    }
     result
 }
 
@@ -355,7 +337,7 @@ async fn attempt(shared: &Shared, mut held: Held<'_>, more: bool) {
         Some(Ok(())) => held.delivered(),
         Some(Err(e)) => {
             shared.counters.set_last_error(&e);
-            if matches!(classify(&e), Class::Auth) {
+            if matches!(classify(&e), Disposition::Unauthorized) {
                 hold_for_auth(shared, held, e).await;
             } else {
                 after_failure(shared, held, e);
@@ -367,9 +349,9 @@ async fn attempt(shared: &Shared, mut held: Held<'_>, more: bool) {
 /// A failure other than 401/403: retry later, or dead-letter.
 fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
     let outcome = match classify(&e) {
-        Class::Retry(outcome) => outcome,
-        Class::Accepted => return held.delivered(),
-        Class::Permanent(reason) => {
+        Disposition::Retry(outcome) => outcome,
+        Disposition::Accepted => return held.delivered(),
+        Disposition::Permanent(reason) => {
             if reason == DeadLetterReason::NotWorkOs {
                 shared.counters.not_workos.fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = shared.destination_warning.ready() {
@@ -382,7 +364,7 @@ fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
             }
             return held.dead_letter(reason, Some(e));
         }
-        Class::Auth => return held.dead_letter(DeadLetterReason::Rejected, Some(e)),
+        Disposition::Unauthorized => return held.dead_letter(DeadLetterReason::Rejected, Some(e)),
     };
     let item = held.item();
     let random = if shared.config.jitter {
@@ -498,7 +480,7 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
                 tracing::warn!("WorkOS accepts the API key again: audit delivery resumed");
                 return held.delivered();
             }
-            Some(Err(next)) if matches!(classify(&next), Class::Auth) => {
+            Some(Err(next)) if matches!(classify(&next), Disposition::Unauthorized) => {
                 shared.counters.set_last_error(&next);
                 note_refusal(&mut refused, next.status(), held.item());
                 let held_for = started.elapsed();
