@@ -359,11 +359,12 @@ impl Store for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{Action, Actor, Context, Event, OrganizationId};
 
-    fn item(n: u32) -> Item {
+    /// A queued event of user `n` with the key `key-{n}` (also used by the spool store's tests).
+    pub(crate) fn item(n: u32) -> Item {
         let event = Event::new(
             Action::new("user.signed_in").unwrap(),
             Actor::new(format!("user_{n}"), "user"),

@@ -1017,19 +1017,7 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::emitter::SpoolConfig;
-    use crate::{Action, Actor, Context, Event, OrganizationId};
-
-    fn item(n: u32) -> Item {
-        let event = Event::new(
-            Action::new("user.signed_in").unwrap(),
-            Actor::new(format!("user_{n}"), "user"),
-            Context::new("127.0.0.1"),
-        );
-        Item::new(
-            CreateEvent::new(OrganizationId::new("org_1").unwrap(), event),
-            IdempotencyKey::from_checked(format!("key-{n}")),
-        )
-    }
+    use crate::emitter::queue::tests::item;
 
     /// A writer thread that died is detected at shutdown: `drain` returns promptly, and every
     /// accepted event is either committed in the file or handed back to be dead-lettered.
