@@ -624,3 +624,77 @@ async fn a_callback_receives_dead_letters() {
     emitter.flush(Duration::from_secs(1)).await.unwrap();
     assert_eq!(*lock(&seen), [DeadLetterReason::Rejected]);
 }
+
+/// A sink that stores events on the application's side (like a transactional outbox).
+#[derive(Clone, Default)]
+struct DurableSink(MemorySink);
+
+impl Sink for DurableSink {
+    fn send<'a>(&'a self, body: &'a CreateEvent, key: &'a str) -> SinkFuture<'a> {
+        self.0.send(body, key)
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn emit_durable_with_a_durable_sink_waits_for_its_acknowledgement() {
+    let sink = DurableSink::default();
+    let emitter = Emitter::builder(sink.clone()).jitter(false).start();
+    let receipt = emitter.emit_durable(fixed_org(), event(1)).await.unwrap();
+    // Stored by the sink when `emit_durable` returned, not merely queued.
+    let stored = sink.0.events();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].1, receipt.idempotency_key.as_str());
+
+    // A failed store answers `NotDurable` at once; the event stays and the retry stores it
+    // with the same key.
+    sink.0.push_failure(Error::Transport {
+        url: "outbox".into(),
+        source: "connection refused".into(),
+    });
+    let Err(EmitError::NotDurable { idempotency_key }) = emitter.emit_durable(fixed_org(), event(2)).await
+    else {
+        panic!("expected NotDurable");
+    };
+    emitter.flush(Duration::from_secs(60)).await.unwrap();
+    let stored = sink.0.events();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].1, idempotency_key.as_str());
+    assert_eq!(emitter.stats().dead_lettered, 0);
+}
+
+/// A durable sink whose stores never finish.
+struct StuckSink;
+
+impl Sink for StuckSink {
+    fn send<'a>(&'a self, _: &'a CreateEvent, _: &'a str) -> SinkFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn emit_durable_reports_an_event_evicted_before_it_was_stored() {
+    // The one sender holds event 0; the durable event 1 waits behind it and event 2 evicts it.
+    let emitter = Emitter::builder(StuckSink)
+        .capacity(2)
+        .senders(1)
+        .overflow(Overflow::DropOldest)
+        .start();
+    emitter.try_emit(fixed_org(), event(0)).unwrap();
+    settle().await;
+    let durable = emitter.emit_durable(fixed_org(), event(1));
+    let evict = async {
+        settle().await;
+        emitter.try_emit(fixed_org(), event(2)).unwrap();
+    };
+    let (result, ()) = tokio::join!(durable, evict);
+    assert!(matches!(result, Err(EmitError::NotDurable { .. })), "{result:?}");
+    assert_eq!(emitter.stats().dropped.oldest, 1);
+}

@@ -285,7 +285,8 @@ impl Outbox {
     /// Settings: no local rate limit (the relays limit the fleet), 32 senders (each a pending
     /// insert; they are grouped into one statement), a 1 ms linger. The emitter's memory queue
     /// sits in front of the table: see the crate documentation, "The emitter path", for what that
-    /// means for overflow and durability.
+    /// means for overflow and durability. `emit_durable` returns once the event's row is
+    /// committed.
     pub fn emitter_builder(&self) -> audit_core::EmitterBuilder {
         audit_core::Emitter::builder(self.sink())
             .no_rate_limit()

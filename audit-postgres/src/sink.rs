@@ -118,6 +118,12 @@ fn outbox_error(message: String) -> Error {
 }
 
 impl Sink for OutboxSink {
+    /// `true`: an acknowledged event is a committed row, so `Emitter::emit_durable` returns once
+    /// the event is in the table.
+    fn is_durable(&self) -> bool {
+        true
+    }
+
     fn send<'a>(&'a self, body: &'a CreateEvent, idempotency_key: &'a str) -> SinkFuture<'a> {
         Box::pin(async move {
             let event = serde_json::to_string(&body.event).map_err(|e| Error::InvalidParameter {

@@ -399,3 +399,54 @@ async fn try_emit_lands_in_the_outbox_and_is_delivered_once() {
     assert_exactly_once(&kit, &org, &receipts);
     assert_eq!(relay.shutdown(Duration::from_secs(5)).await.stats.delivered, 200);
 }
+
+#[tokio::test]
+async fn emit_durable_returns_once_the_row_is_committed() {
+    let Some((outbox, kit, org)) = delivery("emit_durable").await else {
+        return;
+    };
+    let emitter = outbox.emitter_builder().start();
+    let mut keys = Vec::new();
+    for n in 0..20 {
+        let receipt = emitter.emit_durable(org.clone(), event(n)).await.unwrap();
+        let key = receipt.idempotency_key.to_string();
+        // Committed before `emit_durable` returned: a new connection sees the row at once.
+        let rows: i64 = sqlx::query_scalar(
+            r#"SELECT count(*) FROM "t_emit_durable".audit_outbox WHERE idempotency_key = $1"#,
+        )
+        .bind(&key)
+        .fetch_one(outbox.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows, 1, "row of event {n}");
+        keys.push(key);
+    }
+    let relay = relay(&outbox, &kit).start().unwrap();
+    wait_drained(&outbox, Duration::from_secs(20)).await;
+    assert_exactly_once(&kit, &org, &keys);
+    relay.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Needs no server: the database is a closed port.
+#[tokio::test]
+async fn emit_durable_reports_an_unreachable_database_and_keeps_the_event() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_lazy("postgres://audit:audit@127.0.0.1:1/audit")
+        .unwrap();
+    let emitter = Outbox::new(pool).emitter_builder().start();
+    let org = audit_core::OrganizationId::new("org_1").unwrap();
+    match emitter.emit_durable(org, event(1)).await {
+        Err(audit_core::emitter::EmitError::NotDurable { idempotency_key }) => {
+            assert!(!idempotency_key.as_str().is_empty());
+        }
+        other => panic!("expected NotDurable, got {other:?}"),
+    }
+    // Not lost: still accepted and queued for the next insert.
+    let stats = emitter.stats();
+    assert_eq!(stats.accepted, 1);
+    assert_eq!(stats.delivered, 0);
+    assert_eq!(stats.dead_lettered, 0);
+    assert_eq!(stats.queued + stats.retrying + stats.in_flight, 1);
+    assert!(stats.last_error.is_some());
+}

@@ -221,12 +221,14 @@ pub enum EmitError {
     /// The emitter was shut down.
     #[error("the audit emitter is shut down")]
     Closed,
-    /// `emit_durable` was called on an emitter without a spool; the event was not accepted.
-    #[error("the audit emitter has no spool; emit_durable needs one")]
+    /// `emit_durable` was called on an emitter with neither a spool nor a durable sink (see
+    /// [`Sink::is_durable`]); the event was not accepted.
+    #[error("the audit emitter has neither a spool nor a durable sink; emit_durable needs one")]
     NoSpool,
-    /// `emit_durable`: the event was accepted (it is delivered from memory) but the spool could
-    /// not commit it (see `SpoolStats::failing`).
-    #[error("the audit event was accepted but could not be written to the spool")]
+    /// `emit_durable`: the event was accepted (it stays queued and is retried) but the spool or
+    /// the durable sink could not store it (see `SpoolStats::failing`, or the sink's error in
+    /// [`Stats`]).
+    #[error("the audit event was accepted but could not be stored durably")]
     NotDurable {
         /// The accepted event's idempotency key.
         idempotency_key: IdempotencyKey,
@@ -417,6 +419,11 @@ impl Emitter {
         options: EmitOptions,
     ) -> Result<EmitReceipt, EmitError> {
         let (item, key) = self.prepare(org, event, options)?;
+        self.push(item, key)
+    }
+
+    /// Queues a prepared event under the overflow policy.
+    fn push(&self, item: Item, key: IdempotencyKey) -> Result<EmitReceipt, EmitError> {
         let shared = self.shared();
         match shared.store.push(item, shared.config.overflow) {
             Pushed::Accepted { evicted, wake } => {
@@ -516,18 +523,45 @@ impl Emitter {
     }
 
     /// Accepts the event like [`try_emit`](Self::try_emit) (same checks, overflow policy and
-    /// errors), then waits until the spool has committed it to its file: once this returns `Ok`,
-    /// the event survives a crash of the process. It never waits for WorkOS.
+    /// errors), then waits until it is stored durably: committed to the spool's file (feature
+    /// `spool`), or, without a spool, acknowledged by a [durable sink](Sink::is_durable) such as
+    /// a PostgreSQL outbox. Once this returns `Ok`, the event survives a crash of the process. It
+    /// never waits for WorkOS.
     ///
-    /// Errors besides `try_emit`'s: [`EmitError::NoSpool`] (no spool configured; nothing was
-    /// accepted) and [`EmitError::NotDurable`] (accepted, but the commit failed, for example on
-    /// a full disk).
-    #[cfg(feature = "spool")]
+    /// Errors besides `try_emit`'s: [`EmitError::NoSpool`] (neither a spool nor a durable sink;
+    /// nothing was accepted) and [`EmitError::NotDurable`] (accepted, but the commit failed, for
+    /// example on a full disk or an unreachable database; the emitter keeps retrying it).
     pub async fn emit_durable(&self, org: OrganizationId, event: Event) -> Result<EmitReceipt, EmitError> {
         let shared = self.shared();
-        let Some(mut durable) = shared.store.durable() else {
+        #[cfg(feature = "spool")]
+        if let Some(durable) = shared.store.durable() {
+            return self.emit_spooled(durable, org, event).await;
+        }
+        if !shared.sink.is_durable() {
             return Err(EmitError::NoSpool);
-        };
+        }
+        let (mut item, key) = self.prepare(org, event, EmitOptions::default())?;
+        let (ack, acknowledged) = tokio::sync::oneshot::channel();
+        item.ack = Some(ack);
+        let receipt = self.push(item, key)?;
+        match acknowledged.await {
+            Ok(true) => Ok(receipt),
+            // An attempt failed, or the event left the emitter unstored (evicted, dead-lettered).
+            Ok(false) | Err(_) => Err(EmitError::NotDurable {
+                idempotency_key: receipt.idempotency_key,
+            }),
+        }
+    }
+
+    /// `emit_durable` with a spool: waits for the writer's commit.
+    #[cfg(feature = "spool")]
+    async fn emit_spooled(
+        &self,
+        mut durable: tokio::sync::watch::Receiver<spool::Durable>,
+        org: OrganizationId,
+        event: Event,
+    ) -> Result<EmitReceipt, EmitError> {
+        let shared = self.shared();
         let receipt = self.try_emit(org, event)?;
         // At least this event's sequence number; a later one only makes the wait a commit longer.
         let target = shared.store.last_seq();

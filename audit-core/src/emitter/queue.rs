@@ -48,6 +48,10 @@ pub(crate) struct Item {
     /// The event was given up but no dead-letter destination recorded it yet: it stays (in
     /// memory and in the spool) and the write is tried again when it is next taken.
     pub(crate) dead_letter: Option<Box<PendingDeadLetter>>,
+    /// For `emit_durable` with a durable sink: told `true` when the sink acknowledged the event,
+    /// `false` when an attempt failed; dropped unanswered if the event leaves the emitter
+    /// otherwise (evicted, dead-lettered).
+    pub(crate) ack: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 /// A dead letter waiting to be recorded.
@@ -74,6 +78,7 @@ impl Item {
             delivered_before: 0,
             due: None,
             dead_letter: None,
+            ack: None,
         }
     }
 }

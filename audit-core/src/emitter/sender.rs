@@ -44,7 +44,10 @@ impl<'a> Held<'a> {
 
     fn delivered(self) {
         let shared = self.shared;
-        let item = self.take();
+        let mut item = self.take();
+        if let Some(ack) = item.ack.take() {
+            let _ = ack.send(true);
+        }
         shared.delivered(&item);
     }
 
@@ -337,7 +340,14 @@ async fn attempt(shared: &Shared, mut held: Held<'_>, more: bool) {
         Some(Ok(())) => held.delivered(),
         Some(Err(e)) => {
             shared.counters.set_last_error(&e);
-            if matches!(classify(&e), Disposition::Unauthorized) {
+            let disposition = classify(&e);
+            if !matches!(disposition, Disposition::Accepted)
+                && let Some(ack) = held.item().ack.take()
+            {
+                // `emit_durable` answers now: the event stays accepted and is retried.
+                let _ = ack.send(false);
+            }
+            if matches!(disposition, Disposition::Unauthorized) {
                 hold_for_auth(shared, held, e).await;
             } else {
                 after_failure(shared, held, e);

@@ -25,17 +25,35 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send 
 pub trait Sink: Send + Sync + 'static {
     /// Sends one event once.
     fn send<'a>(&'a self, body: &'a CreateEvent, idempotency_key: &'a str) -> SinkFuture<'a>;
+
+    /// Whether a successful [`send`](Self::send) means the event is stored durably on the
+    /// application's side, to be delivered from there (a transactional outbox), rather than
+    /// delivered to WorkOS. `false` by default.
+    ///
+    /// With a durable sink, [`Emitter::emit_durable`](super::Emitter::emit_durable) works without
+    /// a spool: it returns once the sink acknowledged the event.
+    fn is_durable(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Sink + ?Sized> Sink for Arc<T> {
     fn send<'a>(&'a self, body: &'a CreateEvent, idempotency_key: &'a str) -> SinkFuture<'a> {
         (**self).send(body, idempotency_key)
     }
+
+    fn is_durable(&self) -> bool {
+        (**self).is_durable()
+    }
 }
 
 impl<T: Sink + ?Sized> Sink for Box<T> {
     fn send<'a>(&'a self, body: &'a CreateEvent, idempotency_key: &'a str) -> SinkFuture<'a> {
         (**self).send(body, idempotency_key)
+    }
+
+    fn is_durable(&self) -> bool {
+        (**self).is_durable()
     }
 }
 
