@@ -10,6 +10,11 @@
 //!   after storing to 5 %, dropped connections after storing to 2 %): every event stored exactly
 //!   once.
 //!
+//! With each delivery figure comes where its CPU time went (Linux, from `/proc`): this process
+//! (the relays or the emitter, and the in-process testkit) and the PostgreSQL server's processes,
+//! per delivered event, and how busy the machine's cores were. When the cores are saturated with
+//! one relay, more relays cannot deliver faster on that machine: they only add contention.
+//!
 //! `cargo bench -p audit-postgres --bench outbox -- [write|delivery|faults] [--quick]`
 
 use std::collections::HashSet;
@@ -75,6 +80,101 @@ fn main() {
             .await
             .expect("drop the bench schema");
     });
+}
+
+/// CPU seconds used so far, from `/proc` (Linux).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    /// This process: the relays or the emitter, and the in-process testkit.
+    own: f64,
+    /// Every process named `postgres` (the server, its backends and background workers).
+    postgres: f64,
+}
+
+impl Cpu {
+    fn now() -> Option<Self> {
+        let tick = clock_ticks()?;
+        let own = proc_ticks("/proc/self/stat")? / tick;
+        let mut postgres = 0.0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let path = entry.path();
+            let is_postgres =
+                std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres");
+            if is_postgres && let Some(t) = proc_ticks(&path.join("stat").to_string_lossy()) {
+                postgres += t / tick;
+            }
+        }
+        Some(Self { own, postgres })
+    }
+
+    fn since(self, start: Self) -> Self {
+        Self {
+            own: self.own - start.own,
+            postgres: self.postgres - start.postgres,
+        }
+    }
+
+    fn add(&mut self, other: Self) {
+        self.own += other.own;
+        self.postgres += other.postgres;
+    }
+}
+
+/// `utime + stime` of a `/proc/<pid>/stat` file, in clock ticks.
+fn proc_ticks(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name is in parentheses and may hold spaces: count fields after the last one.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks() -> Option<f64> {
+    static TICK: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    })
+}
+
+/// One timed delivery run: seconds and the CPU used meanwhile.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    secs: f64,
+    cpu: Option<Cpu>,
+}
+
+impl Run {
+    fn add(&mut self, other: Run) {
+        self.secs += other.secs;
+        self.cpu = match (self.cpu, other.cpu) {
+            (Some(mut a), Some(b)) => {
+                a.add(b);
+                Some(a)
+            }
+            (None, b) => b,
+            (a, None) => a,
+        };
+    }
+
+    /// Where the CPU went, per delivered event, and the share of the machine's cores in use.
+    fn cpu_json(&self, events: f64) -> serde_json::Value {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        match self.cpu {
+            Some(cpu) => json!({
+                "cpu_us_per_event_process": (cpu.own / events * 1e6).round(),
+                "cpu_us_per_event_postgres": (cpu.postgres / events * 1e6).round(),
+                "cores_busy": round3((cpu.own + cpu.postgres) / self.secs / cores),
+                "cores": cores,
+            }),
+            None => json!({"cpu": "not measured (no /proc)"}),
+        }
+    }
 }
 
 fn round3(x: f64) -> f64 {
@@ -180,36 +280,44 @@ fn start_relays(outbox: &Outbox, kit: &TestKit, instances: usize) -> Vec<Relay> 
         .collect()
 }
 
-/// Seconds until `instances` relays (started after the rows are written) drain `n` events.
-async fn drain(outbox: &Outbox, kit: &TestKit, org: &OrganizationId, n: usize, instances: usize) -> f64 {
+/// The time until `instances` relays (started after the rows are written) drain `n` events.
+async fn drain(outbox: &Outbox, kit: &TestKit, org: &OrganizationId, n: usize, instances: usize) -> Run {
     fill(outbox, org, n).await;
+    let cpu = Cpu::now();
     let start = Instant::now();
     let relays = start_relays(outbox, kit, instances);
     while outbox.stats().await.expect("stats").depth > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let run = Run {
+        secs: start.elapsed().as_secs_f64(),
+        cpu: Cpu::now().zip(cpu).map(|(end, start)| end.since(start)),
+    };
     for r in relays {
         r.shutdown(Duration::from_secs(5)).await;
     }
-    elapsed
+    run
 }
 
-/// Seconds for the in-memory emitter (8 senders, as in the emitter bench) to deliver `n` events.
-async fn through_emitter(kit: &TestKit, org: &OrganizationId, n: usize) -> f64 {
+/// The time the in-memory emitter (8 senders, as in the emitter bench) takes to deliver `n` events.
+async fn through_emitter(kit: &TestKit, org: &OrganizationId, n: usize) -> Run {
     let emitter = Emitter::builder(client(kit))
         .no_rate_limit()
         .capacity(n.max(10_000))
         .retry_backoff(Duration::from_millis(20), Duration::from_millis(500))
         .start();
+    let cpu = Cpu::now();
     let start = Instant::now();
     for i in 0..n {
         emitter.try_emit(org.clone(), event(i)).expect("accepted");
     }
     emitter.flush(Duration::from_secs(300)).await.expect("flushed");
-    let elapsed = start.elapsed().as_secs_f64();
+    let run = Run {
+        secs: start.elapsed().as_secs_f64(),
+        cpu: Cpu::now().zip(cpu).map(|(end, start)| end.since(start)),
+    };
     emitter.shutdown(Duration::from_secs(5)).await;
-    elapsed
+    run
 }
 
 /// (stored, distinct idempotency keys)
@@ -223,39 +331,52 @@ async fn delivery(outbox: &Outbox, quick: bool) {
     let kit = TestKit::builder().start().await.expect("testkit");
     let org = OrganizationId::new(kit.organization_id()).expect("org");
     let (n, rounds) = if quick { (2_000, 1) } else { (5_000, 4) };
-    let (mut memory, mut one, mut three) = (0.0, 0.0, 0.0);
+    let (mut memory, mut one, mut three) = (Run::default(), Run::default(), Run::default());
     for _ in 0..rounds {
         kit.reset();
-        memory += through_emitter(&kit, &org, n).await;
+        memory.add(through_emitter(&kit, &org, n).await);
         kit.reset();
-        one += drain(outbox, &kit, &org, n, 1).await;
+        one.add(drain(outbox, &kit, &org, n, 1).await);
         assert_eq!(stored(&kit), (n, n), "one relay stored every event once");
         kit.reset();
-        three += drain(outbox, &kit, &org, n, 3).await;
+        three.add(drain(outbox, &kit, &org, n, 3).await);
         assert_eq!(stored(&kit), (n, n), "three relays stored every event once");
     }
     let total = (n * rounds) as f64;
-    let (memory, one, three) = (total / memory, total / one, total / three);
-    let extra = json!({"events": n, "rounds": rounds});
+    let with = |mut a: serde_json::Value, run: &Run| {
+        if let (Some(obj), serde_json::Value::Object(more)) = (a.as_object_mut(), run.cpu_json(total)) {
+            obj.extend(more);
+        }
+        a
+    };
+    let (memory_rate, one_rate, three_rate) = (total / memory.secs, total / one.secs, total / three.secs);
     record(
         "outbox.delivery.one_relay",
-        one.round(),
+        one_rate.round(),
         "events/s",
-        json!({"baseline": memory.round(), "ratio": round3(one / memory), "target": "ratio >= 0.5 (vs in-memory emitter)",
-               "pass": one / memory >= 0.5, "events": n, "rounds": rounds}),
+        with(
+            json!({"baseline": memory_rate.round(), "ratio": round3(one_rate / memory_rate),
+                   "target": "ratio >= 0.5 (vs in-memory emitter)", "pass": one_rate / memory_rate >= 0.5,
+                   "events": n, "rounds": rounds}),
+            &one,
+        ),
     );
     record(
         "outbox.delivery.three_relays",
-        three.round(),
+        three_rate.round(),
         "events/s",
-        json!({"baseline": one.round(), "ratio": round3(three / one), "target": "ratio >= 1.0 (vs one relay)",
-               "pass": three >= one, "events": n, "rounds": rounds}),
+        with(
+            json!({"baseline": one_rate.round(), "ratio": round3(three_rate / one_rate),
+                   "target": "ratio >= 1.0 (vs one relay)", "pass": three_rate >= one_rate,
+                   "events": n, "rounds": rounds}),
+            &three,
+        ),
     );
     record(
         "outbox.delivery.memory_emitter",
-        memory.round(),
+        memory_rate.round(),
         "events/s",
-        extra,
+        with(json!({"events": n, "rounds": rounds}), &memory),
     );
 }
 
@@ -265,7 +386,7 @@ async fn faults(outbox: &Outbox, quick: bool) {
     let n = if quick { 2_000 } else { 10_000 };
     // The emitter bench's mix.
     add_fault_mix(&kit);
-    let elapsed = drain(outbox, &kit, &org, n, 3).await;
+    let elapsed = drain(outbox, &kit, &org, n, 3).await.secs;
     let (count, unique) = stored(&kit);
     let dead = outbox.stats().await.expect("stats").dead_letters;
     record(
