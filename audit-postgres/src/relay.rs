@@ -9,7 +9,7 @@ use audit_core::retry::{Decision, Disposition, GiveUp, Outcome, classify};
 use audit_core::{CreateEvent, Error, Event, OrganizationId, RetryPolicy, Sink};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, Row};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::rate::{FleetRateLimit, RateLimitKey};
@@ -17,7 +17,7 @@ use crate::{Outbox, OutboxError};
 
 /// Configures the relays of one instance. Made by [`Outbox::relay`].
 ///
-/// Defaults: 4 tasks claiming up to 16 rows each, a 30 s lease, a 5 s fallback poll, backoff
+/// Defaults: 2 tasks claiming up to 64 rows each, at most 16 requests in flight, a 30 s lease, a 5 s fallback poll, backoff
 /// from 500 ms doubling to 30 s with full jitter, `Retry-After` honoured up to 10 minutes, a
 /// one-hour retry window, [`FleetRateLimit::workos`] on the bucket [`RateLimitKey::default`].
 pub struct RelayBuilder {
@@ -30,6 +30,7 @@ pub struct RelayBuilder {
 struct Config {
     tasks: usize,
     batch: usize,
+    in_flight: usize,
     lease: Duration,
     poll: Duration,
     retry: RetryPolicy,
@@ -54,8 +55,9 @@ impl RelayBuilder {
             outbox,
             sink,
             config: Config {
-                tasks: 4,
-                batch: 16,
+                tasks: 2,
+                batch: 64,
+                in_flight: 16,
                 lease: Duration::from_secs(30),
                 poll: Duration::from_secs(5),
                 retry: RetryPolicy::standard()
@@ -69,17 +71,27 @@ impl RelayBuilder {
         }
     }
 
-    /// How many relay tasks this instance runs (default 4, at least 1). Each claims a batch,
+    /// How many relay tasks this instance runs (default 2, at least 1). Each claims a batch,
     /// delivers it concurrently and records the outcomes; while one records, the others send.
     pub fn tasks(mut self, tasks: usize) -> Self {
         self.config.tasks = tasks.max(1);
         self
     }
 
-    /// The most rows one task claims at once (default 16, at least 1): the requests it has in
-    /// flight together.
+    /// The most rows one task claims at once (default 64, at least 1; at most 10,000). A larger
+    /// batch costs the database less per event (one claim and one delete per batch); its rows
+    /// are sent [`max_in_flight`](Self::max_in_flight) at a time.
     pub fn batch_size(mut self, batch: usize) -> Self {
         self.config.batch = batch.clamp(1, 10_000);
+        self
+    }
+
+    /// The most delivery requests this instance has in flight at once, all tasks together
+    /// (default 16, at least 1). Rows of a claimed batch beyond it wait for a free slot; a row
+    /// still waiting when half its [lease](Self::lease) has gone by is given back unsent, so
+    /// that a slow WorkOS never lets leases expire under rows that were not even tried.
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.config.in_flight = requests.max(1);
         self
     }
 
@@ -164,9 +176,10 @@ impl RelayBuilder {
         let shared = Arc::new(Shared {
             outbox: self.outbox,
             sink: self.sink,
-            config: self.config,
             notify: Notify::new(),
             counters: Counters::default(),
+            in_flight: Semaphore::new(self.config.in_flight),
+            config: self.config,
         });
         let mut tasks = Vec::with_capacity(shared.config.tasks + 1);
         tasks.push(runtime.spawn(listen(shared.clone(), stop_rx.clone())));
@@ -275,6 +288,8 @@ struct Shared {
     config: Config,
     notify: Notify,
     counters: Counters,
+    /// One permit per delivery request in flight.
+    in_flight: Semaphore,
 }
 
 #[derive(Default)]
@@ -453,6 +468,9 @@ enum Verdict {
         reason: DeadLetterReason,
         error: DeadLetterError,
     },
+    /// Not sent: half the lease went by while the row waited for a request slot. It is given
+    /// back (due now) rather than sent late, when another relay may take it over.
+    Released,
 }
 
 impl Shared {
@@ -582,13 +600,16 @@ impl Shared {
             claimed.len(),
             "audit_outbox_claimed_total",
         );
-        let verdicts = futures_util::future::join_all(claimed.iter().map(|row| self.attempt(row))).await;
+        let send_by = std::time::Instant::now() + self.config.lease / 2;
+        let verdicts =
+            futures_util::future::join_all(claimed.iter().map(|row| self.attempt(row, send_by))).await;
         self.record(conn, &claimed, verdicts).await?;
         Ok(Step::Worked)
     }
 
-    /// Sends one row once and decides what happens to it.
-    async fn attempt(&self, row: &Claimed) -> Verdict {
+    /// Sends one row once, unless no request slot frees up before `send_by`, and decides what
+    /// happens to it.
+    async fn attempt(&self, row: &Claimed, send_by: std::time::Instant) -> Verdict {
         let body = match &row.body {
             Ok(body) => body,
             Err(e) => {
@@ -598,7 +619,14 @@ impl Shared {
                 };
             }
         };
-        let error = match self.sink.send(body, &row.key).await {
+        // Never closed: an error cannot happen, and would only mean sending without a permit.
+        let permit = self.in_flight.acquire().await.ok();
+        if std::time::Instant::now() > send_by {
+            return Verdict::Released;
+        }
+        let sent = self.sink.send(body, &row.key).await;
+        drop(permit);
+        let error = match sent {
             Ok(()) => return Verdict::Delivered,
             Err(e) => e,
         };
@@ -679,9 +707,14 @@ impl Shared {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut dead_ids, mut dead_claims, mut dead_reasons, mut dead_errors) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut released_ids, mut released_claims) = (Vec::new(), Vec::new());
         for (row, verdict) in rows.iter().zip(verdicts) {
             match verdict {
                 Verdict::Delivered => delivered.push(row.id),
+                Verdict::Released => {
+                    released_ids.push(row.id);
+                    released_claims.push(row.claims);
+                }
                 Verdict::Retry { after, error } => {
                     retry_ids.push(row.id);
                     retry_claims.push(row.claims);
@@ -740,6 +773,13 @@ impl Shared {
                 dead_ids.len(),
                 "audit_outbox_dead_lettered_total",
             );
+        }
+        if !released_ids.is_empty() {
+            sqlx::query(&q.release)
+                .bind(&released_ids)
+                .bind(&released_claims)
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(())
     }

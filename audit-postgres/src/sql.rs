@@ -7,6 +7,7 @@ pub(crate) struct Queries {
     pub(crate) claim: String,
     pub(crate) delete: String,
     pub(crate) retry: String,
+    pub(crate) release: String,
     pub(crate) dead: String,
     pub(crate) next_due: String,
     pub(crate) ensure_bucket: String,
@@ -68,6 +69,12 @@ impl Queries {
                 "UPDATE {t} AS o SET available_at = clock_timestamp() + make_interval(secs => u.delay), \
                    lease_owner = NULL, attempts = o.attempts + 1, last_error = u.err \
                  FROM UNNEST($1::int8[], $2::int8[], $3::float8[], $4::text[]) AS u(id, claims, delay, err) \
+                 WHERE o.id = u.id AND o.claims = u.claims"
+            ),
+            // Rows claimed but not sent: due again now, unless another relay took them over.
+            release: format!(
+                "UPDATE {t} AS o SET available_at = clock_timestamp(), lease_owner = NULL \
+                 FROM UNNEST($1::int8[], $2::int8[]) AS u(id, claims) \
                  WHERE o.id = u.id AND o.claims = u.claims"
             ),
             dead: format!(

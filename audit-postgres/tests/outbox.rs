@@ -230,6 +230,7 @@ async fn a_killed_relays_leases_are_taken_over_without_loss_or_duplicates() {
         relay(&own, &kit)
             .tasks(1)
             .batch_size(20)
+            .max_in_flight(20)
             .lease(Duration::from_millis(1500))
             .instance_id("doomed")
             .start()
@@ -254,6 +255,45 @@ async fn a_killed_relays_leases_are_taken_over_without_loss_or_duplicates() {
         20
     );
     kit.clear_faults();
+}
+
+#[tokio::test]
+async fn rows_waiting_for_a_request_slot_are_given_back_before_their_lease_ends() {
+    let Some((outbox, kit, org)) = delivery("slot_wait").await else {
+        return;
+    };
+    let keys = write_many(&outbox, &org, 0..24).await;
+    // Each request takes 300 ms and each relay sends one at a time: a batch of 8 would need
+    // 2.4 s, beyond the 2 s lease. Rows not sent within half the lease go back to the table.
+    kit.fault(post_fault().latency(Duration::from_millis(300)));
+    let relays: Vec<Relay> = (0..2)
+        .map(|i| {
+            relay(&outbox, &kit)
+                .tasks(1)
+                .batch_size(8)
+                .max_in_flight(1)
+                .lease(Duration::from_secs(2))
+                .instance_id(format!("slot_{i}"))
+                .start()
+                .unwrap()
+        })
+        .collect();
+    wait_drained(&outbox, Duration::from_secs(30)).await;
+    assert_exactly_once(&kit, &org, &keys);
+    // No lease ran out under a row: every event was sent once, never twice.
+    let posts = kit
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == EVENTS)
+        .count();
+    assert_eq!(posts, 24);
+    let stats = shut_down(relays).await;
+    let claimed: u64 = stats.iter().map(|s| s.claimed).sum();
+    assert!(
+        claimed > 24,
+        "rows were given back and claimed again ({claimed} claims)"
+    );
+    assert_eq!(stats.iter().map(|s| s.delivered).sum::<u64>(), 24);
 }
 
 #[tokio::test]
