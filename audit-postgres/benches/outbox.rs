@@ -191,6 +191,8 @@ enum Extra {
     Event,
     /// Runs `SELECT 1`: what any extra statement costs (one more round trip), for comparison.
     Statement,
+    /// Inserts a second business row: what any extra row costs, for comparison.
+    Row,
 }
 
 /// Seconds for `n` transactions, each inserting one business row, plus `extra`.
@@ -215,6 +217,15 @@ async fn transactions(outbox: &Outbox, org: &OrganizationId, n: usize, first_id:
             Extra::Statement => {
                 sqlx::query("SELECT 1").execute(&mut *tx).await.expect("select");
             }
+            Extra::Row => {
+                sqlx::query(&insert)
+                    .bind(-(first_id + i as i64) - 1)
+                    .bind("customer_01HQ8Z3J6K4M2N7P9R1S5T0V3X")
+                    .bind(4_200_i64)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("second business row");
+            }
         }
         tx.commit().await.expect("commit");
     }
@@ -231,9 +242,9 @@ async fn write_cost(outbox: &Outbox, quick: bool) {
     .expect("business table");
     let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").expect("org");
     let (n, rounds) = if quick { (500, 2) } else { (2_000, 6) };
-    let (mut plain, mut with, mut statement) = (0.0, 0.0, 0.0);
+    let (mut plain, mut with, mut statement, mut row) = (0.0, 0.0, 0.0, 0.0);
     let mut next_id = 0i64;
-    let sides = [Extra::Nothing, Extra::Event, Extra::Statement];
+    let sides = [Extra::Nothing, Extra::Event, Extra::Statement, Extra::Row];
     for round in 0..rounds {
         // Rotate which side goes first, so that none always meets a warmer cache.
         for k in 0..sides.len() {
@@ -244,6 +255,7 @@ async fn write_cost(outbox: &Outbox, quick: bool) {
                 Extra::Nothing => plain += t,
                 Extra::Event => with += t,
                 Extra::Statement => statement += t,
+                Extra::Row => row += t,
             }
         }
         sqlx::query(&format!("TRUNCATE {SCHEMA}.audit_outbox, {SCHEMA}.invoices"))
@@ -262,8 +274,11 @@ async fn write_cost(outbox: &Outbox, quick: bool) {
                "pass": ratio <= 1.3, "transactions": n * rounds, "rounds": rounds,
                "any_extra_statement_us": us(statement),
                "any_extra_statement_ratio": round3(statement / plain),
+               "second_business_row_us": us(row),
+               "second_business_row_ratio": round3(row / plain),
                "note": "BEGIN; INSERT business row; [outbox.write]; COMMIT on one connection. \
-                        any_extra_statement: the same with SELECT 1 instead (one more round trip)"}),
+                        any_extra_statement: SELECT 1 instead of the event (one more round trip); \
+                        second_business_row: another business row instead of the event"}),
     );
 }
 
