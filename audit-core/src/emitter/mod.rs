@@ -423,6 +423,7 @@ impl Emitter {
     }
 
     /// Queues a prepared event under the overflow policy.
+    #[inline]
     fn push(&self, item: Item, key: IdempotencyKey) -> Result<EmitReceipt, EmitError> {
         let shared = self.shared();
         match shared.store.push(item, shared.config.overflow) {
