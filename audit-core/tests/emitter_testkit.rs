@@ -182,8 +182,12 @@ async fn responses_slower_than_the_timeout_are_retried_without_duplicates() {
         .start();
     let receipts = emit_many(&emitter, &org, 0..30);
     emitter.flush(Duration::from_secs(20)).await.expect("flushed");
-    // Let the slow requests finish on the server side before counting.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The slow requests end on the server side (stored, or dropped with their connection)
+    // before anything is counted.
+    assert!(
+        kit.wait_idle(Duration::from_secs(10)).await,
+        "the server is still handling requests"
+    );
     assert_exactly_once(&kit, &org, &receipts);
     let stats = emitter.stats();
     assert!(

@@ -383,6 +383,24 @@ impl TestKit {
         tokio::time::timeout(timeout, wait).await.ok()
     }
 
+    /// Waits until no request to the WorkOS endpoints is being handled (each was answered, or
+    /// dropped with its connection), at most `timeout`; `false` when some still are. For tests
+    /// that count what the server stored after clients gave up on slow requests.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let idle = || self.shared.handling.load(std::sync::atomic::Ordering::SeqCst) == 0;
+        let wait = async {
+            loop {
+                let mut handled = std::pin::pin!(self.shared.handled.notified());
+                handled.as_mut().enable();
+                if idle() {
+                    return;
+                }
+                handled.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
     /// Streams every event stored for the organization from now on to `destination`, replacing
     /// its stream if it had one (events still waiting go to the new destination). An invalid
     /// destination is refused with a message naming the field.

@@ -119,6 +119,24 @@ async fn apply(rule: &FaultRule) -> Applied {
     }
 }
 
+/// Counts a request to the WorkOS endpoints while it is handled: until it is answered, or dropped
+/// with its connection.
+struct Handling(Arc<Shared>);
+
+impl Handling {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.handling.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.handling.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.handled.notify_waiters();
+    }
+}
+
 async fn handle(
     shared: Arc<Shared>,
     mut router: Router,
@@ -128,6 +146,7 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let internal = is_internal(&path);
+    let _handling = (!internal).then(|| Handling::new(&shared));
     let bytes = match Limited::new(body, shared.config.max_body_bytes).collect().await {
         Ok(c) => Some(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => None,

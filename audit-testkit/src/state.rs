@@ -186,6 +186,9 @@ pub(crate) struct Shared {
     pub(crate) requests: Mutex<RequestLog>,
     /// Signalled whenever a recorded request gets its answer.
     pub(crate) answered: tokio::sync::Notify,
+    /// Requests to the WorkOS endpoints being handled now, and a signal when one ends.
+    pub(crate) handling: std::sync::atomic::AtomicUsize,
+    pub(crate) handled: tokio::sync::Notify,
     pub(crate) faults: Mutex<Vec<ActiveFault>>,
     pub(crate) rate: Mutex<HashMap<String, (Instant, u64)>>,
     #[cfg(feature = "sqlite")]
@@ -236,6 +239,8 @@ impl Shared {
             data: Mutex::new(data),
             requests: Mutex::new(RequestLog::default()),
             answered: tokio::sync::Notify::new(),
+            handling: std::sync::atomic::AtomicUsize::new(0),
+            handled: tokio::sync::Notify::new(),
             faults: Mutex::new(Vec::new()),
             rate: Mutex::new(HashMap::new()),
             #[cfg(feature = "sqlite")]

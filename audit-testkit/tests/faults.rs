@@ -147,6 +147,58 @@ async fn hang_outlasts_the_client_timeout() {
 }
 
 #[tokio::test]
+async fn wait_idle_waits_for_requests_the_client_gave_up_on() {
+    let kit = TestKit::builder().start().await.unwrap();
+    assert!(kit.wait_idle(Duration::ZERO).await, "idle before any request");
+    kit.fault(
+        FaultRule::new("/audit_logs/events")
+            .times(1)
+            .latency(Duration::from_millis(400)),
+    );
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let b = body(kit.organization_id(), event("a.b"));
+    let e = c
+        .post(format!("{}/audit_logs/events", kit.url()))
+        .bearer_auth(KEY)
+        .json(&b)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    // The client gave up; the server is still in the request's latency (or just dropped it).
+    assert!(kit.wait_idle(Duration::from_secs(5)).await);
+    let stored = kit.all_events().len();
+    assert!(stored <= 1, "{stored}");
+    // Nothing ends after the wait: what is stored now stays as it is.
+    let (st, _) = parts(get(&client(), &kit.url(), "/audit_logs/actions").await).await;
+    assert_eq!(st, 200);
+    assert_eq!(kit.all_events().len(), stored);
+
+    // A request that hangs keeps the server busy.
+    kit.fault(FaultRule::new("/audit_logs/events").times(1).hang());
+    let url = kit.url();
+    let hung = tokio::spawn(async move {
+        let _ = client()
+            .post(format!("{url}/audit_logs/events"))
+            .bearer_auth(KEY)
+            .json(&b)
+            .send()
+            .await;
+    });
+    // Received: the POST before, the GET, then this one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kit.requests().len() < 3 {
+        assert!(Instant::now() < deadline, "the hanging request never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!kit.wait_idle(Duration::from_millis(200)).await, "a hung request is still handled");
+    hung.abort();
+}
+
+#[tokio::test]
 async fn latency_then_normal_answer() {
     let kit = TestKit::builder().start().await.unwrap();
     kit.fault(
