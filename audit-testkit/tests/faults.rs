@@ -358,7 +358,13 @@ async fn stop_closes_kept_alive_and_hung_connections() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The request is in, hanging.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kit.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the hanging request never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!kit.wait_idle(Duration::ZERO).await);
     let t = Instant::now();
     kit.stop();
     let r = hung.await.unwrap();
