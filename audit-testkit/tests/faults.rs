@@ -194,7 +194,10 @@ async fn wait_idle_waits_for_requests_the_client_gave_up_on() {
         assert!(Instant::now() < deadline, "the hanging request never arrived");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!kit.wait_idle(Duration::from_millis(200)).await, "a hung request is still handled");
+    assert!(
+        !kit.wait_idle(Duration::from_millis(200)).await,
+        "a hung request is still handled"
+    );
     hung.abort();
 }
 
