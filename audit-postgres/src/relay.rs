@@ -228,6 +228,9 @@ pub struct RelayStats {
     pub rate_limited: u64,
     /// Database errors met (each followed by a backoff).
     pub database_errors: u64,
+    /// Claimed rows given back unsent: no request slot (see
+    /// [`RelayBuilder::max_in_flight`]) freed up within half their lease.
+    pub released: u64,
 }
 
 /// What [`Relay::shutdown`] reports.
@@ -300,6 +303,7 @@ struct Counters {
     dead_lettered: AtomicU64,
     rate_limited: AtomicU64,
     database_errors: AtomicU64,
+    released: AtomicU64,
 }
 
 impl Counters {
@@ -312,6 +316,7 @@ impl Counters {
             dead_lettered: get(&self.dead_lettered),
             rate_limited: get(&self.rate_limited),
             database_errors: get(&self.database_errors),
+            released: get(&self.released),
         }
     }
 }
@@ -780,6 +785,11 @@ impl Shared {
                 .bind(&released_claims)
                 .execute(&mut *conn)
                 .await?;
+            add(
+                &self.counters.released,
+                released_ids.len(),
+                "audit_outbox_released_total",
+            );
         }
         Ok(())
     }
