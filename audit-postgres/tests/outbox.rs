@@ -280,21 +280,23 @@ async fn rows_waiting_for_a_request_slot_are_given_back_before_their_lease_ends(
         .collect();
     wait_drained(&outbox, Duration::from_secs(30)).await;
     assert_exactly_once(&kit, &org, &keys);
-    // No lease ran out under a row: every event was sent once, never twice.
+    let stats = shut_down(relays).await;
+    // No lease ran out under a row: each event was sent once, plus once per retried attempt (a
+    // client timeout on a loaded machine), never by a second relay.
+    let retried: u64 = stats.iter().map(|s| s.retried).sum();
     let posts = kit
         .requests()
         .iter()
         .filter(|r| r.method == "POST" && r.path == EVENTS)
         .count();
-    assert_eq!(posts, 24);
-    let stats = shut_down(relays).await;
+    assert_eq!(posts as u64, 24 + retried);
     let claimed: u64 = stats.iter().map(|s| s.claimed).sum();
     let released: u64 = stats.iter().map(|s| s.released).sum();
     assert!(released > 0, "rows were given back");
     assert_eq!(
         claimed,
-        24 + released,
-        "each given-back row was claimed once more"
+        24 + released + retried,
+        "each given-back or retried row was claimed once more"
     );
     assert_eq!(stats.iter().map(|s| s.delivered).sum::<u64>(), 24);
 }
