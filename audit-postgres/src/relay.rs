@@ -17,9 +17,10 @@ use crate::{Outbox, OutboxError};
 
 /// Configures the relays of one instance. Made by [`Outbox::relay`].
 ///
-/// Defaults: 2 tasks claiming up to 64 rows each, at most 16 requests in flight, a 30 s lease, a 5 s fallback poll, backoff
-/// from 500 ms doubling to 30 s with full jitter, `Retry-After` honoured up to 10 minutes, a
-/// one-hour retry window, [`FleetRateLimit::workos`] on the bucket [`RateLimitKey::default`].
+/// Defaults: 2 tasks claiming up to 64 rows each, at most 16 requests in flight, a 30 s lease,
+/// a 5 s fallback poll, backoff from 500 ms doubling to 30 s with full jitter, `Retry-After`
+/// honoured up to 10 minutes, a one-hour retry window, [`FleetRateLimit::workos`] on the bucket
+/// [`RateLimitKey::default`].
 pub struct RelayBuilder {
     outbox: Outbox,
     sink: Arc<dyn Sink>,
@@ -790,6 +791,15 @@ impl Shared {
                 released_ids.len(),
                 "audit_outbox_released_total",
             );
+            // Their tokens were taken but no request was made: they go back to the fleet.
+            if let Some(limit) = self.config.rate_limit {
+                sqlx::query(&q.refund_tokens)
+                    .bind(self.bucket())
+                    .bind(released_ids.len() as f64)
+                    .bind(f64::from(limit.max_burst()))
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         Ok(())
     }
