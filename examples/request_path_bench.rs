@@ -59,6 +59,9 @@ impl App {
             .env_remove("AUDIT_SINK")
             .env_remove("AUDIT_TRUSTED_PROXIES")
             .env_remove("WORKOS_API_KEY")
+            // The request path with the in-memory emitter: with DATABASE_URL the app would write
+            // to a PostgreSQL outbox instead, and its relays deliver after the measurement.
+            .env_remove("DATABASE_URL")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
