@@ -126,19 +126,9 @@ async fn dropped_connection_gets_no_response() {
 async fn hang_outlasts_the_client_timeout() {
     let kit = TestKit::builder().start().await.unwrap();
     kit.fault(FaultRule::new("/audit_logs/events").times(1).hang());
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
     let b = body(kit.organization_id(), event("a.b"));
     let t = Instant::now();
-    let e = c
-        .post(format!("{}/audit_logs/events", kit.url()))
-        .bearer_auth(KEY)
-        .json(&b)
-        .send()
-        .await
-        .unwrap_err();
+    let e = post_timing_out(&kit, Duration::from_millis(300), &b).await;
     assert!(e.is_timeout(), "{e:?}");
     assert!(t.elapsed() >= Duration::from_millis(300));
     assert!(kit.all_events().is_empty());
@@ -155,18 +145,8 @@ async fn wait_idle_waits_for_requests_the_client_gave_up_on() {
             .times(1)
             .latency(Duration::from_millis(400)),
     );
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
     let b = body(kit.organization_id(), event("a.b"));
-    let e = c
-        .post(format!("{}/audit_logs/events", kit.url()))
-        .bearer_auth(KEY)
-        .json(&b)
-        .send()
-        .await
-        .unwrap_err();
+    let e = post_timing_out(&kit, Duration::from_millis(100), &b).await;
     assert!(e.is_timeout(), "{e:?}");
     // The client gave up; the server is still in the request's latency (or just dropped it).
     assert!(kit.wait_idle(Duration::from_secs(5)).await);
@@ -189,11 +169,7 @@ async fn wait_idle_waits_for_requests_the_client_gave_up_on() {
             .await;
     });
     // Received: the POST before, the GET, then this one.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while kit.requests().len() < 3 {
-        assert!(Instant::now() < deadline, "the hanging request never arrived");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_requests(&kit, 3).await;
     assert!(
         !kit.wait_idle(Duration::from_millis(200)).await,
         "a hung request is still handled"
@@ -362,11 +338,7 @@ async fn stop_closes_kept_alive_and_hung_connections() {
         }
     });
     // The request is in, hanging.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while kit.requests().is_empty() {
-        assert!(Instant::now() < deadline, "the hanging request never arrived");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_requests(&kit, 1).await;
     assert!(!kit.wait_idle(Duration::ZERO).await);
     let t = Instant::now();
     kit.stop();
@@ -409,5 +381,32 @@ async fn an_organization_fault_refuses_one_organization_and_serves_the_others() 
         let path = format!("/audit_logs/actions?organization_id={org}");
         let status = get(&c, &kit.url(), &path).await.status();
         assert_eq!(status == 503, refused_now, "{org}: {status}");
+    }
+}
+
+/// Posts `b` as an event with a client that gives up after `timeout`, and returns its error.
+async fn post_timing_out(kit: &TestKit, timeout: Duration, b: &serde_json::Value) -> reqwest::Error {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .unwrap()
+        .post(format!("{}/audit_logs/events", kit.url()))
+        .bearer_auth(KEY)
+        .json(b)
+        .send()
+        .await
+        .unwrap_err()
+}
+
+/// Waits (at most 5 s) until the kit has received `n` requests.
+async fn wait_for_requests(kit: &TestKit, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kit.requests().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} requests arrived",
+            kit.requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
