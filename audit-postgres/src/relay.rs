@@ -544,6 +544,21 @@ impl Shared {
         }
     }
 
+    /// Gives `tokens` taken but not used back to the fleet's bucket (nothing without a limit).
+    async fn refund(&self, conn: &mut PgConnection, tokens: usize) -> Result<(), sqlx::Error> {
+        if let Some(limit) = self.config.rate_limit
+            && tokens > 0
+        {
+            sqlx::query(&self.outbox.queries().refund_tokens)
+                .bind(self.bucket())
+                .bind(tokens as f64)
+                .bind(f64::from(limit.max_burst()))
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn step(&self, conn: &mut PgConnection) -> Result<Step, sqlx::Error> {
         let q = self.outbox.queries();
         let granted = match self.tokens(conn, self.config.batch).await? {
@@ -557,16 +572,7 @@ impl Shared {
             .bind(self.bucket())
             .fetch_all(&mut *conn)
             .await?;
-        if rows.len() < granted
-            && let Some(limit) = self.config.rate_limit
-        {
-            sqlx::query(&q.refund_tokens)
-                .bind(self.bucket())
-                .bind((granted - rows.len()) as f64)
-                .bind(f64::from(limit.max_burst()))
-                .execute(&mut *conn)
-                .await?;
-        }
+        self.refund(conn, granted - rows.len()).await?;
         if rows.is_empty() {
             let paused: Option<f64> = sqlx::query_scalar(&q.pause_left)
                 .bind(self.bucket())
@@ -792,14 +798,7 @@ impl Shared {
                 "audit_outbox_released_total",
             );
             // Their tokens were taken but no request was made: they go back to the fleet.
-            if let Some(limit) = self.config.rate_limit {
-                sqlx::query(&q.refund_tokens)
-                    .bind(self.bucket())
-                    .bind(released_ids.len() as f64)
-                    .bind(f64::from(limit.max_burst()))
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            self.refund(conn, released_ids.len()).await?;
         }
         Ok(())
     }
