@@ -201,6 +201,8 @@ pub enum SchemaError {
 struct Version {
     #[cfg_attr(not(feature = "schema"), allow(dead_code))]
     compiled: Compiled,
+    /// The target types the version declares.
+    targets: Vec<String>,
 }
 
 #[cfg(feature = "schema")]
@@ -331,7 +333,10 @@ impl SchemaRegistry {
             versions: BTreeMap::new(),
         });
         entry.current = entry.current.max(schema.version);
-        entry.versions.insert(schema.version, Version { compiled });
+        let targets = schema.targets.iter().map(|t| t.kind.clone()).collect();
+        entry
+            .versions
+            .insert(schema.version, Version { compiled, targets });
         Ok(())
     }
 
@@ -364,6 +369,14 @@ impl SchemaRegistry {
     /// The current version of `action`, if known.
     pub fn version(&self, action: &Action) -> Option<u32> {
         self.actions.get(action.as_str()).map(|e| e.current)
+    }
+
+    /// The target types version `version` of `action` declares, if that version is loaded.
+    pub fn target_types(&self, action: &Action, version: u32) -> Option<&[String]> {
+        self.actions
+            .get(action.as_str())
+            .and_then(|e| e.versions.get(&version))
+            .map(|v| v.targets.as_slice())
     }
 
     /// The actions known, sorted.
