@@ -485,3 +485,56 @@ impl AuditSetup {
         }
     }
 }
+
+/// The schemas of the app's actions, declared in code: they register themselves in audit-core's
+/// link-time registry (`audit_core::registry`), where `cargo xtask verify --schemas` and
+/// `audit_verify::schemas` find them next to the actions the handlers' `#[action]` annotations
+/// name. Register them in WorkOS with
+/// `SchemaRegistry::sync(&client, &audit_core::registry::declared_schemas() …)`, or create the same in
+/// the WorkOS Dashboard.
+pub mod schemas {
+    use audit_core::{Action, ActionSchema};
+    use serde_json::{Value, json};
+
+    /// The event metadata every action of the app may carry: the adapter's `outcome` (a
+    /// cancelled request emits `outcome: "cancelled"`), and the request metadata.
+    fn metadata() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "outcome": {"type": "string", "enum": ["success", "failure", "cancelled"]},
+                "http_status": {"type": "integer"},
+                "request_id": {"type": "string"},
+                "http_method": {"type": "string"},
+                "http_route": {"type": "string"}
+            }
+        })
+    }
+
+    fn schema(action: &'static str, target: &str) -> ActionSchema {
+        ActionSchema::new(Action::from_static(action))
+            .target(target)
+            .metadata(metadata())
+    }
+
+    audit_core::declare_schema! {
+        /// `user.signed_in`: the user is the actor (WorkOS wants at least one target type).
+        pub fn user_signed_in() -> ActionSchema { schema("user.signed_in", "user") }
+    }
+    audit_core::declare_schema! {
+        /// `team.created`: the new team.
+        pub fn team_created() -> ActionSchema { schema("team.created", "team") }
+    }
+    audit_core::declare_schema! {
+        /// `team.deleted`: the team of the path.
+        pub fn team_deleted() -> ActionSchema { schema("team.deleted", "team") }
+    }
+    audit_core::declare_schema! {
+        /// `invoice.viewed`: the invoice of the path.
+        pub fn invoice_viewed() -> ActionSchema { schema("invoice.viewed", "invoice") }
+    }
+    audit_core::declare_schema! {
+        /// `invoice.paid`: the invoice of the path.
+        pub fn invoice_paid() -> ActionSchema { schema("invoice.paid", "invoice") }
+    }
+}
