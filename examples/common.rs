@@ -162,6 +162,14 @@ pub fn shutdown_json(
             },
             "delivery_latency_ms": {"p50": ms(stats.latency_p50), "p90": ms(stats.latency_p90), "p99": ms(stats.latency_p99)},
             "last_error": stats.last_error,
+            "rejections": report.rejections.iter().map(|r| json!({
+                "action": r.action,
+                "reason": r.reason.as_str(),
+                "last_hour": r.last_hour,
+                "total": r.total,
+                "detail": r.detail,
+                "fix": r.fix,
+            })).collect::<Vec<_>>(),
             "testkit_events": testkit_events,
         }
     })
@@ -480,6 +488,9 @@ impl AuditSetup {
             report.pending_at_deadline,
             skipped.emit_failures()
         );
+        for rejection in &report.rejections {
+            println!("{app}: dead letters of {rejection}");
+        }
         if let Some(stored) = stored {
             println!("{app}: the embedded audit-testkit stored {stored} events");
         }

@@ -346,8 +346,11 @@ const APPS: [(&str, &str); 2] = [
     ("examples/actix", "example_actix"),
 ];
 
+/// Each app's registered-actions report.
+pub(crate) type AppReports = Vec<(&'static str, SchemaReport)>;
+
 /// Runs the registered-actions check of every app in [`APPS`] and renders the reports.
-pub(crate) fn run_schemas(args: &Args) -> Result<(Vec<(&'static str, SchemaReport)>, String), Usage> {
+pub(crate) fn run_schemas(args: &Args) -> Result<(AppReports, String), Usage> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
