@@ -18,7 +18,7 @@
 //!
 //! The checked version is the one the code's events name: version 1 unless
 //! [`SchemaCheck::emitter_fills_version`] says the emitter has a
-//! [`SchemaRegistry`](audit_core::SchemaRegistry), which fills in the latest one.
+//! [`SchemaRegistry`], which fills in the latest one.
 //!
 //! It only reads from WorkOS. An app's own test can run it against WorkOS or audit-testkit:
 //!

@@ -14,7 +14,7 @@
 //! in between are counted in its `suppressed` field); at most [`MAX_TRACKED`] pairs are kept
 //! apart, later ones are counted under the action `(other)`. The detail comes from WorkOS's
 //! answer (its message and field errors) and, when the emitter has a
-//! [`SchemaRegistry`](crate::SchemaRegistry), from the schema version the event named.
+//! [`SchemaRegistry`], from the schema version the event named.
 //!
 //! With the `metrics` feature: `workos_audit_emitter_rejections_total{action, reason}`, a
 //! counter, one per dead letter (bounded like the warnings).
