@@ -199,44 +199,39 @@ fn merge<'a>(
     actions: impl Iterator<Item = &'a DeclaredAction>,
     schemas: impl IntoIterator<Item = (ActionSchema, Origin)>,
 ) -> Vec<KnownAction> {
+    fn slot(by_name: &mut BTreeMap<String, KnownAction>, action: Action) -> &mut KnownAction {
+        by_name.entry(action.to_string()).or_insert_with(|| KnownAction {
+            action,
+            targets: BTreeSet::new(),
+            schema: None,
+            schema_origin: None,
+            origins: Vec::new(),
+            handler: false,
+        })
+    }
     let mut by_name: BTreeMap<String, KnownAction> = BTreeMap::new();
-    let entry = |by_name: &mut BTreeMap<String, KnownAction>, action: Action| {
-        by_name
-            .entry(action.to_string())
-            .or_insert_with(|| KnownAction {
-                action,
-                targets: BTreeSet::new(),
-                schema: None,
-                schema_origin: None,
-                origins: Vec::new(),
-                handler: false,
-            })
-            .clone()
-    };
     for declared in actions {
         // The declaring macros check the name at compile time; an entry made by other means
         // with an invalid name is left out rather than panicking.
         let Ok(action) = Action::new(declared.action) else {
             continue;
         };
-        let mut known = entry(&mut by_name, action);
+        let known = slot(&mut by_name, action);
         known
             .targets
             .extend(declared.targets.iter().map(|t| (*t).to_owned()));
         known.origins.push(declared.origin);
         known.handler |= declared.handler;
-        by_name.insert(declared.action.to_owned(), known);
     }
     for (schema, origin) in schemas {
-        let mut known = entry(&mut by_name, schema.action.clone());
+        let known = slot(&mut by_name, schema.action.clone());
         known
             .targets
             .extend(schema.schema.targets.iter().map(|t| t.kind.clone()));
         if known.schema.is_none() {
-            known.schema = Some(schema.clone());
+            known.schema = Some(schema);
             known.schema_origin = Some(origin);
         }
-        by_name.insert(schema.action.to_string(), known);
     }
     by_name
         .into_values()

@@ -151,6 +151,11 @@ impl Rejections {
     pub(crate) fn record(&self, letter: &DeadLetter, schemas: Option<&SchemaRegistry>) {
         let now = Instant::now();
         let minute = self.minute(now);
+        let undeclared = (letter.reason == DeadLetterReason::Rejected)
+            .then(|| undeclared_types(letter, schemas))
+            .flatten();
+        let detail = detail(letter, undeclared.as_ref());
+        let fix = fix(letter, undeclared.is_some());
         let mut entries = crate::sync::lock(&self.entries);
         let mut action = letter.event.action.to_string();
         if entries.len() >= MAX_TRACKED && !entries.contains_key(&(action.clone(), letter.reason)) {
@@ -169,11 +174,8 @@ impl Rejections {
         entry.advance(minute);
         entry.total += 1;
         entry.buckets[(minute % BUCKETS as u64) as usize] += 1;
-        entry.detail = detail(letter, schemas);
-        entry.fix = fix(
-            letter,
-            entry.detail.is_some() && mentions_target_type(letter, schemas),
-        );
+        entry.detail = detail;
+        entry.fix = fix;
         if entry
             .warned
             .is_some_and(|at| now.saturating_duration_since(at) < WARN_INTERVAL)
@@ -183,19 +185,18 @@ impl Rejections {
         }
         entry.warned = Some(now);
         let suppressed = std::mem::take(&mut entry.suppressed);
+        let (last_hour, total) = (entry.last_hour(minute), entry.total);
+        let (detail, fix) = (entry.detail.clone(), entry.fix.clone());
+        drop(entries);
         tracing::warn!(
             action = %action,
             reason = %letter.reason,
-            last_hour = entry.last_hour(minute),
-            total = entry.total,
+            last_hour,
+            total,
             suppressed,
-            detail = entry.detail.as_deref().unwrap_or(""),
-            fix = %entry.fix,
-            "audit events of {action} are dead-lettered ({}): {} in the last hour{}; fix: {}",
+            "audit events of {action} are dead-lettered ({}): {last_hour} in the last hour{}; fix: {fix}",
             letter.reason,
-            entry.last_hour(minute),
-            entry.detail.as_deref().map(|d| format!(", {d}")).unwrap_or_default(),
-            entry.fix
+            detail.map(|d| format!(", {d}")).unwrap_or_default(),
         );
     }
 
@@ -232,12 +233,12 @@ impl Rejections {
     }
 }
 
-/// The event's target types that the schema version it names does not declare, with the
-/// version's types.
-fn undeclared_types(
-    letter: &DeadLetter,
-    schemas: Option<&SchemaRegistry>,
-) -> Option<(u32, Vec<String>, Vec<String>)> {
+/// The schema version an event named, the target types it declares and those the event sends
+/// that it does not.
+type Undeclared = (u32, Vec<String>, Vec<String>);
+
+/// The event's target types that the schema version it names does not declare.
+fn undeclared_types(letter: &DeadLetter, schemas: Option<&SchemaRegistry>) -> Option<Undeclared> {
     let registry = schemas?;
     let version = letter
         .event
@@ -254,10 +255,6 @@ fn undeclared_types(
     (!sent.is_empty()).then(|| (version, declared.to_vec(), sent))
 }
 
-fn mentions_target_type(letter: &DeadLetter, schemas: Option<&SchemaRegistry>) -> bool {
-    letter.reason == DeadLetterReason::Rejected && undeclared_types(letter, schemas).is_some()
-}
-
 fn quoted(list: &[String]) -> String {
     list.iter()
         .map(|t| format!("`{t}`"))
@@ -266,16 +263,14 @@ fn quoted(list: &[String]) -> String {
 }
 
 /// What the latest dead letter says.
-fn detail(letter: &DeadLetter, schemas: Option<&SchemaRegistry>) -> Option<String> {
+fn detail(letter: &DeadLetter, undeclared: Option<&Undeclared>) -> Option<String> {
     let mut parts = Vec::new();
-    if letter.reason == DeadLetterReason::Rejected
-        && let Some((version, declared, sent)) = undeclared_types(letter, schemas)
-    {
+    if let Some((version, declared, sent)) = undeclared {
         parts.push(format!(
             "schema version {version} declares target type{} {}, the event sends {}",
             if declared.len() == 1 { "" } else { "s" },
-            quoted(&declared),
-            quoted(&sent)
+            quoted(declared),
+            quoted(sent)
         ));
     }
     if let Some(e) = &letter.error {
