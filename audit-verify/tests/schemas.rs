@@ -3,7 +3,9 @@
 //! the testkit.
 
 use audit_core::client::{Client, CreateSchema, SchemaTarget};
+use audit_core::registry::__private::{ACTIONS, DeclaredAction, Origin, linkme};
 use audit_core::registry::known_actions_in;
+use audit_core::request::{AuditPolicy, CancelledRequests};
 use audit_core::{Action, ActionSchema};
 use audit_testkit::TestKit;
 use audit_verify::schemas::{FindingKind, SchemaCheck, SchemaReport};
@@ -22,6 +24,16 @@ audit_core::declare_schema! {
             .metadata(json!({"type": "object", "properties": {"rows": {"type": "integer"}}}))
     }
 }
+
+/// What an `#[action("team.renamed", targets(team = "id"))]` handler registers (the adapters'
+/// attribute expands to this entry).
+#[linkme::distributed_slice(ACTIONS)]
+#[linkme(crate = linkme)]
+static TEAM_RENAMED: DeclaredAction = DeclaredAction::handler(
+    "team.renamed",
+    &["team"],
+    Origin::new(module_path!(), file!(), line!()),
+);
 
 /// A testkit with the schemas: `invoice.paid` declaring `bill`, `report.exported` whose `rows` is
 /// a string, `team.created` as the code sends it, and `doc.shared` in two versions.
@@ -58,6 +70,13 @@ async fn kit() -> (TestKit, Client) {
     )
     .await;
     register("team.created", CreateSchema::new([SchemaTarget::new("team")])).await;
+    // Closed metadata: the adapter's `outcome` of a cancelled request is refused.
+    let closed = json!({"type": "object", "properties": {}, "additionalProperties": false});
+    register(
+        "team.renamed",
+        CreateSchema::new([SchemaTarget::new("team")]).metadata(closed),
+    )
+    .await;
     assert_eq!(
         register("doc.shared", CreateSchema::new([SchemaTarget::new("doc")])).await,
         1
@@ -75,7 +94,7 @@ fn kinds(report: &SchemaReport, action: &str) -> Vec<FindingKind> {
 async fn finds_unregistered_actions_target_type_and_metadata_mismatches() {
     let (_kit, client) = kit().await;
     let actions = known_actions_in(&["schemas"]);
-    assert_eq!(actions.len(), 5, "{actions:?}");
+    assert_eq!(actions.len(), 6, "{actions:?}");
     let report = SchemaCheck::new(actions).run(&client).await.expect("check runs");
     let text = report.to_string();
     assert!(!report.passed(), "{text}");
@@ -115,9 +134,44 @@ async fn finds_unregistered_actions_target_type_and_metadata_mismatches() {
     assert_eq!(kinds(&report, "doc.shared"), [FindingKind::Version], "{text}");
     assert!(kinds(&report, "team.created").is_empty(), "{text}");
     assert!(text.contains("PASS   team.created (schema version 1)"), "{text}");
-    assert!(text.ends_with("5 actions checked, 4 findings"), "{text}");
+    assert_eq!(kinds(&report, "team.renamed"), [FindingKind::Metadata], "{text}");
+    let adapter = report.of("team.renamed").next().unwrap();
+    assert!(adapter.message.contains("cancelled request"), "{text}");
+    assert!(adapter.fix.contains("AuditPolicy"), "{text}");
+    assert!(text.ends_with("6 actions checked, 5 findings"), "{text}");
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
-    assert_eq!(json["findings"].as_array().unwrap().len(), 4);
+    assert_eq!(json["findings"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn the_adapter_metadata_follows_the_policy() {
+    let (_kit, client) = kit().await;
+    let check = |policy: AuditPolicy| {
+        let client = client.clone();
+        async move {
+            SchemaCheck::new(known_actions_in(&["schemas"]))
+                .policy(policy)
+                .run(&client)
+                .await
+                .expect("check runs")
+        }
+    };
+    let quiet = check(AuditPolicy::new().cancelled(CancelledRequests::Skip)).await;
+    assert!(kinds(&quiet, "team.renamed").is_empty(), "{quiet}");
+    let verbose = check(
+        AuditPolicy::new()
+            .cancelled(CancelledRequests::Skip)
+            .request_metadata(true),
+    )
+    .await;
+    let found: Vec<&str> = verbose.of("team.renamed").map(|f| f.message.as_str()).collect();
+    assert_eq!(found.len(), 1, "{verbose}");
+    assert!(
+        found[0].contains("as the adapter adds it to a response"),
+        "{verbose}"
+    );
+    // Events built by hand carry no adapter metadata.
+    assert!(kinds(&verbose, "team.created").is_empty(), "{verbose}");
 }
 
 #[tokio::test]
@@ -148,6 +202,10 @@ async fn passes_once_the_registered_schemas_match_the_code() {
         (
             "verify.never_registered",
             CreateSchema::new([SchemaTarget::new("thing")]),
+        ),
+        (
+            "team.renamed",
+            CreateSchema::new([SchemaTarget::new("team")]).metadata(json!({"type": "object"})),
         ),
     ];
     for (action, schema) in fixed {
