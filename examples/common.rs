@@ -500,9 +500,8 @@ impl AuditSetup {
 /// The schemas of the app's actions, declared in code: they register themselves in audit-core's
 /// link-time registry (`audit_core::registry`), where `cargo xtask verify --schemas` and
 /// `audit_verify::schemas` find them next to the actions the handlers' `#[action]` annotations
-/// name. Register them in WorkOS with
-/// `SchemaRegistry::sync(&client, &audit_core::registry::declared_schemas() …)`, or create the same in
-/// the WorkOS Dashboard.
+/// name. Register them in WorkOS with `SchemaRegistry::sync_declared(&client)`, or create the
+/// same in the WorkOS Dashboard.
 pub mod schemas {
     use audit_core::{Action, ActionSchema};
     use serde_json::{Value, json};

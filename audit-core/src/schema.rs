@@ -278,6 +278,23 @@ impl SchemaRegistry {
         Ok(registry)
     }
 
+    /// [`sync`](Self::sync) of every schema declared in code and linked into this binary
+    /// ([`declare_schema!`](crate::declare_schema), listed by
+    /// [`registry::declared_schemas`](crate::registry::declared_schemas)); an action declared
+    /// more than once is registered with its first declaration (sorted by place).
+    ///
+    /// # Errors
+    /// As [`sync`](Self::sync).
+    pub async fn sync_declared(client: &Client) -> Result<Self, SchemaError> {
+        let mut schemas: Vec<ActionSchema> = Vec::new();
+        for (schema, _) in crate::registry::declared_schemas() {
+            if !schemas.iter().any(|s| s.action == schema.action) {
+                schemas.push(schema);
+            }
+        }
+        Self::sync(client, &schemas).await
+    }
+
     /// A registry of every action WorkOS knows with its latest schema (`GET /audit_logs/actions`,
     /// every page, 100 per page).
     ///

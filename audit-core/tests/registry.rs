@@ -46,3 +46,34 @@ fn declarations_merge_per_action() {
     assert!(known_actions_in(&["another_crate"]).is_empty());
     assert_eq!(declared_actions().len(), 3);
 }
+
+#[tokio::test]
+async fn declared_schemas_are_registered_once_each() {
+    let kit = audit_testkit::TestKit::builder()
+        .start()
+        .await
+        .expect("testkit starts");
+    let client = audit_core::Client::builder()
+        .api_key("sk_test_registry")
+        .base_url(kit.url())
+        .build()
+        .expect("client");
+    let registry = audit_core::SchemaRegistry::sync_declared(&client)
+        .await
+        .expect("registered");
+    let one = Action::new("registry.test.one").unwrap();
+    assert_eq!(registry.version(&one), Some(1));
+    assert_eq!(
+        registry.target_types(&one, 1).map(<[String]>::to_vec),
+        Some(vec!["delta".to_owned()])
+    );
+    assert_eq!(
+        registry.actions().collect::<Vec<_>>(),
+        ["registry.test.one", "registry.test.two"]
+    );
+    // Again at the next start: unchanged schemas keep their versions.
+    let again = audit_core::SchemaRegistry::sync_declared(&client)
+        .await
+        .expect("registered");
+    assert_eq!(again.version(&one), Some(1));
+}

@@ -344,11 +344,11 @@ fn types_list<'a>(types: impl IntoIterator<Item = &'a str>) -> String {
 fn not_registered(known: &KnownAction) -> Finding {
     let fix = match (&known.schema, known.schema_origin) {
         (Some(_), Some(at)) => format!(
-            "register the schema declared in code at {at}: pass audit_core::registry::declared_schemas() to SchemaRegistry::sync at start-up, or create `{}` in the WorkOS Dashboard (Audit Logs → Configuration → Create event)",
+            "register the schema declared in code at {at}: SchemaRegistry::sync_declared(&client) at start-up, or create `{}` in the WorkOS Dashboard (Audit Logs → Configuration → Create event)",
             known.action
         ),
         _ => format!(
-            "create `{}` with target types {} in the WorkOS Dashboard (Audit Logs → Configuration → Create event), or declare its schema in code (audit_core::declare_schema!) and register it with SchemaRegistry::sync",
+            "create `{}` with target types {} in the WorkOS Dashboard (Audit Logs → Configuration → Create event), or declare its schema in code (audit_core::declare_schema!) and register it with SchemaRegistry::sync_declared",
             known.action,
             types_list(known.targets.iter().map(String::as_str))
         ),
