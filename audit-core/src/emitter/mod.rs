@@ -498,7 +498,9 @@ impl Emitter {
         if self.shared().is_closed() {
             return Err(EmitError::Closed);
         }
-        event.validate().map_err(EmitError::Invalid)?;
+        event
+            .validate_request(&org, self.shared().config.max_request_bytes)
+            .map_err(EmitError::Invalid)?;
         let mut event = event;
         if let Some(schemas) = &self.shared().config.schemas {
             schemas.apply(&mut event).map_err(EmitError::Invalid)?;
