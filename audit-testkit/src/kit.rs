@@ -51,6 +51,9 @@ impl Default for TestKitBuilder {
                 rate_limit: None,
                 log_stream: None,
                 max_body_bytes: 1024 * 1024,
+                max_event_request_bytes: crate::validate::DEFAULT_MAX_EVENT_REQUEST_BYTES,
+                configuration_state: None,
+                failing_exports: false,
                 max_recorded_requests: 10_000,
                 max_recorded_bytes: 64 * 1024 * 1024,
                 #[cfg(feature = "sqlite")]
@@ -159,6 +162,29 @@ impl TestKitBuilder {
     /// Largest accepted request body (default 1 MiB); larger ones get 413.
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.config.max_body_bytes = n;
+        self
+    }
+
+    /// Largest accepted create-event body (default 100 KiB, the budget audit-core applies by
+    /// default); larger ones get WorkOS's 413. WorkOS publishes no figure: set the one your
+    /// application's emitter uses.
+    pub fn max_event_request_bytes(mut self, n: usize) -> Self {
+        self.config.max_event_request_bytes = n;
+        self
+    }
+
+    /// The `state` the configuration endpoint reports for every organization (default
+    /// `active`; WorkOS also answers `inactive` and `disabled`), for testing how an
+    /// application reacts to audit logs being switched off.
+    pub fn configuration_state(mut self, state: impl Into<String>) -> Self {
+        self.config.configuration_state = Some(state.into());
+        self
+    }
+
+    /// Every export ends in state `error` (without a URL) once its delay has passed, instead of
+    /// `ready`, for testing how an application handles a failed export.
+    pub fn failing_exports(mut self, yes: bool) -> Self {
+        self.config.failing_exports = yes;
         self
     }
 

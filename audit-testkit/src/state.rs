@@ -31,6 +31,12 @@ pub(crate) struct Config {
     pub(crate) rate_limit: Option<(u64, Duration)>,
     pub(crate) log_stream: Option<(String, String)>,
     pub(crate) max_body_bytes: usize,
+    /// The largest create-event body; larger ones get 413.
+    pub(crate) max_event_request_bytes: usize,
+    /// The `state` the configuration endpoint reports (default `active`).
+    pub(crate) configuration_state: Option<String>,
+    /// Exports end in state `error` instead of `ready`.
+    pub(crate) failing_exports: bool,
     pub(crate) max_recorded_requests: usize,
     pub(crate) max_recorded_bytes: usize,
     #[cfg(feature = "sqlite")]
@@ -538,6 +544,9 @@ mod tests {
             rate_limit: Some((1, Duration::from_secs(3600))),
             log_stream: None,
             max_body_bytes: 1024,
+            max_event_request_bytes: 1024,
+            configuration_state: None,
+            failing_exports: false,
             max_recorded_requests: 0,
             max_recorded_bytes: 0,
             #[cfg(feature = "sqlite")]
