@@ -166,7 +166,7 @@ fn replay(status: u16, body: Vec<u8>) -> Res {
 const SUCCESS: &[u8] = b"{\"success\":true}";
 
 /// The message of WorkOS's 400 for an export without matching events.
-pub(crate) const NO_EVENTS: &str = audit_core::error::NO_EVENTS_MESSAGE;
+pub(crate) const NO_EVENTS: &str = "No audit log events found";
 
 // ---- 1. create event ----------------------------------------------------------------------
 
@@ -324,6 +324,12 @@ async fn create_export(State(s): S, headers: HeaderMap, body: Bytes) -> Res {
     let rec = match s.create_export(org, &query) {
         Ok(rec) => rec,
         Err(NoExport::NoEvents) => return message(StatusCode::BAD_REQUEST, NO_EVENTS),
+        Err(NoExport::TooLarge(limit)) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"message": NoExport::too_large_message(limit), "code": "export_too_large"}),
+            );
+        }
     };
     json_response(StatusCode::CREATED, &export_json(&s, &rec))
 }
