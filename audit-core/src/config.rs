@@ -10,6 +10,7 @@
 //! | `AUDIT_RATE_LIMIT` | [`rate_limit`](AuditSettings::rate_limit): `workos` (6,000 per minute), `none`, `N` (per second) or `N/PERIOD` (`100/1s`, `6000/1m`) | `workos` |
 //! | `AUDIT_SENDERS` | [`senders`](AuditSettings::senders): concurrent deliveries | the emitter chooses: 8, growing with WorkOS's latency |
 //! | `AUDIT_SPOOL` | [`spool`](AuditSettings::spool): path of a durable spool file (the `spool` feature) | none |
+//! | `AUDIT_LINGER` | [`linger`](AuditSettings::linger): how long a sender woken from idle lets a burst gather (`0ms`: none) | 2 ms |
 //!
 //! Durations use one syntax everywhere, [`humantime`](https://docs.rs/humantime)'s: `500ms`,
 //! `10s`, `1m 30s`, `2h`. An empty variable counts as unset.
@@ -64,6 +65,8 @@ pub const ENV_RATE_LIMIT: &str = "AUDIT_RATE_LIMIT";
 pub const ENV_SENDERS: &str = "AUDIT_SENDERS";
 /// The variable of the spool file's path.
 pub const ENV_SPOOL: &str = "AUDIT_SPOOL";
+/// The variable of the senders' linger.
+pub const ENV_LINGER: &str = "AUDIT_LINGER";
 
 /// The settings of a [`Client`] and an [`Emitter`], from [`from_env`](Self::from_env) or
 /// deserialized. See the [module documentation](self) for the variables and their syntax.
@@ -98,6 +101,10 @@ pub struct AuditSettings {
     /// `spool` feature, [`SpoolConfig::new`](crate::emitter::SpoolConfig::new)), which decides
     /// what to do with the events it recovers.
     pub spool: Option<PathBuf>,
+    /// How long a sender woken from idle waits for a burst to gather (`AUDIT_LINGER`, zero
+    /// allowed); `None`: [`EmitterBuilder::DEFAULT_LINGER`]. See [`EmitterBuilder::linger`].
+    #[serde(deserialize_with = "de_linger")]
+    pub linger: Option<Duration>,
     /// Whether these came from the environment: errors then name the variables.
     #[serde(skip)]
     from_env: bool,
@@ -113,6 +120,7 @@ impl Default for AuditSettings {
             rate_limit: Some(RateLimit::workos()),
             senders: None,
             spool: None,
+            linger: None,
             from_env: false,
         }
     }
@@ -128,6 +136,7 @@ impl fmt::Debug for AuditSettings {
             .field("rate_limit", &self.rate_limit)
             .field("senders", &self.senders)
             .field("spool", &self.spool)
+            .field("linger", &self.linger)
             .finish()
     }
 }
@@ -190,6 +199,7 @@ impl AuditSettings {
                 })?;
         }
         s.spool = var(ENV_SPOOL)?.map(PathBuf::from);
+        s.linger = parsed(ENV_LINGER, &parse_linger)?;
         Ok(s)
     }
 
@@ -231,6 +241,10 @@ impl AuditSettings {
         let builder = Emitter::builder(sink);
         let builder = match self.senders {
             Some(n) => builder.senders(n.max(1)),
+            None => builder,
+        };
+        let builder = match self.linger {
+            Some(linger) => builder.linger(linger),
             None => builder,
         };
         match self.rate_limit {
@@ -276,6 +290,19 @@ fn parse_rate_limit(text: &str) -> Result<Option<RateLimit>, String> {
             RateLimit::new(n, per).map(Some).ok_or_else(bad)
         }
     }
+}
+
+/// A linger: a humantime duration, zero allowed.
+fn parse_linger(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write for example 2ms, or 0ms for none"))
+}
+
+fn de_linger<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_linger(&s))
+        .transpose()
+        .map_err(serde::de::Error::custom)
 }
 
 fn parse_senders(text: &str) -> Result<usize, String> {
@@ -346,8 +373,14 @@ mod tests {
             ("AUDIT_RATE_LIMIT", "100/2s"),
             ("AUDIT_SENDERS", "3"),
             ("AUDIT_SPOOL", "/tmp/spool.db"),
+            ("AUDIT_LINGER", "100ms"),
         ])
         .unwrap();
+        assert_eq!(s.linger, Some(Duration::from_millis(100)));
+        assert_eq!(
+            from(&[("AUDIT_LINGER", "0ms")]).unwrap().linger,
+            Some(Duration::ZERO)
+        );
         assert_eq!(s.timeout, Some(Duration::from_secs(90)));
         assert_eq!(s.connect_timeout, Some(Duration::from_millis(500)));
         assert_eq!(s.rate_limit, RateLimit::new(100, Duration::from_secs(2)));
@@ -378,6 +411,7 @@ mod tests {
             ("AUDIT_RATE_LIMIT", "10/never"),
             ("AUDIT_SENDERS", "0"),
             ("AUDIT_SENDERS", "-1"),
+            ("AUDIT_LINGER", "a while"),
         ] {
             let e = from(&[(name, value)]).unwrap_err();
             assert!(e.to_string().contains(value.trim()), "{e}");

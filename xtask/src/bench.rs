@@ -48,9 +48,14 @@ enum Source {
         group: &'static str,
         results: &'static [(&'static str, &'static str, &'static str, f64)],
     },
+    /// The instructions per request of both example apps under callgrind ([`crate::cost`]), with
+    /// the added instructions of each audit configuration against its budget.
+    Callgrind,
 }
 
 const SOURCES: &[Source] = &[
+    // Deterministic: the instructions an audited request adds, both apps, three configurations.
+    Source::Callgrind,
     Source::Criterion {
         package: "audit-core",
         bench: "emitter_emit",
@@ -165,6 +170,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         let bench = match source {
             Source::JsonLines { bench, .. } | Source::Criterion { bench, .. } => *bench,
             Source::Example { example, .. } => *example,
+            Source::Callgrind => "cost",
         };
         if only.as_deref().is_some_and(|o| !bench.contains(o)) {
             continue;
@@ -193,6 +199,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
                 group,
                 results,
             } => criterion(&root, package, bench, group, results, quick),
+            Source::Callgrind => callgrind(quick),
         };
         match got {
             Ok(mut r) => records.append(&mut r),
@@ -246,6 +253,23 @@ fn lines_of(root: &Path, mut cmd: Command) -> Result<Vec<Value>, String> {
     }
     if !out.status.success() {
         return Err(format!("exited with {}", out.status));
+    }
+    Ok(records)
+}
+
+/// The callgrind cost figures ([`crate::cost`]): the full plan, or the CI's quick one.
+fn callgrind(quick: bool) -> Result<Vec<Value>, String> {
+    eprintln!("==> xtask bench: cost (callgrind)");
+    let budgets = crate::cost::read_budget(&project_root())?;
+    let plan = if quick {
+        crate::cost::Plan::quick()
+    } else {
+        crate::cost::Plan::full()
+    };
+    let figures = crate::cost::measure(&plan)?;
+    let records = crate::cost::records(&figures, &budgets);
+    for r in &records {
+        println!("{r}");
     }
     Ok(records)
 }

@@ -21,6 +21,11 @@
 //! Flags are parsed by clap (unknown ones are refused). `--skip-sdk` leaves out step 4 (for a machine without Node or Python); on CI (`CI=true`) the SDK
 //! tests are never skipped silently: missing installs are an error.
 //!
+//! After step 3: the cost budget: the instructions an audited request adds in both example apps,
+//! counted by callgrind (release build, 100 and 1,100 requests, `AUDIT_DISABLED=1` against
+//! `AUDIT_SINK=discard`; see `xtask/src/cost.rs`), must not exceed `xtask/cost-budget.toml`.
+//! valgrind is installed by `.ci/install-tools`.
+//!
 //! After step 4: the audit-testkit viewer in headless Chromium (`viewer-tests/`, playwright-core
 //! driving Debian's `chromium`); it writes `target/viewer-screenshot.png`. `--skip-browser` leaves
 //! it out; without Chromium or `npm ci` it is skipped with a message, on CI an error.
@@ -99,6 +104,11 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
             .current_dir(&root),
     )?;
     compat_sqlx(&root)?;
+    println!(
+        "\n==> xtask ci: cost budget (callgrind, {})",
+        crate::cost::BUDGET_FILE
+    );
+    crate::cost::ci_check().map_err(|e| format!("cost budget: {e}"))?;
     if skip_sdk {
         println!("xtask ci: SDK compatibility tests skipped (--skip-sdk)");
     } else {

@@ -1,4 +1,4 @@
-//! Project tasks, run as `cargo xtask <task>`: `demo`, `verify`, `export`, `ci`, `bench`.
+//! Project tasks, run as `cargo xtask <task>`: `demo`, `verify`, `export`, `ci`, `bench`, `cost`.
 //!
 //! Arguments are parsed by clap: unknown flags are refused (exit status 2) and every task has
 //! `--help`.
@@ -10,6 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod bench;
 mod ci;
+mod cost;
 mod demo;
 mod export;
 mod verify;
@@ -34,6 +35,8 @@ pub(crate) enum Task {
     Ci(ci::Args),
     /// Every benchmark, as JSON lines and a table.
     Bench(bench::Args),
+    /// The instructions an audited request adds (callgrind), against the budget file.
+    Cost(cost::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Some(Task::Bench(args)) => bench::run(&args),
         Some(Task::Ci(args)) => ci::run(&args),
+        Some(Task::Cost(args)) => cost::run(&args),
         Some(Task::Export(args)) => export::run(args),
         Some(Task::Demo(args)) => demo::run(&args),
         Some(Task::Verify(args)) => verify::run(*args),
@@ -94,6 +98,7 @@ mod tests {
             &["bench", "--only"],
             &["export", "--max-wait", "600"],
             &["verify", "--timeout", "soon"],
+            &["cost", "--quik"],
             &["deploy"],
         ] {
             let e = parse(bad).expect_err(&format!("{bad:?} must be refused"));
@@ -124,8 +129,16 @@ mod tests {
             parse(&["verify", "--local", "--timeout", "15s"]).unwrap().task,
             Some(Task::Verify(_))
         ));
+        let Some(Task::Cost(cost)) = parse(&["cost", "--quick", "--check", "--app", "axum"])
+            .unwrap()
+            .task
+        else {
+            panic!("cost");
+        };
+        assert!(cost.quick && cost.check);
+        assert_eq!(cost.app.as_deref(), Some("axum"));
         assert!(parse(&[]).unwrap().task.is_none());
-        for task in ["ci", "demo", "bench", "export", "verify"] {
+        for task in ["ci", "demo", "bench", "export", "verify", "cost"] {
             let e = parse(&[task, "--help"]).unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{task}");
         }
