@@ -75,6 +75,7 @@ mod api;
 mod env;
 mod plan;
 mod report;
+pub mod schemas;
 mod settings;
 pub mod streams;
 mod workspace;

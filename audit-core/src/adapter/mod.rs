@@ -95,7 +95,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use hand_off::{FAILURE_LOG_INTERVAL, HandOff};
-pub use record::{Decision, RequestAudit, RequestInfo, ResponseInfo, bounded_lossy};
+pub use record::{
+    Decision, MAX_CAPTURED_VALUE_BYTES, RequestAudit, RequestInfo, ResponseInfo, SANITIZED_METADATA_KEY,
+    TRUNCATION_MARKER, bounded_lossy, carriable,
+};
 
 use crate::client_ip::{ClientIp, UNKNOWN_LOCATION};
 use crate::emitter::Emitter;
