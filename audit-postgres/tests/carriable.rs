@@ -63,9 +63,10 @@ async fn axum_a_path_id_with_nul_reaches_workos_through_the_outbox() {
     let app = Router::new()
         .route("/invoices/{id}", get(view_invoice))
         .layer(
-            AuditLayer::new(emitter.clone())
+            AuditLayer::builder(emitter.clone())
                 .actor_resolver(|_| Some(Actor::new("user_01", "user")))
-                .organization_resolver(move |_| Some(tenant.clone())),
+                .organization_resolver(move |_| Some(tenant.clone()))
+                .build(),
         )
         .layer(MockConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
     let response = app
@@ -96,9 +97,10 @@ async fn actix_a_path_id_with_nul_reaches_workos_through_the_outbox() {
     let app = test::init_service(
         App::new()
             .wrap(
-                AuditMiddleware::new(emitter.clone())
+                AuditMiddleware::builder(emitter.clone())
                     .actor_resolver(|_| Some(Actor::new("user_01", "user")))
-                    .organization_resolver(move |_| Some(tenant.clone())),
+                    .organization_resolver(move |_| Some(tenant.clone()))
+                    .build(),
             )
             .service(view_invoice),
     )

@@ -46,7 +46,9 @@ async fn serve() -> Served {
         .unwrap();
     let emitter = Emitter::builder(client).no_rate_limit().start();
     let org = OrganizationId::new(kit.organization_id()).unwrap();
-    let layer = AuditLayer::new(emitter.clone()).request_metadata(true);
+    let layer = AuditLayer::builder(emitter.clone())
+        .request_metadata(true)
+        .build();
     let app = Router::new()
         .route("/teams/{id}", get(view_team))
         .route("/invites", post(invite))
