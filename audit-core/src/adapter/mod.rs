@@ -25,7 +25,7 @@
 //! existed: the client went away, an HTTP/2 stream was reset, a timeout layer fired) is a
 //! cancelled request; its `Drop` is the one place where such requests are seen. An annotated one
 //! is counted ([`SkipCounters::cancelled`](crate::request::SkipCounters::cancelled)) and, under
-//! the default [`CancelledRequests::Emit`](crate::request::CancelledRequests::Emit), emitted with
+//! the default [`CancelledRequests::Emit`], emitted with
 //! `outcome: "cancelled"`: the handler may already have made its change.
 //!
 //! ```
@@ -294,7 +294,7 @@ impl<R: ?Sized> Middleware<R> {
 
 /// A captured request whose response is not there yet. [`finish`](Self::finish) it with the
 /// response's status; dropped unfinished (the response future was dropped: the client went away),
-/// it is a cancelled request (see [`CancelledRequests`](crate::request::CancelledRequests)).
+/// it is a cancelled request (see [`CancelledRequests`]).
 #[must_use = "an unfinished request counts as cancelled"]
 pub struct InFlight<R: ?Sized> {
     audit: Option<RequestAudit>,
