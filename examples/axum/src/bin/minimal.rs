@@ -1,4 +1,4 @@
-//! The README's axum quickstart as a program: `cargo run -p example-axum --bin minimal`, then
+//! The README's axum quickstart as a program: `cargo run -p example-axum --bin minimal-axum`, then
 //! `curl -X POST localhost:3000/teams`. Without `WORKOS_API_KEY` it starts audit-testkit (a
 //! WorkOS-compatible server) in-process. `LISTEN_ADDR` (default `127.0.0.1:3000`); Ctrl-C stops it
 //! and prints the delivery report.
