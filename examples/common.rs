@@ -162,6 +162,14 @@ pub fn shutdown_json(
             },
             "delivery_latency_ms": {"p50": ms(stats.latency_p50), "p90": ms(stats.latency_p90), "p99": ms(stats.latency_p99)},
             "last_error": stats.last_error,
+            "rejections": report.rejections.iter().map(|r| json!({
+                "action": r.action,
+                "reason": r.reason.as_str(),
+                "last_hour": r.last_hour,
+                "total": r.total,
+                "detail": r.detail,
+                "fix": r.fix,
+            })).collect::<Vec<_>>(),
             "testkit_events": testkit_events,
         }
     })
@@ -480,8 +488,63 @@ impl AuditSetup {
             report.pending_at_deadline,
             skipped.emit_failures()
         );
+        for rejection in &report.rejections {
+            println!("{app}: dead letters of {rejection}");
+        }
         if let Some(stored) = stored {
             println!("{app}: the embedded audit-testkit stored {stored} events");
         }
+    }
+}
+
+/// The schemas of the app's actions, declared in code: they register themselves in audit-core's
+/// link-time registry (`audit_core::registry`), where `cargo xtask verify --schemas` and
+/// `audit_verify::schemas` find them next to the actions the handlers' `#[action]` annotations
+/// name. Register them in WorkOS with `SchemaRegistry::sync_declared(&client)`, or create the
+/// same in the WorkOS Dashboard.
+pub mod schemas {
+    use audit_core::{Action, ActionSchema};
+    use serde_json::{Value, json};
+
+    /// The event metadata every action of the app may carry: the adapter's `outcome` (a
+    /// cancelled request emits `outcome: "cancelled"`), and the request metadata.
+    fn metadata() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "outcome": {"type": "string", "enum": ["success", "failure", "cancelled"]},
+                "http_status": {"type": "integer"},
+                "request_id": {"type": "string"},
+                "http_method": {"type": "string"},
+                "http_route": {"type": "string"}
+            }
+        })
+    }
+
+    fn schema(action: &'static str, target: &str) -> ActionSchema {
+        ActionSchema::new(Action::from_static(action))
+            .target(target)
+            .metadata(metadata())
+    }
+
+    audit_core::declare_schema! {
+        /// `user.signed_in`: the user is the actor (WorkOS wants at least one target type).
+        pub fn user_signed_in() -> ActionSchema { schema("user.signed_in", "user") }
+    }
+    audit_core::declare_schema! {
+        /// `team.created`: the new team.
+        pub fn team_created() -> ActionSchema { schema("team.created", "team") }
+    }
+    audit_core::declare_schema! {
+        /// `team.deleted`: the team of the path.
+        pub fn team_deleted() -> ActionSchema { schema("team.deleted", "team") }
+    }
+    audit_core::declare_schema! {
+        /// `invoice.viewed`: the invoice of the path.
+        pub fn invoice_viewed() -> ActionSchema { schema("invoice.viewed", "invoice") }
+    }
+    audit_core::declare_schema! {
+        /// `invoice.paid`: the invoice of the path.
+        pub fn invoice_paid() -> ActionSchema { schema("invoice.paid", "invoice") }
     }
 }

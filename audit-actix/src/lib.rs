@@ -101,6 +101,7 @@ pub use audit_macros::actix_action as action;
 pub mod __private {
     pub use crate::extract::Annotation;
     pub use audit_core::Action;
+    pub use audit_core::registry::__private as registry;
 }
 
 #[cfg(doctest)]

@@ -424,6 +424,11 @@ impl Metadata {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// The values, sorted by key, to change in place.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut MetadataValue> {
+        self.0.values_mut()
+    }
+
     /// Adds every entry of `other`, replacing values of keys present in both.
     pub fn extend(&mut self, other: Metadata) {
         self.0.extend(other.0);
@@ -604,6 +609,15 @@ pub struct Event {
 }
 
 impl Event {
+    /// The most targets one event may have.
+    ///
+    /// WorkOS rejects an event with more targets as an invalid audit-log event (400; its schema
+    /// says `maxItems: 20`), as reported in production by dust-tt/dust#27021 (bulk invites of
+    /// more than 20 users failed). The middleware of `audit-tower` and `audit-actix` splits a
+    /// request's targets over several events instead
+    /// ([`TargetOverflow`](crate::request::TargetOverflow)).
+    pub const MAX_TARGETS: usize = 20;
+
     /// An event that occurred now, with no targets and no metadata.
     pub fn new(action: Action, actor: Actor, context: Context) -> Self {
         Self {
@@ -647,9 +661,26 @@ impl Event {
         self
     }
 
-    /// Checks every rule WorkOS applies, reporting all problems at once.
+    /// Checks every rule WorkOS applies, reporting all problems at once, each named by its JSON
+    /// pointer: the metadata rules, at most [`Event::MAX_TARGETS`] targets (`/targets`), no
+    /// U+0000 in any string (`/actor/name`, `/targets/3/id`, `/metadata/note`, …), and a
+    /// create-event request within
+    /// [`DEFAULT_MAX_REQUEST_BYTES`](crate::validate::DEFAULT_MAX_REQUEST_BYTES) for any
+    /// organization id (the pointer names the largest part). See [`crate::validate`] for where
+    /// each figure comes from.
     pub fn validate(&self) -> Result<(), crate::ValidationErrors> {
         crate::validate::validate_event(self)
+    }
+
+    /// [`validate`](Self::validate) for a request to `organization` whose body may be at most
+    /// `max_request_bytes` bytes of JSON (the emitter applies its
+    /// [`max_request_bytes`](crate::emitter::EmitterBuilder::max_request_bytes)).
+    pub fn validate_request(
+        &self,
+        organization: &OrganizationId,
+        max_request_bytes: usize,
+    ) -> Result<(), crate::ValidationErrors> {
+        crate::validate::validate_request(self, organization.as_str().len(), max_request_bytes)
     }
 }
 

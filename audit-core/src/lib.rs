@@ -9,6 +9,7 @@ pub mod emitter;
 pub mod error;
 pub mod event;
 pub mod export;
+pub mod registry;
 pub mod request;
 pub mod retry;
 pub mod schema;

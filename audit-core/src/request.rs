@@ -76,7 +76,39 @@ pub struct AuditPolicy {
     /// What an annotated request whose response future was dropped emits (default
     /// [`CancelledRequests::Emit`]).
     pub cancelled: CancelledRequests,
+    /// What a request with more than [`Event::MAX_TARGETS`](crate::Event::MAX_TARGETS) targets
+    /// emits (default [`TargetOverflow::Split`]).
+    pub target_overflow: TargetOverflow,
 }
+
+/// What the middleware does with a request whose handler added more than
+/// [`Event::MAX_TARGETS`](crate::Event::MAX_TARGETS) targets (20, WorkOS's limit: it rejects a
+/// larger event). Nothing is dropped silently: either way the request is counted
+/// ([`SkipCounters::target_overflows`]) and the event says what was done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TargetOverflow {
+    /// Emit several events of at most 20 targets each, in the order the targets were added (the
+    /// default: every target reaches the audit trail). They are the same event otherwise, and
+    /// share the metadata [`SPLIT_ID_METADATA_KEY`] (a UUID, the correlation id of the request)
+    /// and carry [`SPLIT_PART_METADATA_KEY`] (`"2/3"`). Each has its own idempotency key,
+    /// derived from the request's one (`<uuid>-1`, `<uuid>-2`, …), so that WorkOS keeps them
+    /// all and still stores each once however often it is retried.
+    #[default]
+    Split,
+    /// Emit one event with the first 20 targets and the number of those left out in the
+    /// metadata [`OMITTED_TARGETS_METADATA_KEY`].
+    KeepFirst,
+}
+
+/// The metadata key of the correlation id shared by the events a request was split into
+/// ([`TargetOverflow::Split`]).
+pub const SPLIT_ID_METADATA_KEY: &str = "audit_split_id";
+/// The metadata key of an event's place among the events a request was split into: `"1/3"`
+/// ([`TargetOverflow::Split`]).
+pub const SPLIT_PART_METADATA_KEY: &str = "audit_split_part";
+/// The metadata key of the number of targets left out under [`TargetOverflow::KeepFirst`].
+pub const OMITTED_TARGETS_METADATA_KEY: &str = "audit_targets_omitted";
 
 /// What an annotated request emits when its response future is dropped after the handler
 /// started and before the response existed: the client went away, an HTTP/2 stream was reset, a
@@ -110,6 +142,12 @@ impl AuditPolicy {
     /// Sets [`AuditPolicy::cancelled`].
     pub fn cancelled(mut self, cancelled: CancelledRequests) -> Self {
         self.cancelled = cancelled;
+        self
+    }
+
+    /// Sets [`AuditPolicy::target_overflow`].
+    pub fn target_overflow(mut self, overflow: TargetOverflow) -> Self {
+        self.target_overflow = overflow;
         self
     }
 
@@ -299,6 +337,8 @@ pub struct SkipCounters {
     invalid_events: AtomicU64,
     emit_failures: AtomicU64,
     cancelled: AtomicU64,
+    target_overflows: AtomicU64,
+    sanitized: AtomicU64,
 }
 
 impl SkipCounters {
@@ -346,6 +386,29 @@ impl SkipCounters {
     /// Counts an annotated request whose response future was dropped before the response.
     pub fn count_cancelled(&self) {
         self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request with more targets than one event may have.
+    pub fn count_target_overflow(&self) {
+        self.target_overflows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many requests had more than [`Event::MAX_TARGETS`](crate::Event::MAX_TARGETS)
+    /// targets, and were split or cut as [`AuditPolicy::target_overflow`] says.
+    pub fn target_overflows(&self) -> u64 {
+        self.target_overflows.load(Ordering::Relaxed)
+    }
+
+    /// Counts an event some of whose values were made carriable.
+    pub fn count_sanitized(&self) {
+        self.sanitized.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many emitted events had values changed to be carriable (control characters replaced,
+    /// over-long values cut; see [`carriable`](crate::adapter::carriable)), each marked with
+    /// [`SANITIZED_METADATA_KEY`](crate::adapter::SANITIZED_METADATA_KEY).
+    pub fn sanitized(&self) -> u64 {
+        self.sanitized.load(Ordering::Relaxed)
     }
 
     /// How many annotated requests were cancelled (their response future dropped after the

@@ -201,6 +201,8 @@ pub enum SchemaError {
 struct Version {
     #[cfg_attr(not(feature = "schema"), allow(dead_code))]
     compiled: Compiled,
+    /// The target types the version declares.
+    targets: Vec<String>,
 }
 
 #[cfg(feature = "schema")]
@@ -276,6 +278,23 @@ impl SchemaRegistry {
         Ok(registry)
     }
 
+    /// [`sync`](Self::sync) of every schema declared in code and linked into this binary
+    /// ([`declare_schema!`](crate::declare_schema), listed by
+    /// [`registry::declared_schemas`](crate::registry::declared_schemas)); an action declared
+    /// more than once is registered with its first declaration (sorted by place).
+    ///
+    /// # Errors
+    /// As [`sync`](Self::sync).
+    pub async fn sync_declared(client: &Client) -> Result<Self, SchemaError> {
+        let mut schemas: Vec<ActionSchema> = Vec::new();
+        for (schema, _) in crate::registry::declared_schemas() {
+            if !schemas.iter().any(|s| s.action == schema.action) {
+                schemas.push(schema);
+            }
+        }
+        Self::sync(client, &schemas).await
+    }
+
     /// A registry of every action WorkOS knows with its latest schema (`GET /audit_logs/actions`,
     /// every page, 100 per page).
     ///
@@ -331,7 +350,10 @@ impl SchemaRegistry {
             versions: BTreeMap::new(),
         });
         entry.current = entry.current.max(schema.version);
-        entry.versions.insert(schema.version, Version { compiled });
+        let targets = schema.targets.iter().map(|t| t.kind.clone()).collect();
+        entry
+            .versions
+            .insert(schema.version, Version { compiled, targets });
         Ok(())
     }
 
@@ -364,6 +386,14 @@ impl SchemaRegistry {
     /// The current version of `action`, if known.
     pub fn version(&self, action: &Action) -> Option<u32> {
         self.actions.get(action.as_str()).map(|e| e.current)
+    }
+
+    /// The target types version `version` of `action` declares, if that version is loaded.
+    pub fn target_types(&self, action: &Action, version: u32) -> Option<&[String]> {
+        self.actions
+            .get(action.as_str())
+            .and_then(|e| e.versions.get(&version))
+            .map(|v| v.targets.as_slice())
     }
 
     /// The actions known, sorted.

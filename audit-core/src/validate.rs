@@ -3,10 +3,35 @@
 //! Every problem is reported with the JSON pointer of the offending value inside the event
 //! (`/targets/1/metadata/cost`), the form WorkOS's own 400 responses use in `instancePath`, and
 //! all problems of an event are reported together.
+//!
+//! # WorkOS's limits, and where each figure comes from
+//!
+//! | rule | figure | source |
+//! |---|---|---|
+//! | targets per event | at most [`Event::MAX_TARGETS`] (20) | WorkOS answers more with a 400 invalid audit-log event (`maxItems: 20`), reported in production (dust-tt/dust#27021) |
+//! | size of one create-event request | [`DEFAULT_MAX_REQUEST_BYTES`] (100 KiB), configurable | WorkOS answers oversized requests with 413 "request entity too large" and publishes no figure (dust-tt/dust#26412); 100 KiB is the default JSON limit of the Node.js body parser whose error text that is (UNCONFIRMED) |
+//! | U+0000 in a string | refused everywhere | PostgreSQL's `jsonb` refuses `\u0000` (SQLSTATE 22P05), so such an event can be neither stored in an outbox nor, probably, by WorkOS (UNCONFIRMED) |
+//! | metadata | [`Metadata::MAX_KEYS`] keys, keys `^[a-zA-Z0-9_-]{0,40}$`, strings of [`Metadata::MAX_STRING_CHARS`] characters | WorkOS's OpenAPI specification |
 
 use std::fmt;
+use std::io;
 
-use crate::event::{ACTION_RULE, Action, Event, Metadata, MetadataValue};
+use serde::Serialize;
+
+use crate::event::{
+    ACTION_RULE, Action, Actor, Context, Event, MAX_ORGANIZATION_ID_LEN, Metadata, MetadataValue, Target,
+};
+
+/// The largest create-event request (`{"organization_id":…,"event":…}` as JSON, in bytes) sent
+/// by default; a larger event is refused locally ([`FieldErrorKind::RequestTooLarge`]).
+///
+/// WorkOS answers an oversized request with `413` ("request entity too large") but publishes no
+/// limit (UNCONFIRMED; reported in production by dust-tt/dust#26412, where it was the largest
+/// source of failed audit events). 100 KiB is the default limit of the Node.js JSON body parser,
+/// whose error text that 413 carries: a conservative guess. Change it with
+/// [`EmitterBuilder::max_request_bytes`](crate::emitter::EmitterBuilder::max_request_bytes) or
+/// [`Event::validate_request`]; audit-testkit applies the same default.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 * 1024;
 
 /// One problem with one value of an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +69,25 @@ pub enum FieldErrorKind {
     TimestampOutOfRange,
     /// `version` is 0; schema versions start at 1.
     InvalidVersion,
+    /// The event has more than [`Event::MAX_TARGETS`] targets (pointer `/targets`).
+    TooManyTargets {
+        /// How many it has.
+        count: usize,
+    },
+    /// A string holds U+0000, which WorkOS's JSON storage and a PostgreSQL `jsonb` outbox cannot
+    /// take.
+    NulCharacter,
+    /// The create-event request would be larger than the budget
+    /// ([`DEFAULT_MAX_REQUEST_BYTES`] unless configured). The pointer names the largest part of
+    /// the event (`/targets`, `/metadata`, `/actor`, …).
+    RequestTooLarge {
+        /// The size of the request body, in bytes.
+        bytes: usize,
+        /// The budget, in bytes.
+        budget: usize,
+        /// The size of the part the pointer names, in bytes.
+        part_bytes: usize,
+    },
     /// The value does not match the action's registered metadata schema.
     Schema {
         /// The JSON Schema keyword that failed (`type`, `required`, …).
@@ -75,6 +119,21 @@ impl fmt::Display for FieldError {
             FieldErrorKind::NonFiniteNumber => f.write_str("numbers must be finite (no NaN or infinity)"),
             FieldErrorKind::TimestampOutOfRange => f.write_str("the year must be between 0000 and 9999"),
             FieldErrorKind::InvalidVersion => f.write_str("schema versions start at 1"),
+            FieldErrorKind::TooManyTargets { count } => write!(
+                f,
+                "has {count} targets; WorkOS accepts at most {} per event",
+                Event::MAX_TARGETS
+            ),
+            FieldErrorKind::NulCharacter => f.write_str("must not contain U+0000 (NUL)"),
+            FieldErrorKind::RequestTooLarge {
+                bytes,
+                budget,
+                part_bytes,
+            } => write!(
+                f,
+                "the request would be {bytes} bytes, over the budget of {budget} bytes \
+                 (WorkOS answers 413); this part is the largest, {part_bytes} bytes"
+            ),
             FieldErrorKind::Schema { keyword, message } => {
                 write!(f, "schema check `{keyword}` failed: {message}")
             }
@@ -124,64 +183,270 @@ pub(crate) fn escape_pointer_token(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
+/// [`Event::validate`]: the default budget, and room for the longest organization id.
 pub(crate) fn validate_event(event: &Event) -> Result<(), ValidationErrors> {
-    let mut errors = Vec::new();
-    let mut push = |pointer: String, kind| errors.push(FieldError { pointer, kind });
+    validate_request(event, MAX_ORGANIZATION_ID_LEN, DEFAULT_MAX_REQUEST_BYTES)
+}
+
+/// Every rule, with the request-size budget `budget` for a request whose organization id is
+/// `organization_len` bytes long.
+pub(crate) fn validate_request(
+    event: &Event,
+    organization_len: usize,
+    budget: usize,
+) -> Result<(), ValidationErrors> {
+    let mut check = Checker::default();
 
     if !Action::is_valid(event.action.as_str()) {
-        push("/action".into(), FieldErrorKind::InvalidAction);
+        check.push("/action".into(), FieldErrorKind::InvalidAction);
     }
+    check.size += event.action.as_str().len();
     if !(0..=9999).contains(&event.occurred_at.to_offset(time::UtcOffset::UTC).year()) {
-        push("/occurred_at".into(), FieldErrorKind::TimestampOutOfRange);
+        check.push("/occurred_at".into(), FieldErrorKind::TimestampOutOfRange);
     }
     if event.version == Some(0) {
-        push("/version".into(), FieldErrorKind::InvalidVersion);
+        check.push("/version".into(), FieldErrorKind::InvalidVersion);
     }
-    check_entity(
+    check.entity(
         || "/actor".to_owned(),
         &event.actor.id,
         &event.actor.kind,
+        event.actor.name.as_deref(),
         event.actor.metadata.as_ref(),
-        &mut push,
     );
+    if event.targets.len() > Event::MAX_TARGETS {
+        check.push(
+            "/targets".into(),
+            FieldErrorKind::TooManyTargets {
+                count: event.targets.len(),
+            },
+        );
+    }
     for (i, target) in event.targets.iter().enumerate() {
         // The pointer is only formatted when something is wrong.
-        check_entity(
+        check.entity(
             || format!("/targets/{i}"),
             &target.id,
             &target.kind,
+            target.name.as_deref(),
             target.metadata.as_ref(),
-            &mut push,
         );
     }
     if event.context.location.trim().is_empty() {
-        push("/context/location".into(), FieldErrorKind::Empty);
+        check.push("/context/location".into(), FieldErrorKind::Empty);
+    }
+    check.string(&event.context.location, || "/context/location".into());
+    if let Some(user_agent) = &event.context.user_agent {
+        check.string(user_agent, || "/context/user_agent".into());
     }
     if let Some(metadata) = &event.metadata {
-        check_metadata("/metadata", metadata, &mut push);
+        check.metadata("/metadata", metadata);
     }
-    match ValidationErrors::new(errors) {
+    // `check.size` bounds the request from above; only an event near the budget is measured.
+    if check.size + ENVELOPE_BYTES + organization_len > budget {
+        let bytes = ENVELOPE_BYTES + organization_len + json_len(event);
+        if bytes > budget {
+            let (pointer, part_bytes) = largest_part(event);
+            check.push(
+                pointer.into(),
+                FieldErrorKind::RequestTooLarge {
+                    bytes,
+                    budget,
+                    part_bytes,
+                },
+            );
+        }
+    }
+    match ValidationErrors::new(check.errors) {
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
 
-fn check_entity(
-    base: impl Fn() -> String,
-    id: &str,
-    kind: &str,
-    metadata: Option<&Metadata>,
-    push: &mut impl FnMut(String, FieldErrorKind),
-) {
-    if id.trim().is_empty() {
-        push(format!("{}/id", base()), FieldErrorKind::Empty);
+/// `{"organization_id":"","event":}`: the request around the organization id and the event.
+const ENVELOPE_BYTES: usize = 31;
+/// An upper bound of the JSON of an event without its strings, targets and metadata entries:
+/// field names, punctuation, the timestamp and a version.
+const EVENT_FIXED_BYTES: usize = 128;
+/// An upper bound of the JSON of an actor or a target without its strings and metadata entries.
+const ENTITY_FIXED_BYTES: usize = 48;
+/// An upper bound of a number or boolean in JSON (`-1.2345678901234567e-308`).
+const SCALAR_BYTES: usize = 24;
+
+/// Collects the problems and an upper bound of the event's size as JSON.
+struct Checker {
+    errors: Vec<FieldError>,
+    size: usize,
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Self {
+            errors: Vec::new(),
+            size: EVENT_FIXED_BYTES,
+        }
     }
-    if kind.trim().is_empty() {
-        push(format!("{}/type", base()), FieldErrorKind::Empty);
+}
+
+impl Checker {
+    fn push(&mut self, pointer: String, kind: FieldErrorKind) {
+        self.errors.push(FieldError { pointer, kind });
     }
-    if let Some(metadata) = metadata {
-        check_metadata(&format!("{}/metadata", base()), metadata, push);
+
+    /// Adds the JSON size of `s` (quoted and escaped) and refuses a U+0000 in it.
+    fn string(&mut self, s: &str, pointer: impl FnOnce() -> String) {
+        let (escaped, nul) = scan(s);
+        self.size += escaped + 2;
+        if nul {
+            self.push(pointer(), FieldErrorKind::NulCharacter);
+        }
     }
+
+    fn entity(
+        &mut self,
+        base: impl Fn() -> String,
+        id: &str,
+        kind: &str,
+        name: Option<&str>,
+        metadata: Option<&Metadata>,
+    ) {
+        self.size += ENTITY_FIXED_BYTES;
+        if id.trim().is_empty() {
+            self.push(format!("{}/id", base()), FieldErrorKind::Empty);
+        }
+        self.string(id, || format!("{}/id", base()));
+        if kind.trim().is_empty() {
+            self.push(format!("{}/type", base()), FieldErrorKind::Empty);
+        }
+        self.string(kind, || format!("{}/type", base()));
+        if let Some(name) = name {
+            self.string(name, || format!("{}/name", base()));
+        }
+        if let Some(metadata) = metadata {
+            self.metadata(&format!("{}/metadata", base()), metadata);
+        }
+    }
+
+    fn metadata(&mut self, base: &str, metadata: &Metadata) {
+        if metadata.len() > Metadata::MAX_KEYS {
+            self.push(
+                base.to_owned(),
+                FieldErrorKind::TooManyKeys {
+                    count: metadata.len(),
+                },
+            );
+        }
+        for (key, value) in metadata.iter() {
+            let pointer = || format!("{base}/{}", escape_pointer_token(key));
+            // A key that passes the pattern needs no escaping; one that fails is refused anyway.
+            self.size += key.len() + 4;
+            if !is_valid_metadata_key(key) {
+                self.push(pointer(), FieldErrorKind::InvalidKey);
+            }
+            match value {
+                MetadataValue::String(s) => {
+                    // Byte length bounds the character count from above: count only when it can
+                    // matter.
+                    if s.len() > Metadata::MAX_STRING_CHARS {
+                        let chars = s.chars().count();
+                        if chars > Metadata::MAX_STRING_CHARS {
+                            self.push(pointer(), FieldErrorKind::StringTooLong { chars });
+                        }
+                    }
+                    self.string(s, pointer);
+                }
+                MetadataValue::Float(f) if !f.is_finite() => {
+                    self.push(pointer(), FieldErrorKind::NonFiniteNumber)
+                }
+                _ => self.size += SCALAR_BYTES,
+            }
+        }
+    }
+}
+
+const ONES: u64 = u64::from_ne_bytes([1; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Whether any byte of `w` is below 0x20, a `"` or a `\` (exact for the word as a whole).
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let backslash = w ^ (ONES * u64::from(b'\\'));
+    let is_quote = quote.wrapping_sub(ONES) & !quote;
+    let is_backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (below_space | is_quote | is_backslash) & HIGHS != 0
+}
+
+/// The length of `s` as the inside of a JSON string (as `serde_json` escapes it), and whether
+/// it holds U+0000. Reads eight bytes at a time; only a word holding a byte to escape is looked
+/// at byte by byte.
+pub(crate) fn scan(s: &str) -> (usize, bool) {
+    let bytes = s.as_bytes();
+    let mut extra = 0;
+    let mut nul = false;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        if needs_escape(u64::from_ne_bytes(word)) {
+            for &b in chunk {
+                extra += escape_extra(b);
+                nul |= b == 0;
+            }
+        }
+    }
+    for &b in chunks.remainder() {
+        extra += escape_extra(b);
+        nul |= b == 0;
+    }
+    (bytes.len() + extra, nul)
+}
+
+/// How many bytes more than one `b` takes in a JSON string.
+#[inline]
+fn escape_extra(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+        0..=0x1f => 5,
+        _ => 0,
+    }
+}
+
+/// Counts bytes written.
+struct Count(usize);
+
+impl io::Write for Count {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The exact size of `value` as the JSON that is sent, without building it.
+fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and every part of an event serializes.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// The largest part of an event and its size: the part a message about an oversized request
+/// names.
+fn largest_part(event: &Event) -> (&'static str, usize) {
+    let parts: [(&'static str, usize); 4] = [
+        ("/actor", json_len::<Actor>(&event.actor)),
+        ("/targets", json_len::<[Target]>(&event.targets)),
+        ("/context", json_len::<Context>(&event.context)),
+        (
+            "/metadata",
+            event.metadata.as_ref().map_or(0, json_len::<Metadata>),
+        ),
+    ];
+    parts.into_iter().max_by_key(|(_, len)| *len).unwrap_or(("", 0))
 }
 
 /// Whether `key` matches `^[a-zA-Z0-9_-]{0,40}$`.
@@ -190,34 +455,6 @@ pub(crate) fn is_valid_metadata_key(key: &str) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-fn check_metadata(base: &str, metadata: &Metadata, push: &mut impl FnMut(String, FieldErrorKind)) {
-    if metadata.len() > Metadata::MAX_KEYS {
-        push(
-            base.to_owned(),
-            FieldErrorKind::TooManyKeys {
-                count: metadata.len(),
-            },
-        );
-    }
-    for (key, value) in metadata.iter() {
-        let pointer = || format!("{base}/{}", escape_pointer_token(key));
-        if !is_valid_metadata_key(key) {
-            push(pointer(), FieldErrorKind::InvalidKey);
-        }
-        match value {
-            // Byte length bounds the character count from above: count only when it can matter.
-            MetadataValue::String(s) if s.len() > Metadata::MAX_STRING_CHARS => {
-                let chars = s.chars().count();
-                if chars > Metadata::MAX_STRING_CHARS {
-                    push(pointer(), FieldErrorKind::StringTooLong { chars });
-                }
-            }
-            MetadataValue::Float(f) if !f.is_finite() => push(pointer(), FieldErrorKind::NonFiniteNumber),
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]
@@ -364,6 +601,119 @@ mod tests {
         assert!(
             text.contains("/actor/id") && text.contains("/metadata/bad key") && text.contains("/metadata/n")
         );
+    }
+
+    #[test]
+    fn at_most_twenty_targets() {
+        let mut e = valid();
+        for i in 0..Event::MAX_TARGETS {
+            e = e.target(Target::new(format!("t{i}"), "team"));
+        }
+        assert!(e.validate().is_ok());
+        let e = e.target(Target::new("t20", "team"));
+        assert_eq!(pointers(&e), ["/targets"]);
+        let text = e.validate().unwrap_err().to_string();
+        assert!(
+            text.contains("21 targets") && text.contains("at most 20"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn nul_is_refused_in_every_string_with_its_pointer() {
+        let mut e = valid()
+            .target(Target::new("t0", "team"))
+            .target(Target::new("t\0", "team").name("n\0").meta("k", "v\0"))
+            .meta("foo", "a\0b")
+            .meta("fine", "tab\tand \u{1} are escaped, not refused");
+        e.actor.name = Some("Jon\0".into());
+        e.context.user_agent = Some("ua\0".into());
+        e.context.location = "203.0.113.7\0".into();
+        assert_eq!(
+            pointers(&e),
+            [
+                "/actor/name",
+                "/targets/1/id",
+                "/targets/1/name",
+                "/targets/1/metadata/k",
+                "/context/location",
+                "/context/user_agent",
+                "/metadata/foo"
+            ]
+        );
+        assert!(e.validate().unwrap_err().to_string().contains("U+0000"));
+    }
+
+    #[test]
+    fn the_size_bound_matches_serde_for_every_escape() {
+        for s in [
+            "",
+            "plain ascii that is longer than eight bytes",
+            "quote\" and back\\slash",
+            "\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{0}",
+            "é€😀 non-ASCII is written as it is",
+            "\u{7f}\u{80}\u{9f} above the C0 range",
+        ] {
+            let (len, nul) = scan(s);
+            assert_eq!(len, serde_json::to_string(s).unwrap().len() - 2, "{s:?}");
+            assert_eq!(nul, s.contains('\0'), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn the_upper_bound_is_never_below_the_real_size() {
+        let mut e = valid().version(4_000_000_000).meta("f", -1.2345678901234567e-308);
+        e = e.meta("i", i64::MIN).meta("b", false).meta("s", "\u{1}\"");
+        for i in 0..Event::MAX_TARGETS {
+            e = e.target(
+                Target::new(format!("t{i}\u{1}"), "team")
+                    .name("n")
+                    .meta("m", u64::MAX),
+            );
+        }
+        e.actor.name = Some("\\".into());
+        e.context.user_agent = Some("\u{2}".into());
+        let org = crate::OrganizationId::new("org_1").unwrap();
+        let real = serde_json::to_vec(&crate::CreateEvent::new(org.clone(), e.clone()))
+            .unwrap()
+            .len();
+        assert!(
+            e.validate_request(&org, real).is_ok(),
+            "exactly at the budget passes"
+        );
+        let err = e.validate_request(&org, real - 1).unwrap_err();
+        match &err.errors()[0].kind {
+            FieldErrorKind::RequestTooLarge { bytes, budget, .. } => {
+                assert_eq!((*bytes, *budget), (real, real - 1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_oversized_request_names_its_largest_part() {
+        let mut e = valid();
+        for i in 0..Event::MAX_TARGETS {
+            let mut t = Target::new(format!("t{i}"), "team");
+            for k in 0..Metadata::MAX_KEYS {
+                t = t.meta(format!("k{k}"), "x".repeat(Metadata::MAX_STRING_CHARS));
+            }
+            e = e.target(t);
+        }
+        assert_eq!(pointers(&e), ["/targets"]);
+        let text = e.validate().unwrap_err().to_string();
+        assert!(text.contains("over the budget of 102400 bytes"), "{text}");
+        let big: Metadata = (0..Metadata::MAX_KEYS)
+            .map(|k| (format!("k{k}"), "y".repeat(Metadata::MAX_STRING_CHARS)))
+            .collect();
+        let e = valid().metadata(big);
+        assert!(
+            e.validate().is_ok(),
+            "25 KB of metadata is inside the default budget"
+        );
+        let org = crate::OrganizationId::new("org_1").unwrap();
+        let err = e.validate_request(&org, 10_000).unwrap_err();
+        assert_eq!(err.pointers().collect::<Vec<_>>(), ["/metadata"]);
     }
 
     impl Event {

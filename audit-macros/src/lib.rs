@@ -11,7 +11,10 @@
 //!   records the action, and turns the named path parameters into targets;
 //! - a handler whose request has no audit record (the layer was forgotten) is answered by that
 //!   extractor with a 500 whose body names the missing layer, so the mistake fails loudly in the
-//!   first test that calls the route instead of silently emitting nothing.
+//!   first test that calls the route instead of silently emitting nothing;
+//! - the attribute registers the action and the target types it names in audit-core's link-time
+//!   registry (`audit_core::registry`), so that a binary or test can list every action the code
+//!   can emit and compare it with what WorkOS has registered (`audit_verify::schemas`).
 //!
 //! Syntax:
 //!
@@ -20,7 +23,12 @@
 //! #[action("team.deleted", targets(team = "id"))]               // path parameter {id} → target of type "team"
 //! #[action("member.removed", targets(team = "team_id", user = "user_id"))]
 //! #[action("doc.shared", targets("google-doc" = "doc"))]         // string keys for types that are not identifiers
+//! #[action("team.created", targets(team))]                       // a target type the handler adds itself
+//! #[action("invoice.paid", targets(invoice = "id", "user"))]     // both kinds in one list
 //! ```
+//!
+//! A target type without `= "param"` adds no target: it tells the registry which type the
+//! handler's own `AuditCtx::target` calls send.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use proc_macro::TokenStream;
@@ -45,28 +53,34 @@ pub fn actix_action(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 struct TargetParam {
     kind: String,
-    param: LitStr,
+    span: Span,
+    /// The path parameter, when the target comes from the path.
+    param: Option<LitStr>,
 }
 
 impl Parse for TargetParam {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let kind = if input.peek(LitStr) {
-            input.parse::<LitStr>()?.value()
+        let (kind, kind_span) = if input.peek(LitStr) {
+            let lit = input.parse::<LitStr>()?;
+            (lit.value(), lit.span())
         } else {
-            input.call(syn::Ident::parse_any)?.to_string()
+            let ident = input.call(syn::Ident::parse_any)?;
+            (ident.to_string(), ident.span())
         };
-        input.parse::<Token![=]>()?;
-        let param: LitStr = input.parse()?;
+        let param = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Some(input.parse::<LitStr>()?)
+        } else {
+            None
+        };
+        let span = param.as_ref().map_or(kind_span, LitStr::span);
         if kind.trim().is_empty() {
-            return Err(syn::Error::new(param.span(), "the target type must not be empty"));
+            return Err(syn::Error::new(span, "the target type must not be empty"));
         }
-        if param.value().is_empty() {
-            return Err(syn::Error::new(
-                param.span(),
-                "the path parameter name must not be empty",
-            ));
+        if param.as_ref().is_some_and(|p| p.value().is_empty()) {
+            return Err(syn::Error::new(span, "the path parameter name must not be empty"));
         }
-        Ok(Self { kind, param })
+        Ok(Self { kind, span, param })
     }
 }
 
@@ -94,7 +108,7 @@ impl Parse for Args {
             if key != "targets" {
                 return Err(syn::Error::new(
                     key.span(),
-                    "unknown argument; expected `targets(type = \"path_param\", ...)`",
+                    "unknown argument; expected `targets(type = \"path_param\", other_type, ...)`",
                 ));
             }
             let content;
@@ -129,13 +143,33 @@ fn rewrite(args: &Args, func: &mut ItemFn, private: &TokenStream2) -> syn::Resul
         ));
     }
     let action = &args.action;
-    let kinds = args.targets.iter().map(|t| LitStr::new(&t.kind, t.param.span()));
-    let params = args.targets.iter().map(|t| &t.param);
+    let from_path: Vec<_> = args
+        .targets
+        .iter()
+        .filter_map(|t| t.param.as_ref().map(|p| (LitStr::new(&t.kind, t.span), p)))
+        .collect();
+    let kinds = from_path.iter().map(|(k, _)| k);
+    let params = from_path.iter().map(|(_, p)| p);
+    let mut declared: Vec<LitStr> = Vec::new();
+    for t in &args.targets {
+        if !declared.iter().any(|d| d.value() == t.kind) {
+            declared.push(LitStr::new(&t.kind, t.span));
+        }
+    }
     let annotation: FnArg = parse_quote!(__audit_annotation: #private::Annotation);
     func.sig.inputs.insert(0, annotation);
     let body = &func.block;
+    let registry = quote!(#private::registry);
     *func.block = parse_quote!({
         const __AUDIT_ACTION: #private::Action = #private::Action::from_static(#action);
+        // This handler's entry in the link-time registry of actions.
+        #[#registry::linkme::distributed_slice(#registry::ACTIONS)]
+        #[linkme(crate = #registry::linkme)]
+        static __AUDIT_DECLARED: #registry::DeclaredAction = #registry::DeclaredAction::handler(
+            #action,
+            &[#(#declared),*],
+            #registry::Origin::new(::core::module_path!(), ::core::file!(), ::core::line!()),
+        );
         __audit_annotation.apply(__AUDIT_ACTION, &[#((#kinds, #params)),*]);
         #body
     });

@@ -67,4 +67,5 @@ pub use audit_core::{Actor, OrganizationId, Target};
 pub mod __private {
     pub use crate::extract::Annotation;
     pub use audit_core::Action;
+    pub use audit_core::registry::__private as registry;
 }

@@ -78,6 +78,7 @@ mod env;
 pub mod local;
 mod plan;
 mod report;
+pub mod schemas;
 mod settings;
 pub mod streams;
 mod workspace;

@@ -3,7 +3,9 @@
 //! 1. `cargo fmt --check`
 //! 2. `cargo clippy --workspace --all-targets --all-features -- -D warnings`
 //! 3. `cargo test --workspace --all-features`
-//!    then `cargo xtask verify --local`: the verification checklist against an in-process audit-testkit
+//!    then `cargo xtask verify --local`: the verification checklist against an in-process audit-testkit,
+//!    then `cargo xtask verify --local --schemas`: every action the examples can emit checked
+//!    against the schemas registered in it
 //! 4. the official WorkOS SDKs (Node and Python) against audit-testkit (`sdk-tests/`)
 //! 5. `cargo doc --workspace --no-deps --all-features` with `-D warnings`
 //!
@@ -79,6 +81,21 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         "verify",
         Command::new(cargo())
             .args(["run", "--quiet", "--package", "xtask", "--", "verify", "--local"])
+            .current_dir(&root),
+    )?;
+    step(
+        "verify schemas",
+        Command::new(cargo())
+            .args([
+                "run",
+                "--quiet",
+                "--package",
+                "xtask",
+                "--",
+                "verify",
+                "--local",
+                "--schemas",
+            ])
             .current_dir(&root),
     )?;
     compat_sqlx(&root)?;

@@ -11,7 +11,15 @@
 //! cargo xtask verify --stream-splunk https://splunk.example.com:8088 --stream-splunk-token …
 //! cargo xtask verify --stream-datadog-site EU1 --stream-datadog-key …
 //! cargo xtask verify --stream-s3-bucket b --stream-s3-region us-east-1 --stream-s3-role-arn arn:… --stream-s3-external-id …
+//! cargo xtask verify --schemas            # the examples' actions against the schemas registered in WorkOS
+//! cargo xtask verify --local --schemas    # … against an audit-testkit holding the schemas they declare
 //! ```
+//!
+//! `--schemas` runs the registered-actions check (`audit_verify::schemas`) instead of the
+//! checklist: every action the example apps can emit (their `#[action]` annotations and the
+//! schemas they declare, read from audit-core's link-time registry) against WorkOS's actions and
+//! schema versions, one report per app. With `--local` the schemas the examples declare are
+//! registered in the in-process audit-testkit first; `cargo xtask ci` runs it.
 //!
 //! The `--stream-*` options probe a log-stream destination before it is configured in WorkOS
 //! (`audit_verify::streams`); with the S3 options the filled-in IAM policy and trust
@@ -25,9 +33,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use audit_verify::local::{LOCAL_ORGANIZATION_ID, LocalError, LocalWorkos};
+use audit_core::client::Client;
+use audit_core::registry;
+use audit_testkit::TestKit;
+use audit_verify::local::{LOCAL_API_KEY, LOCAL_ORGANIZATION_ID, LocalError, LocalWorkos};
+use audit_verify::schemas::{SchemaCheck, SchemaReport};
 use audit_verify::streams::{DatadogSite, partition_of, s3_policy, s3_trust_relationship};
 use audit_verify::{CheckId, DEFAULT_ACTION, Report, StreamProbe, Verifier, VerifyOptions};
+// The example apps are linked for their entries in the registry (`--schemas`).
+use example_actix as _;
+use example_axum as _;
+use serde_json::json;
 
 use crate::project_root;
 
@@ -46,6 +62,10 @@ pub(crate) struct Args {
     /// Start audit-testkit in-process and run every check against it.
     #[arg(long)]
     local: bool,
+    /// Check the example apps' actions against the registered schemas instead of running the
+    /// checklist.
+    #[arg(long)]
+    schemas: bool,
     /// Run only these checks (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "CHECKS")]
     checks: Vec<String>,
@@ -178,6 +198,18 @@ impl Args {
 
 /// Runs the task; `Err` carries the message and exit status.
 pub(crate) fn run(args: Args) -> Result<(), String> {
+    if args.schemas {
+        return match run_schemas(&args) {
+            Ok((reports, output)) => {
+                println!("{output}");
+                schemas_status(&reports)
+            }
+            Err(Usage(message)) => {
+                eprintln!("xtask verify: {}", message.trim_end());
+                std::process::exit(2);
+            }
+        };
+    }
     match run_with(args) {
         Ok((report, output)) => {
             println!("{output}");
@@ -267,6 +299,123 @@ pub(crate) fn run_with(args: Args) -> Result<(Report, String), Usage> {
         };
         Ok((report, output))
     })
+}
+
+/// The apps `--schemas` checks: a name for the report and the crate their code is in.
+const APPS: [(&str, &str); 2] = [
+    ("examples/axum", "example_axum"),
+    ("examples/actix", "example_actix"),
+];
+
+/// Each app's registered-actions report.
+pub(crate) type AppReports = Vec<(&'static str, SchemaReport)>;
+
+/// Runs the registered-actions check of every app in [`APPS`] and renders the reports.
+pub(crate) fn run_schemas(args: &Args) -> Result<(AppReports, String), Usage> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Usage(format!("could not start a tokio runtime: {e}")))?;
+    rt.block_on(async {
+        let crates: Vec<&str> = APPS.iter().map(|(_, c)| *c).collect();
+        let _kit;
+        let (client, against) = if args.local {
+            let kit = TestKit::builder()
+                .org(LOCAL_ORGANIZATION_ID)
+                .api_key(LOCAL_API_KEY)
+                .require_schemas(true)
+                .start()
+                .await
+                .map_err(|e| Usage(format!("could not start audit-testkit: {e}")))?;
+            let client = local_client(&kit)?;
+            let mut registered = Vec::new();
+            for (schema, origin) in registry::declared_schemas() {
+                if !crates.contains(&origin.crate_name()) || registered.contains(&schema.action) {
+                    continue;
+                }
+                client
+                    .create_schema(&schema.action, &schema.schema)
+                    .await
+                    .map_err(|e| {
+                        Usage(format!(
+                            "registering the schema of {} ({origin}) in audit-testkit: {e}",
+                            schema.action
+                        ))
+                    })?;
+                registered.push(schema.action);
+            }
+            let against = format!(
+                "audit-testkit at {} ({} schemas declared by the examples registered)",
+                kit.url(),
+                registered.len()
+            );
+            _kit = kit;
+            (client, against)
+        } else {
+            let mut builder = audit_core::ClientBuilder::from_env().map_err(|e| Usage(e.to_string()))?;
+            if let Some(url) = &args.base_url {
+                builder = builder.base_url(url.clone());
+            }
+            let client = builder.build().map_err(|e| Usage(e.to_string()))?;
+            let against = format!("WorkOS at {}", client.base_url());
+            (client, against)
+        };
+        let mut reports = Vec::new();
+        let mut output = format!("Registered-actions check, against {against}");
+        for (app, krate) in APPS {
+            let actions = registry::known_actions_in(&[krate]);
+            if actions.is_empty() {
+                return Err(Usage(format!(
+                    "{app}: the registry holds no action of crate {krate} (is its code linked into xtask?)"
+                )));
+            }
+            let report = SchemaCheck::new(actions)
+                .run(&client)
+                .await
+                .map_err(|e| Usage(format!("{app}: {e}")))?;
+            output.push_str(&format!("\n\n{app}\n{report}"));
+            reports.push((app, report));
+        }
+        if args.json {
+            let apps: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|(app, r)| {
+                    let report: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap_or_default();
+                    json!({"app": app, "report": report})
+                })
+                .collect();
+            output = json!({"passed": reports.iter().all(|(_, r)| r.passed()), "apps": apps}).to_string();
+        }
+        Ok((reports, output))
+    })
+}
+
+/// `Ok` when no app has a finding; the message counts them.
+pub(crate) fn schemas_status(reports: &[(&str, SchemaReport)]) -> Result<(), String> {
+    let failing: Vec<String> = reports
+        .iter()
+        .filter(|(_, r)| !r.passed())
+        .map(|(app, r)| {
+            format!(
+                "{app} ({} finding{})",
+                r.findings.len(),
+                if r.findings.len() == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    if failing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("verify --schemas: {}", failing.join(", ")))
+    }
+}
+
+fn local_client(kit: &TestKit) -> Result<Client, Usage> {
+    Client::builder()
+        .api_key(LOCAL_API_KEY)
+        .base_url(kit.url())
+        .build()
+        .map_err(|e| Usage(format!("client for audit-testkit: {e}")))
 }
 
 /// `Ok` when no check failed; the message names the failed checks.
@@ -422,6 +571,41 @@ mod tests {
         assert!(output.contains("arn:aws:s3:::audit-bucket/*"));
         assert!(output.contains("\"sts:ExternalId\": \"ext-secret-id\""));
         assert!(output.contains("s3:PutObjectAcl"));
+    }
+
+    #[test]
+    fn local_schemas_pass_for_both_examples() {
+        let (reports, output) = run_schemas(&args(&["--local", "--schemas"])).expect("runs");
+        assert_eq!(reports.len(), 2, "{output}");
+        for (app, report) in &reports {
+            assert!(report.passed(), "{app}:\n{output}");
+            let checked: Vec<(&str, Option<u32>)> =
+                report.checked.iter().map(|(a, v)| (a.as_str(), *v)).collect();
+            assert_eq!(
+                checked,
+                [
+                    ("invoice.paid", Some(1)),
+                    ("invoice.viewed", Some(1)),
+                    ("team.created", Some(1)),
+                    ("team.deleted", Some(1)),
+                    ("user.signed_in", Some(1)),
+                ],
+                "{app}"
+            );
+        }
+        assert!(
+            output.contains("examples/actix\nPASS   invoice.paid (schema version 1)"),
+            "{output}"
+        );
+        assert!(
+            output.contains("5 schemas declared by the examples registered"),
+            "{output}"
+        );
+        assert!(schemas_status(&reports).is_ok());
+        let (_, json) = run_schemas(&args(&["--local", "--schemas", "--json"])).expect("runs");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("one JSON document");
+        assert_eq!(v["passed"], true);
+        assert_eq!(v["apps"][1]["app"], "examples/actix");
     }
 
     #[test]

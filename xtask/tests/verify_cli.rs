@@ -92,3 +92,53 @@ fn a_live_key_writes_nothing_unless_the_flag_is_given() {
     assert_eq!(kit.events(ORG).len(), 1);
     let _ = std::fs::remove_dir_all(&env_dir);
 }
+
+#[test]
+fn local_schemas_exit_zero_for_both_examples() {
+    let out = xtask(&["verify", "--local", "--schemas", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(v["passed"], true);
+    let apps = v["apps"].as_array().expect("apps");
+    assert_eq!(apps.len(), 2);
+    for app in apps {
+        // The binary itself lists the examples' actions: their code is linked into it.
+        assert_eq!(
+            app["report"]["checked"].as_array().map(Vec::len),
+            Some(5),
+            "{app}"
+        );
+    }
+}
+
+#[test]
+fn schemas_not_registered_exit_one_with_each_action_named() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let kit = rt
+        .block_on(audit_testkit::TestKit::builder().start())
+        .expect("testkit starts");
+    let out = xtask(&["verify", "--schemas", "--base-url", &kit.url()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL   invoice.paid [not_registered]: `invoice.paid` is not registered in WorkOS"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("SchemaRegistry::sync_declared"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("examples/axum (5 findings), examples/actix (5 findings)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(kit);
+}

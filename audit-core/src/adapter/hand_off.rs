@@ -3,10 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Decision, RequestAudit, ResponseInfo};
+use super::{Decision, RequestAudit, ResponseInfo, SANITIZED_METADATA_KEY};
 use crate::emitter::stats::Throttle;
-use crate::emitter::{EmitError, Emitter};
-use crate::request::{AuditPolicy, CancelledRequests, SkipCounters};
+use crate::emitter::{EmitError, EmitOptions, Emitter, IdempotencyKey};
+use crate::event::{Event, Metadata, OrganizationId};
+use crate::request::{
+    AuditPolicy, CancelledRequests, OMITTED_TARGETS_METADATA_KEY, SPLIT_ID_METADATA_KEY,
+    SPLIT_PART_METADATA_KEY, SkipCounters, TargetOverflow,
+};
 
 /// The shortest interval between two log lines of a [`HandOff`] about events that were not
 /// emitted (refused by the emitter, or breaking a WorkOS rule).
@@ -69,12 +73,61 @@ impl HandOff {
     }
 
     fn decide(&self, audit: RequestAudit, policy: &AuditPolicy, response: &ResponseInfo) {
-        let (organization, event) = match audit.finish(policy, response) {
+        let (organization, mut event) = match audit.finish(policy, response) {
             Decision::Emit { organization, event } => (organization, event),
             Decision::Skip(reason) => return self.counters.count(reason),
         };
+        if event
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.get(SANITIZED_METADATA_KEY).is_some())
+        {
+            self.counters.count_sanitized();
+        }
+        if event.targets.len() <= Event::MAX_TARGETS {
+            return self.emit(organization, event, None);
+        }
+        self.counters.count_target_overflow();
+        let total = event.targets.len();
+        match policy.target_overflow {
+            TargetOverflow::KeepFirst => {
+                event.targets.truncate(Event::MAX_TARGETS);
+                event
+                    .metadata
+                    .get_or_insert_with(Metadata::new)
+                    .insert(OMITTED_TARGETS_METADATA_KEY, total - Event::MAX_TARGETS);
+                self.emit(organization, event, None);
+            }
+            TargetOverflow::Split => {
+                // One correlation id for the request; each part's key derives from it.
+                let split_id = IdempotencyKey::generate();
+                let parts = total.div_ceil(Event::MAX_TARGETS);
+                let mut targets = std::mem::take(&mut event.targets).into_iter();
+                for part in 1..=parts {
+                    let mut piece = event.clone();
+                    piece.targets = targets.by_ref().take(Event::MAX_TARGETS).collect();
+                    let metadata = piece.metadata.get_or_insert_with(Metadata::new);
+                    metadata.insert(SPLIT_ID_METADATA_KEY, split_id.as_str());
+                    metadata.insert(SPLIT_PART_METADATA_KEY, format!("{part}/{parts}"));
+                    let key = format!("{split_id}-{part}");
+                    self.emit(organization.clone(), piece, Some(key));
+                }
+            }
+        }
+    }
+
+    /// Hands one event to the emitter (with `key` as its idempotency key when given), counting
+    /// and logging a refusal.
+    fn emit(&self, organization: OrganizationId, event: Event, key: Option<String>) {
         let action = event.action.clone();
-        match self.emitter.try_emit(organization, event) {
+        let result = match key {
+            None => self.emitter.try_emit(organization, event),
+            Some(key) => {
+                self.emitter
+                    .try_emit_with(organization, event, EmitOptions::new().idempotency_key(key))
+            }
+        };
+        match result {
             Ok(_) => {}
             Err(EmitError::Invalid(errors)) => {
                 self.counters.count_invalid_event();
@@ -154,5 +207,93 @@ mod tests {
         assert_eq!(hand_off.failure_log.suppressed.load(Ordering::Relaxed), 1);
         assert_eq!(hand_off.failure_log.ready(), None);
         assert_eq!(hand_off.failure_log.suppressed.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn more_than_twenty_targets_split_by_default_and_nothing_is_lost() {
+        use crate::emitter::MemorySink;
+        use crate::event::{MetadataValue, Target};
+
+        let sink = MemorySink::new();
+        let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
+        let hand_off = HandOff::new(emitter.clone(), Arc::default());
+        let request = annotated();
+        for i in 0..45 {
+            request.add_target(Target::new(format!("user_{i}"), "user"));
+        }
+        hand_off.finish(request, &AuditPolicy::default(), 200);
+        emitter.flush(std::time::Duration::from_secs(5)).await.unwrap();
+        let events = sink.events();
+        assert_eq!(events.len(), 3);
+        assert_eq!(hand_off.counters().target_overflows(), 1);
+        assert_eq!(hand_off.counters().invalid_events(), 0);
+        let mut ids = Vec::new();
+        let mut keys = std::collections::HashSet::new();
+        let split_id = events[0]
+            .0
+            .event
+            .metadata
+            .as_ref()
+            .unwrap()
+            .get(SPLIT_ID_METADATA_KEY)
+            .cloned();
+        assert!(split_id.is_some());
+        let mut parts: Vec<_> = events.iter().collect();
+        parts.sort_by_key(|(e, _)| {
+            e.event
+                .metadata
+                .as_ref()
+                .unwrap()
+                .get(SPLIT_PART_METADATA_KEY)
+                .map(ToString::to_string)
+        });
+        for (n, (body, key)) in parts.iter().enumerate() {
+            let m = body.event.metadata.as_ref().unwrap();
+            assert_eq!(m.get(SPLIT_ID_METADATA_KEY), split_id.as_ref());
+            assert_eq!(
+                m.get(SPLIT_PART_METADATA_KEY),
+                Some(&MetadataValue::from(format!("{}/3", n + 1)))
+            );
+            assert!(body.event.targets.len() <= Event::MAX_TARGETS);
+            let MetadataValue::String(id) = split_id.as_ref().unwrap() else {
+                panic!()
+            };
+            assert_eq!(key.as_str(), format!("{id}-{}", n + 1));
+            keys.insert(key.to_string());
+            ids.extend(body.event.targets.iter().map(|t| t.id.clone()));
+        }
+        assert_eq!(keys.len(), 3, "distinct idempotency keys");
+        assert_eq!(
+            ids,
+            (0..45).map(|i| format!("user_{i}")).collect::<Vec<_>>(),
+            "every target, in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn keep_first_records_how_many_targets_were_left_out() {
+        use crate::emitter::MemorySink;
+        use crate::event::{MetadataValue, Target};
+
+        let sink = MemorySink::new();
+        let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
+        let hand_off = HandOff::new(emitter.clone(), Arc::default());
+        let request = annotated();
+        for i in 0..23 {
+            request.add_target(Target::new(format!("user_{i}"), "user"));
+        }
+        let policy = AuditPolicy::default().target_overflow(TargetOverflow::KeepFirst);
+        hand_off.finish(request, &policy, 200);
+        emitter.flush(std::time::Duration::from_secs(5)).await.unwrap();
+        let events = sink.events();
+        assert_eq!(events.len(), 1);
+        let event = &events[0].0.event;
+        assert_eq!(event.targets.len(), 20);
+        assert_eq!(event.targets[19].id, "user_19");
+        assert_eq!(
+            event.metadata.as_ref().unwrap().get(OMITTED_TARGETS_METADATA_KEY),
+            Some(&MetadataValue::Integer(3))
+        );
+        assert_eq!(hand_off.counters().target_overflows(), 1);
     }
 }

@@ -96,12 +96,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use hand_off::{FAILURE_LOG_INTERVAL, HandOff};
-pub use record::{Decision, RequestAudit, RequestInfo, ResponseInfo, bounded_lossy};
+pub use record::{
+    Decision, MAX_CAPTURED_VALUE_BYTES, RequestAudit, RequestInfo, ResponseInfo, SANITIZED_METADATA_KEY,
+    TRUNCATION_MARKER, bounded_lossy, carriable,
+};
 
 use crate::client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, InvalidTrustedProxy, UNKNOWN_LOCATION};
 use crate::emitter::Emitter;
 use crate::event::{Actor, OrganizationId};
-use crate::request::{AuditPolicy, CancelledRequests, MissingActor, Outcomes};
+use crate::request::{AuditPolicy, CancelledRequests, MissingActor, Outcomes, TargetOverflow};
 
 /// What capture reads of a framework's request head. An adapter implements it for a thin
 /// wrapper around its framework's request.
@@ -507,6 +510,14 @@ impl<A: Adapter> Builder<A> {
         self.map_policy(|p| p.cancelled(cancelled))
     }
 
+    /// What a request with more than [`Event::MAX_TARGETS`](crate::Event::MAX_TARGETS) targets
+    /// emits (default [`TargetOverflow::Split`]: several events of at most 20 targets each).
+    /// Counted either way in
+    /// [`SkipCounters::target_overflows`](crate::request::SkipCounters::target_overflows).
+    pub fn target_overflow(self, overflow: TargetOverflow) -> Self {
+        self.map_policy(|p| p.target_overflow(overflow))
+    }
+
     /// The longest user agent kept, in bytes (default
     /// [`DEFAULT_MAX_USER_AGENT_LEN`](crate::request::DEFAULT_MAX_USER_AGENT_LEN)).
     pub fn max_user_agent_len(self, len: usize) -> Self {
@@ -631,6 +642,7 @@ mod tests {
             .forwarded_header(ForwardedHeader::Single("x-real-ip"))
             .max_user_agent_len(7)
             .cancelled_requests(CancelledRequests::Skip)
+            .target_overflow(TargetOverflow::KeepFirst)
             .actor_resolver(|_| Some(Actor::new("user_1", "user")))
             .organization_resolver(|_| OrganizationId::new("org_2").ok())
             .build();
@@ -647,6 +659,7 @@ mod tests {
             client_ip,
             max_user_agent_len,
             cancelled,
+            target_overflow,
         } = policy;
         assert_eq!(*outcomes, Outcomes::All);
         assert_eq!(
@@ -661,6 +674,7 @@ mod tests {
         assert_eq!(*client_ip, rules);
         assert_eq!(*max_user_agent_len, Some(7));
         assert_eq!(*cancelled, CancelledRequests::Skip);
+        assert_eq!(*target_overflow, TargetOverflow::KeepFirst);
         assert_eq!(actor_resolver.as_ref().unwrap()(&()).unwrap().id, "user_1");
         assert_eq!(
             organization_resolver.as_ref().unwrap()(&()).unwrap().as_str(),

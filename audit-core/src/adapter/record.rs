@@ -1,5 +1,6 @@
 //! The per-request record ([`RequestAudit`]) and the decision it ends in ([`Decision`]).
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use time::OffsetDateTime;
@@ -13,21 +14,24 @@ use crate::request::{AuditPolicy, MissingActor, Outcomes, SkipReason};
 pub struct RequestInfo {
     /// The client's location for `context.location`, chosen by the client-IP rules.
     pub location: String,
-    /// The `User-Agent`, already bounded.
+    /// The `User-Agent`, already made [`carriable`] (bounded, no control characters).
     pub user_agent: Option<String>,
-    /// The request id (`x-request-id`), when the request carries one, at most
-    /// [`Metadata::MAX_STRING_CHARS`] bytes. The adapters capture it only when
+    /// The request id (`x-request-id`), when the request carries one, made [`carriable`] within
+    /// [`MAX_CAPTURED_VALUE_BYTES`]. The adapters capture it only when
     /// [`AuditPolicy::request_metadata`] is on.
     pub request_id: Option<String>,
-    /// The HTTP method, at most [`Metadata::MAX_STRING_CHARS`] bytes (an extension method can be
-    /// any token; captured by the adapters only with [`AuditPolicy::request_metadata`]).
+    /// The HTTP method, made [`carriable`] within [`MAX_CAPTURED_VALUE_BYTES`] (an extension
+    /// method can be any token; captured by the adapters only with
+    /// [`AuditPolicy::request_metadata`]).
     pub method: Option<String>,
-    /// The matched route pattern (`/teams/{id}`), when the adapter knows it, at most
-    /// [`Metadata::MAX_STRING_CHARS`] bytes (captured by the adapters only with
+    /// The matched route pattern (`/teams/{id}`), when the adapter knows it, made [`carriable`]
+    /// within [`MAX_CAPTURED_VALUE_BYTES`] (captured by the adapters only with
     /// [`AuditPolicy::request_metadata`]).
     pub route: Option<String>,
     /// When the request arrived; becomes the event's `occurred_at`.
     pub received_at: OffsetDateTime,
+    /// Which of these values were changed to be carriable.
+    changed: Changed,
 }
 
 impl RequestInfo {
@@ -40,38 +44,55 @@ impl RequestInfo {
             method: None,
             route: None,
             received_at: OffsetDateTime::now_utc(),
+            changed: Changed::default(),
         }
     }
 
-    /// Sets the user agent.
+    /// Sets the user agent, made [`carriable`] within
+    /// [`DEFAULT_MAX_USER_AGENT_LEN`](crate::request::DEFAULT_MAX_USER_AGENT_LEN) bytes.
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        self.user_agent = Some(user_agent.into());
+        let mut user_agent = user_agent.into();
+        let changed = make_carriable(&mut user_agent, crate::request::DEFAULT_MAX_USER_AGENT_LEN);
+        self.changed.set(Changed::USER_AGENT, changed);
+        self.user_agent = Some(user_agent);
         self
     }
 
-    /// Sets the user agent from raw header bytes: invalid UTF-8 is replaced, the length bounded.
+    /// Sets the user agent from raw header bytes: invalid UTF-8 is replaced, and the value made
+    /// [`carriable`] within `max_len` bytes.
     pub fn user_agent_bytes(mut self, raw: &[u8], max_len: usize) -> Self {
-        self.user_agent = Some(bounded_lossy(raw, max_len));
+        let lossy = String::from_utf8_lossy(raw);
+        let changed = carriable(&lossy, max_len);
+        self.changed.set(Changed::USER_AGENT, changed.is_some());
+        self.user_agent = Some(changed.unwrap_or_else(|| lossy.into_owned()));
         self
     }
 
-    /// Sets the request id, cut to [`Metadata::MAX_STRING_CHARS`] bytes at a character boundary.
+    /// Sets the request id, made [`carriable`] within [`MAX_CAPTURED_VALUE_BYTES`].
     pub fn request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = Some(bounded(id.into(), Metadata::MAX_STRING_CHARS));
+        let mut id = id.into();
+        let changed = make_carriable(&mut id, MAX_CAPTURED_VALUE_BYTES);
+        self.changed.set(Changed::REQUEST_ID, changed);
+        self.request_id = Some(id);
         self
     }
 
-    /// Sets the HTTP method, cut to [`Metadata::MAX_STRING_CHARS`] bytes at a character
-    /// boundary like the other request metadata.
+    /// Sets the HTTP method, made [`carriable`] within [`MAX_CAPTURED_VALUE_BYTES`] like the
+    /// other request metadata.
     pub fn method(mut self, method: impl Into<String>) -> Self {
-        self.method = Some(bounded(method.into(), Metadata::MAX_STRING_CHARS));
+        let mut method = method.into();
+        let changed = make_carriable(&mut method, MAX_CAPTURED_VALUE_BYTES);
+        self.changed.set(Changed::METHOD, changed);
+        self.method = Some(method);
         self
     }
 
-    /// Sets the matched route pattern, cut to [`Metadata::MAX_STRING_CHARS`] bytes at a character
-    /// boundary.
+    /// Sets the matched route pattern, made [`carriable`] within [`MAX_CAPTURED_VALUE_BYTES`].
     pub fn route(mut self, route: impl Into<String>) -> Self {
-        self.route = Some(bounded(route.into(), Metadata::MAX_STRING_CHARS));
+        let mut route = route.into();
+        let changed = make_carriable(&mut route, MAX_CAPTURED_VALUE_BYTES);
+        self.changed.set(Changed::ROUTE, changed);
+        self.route = Some(route);
         self
     }
 
@@ -96,12 +117,162 @@ pub fn bounded_lossy(raw: &[u8], max_len: usize) -> String {
     s
 }
 
-/// `s`, or its first `max_len` bytes (at a character boundary) when it is longer.
-fn bounded(s: String, max_len: usize) -> String {
-    if s.len() <= max_len {
-        s
+/// The longest value kept from a request (a path parameter, the request id, the method, the
+/// route), and from a handler's targets and actor, in bytes; a longer one is cut and marked (see
+/// [`carriable`]). WorkOS bounds metadata strings at [`Metadata::MAX_STRING_CHARS`] characters
+/// and publishes no bound for ids and names; this one keeps an event far inside the request
+/// budget.
+pub const MAX_CAPTURED_VALUE_BYTES: usize = Metadata::MAX_STRING_CHARS;
+
+/// The metadata key that says which values of a middleware's event were made carriable
+/// ([`carriable`]): a comma-separated list of the fields, e.g.
+/// `/context/user_agent,/targets/id`. Absent when nothing was changed.
+pub const SANITIZED_METADATA_KEY: &str = "audit_sanitized";
+
+/// The start of the marker that ends a value cut by [`carriable`]; the marker is
+/// `…[truncated crc32:1a2b3c4d]`, the CRC-32 of the whole original value in hex, so that the
+/// original can be recognised.
+pub const TRUNCATION_MARKER: &str = "…[truncated crc32:";
+
+/// The longest marker [`carriable`] appends, in bytes.
+const MARKER_BYTES: usize = TRUNCATION_MARKER.len() + 9;
+
+/// `s` made carriable to WorkOS and to a PostgreSQL outbox, or `None` when it already is (the
+/// common case: one fast scan, no allocation).
+///
+/// Control characters (U+0000 to U+001F, U+007F to U+009F) become U+FFFD, and a value longer
+/// than `max_bytes` bytes is cut at a character boundary and ends with the visible marker
+/// [`TRUNCATION_MARKER`]`<crc32 of the original>]`, the whole at most `max_bytes` bytes (at least
+/// the marker). The middleware applies it to every value a client controls (path parameters that
+/// become targets, the user agent, the request id, the method, the route) and to the handler's
+/// targets, actor and metadata strings, and lists what it changed under
+/// [`SANITIZED_METADATA_KEY`]: a request always leaves a record, and the record says it was
+/// altered. Events an application builds itself are never reshaped: the emitter refuses them with
+/// the field named.
+///
+/// ```
+/// use audit_core::adapter::carriable;
+///
+/// assert_eq!(carriable("team_1", 100), None);
+/// assert_eq!(carriable("a\0b", 100).as_deref(), Some("a\u{fffd}b"));
+/// let cut = carriable(&"x".repeat(1000), 100).unwrap();
+/// assert!(cut.len() <= 100 && cut.contains("…[truncated crc32:"));
+/// ```
+pub fn carriable(s: &str, max_bytes: usize) -> Option<String> {
+    if s.len() <= max_bytes && !may_hold_control(s.as_bytes()) {
+        return None;
+    }
+    let clean: Cow<'_, str> = if s.chars().any(char::is_control) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect(),
+        )
     } else {
-        bounded_lossy(s.as_bytes(), max_len)
+        Cow::Borrowed(s)
+    };
+    if clean.len() <= max_bytes {
+        // Control characters, or a byte that only looked like the start of one (U+0080 to
+        // U+00BF share a first byte with U+0080 to U+009F).
+        return match clean {
+            Cow::Owned(clean) => Some(clean),
+            Cow::Borrowed(_) => None,
+        };
+    }
+    let keep = max_bytes.saturating_sub(MARKER_BYTES);
+    let mut end = keep.min(clean.len());
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + MARKER_BYTES);
+    out.push_str(&clean[..end]);
+    out.push_str(TRUNCATION_MARKER);
+    out.push_str(&format!("{:08x}]", crc32fast::hash(s.as_bytes())));
+    Some(out)
+}
+
+/// Replaces `s` with its [`carriable`] form when it needs one; whether it did.
+fn make_carriable(s: &mut String, max_bytes: usize) -> bool {
+    match carriable(s, max_bytes) {
+        Some(clean) => {
+            *s = clean;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether `bytes` may hold a control character: a byte below 0x20, 0x7F, or 0xC2 (the first
+/// byte of U+0080 to U+00BF, which holds the C1 controls). Reads eight bytes at a time.
+#[inline]
+fn may_hold_control(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    #[inline]
+    fn has_byte(w: u64, b: u8) -> u64 {
+        let x = w ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_ne_bytes(word);
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+        if (below_space | has_byte(w, 0x7f) | has_byte(w, 0xc2)) & HIGHS != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == 0x7f || b == 0xc2)
+}
+
+/// Which values of a request were made carriable, for [`SANITIZED_METADATA_KEY`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Changed(u16);
+
+impl Changed {
+    const USER_AGENT: u16 = 1;
+    const REQUEST_ID: u16 = 1 << 1;
+    const METHOD: u16 = 1 << 2;
+    const ROUTE: u16 = 1 << 3;
+    const TARGET_ID: u16 = 1 << 4;
+    const TARGET_NAME: u16 = 1 << 5;
+    const ACTOR_ID: u16 = 1 << 6;
+    const ACTOR_NAME: u16 = 1 << 7;
+    const METADATA: u16 = 1 << 8;
+    /// The field each bit stands for, as a JSON pointer without indices.
+    const NAMES: [(u16, &'static str); 9] = [
+        (Self::ACTOR_ID, "/actor/id"),
+        (Self::ACTOR_NAME, "/actor/name"),
+        (Self::TARGET_ID, "/targets/id"),
+        (Self::TARGET_NAME, "/targets/name"),
+        (Self::USER_AGENT, "/context/user_agent"),
+        (Self::REQUEST_ID, "/metadata/request_id"),
+        (Self::METHOD, "/metadata/http_method"),
+        (Self::ROUTE, "/metadata/http_route"),
+        (Self::METADATA, "/metadata"),
+    ];
+
+    fn set(&mut self, bit: u16, changed: bool) {
+        if changed {
+            self.0 |= bit;
+        }
+    }
+
+    fn describe(self) -> String {
+        let mut out = String::new();
+        for (bit, name) in Self::NAMES {
+            if self.0 & bit != 0 {
+                if !out.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(name);
+            }
+        }
+        out
     }
 }
 
@@ -362,6 +533,32 @@ fn decide(
         return Decision::Skip(SkipReason::MissingOrganization);
     };
     let info = info.into_owned();
+    let mut changed = info.changed;
+    let mut actor = actor;
+    let mut targets = targets;
+    changed.set(
+        Changed::ACTOR_ID,
+        make_carriable(&mut actor.id, MAX_CAPTURED_VALUE_BYTES),
+    );
+    if let Some(name) = &mut actor.name {
+        changed.set(
+            Changed::ACTOR_NAME,
+            make_carriable(name, MAX_CAPTURED_VALUE_BYTES),
+        );
+    }
+    for target in &mut targets {
+        changed.set(
+            Changed::TARGET_ID,
+            make_carriable(&mut target.id, MAX_CAPTURED_VALUE_BYTES),
+        );
+        if let Some(name) = &mut target.name {
+            changed.set(
+                Changed::TARGET_NAME,
+                make_carriable(name, MAX_CAPTURED_VALUE_BYTES),
+            );
+        }
+    }
+    changed.set(Changed::METADATA, carriable_metadata(&mut metadata));
     let mut context = Context::new(info.location);
     context.user_agent = info.user_agent;
     if response.cancelled {
@@ -385,12 +582,35 @@ fn decide(
             metadata.insert("http_status", response.status);
         }
     }
+    if changed != Changed::default() {
+        metadata.insert(SANITIZED_METADATA_KEY, changed.describe());
+    }
     let mut event = Event::new(action, actor, context).occurred_at(info.received_at);
     event.targets = targets;
     if !metadata.is_empty() {
         event.metadata = Some(metadata);
     }
     Decision::Emit { organization, event }
+}
+
+/// Makes the handler's metadata strings [`carriable`]: control characters replaced, and a value
+/// over WorkOS's [`Metadata::MAX_STRING_CHARS`] characters cut and marked. Whether any changed.
+fn carriable_metadata(metadata: &mut Metadata) -> bool {
+    let mut changed = false;
+    for value in metadata.values_mut() {
+        if let MetadataValue::String(s) = value {
+            // Only a string over the limit in characters is cut (500 characters may be more
+            // bytes); any other only loses its control characters.
+            let max_bytes =
+                if s.len() > Metadata::MAX_STRING_CHARS && s.chars().count() > Metadata::MAX_STRING_CHARS {
+                    Metadata::MAX_STRING_CHARS
+                } else {
+                    usize::MAX
+                };
+            changed |= make_carriable(s, max_bytes);
+        }
+    }
+    changed
 }
 
 #[cfg(test)]
@@ -577,7 +797,9 @@ mod tests {
     fn the_http_method_is_bounded_like_the_other_metadata() {
         let long = "X".repeat(Metadata::MAX_STRING_CHARS * 4);
         let info = RequestInfo::new("1.2.3.4").method(long);
-        assert_eq!(info.method.map(|m| m.len()), Some(Metadata::MAX_STRING_CHARS));
+        let method = info.method.unwrap();
+        assert!(method.len() <= MAX_CAPTURED_VALUE_BYTES);
+        assert!(method.contains(TRUNCATION_MARKER), "{method}");
     }
 
     #[test]
@@ -594,13 +816,76 @@ mod tests {
     #[test]
     fn request_id_and_route_are_bounded_when_captured() {
         let long = "é".repeat(400); // 800 bytes
-        let info = RequestInfo::new("1.2.3.4").request_id(long.clone()).route(long);
+        let info = RequestInfo::new("1.2.3.4")
+            .request_id(long.clone())
+            .route(long.clone());
+        let marker = format!("{TRUNCATION_MARKER}{:08x}]", crc32fast::hash(long.as_bytes()));
         for s in [info.request_id.as_deref(), info.route.as_deref()] {
             let s = s.unwrap();
-            assert!(s.len() <= Metadata::MAX_STRING_CHARS, "{}", s.len());
-            assert_eq!(s, "é".repeat(Metadata::MAX_STRING_CHARS / 2));
+            assert!(s.len() <= MAX_CAPTURED_VALUE_BYTES, "{}", s.len());
+            assert!(s.starts_with("ééé") && s.ends_with(&marker), "{s}");
         }
         let short = RequestInfo::new("1.2.3.4").request_id("req-1");
         assert_eq!(short.request_id.as_deref(), Some("req-1"));
+    }
+
+    #[test]
+    fn carriable_changes_only_what_must_change() {
+        for fine in ["", "team_42", "é€😀 and \u{a0}\u{bf}", &"x".repeat(100)] {
+            assert_eq!(carriable(fine, 100), None, "{fine:?}");
+        }
+        assert_eq!(
+            carriable("a\0b\u{1}c\u{7f}d\u{85}e\n", 100).as_deref(),
+            Some("a\u{fffd}b\u{fffd}c\u{fffd}d\u{fffd}e\u{fffd}")
+        );
+        let original = "é".repeat(300);
+        let cut = carriable(&original, 100).unwrap();
+        assert!(cut.len() <= 100, "{}", cut.len());
+        assert_eq!(
+            cut,
+            format!(
+                "{}{TRUNCATION_MARKER}{:08x}]",
+                "é".repeat(35),
+                crc32fast::hash(original.as_bytes())
+            )
+        );
+        // Tiny bounds still mark the cut.
+        assert!(carriable("abcdef", 2).unwrap().starts_with(TRUNCATION_MARKER));
+    }
+
+    #[test]
+    fn a_request_with_client_values_that_cannot_be_carried_still_emits_and_says_so() {
+        let a = RequestAudit::new(
+            RequestInfo::new("198.51.100.4")
+                .user_agent_bytes(b"curl\0/8", 512)
+                .request_id("req\0-1"),
+        );
+        a.annotate_route(Action::from_static("team.viewed"), &[("team", "id")], |_| {
+            Some("t\0x")
+        });
+        a.set_actor(Actor::new("u1", "user"));
+        a.set_organization(org());
+        a.add_metadata("note", "x".repeat(600));
+        a.add_metadata("count", 3);
+        let p = AuditPolicy::default().request_metadata(true);
+        let e = emitted(a.finish(&p, &ResponseInfo::new(200)));
+        assert!(e.validate().is_ok(), "{:?}", e.validate());
+        assert_eq!(e.targets[0].id, "t\u{fffd}x");
+        assert_eq!(e.context.user_agent.as_deref(), Some("curl\u{fffd}/8"));
+        let m = e.metadata.unwrap();
+        assert_eq!(m.get("request_id"), Some(&MetadataValue::from("req\u{fffd}-1")));
+        assert_eq!(
+            m.get(SANITIZED_METADATA_KEY),
+            Some(&MetadataValue::from(
+                "/targets/id,/context/user_agent,/metadata/request_id,/metadata"
+            ))
+        );
+        let MetadataValue::String(note) = m.get("note").unwrap() else {
+            panic!()
+        };
+        assert!(note.chars().count() <= Metadata::MAX_STRING_CHARS && note.contains(TRUNCATION_MARKER));
+        // A clean request carries no mark.
+        let clean = emitted(annotated().finish(&p, &ResponseInfo::new(200)));
+        assert!(clean.metadata.unwrap().get(SANITIZED_METADATA_KEY).is_none());
     }
 }

@@ -100,6 +100,8 @@ pub(crate) struct Config {
     pub(crate) linger: Duration,
     /// Schema registry: fills in `version` and checks metadata in the emit call (crate::schema).
     pub(crate) schemas: Option<Arc<crate::schema::SchemaRegistry>>,
+    /// The largest create-event request accepted by the emit call, in bytes.
+    pub(crate) max_request_bytes: usize,
 }
 
 impl Config {
@@ -134,6 +136,7 @@ impl Default for Config {
             warn_interval: Duration::from_secs(10),
             linger: EmitterBuilder::DEFAULT_LINGER,
             schemas: None,
+            max_request_bytes: crate::validate::DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -337,6 +340,17 @@ impl EmitterBuilder {
     /// pointers WorkOS would answer. See [`crate::schema`].
     pub fn schemas(mut self, registry: Arc<crate::schema::SchemaRegistry>) -> Self {
         self.config.schemas = Some(registry);
+        self
+    }
+
+    /// The largest create-event request the emit call accepts, as JSON bytes (default
+    /// [`DEFAULT_MAX_REQUEST_BYTES`](crate::validate::DEFAULT_MAX_REQUEST_BYTES), 100 KiB:
+    /// WorkOS answers larger requests with 413 but publishes no limit). A larger event is
+    /// refused by the emit call with [`EmitError::Invalid`](super::EmitError::Invalid), its
+    /// largest part named ([`FieldErrorKind::RequestTooLarge`](crate::FieldErrorKind::RequestTooLarge)),
+    /// instead of being sent and dead-lettered.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_request_bytes = bytes;
         self
     }
 

@@ -149,6 +149,7 @@ mod gate;
 mod key;
 mod pace;
 mod queue;
+pub mod rejections;
 mod sender;
 mod shared;
 mod sink;
@@ -163,6 +164,7 @@ pub use dead_letter::{
     DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters, ReplayReport, UnreadableDeadLetter,
 };
 pub use key::IdempotencyKey;
+pub use rejections::Rejection;
 pub use sink::{DiscardSink, MemorySink, Sink, SinkFuture};
 pub use stats::{Dropped, Stats};
 pub use telemetry::Health;
@@ -276,7 +278,7 @@ pub struct FlushTimeout {
 }
 
 /// What [`Emitter::shutdown`] reports. Counts are totals since the emitter started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// Events delivered.
@@ -288,6 +290,8 @@ pub struct ShutdownReport {
     /// Events still pending when the deadline passed; they were dead-lettered with
     /// [`DeadLetterReason::ShutdownDeadline`].
     pub pending_at_deadline: u64,
+    /// Dead letters per action and reason, with the fix (also logged, one warning each).
+    pub rejections: Vec<Rejection>,
 }
 
 /// An event evicted by [`Overflow::DropOldest`], dead-lettered when dropped: on a blocking thread,
@@ -494,7 +498,9 @@ impl Emitter {
         if self.shared().is_closed() {
             return Err(EmitError::Closed);
         }
-        event.validate().map_err(EmitError::Invalid)?;
+        event
+            .validate_request(&org, self.shared().config.max_request_bytes)
+            .map_err(EmitError::Invalid)?;
         let mut event = event;
         if let Some(schemas) = &self.shared().config.schemas {
             schemas.apply(&mut event).map_err(EmitError::Invalid)?;
@@ -661,6 +667,7 @@ impl Emitter {
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
             dropped: c.dropped(),
             pending_at_deadline: c.dead_lettered_at_deadline.load(Ordering::Relaxed),
+            rejections: c.rejections.report(),
         }
     }
 
@@ -726,6 +733,7 @@ fn stats_of(shared: &Shared) -> Stats {
         latency_p50: p50,
         latency_p90: p90,
         latency_p99: p99,
+        rejections: c.rejections.snapshot(),
         #[cfg(feature = "spool")]
         spool: shared.store.spool_stats(),
     }

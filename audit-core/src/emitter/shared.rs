@@ -260,6 +260,9 @@ impl Shared {
 
     fn count_dead_letter(&self, letter: &DeadLetter) {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .rejections
+            .record(letter, self.config.schemas.as_deref());
         if letter.reason == DeadLetterReason::ShutdownDeadline {
             self.counters
                 .dead_lettered_at_deadline

@@ -63,6 +63,9 @@ pub struct Stats {
     pub latency_p90: Option<Duration>,
     /// 99th percentile.
     pub latency_p99: Option<Duration>,
+    /// Dead letters per action and reason, with the last hour's count, what WorkOS said and the
+    /// fix; most in the last hour first (see [`rejections`](super::rejections)).
+    pub rejections: Vec<super::Rejection>,
     /// The spool's depth, oldest age, commit latency and faults (`None` without a spool).
     #[cfg(feature = "spool")]
     pub spool: Option<super::SpoolStats>,
@@ -101,6 +104,8 @@ pub(crate) struct Counters {
     pub(crate) dropped_oldest: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) latency: Histogram,
+    /// Dead letters per action and reason.
+    pub(crate) rejections: super::rejections::Rejections,
 }
 
 impl Counters {

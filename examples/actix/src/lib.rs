@@ -224,7 +224,7 @@ pub struct Team {
     pub name: String,
 }
 
-#[action("team.created")]
+#[action("team.created", targets(team))]
 async fn create_team(state: web::Data<AppState>, audit: AuditCtx, body: web::Json<NewTeam>) -> HttpResponse {
     let name = body.name.trim();
     if name.is_empty() || name.len() > 100 {
@@ -295,7 +295,7 @@ async fn health() -> HttpResponse {
 #[path = "../../common.rs"]
 mod common;
 pub use common::{
-    AuditSetup, Destination, Settings, exit_code, init_tracing, shutdown_json, shutdown_signal,
+    AuditSetup, Destination, Settings, exit_code, init_tracing, schemas, shutdown_json, shutdown_signal,
 };
 
 /// The audit middleware of this app, with the configured client-IP rules.

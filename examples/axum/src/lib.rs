@@ -178,7 +178,7 @@ pub struct Team {
     pub name: String,
 }
 
-#[action("team.created")]
+#[action("team.created", targets(team))]
 async fn create_team(
     State(state): State<Arc<AppState>>,
     audit: AuditCtx,
@@ -256,7 +256,7 @@ async fn health() -> &'static str {
 #[path = "../../common.rs"]
 mod common;
 pub use common::{
-    AuditSetup, Destination, Settings, exit_code, init_tracing, shutdown_json, shutdown_signal,
+    AuditSetup, Destination, Settings, exit_code, init_tracing, schemas, shutdown_json, shutdown_signal,
 };
 
 /// The audit layer of this app, with the configured client-IP rules.
