@@ -25,7 +25,7 @@
 //! existed: the client went away, an HTTP/2 stream was reset, a timeout layer fired) is a
 //! cancelled request; its `Drop` is the one place where such requests are seen. An annotated one
 //! is counted ([`SkipCounters::cancelled`](crate::request::SkipCounters::cancelled)) and, under
-//! the default [`CancelledRequests::Emit`](crate::request::CancelledRequests::Emit), emitted with
+//! the default [`CancelledRequests::Emit`], emitted with
 //! `outcome: "cancelled"`: the handler may already have made its change.
 //!
 //! ```
@@ -297,7 +297,7 @@ impl<R: ?Sized> Middleware<R> {
 
 /// A captured request whose response is not there yet. [`finish`](Self::finish) it with the
 /// response's status; dropped unfinished (the response future was dropped: the client went away),
-/// it is a cancelled request (see [`CancelledRequests`](crate::request::CancelledRequests)).
+/// it is a cancelled request (see [`CancelledRequests`]).
 #[must_use = "an unfinished request counts as cancelled"]
 pub struct InFlight<R: ?Sized> {
     audit: Option<RequestAudit>,
@@ -510,9 +510,9 @@ impl<A: Adapter> Builder<A> {
         self.map_policy(|p| p.cancelled(cancelled))
     }
 
-    /// What an event with more than WorkOS's 20 targets becomes (default
-    /// [`TargetOverflow::Split`]: several events of at most 20 targets each, sharing a correlation
-    /// id). Counted either way in
+    /// What a request with more than [`Event::MAX_TARGETS`](crate::Event::MAX_TARGETS) targets
+    /// emits (default [`TargetOverflow::Split`]: several events of at most 20 targets each).
+    /// Counted either way in
     /// [`SkipCounters::target_overflows`](crate::request::SkipCounters::target_overflows).
     pub fn target_overflow(self, overflow: TargetOverflow) -> Self {
         self.map_policy(|p| p.target_overflow(overflow))
