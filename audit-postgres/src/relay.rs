@@ -240,6 +240,7 @@ impl RelayBuilder {
             sink: self.sink,
             counters: Counters::default(),
             in_flight: Semaphore::new(self.config.in_flight),
+            paused_until: std::sync::Mutex::new(None),
             config: self.config,
         });
         let tasks = (0..shared.config.tasks)
@@ -366,6 +367,9 @@ struct Shared {
     counters: Counters,
     /// One permit per delivery request in flight.
     in_flight: Semaphore,
+    /// Until when this instance sends nothing after a 429 (its batches in flight stop at once;
+    /// other instances stop at their next claim, through the bucket's pause).
+    paused_until: std::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -764,7 +768,8 @@ impl Shared {
                 .bind(&self.config.instance)
                 .bind(self.config.lease.as_secs_f64())
                 .bind(granted as i64)
-                .bind(self.bucket())
+                // A probe took the hold's slot, which paused the bucket: it claims anyway.
+                .bind((!probing).then(|| self.bucket()))
                 .fetch_all(&mut *conn),
         )?;
         self.refund(conn, granted.saturating_sub(rows.len())).await?;
@@ -925,10 +930,11 @@ impl Shared {
         };
         // Never closed: an error cannot happen, and would only mean sending without a permit.
         let permit = self.in_flight.acquire().await.ok();
-        if Instant::now() > send_by || stopped.load(Ordering::Acquire) {
+        if Instant::now() > send_by || stopped.load(Ordering::Acquire) || self.locally_paused() {
             return Verdict::Released;
         }
-        let sent = AssertUnwindSafe(self.sink.send(body, &row.key))
+        // The call and its future both: a sink may panic in either.
+        let sent = AssertUnwindSafe(async { self.sink.send(body, &row.key).await })
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
@@ -968,6 +974,7 @@ impl Shared {
                         (None, Decision::Retry { after }) => after.max(MIN_429_PAUSE),
                         (None, _) => MIN_429_PAUSE,
                     };
+                    *audit_core::sync::lock(&self.paused_until) = Some(Instant::now() + wait);
                     self.pause_fleet(wait).await;
                 }
                 decision
@@ -1007,6 +1014,11 @@ impl Shared {
                 error: (&error).into(),
             },
         }
+    }
+
+    /// Whether a 429 met by this instance still pauses it.
+    fn locally_paused(&self) -> bool {
+        audit_core::sync::lock(&self.paused_until).is_some_and(|until| Instant::now() < until)
     }
 
     async fn pause_fleet(&self, after: Duration) {
