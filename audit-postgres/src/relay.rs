@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use audit_core::delivery::{self, Facts, Verdict as Decision};
 use audit_core::emitter::{DeadLetterError, DeadLetterReason};
-use audit_core::retry::{Decision, Disposition, GiveUp, Outcome, classify};
 use audit_core::{CreateEvent, Error, Event, OrganizationId, RetryPolicy, Sink};
 use futures_util::{FutureExt, StreamExt};
 use sqlx::{PgConnection, Row};
@@ -241,6 +241,7 @@ impl RelayBuilder {
             counters: Counters::default(),
             in_flight: Semaphore::new(self.config.in_flight),
             paused_until: std::sync::Mutex::new(None),
+            last_delivery: std::sync::Mutex::new(None),
             config: self.config,
         });
         let tasks = (0..shared.config.tasks)
@@ -370,6 +371,8 @@ struct Shared {
     /// Until when this instance sends nothing after a 429 (its batches in flight stop at once;
     /// other instances stop at their next claim, through the bucket's pause).
     paused_until: std::sync::Mutex<Option<Instant>>,
+    /// When this instance last had an event accepted.
+    last_delivery: std::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -933,6 +936,7 @@ impl Shared {
         if Instant::now() > send_by || stopped.load(Ordering::Acquire) || self.locally_paused() {
             return Verdict::Released;
         }
+        let started = Instant::now();
         // The call and its future both: a sink may panic in either.
         let sent = AssertUnwindSafe(async { self.sink.send(body, &row.key).await })
             .catch_unwind()
@@ -949,6 +953,7 @@ impl Shared {
         drop(permit);
         let error = match sent {
             Ok(()) => {
+                *audit_core::sync::lock(&self.last_delivery) = Some(Instant::now());
                 if probing {
                     self.end_hold().await;
                 }
@@ -956,64 +961,50 @@ impl Shared {
             }
             Err(e) => e,
         };
-        let attempt = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
-        let random: f64 = rand::random();
-        let decision = match classify(&error) {
-            Disposition::Accepted => return Verdict::Delivered,
-            Disposition::Retry(outcome) => {
-                let decision = self.config.retry.decide(outcome, attempt, random);
-                if let Outcome::Status {
-                    status: 429,
-                    retry_after,
-                } = outcome
-                {
-                    // The whole fleet waits, and this batch sends nothing more.
+        // The one decision the emitter's senders apply too: the relay only carries it out.
+        let facts = Facts::new(
+            u32::try_from(row.attempts).unwrap_or(0).saturating_add(1),
+            secs(row.age),
+            self.config.retry_window,
+        )
+        .with_others_accepted(self.accepted_since(secs(row.age) + started.elapsed()));
+        match delivery::decide(Err(&error), &facts, &self.config.retry, rand::random::<f64>) {
+            Decision::Delivered => Verdict::Delivered,
+            Decision::Retry { after, slow_down } => {
+                if slow_down {
+                    // WorkOS asked to slow down: the whole fleet waits, and this batch (and the
+                    // instance's others) sends nothing more.
                     stopped.store(true, Ordering::Release);
-                    let wait = match (retry_after, decision) {
-                        (Some(after), _) => after.min(self.config.retry.max_retry_after),
-                        (None, Decision::Retry { after }) => after.max(MIN_429_PAUSE),
-                        (None, _) => MIN_429_PAUSE,
-                    };
+                    let wait = after.max(MIN_429_PAUSE);
                     *audit_core::sync::lock(&self.paused_until) = Some(Instant::now() + wait);
                     self.pause_fleet(wait).await;
                 }
-                decision
-            }
-            // A refused key is the application's to fix: the fleet holds and one row probes,
-            // instead of every row being retried and dead-lettered by the thousand.
-            Disposition::Unauthorized => {
-                stopped.store(true, Ordering::Release);
-                add(&self.counters.unauthorized, 1, "audit_outbox_unauthorized_total");
-                self.hold(&error).await;
-                return Verdict::Unauthorized {
-                    error: error.to_string(),
-                };
-            }
-            Disposition::Permanent(reason) => {
-                return Verdict::Dead {
-                    reason,
-                    error: (&error).into(),
-                };
-            }
-        };
-        match decision {
-            Decision::Retry { after }
-                if row.age + after.as_secs_f64() < self.config.retry_window.as_secs_f64() =>
-            {
                 Verdict::Retry {
                     after,
                     error: error.to_string(),
                 }
             }
-            Decision::GiveUp(GiveUp::Permanent) => Verdict::Dead {
-                reason: DeadLetterReason::Rejected,
-                error: (&error).into(),
-            },
-            _ => Verdict::Dead {
-                reason: DeadLetterReason::RetryWindowExhausted,
+            // A refused key is the application's to fix: the fleet holds and one row probes,
+            // instead of every row being retried and dead-lettered by the thousand.
+            Decision::HoldForAuthorization => {
+                stopped.store(true, Ordering::Release);
+                add(&self.counters.unauthorized, 1, "audit_outbox_unauthorized_total");
+                self.hold(&error).await;
+                Verdict::Unauthorized {
+                    error: error.to_string(),
+                }
+            }
+            Decision::DeadLetter(reason) => Verdict::Dead {
+                reason,
                 error: (&error).into(),
             },
         }
+    }
+
+    /// Whether this instance delivered an event within the last `within`: a 403 then concerns
+    /// the event's organization, not the key.
+    fn accepted_since(&self, within: Duration) -> bool {
+        audit_core::sync::lock(&self.last_delivery).is_some_and(|at| at.elapsed() <= within)
     }
 
     /// Whether a 429 met by this instance still pauses it.
