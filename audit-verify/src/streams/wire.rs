@@ -195,7 +195,8 @@ impl Destination {
                     u.scheme()
                 ));
             }
-            Err(e) => return Err(format!("url: '{url}' is not a URL ({e})")),
+            // The URL itself is not repeated: a collector URL may carry its token.
+            Err(e) => return Err(format!("url: not a URL ({e})")),
         }
         match self {
             Destination::Http { headers, .. } => {
