@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Decision, RequestAudit, ResponseInfo};
-use crate::emitter::stats::Throttle;
 use crate::emitter::{EmitError, Emitter};
 use crate::request::{AuditPolicy, CancelledRequests, SkipCounters};
+use crate::throttle::Throttle;
 
 /// The shortest interval between two log lines of a [`HandOff`] about events that were not
 /// emitted (refused by the emitter, or breaking a WorkOS rule).
