@@ -15,6 +15,7 @@ pub mod request;
 pub mod retry;
 pub mod schema;
 pub mod sync;
+mod throttle;
 pub mod validate;
 
 pub use error::{ApiError, ApiFieldError, Error};

@@ -145,3 +145,104 @@ fn a_tls_feature_builds_an_https_client() {
     let client = Client::builder().api_key("sk_test_x").build().unwrap();
     assert_eq!(client.base_url(), "https://api.workos.com");
 }
+
+/// A server on loopback that answers every request with `head` and then an endless chunked body
+/// (until the client goes away); its address.
+async fn endless_body(head: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let _ = socket.read(&mut buf).await;
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                // 64 MiB at most, should the client read on.
+                for _ in 0..1024 {
+                    if socket.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_body_longer_than_the_limit_is_cut_and_the_error_says_so() {
+    let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").unwrap();
+    let body = audit_core::CreateEvent::new(org, event());
+    for (head, check) in [
+        (
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\n\r\n",
+            "api",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\n\r\n",
+            "not workos",
+        ),
+    ] {
+        let url = endless_body(head).await;
+        let client = Client::builder()
+            .api_key("sk_test_bounded")
+            .base_url(&url)
+            .retry_policy(RetryPolicy::disabled())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let error = client.send_event_once(&body, "key-1").await.unwrap_err();
+        match (check, &error) {
+            ("api", Error::Api(api)) => {
+                assert_eq!(api.status, 500);
+                assert!(
+                    api.body.contains("[cut: the body is longer than 262144 bytes]"),
+                    "{}",
+                    api.body.len()
+                );
+            }
+            ("not workos", Error::NotWorkOs { status: 200, .. }) => {}
+            _ => panic!("{check}: {error:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_says_so() {
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::builder()
+        .api_key("sk_test_refused")
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .retry_policy(RetryPolicy::disabled())
+        .build()
+        .unwrap();
+    let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").unwrap();
+    let error = client
+        .send_event_once(&audit_core::CreateEvent::new(org, event()), "key-1")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Transport { .. }), "{error:?}");
+    let text = error_chain(&error);
+    assert!(text.contains("connection refused"), "{text}");
+}
+
+/// An error and its sources, joined.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cur = c.source();
+    }
+    text
+}

@@ -92,6 +92,12 @@ const SOURCES: &[Source] = &[
         bench: "emitter_delivery",
         args: &["memory"],
     },
+    // Recovery at the rate limit: the drain rate of a backlog once WorkOS answers again.
+    Source::JsonLines {
+        package: "audit-core",
+        bench: "emitter_delivery",
+        args: &["recovery"],
+    },
     // The durable spool: delivery ratio against memory mode, writer commit rate, emit cost.
     Source::Example {
         package: "audit-core",

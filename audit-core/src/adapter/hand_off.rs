@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Decision, RequestAudit, ResponseInfo, SANITIZED_METADATA_KEY};
-use crate::emitter::stats::Throttle;
 use crate::emitter::{EmitError, EmitOptions, Emitter, IdempotencyKey};
 use crate::event::{Event, Metadata, OrganizationId};
 use crate::request::{
     AuditPolicy, CancelledRequests, OMITTED_TARGETS_METADATA_KEY, SPLIT_ID_METADATA_KEY,
     SPLIT_PART_METADATA_KEY, SkipCounters, TargetOverflow,
 };
+use crate::throttle::Throttle;
 
 /// The shortest interval between two log lines of a [`HandOff`] about events that were not
 /// emitted (refused by the emitter, or breaking a WorkOS rule).

@@ -75,6 +75,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The header WorkOS deduplicates POSTs on.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+/// The most of a response body the client reads (256 KiB): WorkOS's answers are far smaller; a
+/// longer body is cut there and the error says so.
+pub const MAX_RESPONSE_BODY: usize = 256 * 1024;
 /// The longest idempotency key accepted locally, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -128,11 +131,13 @@ struct Request {
     timeout: Option<Duration>,
 }
 
-/// A successful response, read whole.
+/// A successful response, read whole up to [`MAX_RESPONSE_BODY`].
 struct Answer {
     status: u16,
     content_type: Option<String>,
     body: Bytes,
+    /// The body was longer than [`MAX_RESPONSE_BODY`]: `body` is its start.
+    cut: bool,
 }
 
 impl Client {
@@ -245,7 +250,7 @@ impl Client {
             success: bool,
         }
         match serde_json::from_slice::<Created>(&answer.body) {
-            Ok(Created { success: true }) => Ok(()),
+            Ok(Created { success: true }) if !answer.cut => Ok(()),
             _ => {
                 let body = self.scrub_key(answer.body);
                 let start = &body[..body.len().min(Error::NOT_WORKOS_BODY_START)];
@@ -374,14 +379,14 @@ impl Client {
             .headers()
             .get(header::CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let body = response
-            .bytes()
+        let (body, cut) = read_bounded(response, MAX_RESPONSE_BODY)
             .await
             .map_err(|e| self.transport_error(request, e))?;
         Ok(Answer {
             status,
             content_type,
             body,
+            cut,
         })
     }
 
@@ -396,10 +401,19 @@ impl Client {
         }
         let status = response.status().as_u16();
         let (request_id, retry_after) = response_meta(&response);
-        let body = response
-            .bytes()
+        let (body, cut) = read_bounded(response, MAX_RESPONSE_BODY)
             .await
             .map_err(|e| self.transport_error(request, e))?;
+        let body = if cut {
+            // An error keeps at most 64 KiB of its body: the mark goes within.
+            let mut kept = body[..body.len().min(60 * 1024)].to_vec();
+            kept.extend_from_slice(
+                format!(" [cut: the body is longer than {MAX_RESPONSE_BODY} bytes]").as_bytes(),
+            );
+            Bytes::from(kept)
+        } else {
+            body
+        };
         let body = self.scrub_key(body);
         Err(Error::Api(Box::new(ApiError::from_response(
             status,
@@ -412,6 +426,16 @@ impl Client {
     /// Reads a success body as `T`. A decode error quotes values of the body, so a key echoed
     /// there is scrubbed from the message.
     fn decode<T: DeserializeOwned>(&self, url: &Url, answer: &Answer) -> Result<T, Error> {
+        if answer.cut {
+            return Err(Error::Decode {
+                url: redact_url(url),
+                status: answer.status,
+                source: format!(
+                    "the response body is longer than {MAX_RESPONSE_BODY} bytes (MAX_RESPONSE_BODY): reading stopped there"
+                )
+                .into(),
+            });
+        }
         serde_json::from_slice(&answer.body).map_err(|e| {
             let key = self.inner.api_key.expose_secret();
             let text = e.to_string();
@@ -503,7 +527,9 @@ struct TransportCause {
 
 impl TransportCause {
     fn from(e: &reqwest::Error) -> Self {
-        let kind = if e.is_connect() {
+        let kind = if let Some(cause) = Cause::of(e) {
+            cause.message()
+        } else if e.is_connect() {
             "connection failed"
         } else if e.is_body() || e.is_decode() {
             "reading the response failed"
@@ -527,6 +553,73 @@ impl TransportCause {
         Self {
             message: kind.to_owned(),
             source,
+        }
+    }
+}
+
+/// What a transport failure came from, when its source chain tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    CertificateUntrusted,
+    CertificateExpired,
+    CertificateWrongName,
+    Certificate,
+    Dns,
+    Refused,
+    Reset,
+}
+
+impl Cause {
+    fn of(e: &reqwest::Error) -> Option<Self> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        let mut found = None;
+        while let Some(c) = cur {
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => found = found.or(Some(Self::Refused)),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => {
+                        found = found.or(Some(Self::Reset))
+                    }
+                    _ => {}
+                }
+            }
+            let text = c.to_string();
+            let tls = if text.contains("UnknownIssuer") || text.contains("unable to get local issuer") {
+                Some(Self::CertificateUntrusted)
+            } else if text.contains("Expired") || text.contains("certificate has expired") {
+                Some(Self::CertificateExpired)
+            } else if text.contains("NotValidForName") || text.contains("hostname mismatch") {
+                Some(Self::CertificateWrongName)
+            } else if text.contains("invalid peer certificate") || text.contains("certificate verify failed")
+            {
+                Some(Self::Certificate)
+            } else if text.contains("dns error") || text.contains("failed to lookup address") {
+                Some(Self::Dns)
+            } else {
+                None
+            };
+            // The certificate's fault is the most telling; then the rest, innermost first.
+            if tls.is_some() {
+                found = tls;
+            }
+            cur = c.source();
+        }
+        found
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::CertificateUntrusted => {
+                "the server's TLS certificate is not trusted (unknown issuer): for a corporate or private CA, build with the `rustls-tls-native-roots` feature (the system's roots) or share an HTTP client that trusts it (ClientBuilder::http_client)"
+            }
+            Self::CertificateExpired => "the server's TLS certificate has expired",
+            Self::CertificateWrongName => {
+                "the server's TLS certificate is for another name: check WORKOS_BASE_URL"
+            }
+            Self::Certificate => "the server's TLS certificate was refused",
+            Self::Dns => "the host name could not be resolved (DNS): check WORKOS_BASE_URL",
+            Self::Refused => "connection refused: nothing listens at that address",
+            Self::Reset => "the connection was reset by the server or a proxy",
         }
     }
 }
@@ -558,6 +651,27 @@ fn redact_url(url: &Url) -> String {
         text.push_str("?…");
     }
     text
+}
+
+/// Reads at most `limit` bytes of `response`'s body; `true` when the body was longer (the rest
+/// is not read: a wrong base URL or a hostile server cannot make the client hold more).
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<(Bytes, bool), reqwest::Error> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        return Ok((Bytes::new(), true));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body.freeze(), true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), false))
 }
 
 fn response_meta(response: &reqwest::Response) -> (Option<String>, Option<Duration>) {
