@@ -61,7 +61,7 @@
 //! The client's location comes from audit-core's client-IP rules applied to the socket peer
 //! ([`ServiceRequest::peer_addr`](actix_web::dev::ServiceRequest::peer_addr)); forwarding headers
 //! are read only when that peer is a configured trusted proxy
-//! ([`AuditMiddleware::trusted_proxies`]). actix-web's own
+//! ([`Builder::trusted_proxies`](audit_core::adapter::Builder::trusted_proxies)). actix-web's own
 //! [`ConnectionInfo::realip_remote_addr`](actix_web::dev::ConnectionInfo::realip_remote_addr) is
 //! never used: it returns whatever a client put in `Forwarded`/`X-Forwarded-For`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -82,7 +82,9 @@ pub use audit_core::request::{
 };
 pub use audit_core::{Actor, OrganizationId, Target};
 pub use extract::{AuditCtx, AuditDisabled, MissingAuditMiddleware};
-pub use middleware::{ActorResolver, AuditMiddleware, AuditMiddlewareService, OrganizationResolver};
+pub use middleware::{
+    ActorResolver, AuditMiddleware, AuditMiddlewareBuilder, AuditMiddlewareService, OrganizationResolver,
+};
 
 /// Names a handler's WorkOS action: `#[audit_actix::action("team.deleted", targets(team = "id"))]`.
 ///

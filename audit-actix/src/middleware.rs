@@ -5,7 +5,7 @@
 //!
 //! 1. before the inner service runs: captures the request with audit-core (the client's location
 //!    from the client-IP rules applied to [`ServiceRequest::peer_addr`], the bounded `User-Agent`,
-//!    the arrival time and, with [`request_metadata`](AuditMiddleware::request_metadata), the
+//!    the arrival time and, with [`request_metadata`](Builder::request_metadata), the
 //!    `x-request-id`, method and matched route pattern; an [`Actor`] and an [`OrganizationId`]
 //!    found in the request extensions, put there by an auth middleware that runs before this one,
 //!    or returned by the resolvers) and inserts the request's record into its extensions;
@@ -24,7 +24,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header;
 use actix_web::{Error, HttpMessage, HttpRequest};
-use audit_core::adapter::{Middleware, RequestAudit, RequestHead, Resolver};
+use audit_core::adapter::{Adapter, Builder, Middleware, RequestAudit, RequestHead, Resolver, Settings};
+use audit_core::emitter::Emitter;
+use audit_core::request::SkipCounters;
 use audit_core::{Actor, OrganizationId};
 use futures_util::future::{LocalBoxFuture, Ready, ready};
 
@@ -34,13 +36,19 @@ pub type ActorResolver = Resolver<HttpRequest, Actor>;
 /// A closure that finds the organization of a request from its head.
 pub type OrganizationResolver = Resolver<HttpRequest, OrganizationId>;
 
+/// The settings of an [`AuditMiddleware`] ([`AuditMiddleware::builder`]): audit-core's
+/// [`Builder`], the one type both adapters are built with.
+pub type AuditMiddlewareBuilder = Builder<AuditMiddleware>;
+
 /// The audit middleware for actix-web: wrap an `App`, a `Scope`, a `Resource` or a `Route`.
 ///
 /// Configuration only, cheap to clone (`Send + Sync`, so it can be moved into the
-/// `HttpServer::new` factory closure and cloned into every worker). Each setter takes and returns
-/// the middleware by value; clones share the [`Emitter`](crate::Emitter) and the
-/// [`SkipCounters`](crate::SkipCounters). The settings are audit-core's
-/// [`AuditPolicy`](crate::AuditPolicy), the same as audit-tower's.
+/// `HttpServer::new` factory closure and cloned into every worker); clones share the
+/// [`Emitter`](crate::Emitter) and the [`SkipCounters`](crate::SkipCounters). Built with
+/// [`AuditMiddleware::new`] (the defaults) or [`AuditMiddleware::builder`]: the settings are
+/// audit-core's [`Builder`](audit_core::adapter::Builder), the same type that builds audit-tower's
+/// layer (every field of [`AuditPolicy`](crate::AuditPolicy) and the resolvers, with the same
+/// defaults and docs).
 ///
 /// ```no_run
 /// use actix_web::{App, HttpResponse, HttpServer, post};
@@ -76,13 +84,47 @@ pub type OrganizationResolver = Resolver<HttpRequest, OrganizationId>;
 /// from actix-web's [`ConnectionInfo::realip_remote_addr`](actix_web::dev::ConnectionInfo::realip_remote_addr),
 /// which returns the leftmost `Forwarded`/`X-Forwarded-For` value whoever sent it: any client
 /// could write any address into the audit log with it. See
-/// [`trusted_proxies`](Self::trusted_proxies).
+/// [`Builder::trusted_proxies`].
 #[derive(Clone, Debug)]
 pub struct AuditMiddleware {
     middleware: Arc<Middleware<HttpRequest>>,
 }
 
-audit_core::adapter_builder!(AuditMiddleware, middleware, HttpRequest);
+impl Adapter for AuditMiddleware {
+    type Request = HttpRequest;
+
+    fn from_middleware(middleware: Arc<Middleware<HttpRequest>>) -> Self {
+        Self { middleware }
+    }
+}
+
+impl AuditMiddleware {
+    /// Hands events to `emitter` with the default settings (see [`Builder::new`]).
+    pub fn new(emitter: Emitter) -> Self {
+        Self::builder(emitter).build()
+    }
+
+    /// The settings of a middleware handing events to `emitter`; [`Builder::build`] makes it.
+    pub fn builder(emitter: Emitter) -> Builder<Self> {
+        Builder::new(emitter)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings<HttpRequest> {
+        self.middleware.settings()
+    }
+
+    /// Counters of requests that emitted nothing, by [`SkipReason`](crate::SkipReason), and of
+    /// events the emitter refused. Shared by every clone.
+    pub fn skip_counters(&self) -> Arc<SkipCounters> {
+        Arc::clone(self.middleware.hand_off().counters())
+    }
+
+    /// The emitter events are handed to.
+    pub fn emitter(&self) -> &Emitter {
+        self.middleware.hand_off().emitter()
+    }
+}
 
 impl<S, B> Transform<S, ServiceRequest> for AuditMiddleware
 where

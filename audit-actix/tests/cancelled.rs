@@ -24,10 +24,11 @@ async fn slow(audit: AuditCtx, started: web::Data<Arc<Notify>>) -> HttpResponse 
 }
 
 fn middleware(emitter: &Emitter, cancelled: CancelledRequests) -> AuditMiddleware {
-    AuditMiddleware::new(emitter.clone())
+    AuditMiddleware::builder(emitter.clone())
         .missing_actor(MissingActor::Use(Actor::new("user_1", "user")))
         .default_organization(OrganizationId::new("org_1").unwrap())
         .cancelled_requests(cancelled)
+        .build()
 }
 
 async fn timed_out(cancelled: CancelledRequests) -> (u64, MemorySink) {

@@ -43,7 +43,7 @@ async fn create_team(case: web::Data<Case>, audit: AuditCtx) -> HttpResponse {
 }
 
 fn middleware(case: &Case, emitter: Emitter) -> AuditMiddleware {
-    let mut middleware = AuditMiddleware::new(emitter).request_metadata(case.request_metadata);
+    let mut middleware = AuditMiddleware::builder(emitter).request_metadata(case.request_metadata);
     if let Some(len) = case.max_user_agent_len {
         middleware = middleware.max_user_agent_len(len);
     }
@@ -51,6 +51,7 @@ fn middleware(case: &Case, emitter: Emitter) -> AuditMiddleware {
     middleware
         .actor_resolver(move |_| actor(resolved))
         .organization_resolver(move |_| organization(resolved))
+        .build()
 }
 
 #[actix_rt::test]

@@ -51,7 +51,11 @@ async fn the_shared_table_through_the_middleware() {
     let sink = MemorySink::new();
     let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
     for (i, case) in CASES.iter().enumerate() {
-        let app = app!(AuditMiddleware::new(emitter.clone()).client_ip(case.config().unwrap()));
+        let app = app!(
+            AuditMiddleware::builder(emitter.clone())
+                .client_ip(case.config().unwrap())
+                .build()
+        );
         let mut request = at::TestRequest::post()
             .uri("/audited")
             .peer_addr(case.peer_addr().unwrap());
@@ -75,9 +79,10 @@ async fn the_shared_table_through_the_middleware() {
 #[actix_rt::test]
 async fn trusted_proxies_builder_reads_x_forwarded_for_from_the_right() {
     let emitter = Emitter::builder(MemorySink::new()).no_rate_limit().start();
-    let audit = AuditMiddleware::new(emitter.clone())
+    let audit = AuditMiddleware::builder(emitter.clone())
         .trusted_proxies(["10.0.0.0/8"])
-        .unwrap();
+        .unwrap()
+        .build();
     let app = app!(audit);
     let request = at::TestRequest::get()
         .uri("/location")
@@ -99,10 +104,11 @@ async fn trusted_proxies_builder_reads_x_forwarded_for_from_the_right() {
     assert_eq!(&body[..], b"203.0.113.50");
 
     // the header read from trusted proxies can be changed without repeating the ranges
-    let audit = AuditMiddleware::new(emitter.clone())
+    let audit = AuditMiddleware::builder(emitter.clone())
         .trusted_proxies(["10.0.0.0/8"])
         .unwrap()
-        .forwarded_header(ForwardedHeader::Single("x-real-ip"));
+        .forwarded_header(ForwardedHeader::Single("x-real-ip"))
+        .build();
     let app = app!(audit);
     let request = at::TestRequest::get()
         .uri("/location")
@@ -113,7 +119,7 @@ async fn trusted_proxies_builder_reads_x_forwarded_for_from_the_right() {
     let body = at::call_and_read_body(&app, request).await;
     assert_eq!(&body[..], b"198.51.100.30");
     assert!(
-        AuditMiddleware::new(emitter)
+        AuditMiddleware::builder(emitter)
             .trusted_proxies(["10.0.0/8"])
             .is_err()
     );
@@ -170,7 +176,7 @@ proptest! {
     ) {
         let seen = actix_rt::System::new().block_on(async {
             let emitter = Emitter::builder(MemorySink::new()).no_rate_limit().start();
-            let app = app!(AuditMiddleware::new(emitter).client_ip(rules));
+            let app = app!(AuditMiddleware::builder(emitter).client_ip(rules).build());
             let mut request = at::TestRequest::get().uri("/location").peer_addr(peer);
             for (name, value) in &headers {
                 if let Ok(value) = HeaderValue::from_bytes(value) {

@@ -46,6 +46,10 @@ impl Harness {
         AuditMiddleware::new(self.emitter.clone())
     }
 
+    fn builder(&self) -> audit_actix::AuditMiddlewareBuilder {
+        AuditMiddleware::builder(self.emitter.clone())
+    }
+
     /// Every event delivered so far, with its organization.
     async fn events(&self) -> Vec<(OrganizationId, Event)> {
         self.emitter.flush(Duration::from_secs(10)).await.unwrap();
@@ -283,14 +287,15 @@ async fn actor_and_organization_from_an_inner_auth_middleware() {
 async fn actor_and_organization_from_resolvers() {
     let h = Harness::new();
     let audit = h
-        .middleware()
+        .builder()
         .actor_resolver(|req: &HttpRequest| {
             let key = req.headers().get("x-api-key")?.to_str().ok()?;
             Some(Actor::new(key, "api_key"))
         })
         .organization_resolver(|req: &HttpRequest| {
             OrganizationId::new(req.headers().get("x-org")?.to_str().ok()?).ok()
-        });
+        })
+        .build();
     let app = test::init_service(App::new().wrap(audit).service(create_team)).await;
     let req = test::TestRequest::post()
         .uri("/teams")
@@ -311,9 +316,10 @@ async fn actor_and_organization_from_resolvers() {
 async fn extensions_win_over_resolvers_and_the_handler_wins_over_both() {
     let h = Harness::new();
     let audit = h
-        .middleware()
+        .builder()
         .actor_resolver(|_: &HttpRequest| Some(Actor::new("resolved", "user")))
-        .organization_resolver(|_: &HttpRequest| OrganizationId::new("org_resolved").ok());
+        .organization_resolver(|_: &HttpRequest| OrganizationId::new("org_resolved").ok())
+        .build();
     let app = app!(audit);
     test::call_service(&app, request("POST", "/teams").to_request()).await;
     let (organization, event) = h.one_event().await;
@@ -332,8 +338,9 @@ async fn extensions_win_over_resolvers_and_the_handler_wins_over_both() {
 async fn missing_actor_and_organization_policies() {
     let h = Harness::new();
     let audit = h
-        .middleware()
-        .missing_actor(MissingActor::Use(Actor::new("anonymous", "anonymous")));
+        .builder()
+        .missing_actor(MissingActor::Use(Actor::new("anonymous", "anonymous")))
+        .build();
     let skips = audit.skip_counters();
     let app = test::init_service(App::new().wrap(audit).service(create_team)).await;
     let req = || {
@@ -348,9 +355,10 @@ async fn missing_actor_and_organization_policies() {
 
     let h = Harness::new();
     let audit = h
-        .middleware()
+        .builder()
         .missing_actor(MissingActor::Use(Actor::new("anonymous", "anonymous")))
-        .default_organization(org());
+        .default_organization(org())
+        .build();
     let app = test::init_service(App::new().wrap(audit).service(create_team)).await;
     test::call_service(&app, req()).await;
     let (organization, event) = h.one_event().await;
@@ -433,7 +441,7 @@ async fn outcome_policy_success_only_by_default() {
 #[actix_rt::test]
 async fn outcome_policy_all_marks_failures() {
     let h = Harness::new();
-    let app = app!(h.middleware().outcomes(Outcomes::All));
+    let app = app!(h.builder().outcomes(Outcomes::All).build());
     let res = test::call_service(&app, request("GET", "/invoices/forbidden").to_request()).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let res = test::call_service(&app, request("GET", "/invoices/ok").to_request()).await;
@@ -489,7 +497,7 @@ async fn an_error_from_the_inner_service_is_passed_on_and_its_status_decides() {
                     Err::<ServiceResponse<BoxBody>, _>(actix_web::error::ErrorServiceUnavailable("down"))
                 }
             })
-            .wrap(h.middleware().outcomes(Outcomes::All))
+            .wrap(h.builder().outcomes(Outcomes::All).build())
             .service(create_team),
     )
     .await;
@@ -509,7 +517,7 @@ async fn an_error_from_the_inner_service_is_passed_on_and_its_status_decides() {
 #[actix_rt::test]
 async fn routing_404_and_405_never_emit() {
     let h = Harness::new();
-    let audit = h.middleware().outcomes(Outcomes::All);
+    let audit = h.builder().outcomes(Outcomes::All).build();
     let skips = audit.skip_counters();
     let app = test::init_service(
         App::new()
@@ -635,7 +643,7 @@ async fn delete_team_plain() -> HttpResponse {
 #[actix_rt::test]
 async fn optional_request_metadata_uses_the_route_pattern() {
     let h = Harness::new();
-    let app = app!(h.middleware().request_metadata(true));
+    let app = app!(h.builder().request_metadata(true).build());
     let req = request("DELETE", "/teams/team_9")
         .insert_header(("x-request-id", "req-123"))
         .to_request();
@@ -652,8 +660,9 @@ async fn optional_request_metadata_uses_the_route_pattern() {
 async fn user_agent_is_bounded_and_lossy() {
     let h = Harness::new();
     let app = app!(
-        h.middleware()
+        h.builder()
             .policy(audit_core::request::AuditPolicy::new().max_user_agent_len(8))
+            .build()
     );
     let ua = actix_web::http::header::HeaderValue::from_bytes(b"abc\xffdefghijkl").unwrap();
     let req = request("POST", "/teams")
@@ -667,7 +676,7 @@ async fn user_agent_is_bounded_and_lossy() {
 #[actix_rt::test]
 async fn no_socket_peer_gives_the_placeholder_location() {
     let h = Harness::new();
-    let app = app!(h.middleware().trusted_proxies(["0.0.0.0/0"]).unwrap());
+    let app = app!(h.builder().trusted_proxies(["0.0.0.0/0"]).unwrap().build());
     let req = test::TestRequest::post()
         .uri("/teams")
         .insert_header(("authorization", "user user_1"))
@@ -717,7 +726,7 @@ async fn an_invalid_event_is_counted_not_returned() {
 #[actix_rt::test]
 async fn trusted_proxies_rejects_bad_ranges_naming_them() {
     let h = Harness::new();
-    let err = h.middleware().trusted_proxies(["10.0.0/8"]).unwrap_err();
+    let err = h.builder().trusted_proxies(["10.0.0/8"]).unwrap_err();
     assert_eq!(err.value(), "10.0.0/8");
     assert_eq!(err.setting(), "trusted_proxies");
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::retry::{Failure, Outcome};
+
 /// An error from the WorkOS API or from talking to it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -180,12 +182,26 @@ impl Error {
     }
 
     /// Whether sending the same request again may succeed: 408, 429, 500, 502, 503, 504, a
-    /// transport failure or a timeout.
+    /// transport failure or a timeout ([`Failure::Retryable`]).
     pub fn is_retryable(&self) -> bool {
+        matches!(self.failure(), Failure::Retryable(_))
+    }
+
+    /// What kind of failure this is: the one reading of an error that the client's retries,
+    /// [`Error::is_retryable`] and the delivery decision
+    /// ([`delivery::decide`](crate::delivery::decide)) share.
+    pub fn failure(&self) -> Failure {
         match self {
-            Self::Api(e) => crate::retry::is_retryable_status(e.status),
-            Self::Transport { .. } | Self::Timeout { .. } => true,
-            _ => false,
+            Self::Api(api) => Failure::of_status(api.status, api.retry_after),
+            Self::Transport { .. } => Failure::Retryable(Outcome::Transport),
+            Self::Timeout { .. } | Self::Panicked { .. } => Failure::Retryable(Outcome::Timeout),
+            Self::Decode { status, .. } if *status >= 500 => Failure::Retryable(Outcome::Status {
+                status: *status,
+                retry_after: None,
+            }),
+            Self::Decode { status, .. } => Failure::of_status(*status, None),
+            Self::NotWorkOs { .. } => Failure::NotWorkOs,
+            Self::Invalid(_) | Self::InvalidParameter { .. } | Self::Config { .. } => Failure::Local,
         }
     }
 }
@@ -301,6 +317,9 @@ impl fmt::Display for ApiError {
             if i + 1 == self.errors.len() {
                 f.write_str("]")?;
             }
+        }
+        if self.status == 413 {
+            f.write_str(" (the request body was too large)")?;
         }
         if let Some(r) = &self.retry_after {
             write!(f, " (retry after {r:?})")?;

@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod client;
 pub mod client_ip;
 pub mod config;
+pub mod delivery;
 pub mod emitter;
 pub mod error;
 pub mod event;

@@ -3,10 +3,10 @@
 //! behind the adapters' `AuditCtx`), and the counters of requests that emitted nothing
 //! ([`SkipCounters`]).
 //!
-//! `audit-tower`'s `AuditLayer` and `audit-actix`'s `AuditMiddleware` take the same settings with
-//! the same defaults: every setter of theirs sets a field of [`AuditPolicy`], and
-//! `with_policy`/`policy` take one whole. How an adapter turns a request into an event is in
-//! [`adapter`](crate::adapter), which applications do not need.
+//! `audit-tower`'s `AuditLayer` and `audit-actix`'s `AuditMiddleware` are both configured by one
+//! [`adapter::Builder`](crate::adapter::Builder): every setter of it sets a field of
+//! [`AuditPolicy`], and `policy` takes one whole. How an adapter turns a request into an event is
+//! in [`adapter`](crate::adapter).
 //!
 //! ```
 //! use audit_core::OrganizationId;

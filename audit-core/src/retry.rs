@@ -8,8 +8,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::Error;
-use crate::emitter::DeadLetterReason;
+// Kept at this path for delivery loops written against it; see `crate::delivery`.
+#[doc(no_inline)]
+pub use crate::delivery::{Disposition, classify};
 
 /// Statuses after which the same request may succeed.
 pub fn is_retryable_status(status: u16) -> bool {
@@ -155,52 +156,45 @@ pub enum GiveUp {
     Exhausted,
 }
 
-/// What a delivery loop does with one event after a failed create-event request: the one
-/// reading of [`Error`]s that the [`Emitter`](crate::Emitter)'s senders and other delivery
-/// loops (such as a database outbox's relays) share, so that an error means the same thing
-/// wherever the event waits. See [`classify`].
-///
-/// Deliberately exhaustive: a delivery loop has to decide for every disposition, so a new one
-/// would be a breaking change rather than a case silently handled by a wildcard.
+/// What kind of failure an [`Error`](crate::Error) is, as far as sending the same request again goes: the one
+/// reading of an error that [`Error::is_retryable`](crate::Error::is_retryable), the [`Client`](crate::Client)'s own retries
+/// and the delivery decision ([`delivery::decide`](crate::delivery::decide)) share. See
+/// [`Error::failure`](crate::Error::failure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// The same request (with the same idempotency key) may succeed later: feed the outcome to
-    /// [`RetryPolicy::decide`]. 408, 429 and 5xx answers, transport failures, timeouts, and a
-    /// panic in a sink.
-    Retry(Outcome),
-    /// WorkOS refused the request's authorization (401 or 403): the API key, or its access to
-    /// the event's organization, is at fault, not the event.
+#[non_exhaustive]
+pub enum Failure {
+    /// The same request (with the same idempotency key) may succeed later: 408, 429, 500, 502,
+    /// 503, 504 (also a 5xx whose body could not be decoded), transport failures and timeouts.
+    /// Feed the outcome to [`RetryPolicy::decide`].
+    Retryable(Outcome),
+    /// 401: the API key is missing, wrong, revoked or for the other environment.
     Unauthorized,
-    /// Retrying cannot help: the event becomes a dead letter with this reason
-    /// ([`DeadLetterReason::Rejected`] for a 4xx, [`DeadLetterReason::NotWorkOs`] for an answer
-    /// that is not the WorkOS API's, [`DeadLetterReason::Refused`] for the client's own
-    /// refusals).
-    Permanent(DeadLetterReason),
-    /// A 2xx whose body could not be read: WorkOS accepted the event, so it counts as
-    /// delivered.
-    Accepted,
+    /// 403: the API key lacks permission, for every organization or for the request's.
+    Forbidden,
+    /// 413: the request body was too large; the same request fails the same way.
+    TooLarge,
+    /// Any other status: WorkOS refused the request itself (400, 404, 409, 422, …).
+    Rejected,
+    /// A 2xx that is not the WorkOS API's answer ([`Error::NotWorkOs`](crate::Error::NotWorkOs)).
+    NotWorkOs,
+    /// A 2xx whose body could not be decoded: the request was accepted.
+    AcceptedUnreadable,
+    /// Refused locally, before anything was sent (invalid event or parameter, configuration).
+    Local,
 }
 
-/// How a delivery loop handles `error`, the failure of one create-event request (see
-/// [`Disposition`]).
-pub fn classify(error: &Error) -> Disposition {
-    match error {
-        Error::Api(api) if matches!(api.status, 401 | 403) => Disposition::Unauthorized,
-        Error::Api(api) if is_retryable_status(api.status) => Disposition::Retry(Outcome::Status {
-            status: api.status,
-            retry_after: api.retry_after,
-        }),
-        Error::Api(_) => Disposition::Permanent(DeadLetterReason::Rejected),
-        Error::NotWorkOs { .. } => Disposition::Permanent(DeadLetterReason::NotWorkOs),
-        Error::Timeout { .. } | Error::Panicked { .. } => Disposition::Retry(Outcome::Timeout),
-        Error::Transport { .. } => Disposition::Retry(Outcome::Transport),
-        Error::Decode { status, .. } if (200..300).contains(status) => Disposition::Accepted,
-        Error::Decode { status, .. } if *status >= 500 => Disposition::Retry(Outcome::Status {
-            status: *status,
-            retry_after: None,
-        }),
-        Error::Decode { .. } => Disposition::Permanent(DeadLetterReason::Rejected),
-        _ => Disposition::Permanent(DeadLetterReason::Refused),
+impl Failure {
+    /// The reading of an answer with this status that is not a success (and not decodable
+    /// further): the one place statuses are sorted.
+    pub fn of_status(status: u16, retry_after: Option<Duration>) -> Self {
+        match status {
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            413 => Self::TooLarge,
+            200..=299 => Self::AcceptedUnreadable,
+            s if is_retryable_status(s) => Self::Retryable(Outcome::Status { status, retry_after }),
+            _ => Self::Rejected,
+        }
     }
 }
 
@@ -311,84 +305,6 @@ mod tests {
         assert_eq!(
             RetryPolicy::disabled().decide(status(500), 1, 0.3),
             Decision::GiveUp(GiveUp::Exhausted)
-        );
-    }
-
-    fn api(status: u16, retry_after: Option<Duration>) -> Error {
-        Error::Api(Box::new(crate::ApiError::from_response(
-            status,
-            None,
-            retry_after,
-            b"{}",
-        )))
-    }
-
-    #[test]
-    fn classifies_each_kind_of_failure() {
-        let wait = Some(Duration::from_secs(3));
-        assert_eq!(
-            classify(&api(429, wait)),
-            Disposition::Retry(Outcome::Status {
-                status: 429,
-                retry_after: wait
-            })
-        );
-        assert_eq!(classify(&api(401, None)), Disposition::Unauthorized);
-        assert_eq!(classify(&api(403, None)), Disposition::Unauthorized);
-        assert_eq!(
-            classify(&api(422, None)),
-            Disposition::Permanent(DeadLetterReason::Rejected)
-        );
-        let url = String::from("http://127.0.0.1:9/audit_logs/events");
-        let decode = |status| Error::Decode {
-            url: url.clone(),
-            status,
-            source: "not JSON".into(),
-        };
-        assert_eq!(classify(&decode(201)), Disposition::Accepted);
-        assert_eq!(
-            classify(&decode(502)),
-            Disposition::Retry(Outcome::Status {
-                status: 502,
-                retry_after: None
-            })
-        );
-        assert_eq!(
-            classify(&decode(404)),
-            Disposition::Permanent(DeadLetterReason::Rejected)
-        );
-        let timeout = Error::Timeout {
-            url: url.clone(),
-            timeout: Duration::from_secs(1),
-        };
-        assert_eq!(classify(&timeout), Disposition::Retry(Outcome::Timeout));
-        let panicked = Error::Panicked {
-            what: "the sink",
-            message: "boom".into(),
-        };
-        assert_eq!(classify(&panicked), Disposition::Retry(Outcome::Timeout));
-        let transport = Error::Transport {
-            url: url.clone(),
-            source: "connection reset".into(),
-        };
-        assert_eq!(classify(&transport), Disposition::Retry(Outcome::Transport));
-        let not_workos = Error::NotWorkOs {
-            url,
-            status: 200,
-            content_type: Some("text/html".into()),
-            body_start: "<html>".into(),
-        };
-        assert_eq!(
-            classify(&not_workos),
-            Disposition::Permanent(DeadLetterReason::NotWorkOs)
-        );
-        let config = Error::Config {
-            setting: "WORKOS_API_KEY",
-            message: "missing".into(),
-        };
-        assert_eq!(
-            classify(&config),
-            Disposition::Permanent(DeadLetterReason::Refused)
         );
     }
 

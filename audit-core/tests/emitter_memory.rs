@@ -698,3 +698,101 @@ async fn emit_durable_reports_an_event_evicted_before_it_was_stored() {
     assert!(matches!(result, Err(EmitError::NotDurable { .. })), "{result:?}");
     assert_eq!(emitter.stats().dropped.oldest, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_events_are_released_at_once_when_delivery_works_again() {
+    let sink = Scripted::default();
+    *lock(&sink.always) = Some(503);
+    let emitter = Emitter::builder(sink.clone())
+        .senders(4)
+        .no_rate_limit()
+        .jitter(false)
+        .retry_backoff(Duration::from_secs(1), Duration::from_secs(30))
+        .start();
+    let n = 50;
+    for i in 0..n {
+        emitter.try_emit(fixed_org(), event(i)).unwrap();
+    }
+    // An outage long enough for every event to back off to the 30 s cap.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(emitter.stats().retrying, n);
+    let failed = sink.attempts().len();
+    // WorkOS answers again: every waiting event goes at once, not at the end of its backoff.
+    *lock(&sink.always) = None;
+    let back = Instant::now();
+    emitter.flush(Duration::from_secs(60)).await.unwrap();
+    let drained_in = back.elapsed();
+    let stats = emitter.stats();
+    assert_eq!((stats.delivered, stats.dead_lettered), (n as u64, 0));
+    assert!(
+        drained_in < Duration::from_secs(31),
+        "the backlog drained {drained_in:?} after recovery"
+    );
+    // After the first success (at the end of one event's backoff) the rest follow at once.
+    let after: Vec<Instant> = sink.attempts()[failed..].iter().map(|(_, at)| *at).collect();
+    assert_eq!(after.len(), n, "one attempt each after the recovery");
+    let first = after[0];
+    assert!(
+        after.iter().all(|at| *at - first < Duration::from_millis(10)),
+        "events waited out their own backoff after the recovery"
+    );
+    // Each event once: the keys of the delivered events are distinct.
+    let keys: std::collections::HashSet<String> =
+        sink.attempts()[failed..].iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys.len(), n);
+}
+
+/// A sink that refuses one actor's events with a 500 and accepts the others.
+#[derive(Clone, Default)]
+struct FailsOne {
+    attempts: Arc<Mutex<Vec<(String, Instant)>>>,
+}
+
+impl Sink for FailsOne {
+    fn send<'a>(&'a self, body: &'a CreateEvent, _key: &'a str) -> SinkFuture<'a> {
+        let actor = body.event.actor.id.clone();
+        lock(&self.attempts).push((actor.clone(), Instant::now()));
+        Box::pin(async move {
+            if actor == "user_0" {
+                Err(api(500, None))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_failing_alone_waits_out_its_backoff_after_one_early_retry() {
+    let sink = FailsOne::default();
+    let dead = MemoryDeadLetters::new();
+    let emitter = Emitter::builder(sink.clone())
+        .senders(1)
+        .no_rate_limit()
+        .jitter(false)
+        .retry_backoff(Duration::from_secs(10), Duration::from_secs(10))
+        .retry_window(Duration::from_secs(25))
+        .linger(Duration::ZERO)
+        .dead_letters(dead.clone())
+        .start();
+    let start = Instant::now();
+    emitter.try_emit(fixed_org(), event(0)).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Other events are delivered while it fails.
+    for i in 1..=3 {
+        emitter.try_emit(fixed_org(), event(i)).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    emitter.flush(Duration::from_secs(60)).await.unwrap();
+    let offsets: Vec<u64> = lock(&sink.attempts)
+        .iter()
+        .filter(|(actor, _)| actor == "user_0")
+        .map(|(_, at)| (*at - start).as_millis() as u64)
+        .collect();
+    // Released once by the next success (at 1 s), then its own 10 s backoffs until the window
+    // ends: no retry at every other event's success.
+    assert_eq!(offsets, [0, 1000, 11000, 21000]);
+    let stats = emitter.stats();
+    assert_eq!((stats.delivered, stats.dead_lettered), (3, 1));
+    assert_eq!(dead.letters()[0].reason, DeadLetterReason::RetryWindowExhausted);
+}

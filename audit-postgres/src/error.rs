@@ -48,6 +48,31 @@ pub enum OutboxError {
     /// A stored row could not be read back.
     #[error("could not decode an audit outbox row: {0}")]
     Decode(#[source] serde_json::Error),
+    /// PostgreSQL refused a value of the event (for example a U+0000 character in a string,
+    /// which `jsonb` cannot store, SQLSTATE 22P05). `field` is the JSON pointer of the value at
+    /// fault (`/metadata/note`), or `/` when it could not be found. Nothing was written; the
+    /// statement's error aborted the caller's transaction, as any failed statement does.
+    #[error("PostgreSQL refused the audit event's field {field}: {message} (SQLSTATE {code})")]
+    Refused {
+        /// The JSON pointer of the value at fault.
+        field: String,
+        /// PostgreSQL's SQLSTATE code.
+        code: String,
+        /// PostgreSQL's message.
+        message: String,
+    },
+    /// [`OutboxAudit::write_in`](crate::OutboxAudit::write_in) on a request whose audit is
+    /// switched off (the adapters' `AuditDisabled`); nothing was written.
+    #[error("no audit event written: audit is off for this request")]
+    AuditOff,
+    /// [`OutboxAudit::write_in`](crate::OutboxAudit::write_in) in a handler that has no
+    /// `#[action]`; nothing was written.
+    #[error("no audit event written: the handler has no #[action]")]
+    NotAnnotated,
+    /// [`OutboxAudit::write_in`](crate::OutboxAudit::write_in) called a second time in the same
+    /// transaction: the request's event is already in it, and was not written twice.
+    #[error("the request's audit event is already written in this transaction")]
+    AlreadyWritten,
     /// An audited request had no event to write (see
     /// [`OutboxAudit::write_in`](crate::OutboxAudit::write_in)); nothing was written.
     #[error("no audit event written for this request: {reason}")]

@@ -9,6 +9,7 @@ mod request;
 mod sink;
 mod sql;
 mod stats;
+mod wake;
 
 use std::sync::{Arc, OnceLock};
 
@@ -47,6 +48,7 @@ struct Inner {
     q: Queries,
     sink: OnceLock<OutboxSink>,
     policy: AuditPolicy,
+    wake: Arc<wake::Wake>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -65,6 +67,62 @@ pub struct StoredDeadLetter {
     pub id: i64,
     /// The dead letter: organization, event, original idempotency key, reason, last error.
     pub letter: DeadLetter,
+}
+
+/// A dead-letter row that does not read back as a [`DeadLetter`] (see
+/// [`Outbox::undecodable_dead_letters`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UndecodableDeadLetter {
+    /// The row's id in `audit_outbox_dead_letters`.
+    pub id: i64,
+    /// The row as JSON text.
+    pub row: String,
+    /// Why it does not read.
+    pub error: String,
+}
+
+/// The error for a failed insert of the event `json`: [`OutboxError::Refused`] naming the field
+/// when PostgreSQL refused a value (SQLSTATE class 22, data exception), the database error
+/// otherwise.
+pub(crate) fn refused(error: sqlx::Error, json: &str) -> OutboxError {
+    let Some(db) = error.as_database_error() else {
+        return OutboxError::Database(error);
+    };
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    if !code.starts_with("22") {
+        return OutboxError::Database(error);
+    }
+    let field = serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| nul_pointer(&v, String::new()))
+        .unwrap_or_else(|| "/".to_owned());
+    OutboxError::Refused {
+        field,
+        code,
+        message: db.message().to_owned(),
+    }
+}
+
+/// The JSON pointer of the first string (or key) holding U+0000, which `jsonb` cannot store.
+fn nul_pointer(value: &serde_json::Value, at: String) -> Option<String> {
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(if at.is_empty() { "/".into() } else { at }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_pointer(v, format!("{at}/{i}"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = format!("{at}/{}", escape(k));
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_pointer(v, here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 impl Outbox {
@@ -92,8 +150,10 @@ impl Outbox {
 
     fn build(pool: PgPool, schema: String) -> Self {
         let q = Queries::new(&schema);
+        let wake = wake::Wake::for_schema(&schema);
         Self {
             inner: Arc::new(Inner {
+                wake,
                 pool,
                 schema,
                 q,
@@ -130,9 +190,12 @@ impl Outbox {
         &self.inner.schema
     }
 
-    /// The `LISTEN` channel new rows are announced on: `<schema>.audit_outbox`.
-    pub fn channel(&self) -> String {
-        format!("{}.audit_outbox", self.inner.schema)
+    pub(crate) fn wake(&self) -> &wake::Wake {
+        &self.inner.wake
+    }
+
+    pub(crate) fn inner_wake(&self) -> Arc<wake::Wake> {
+        self.inner.wake.clone()
     }
 
     pub(crate) fn queries(&self) -> &Queries {
@@ -207,10 +270,38 @@ impl Outbox {
         sqlx::query(&self.inner.q.insert_one)
             .bind(organization.as_str())
             .bind(&key)
-            .bind(json)
+            .bind(&json)
             .execute(conn)
-            .await?;
+            .await
+            .map_err(|e| refused(e, &json))?;
+        self.inner.wake.signal();
         Ok(key)
+    }
+
+    /// Writes the event under `key` unless this transaction already wrote that key: `false`
+    /// then, and nothing is written. For a request's event, which a handler may write again
+    /// when it retries its transaction.
+    pub(crate) async fn write_once_in_transaction(
+        &self,
+        conn: &mut PgConnection,
+        organization: &OrganizationId,
+        event: &Event,
+        key: &str,
+    ) -> Result<bool, OutboxError> {
+        event.validate().map_err(OutboxError::Invalid)?;
+        let json = serde_json::to_string(event).map_err(OutboxError::Encode)?;
+        let written = sqlx::query(&self.inner.q.insert_request)
+            .bind(organization.as_str())
+            .bind(key)
+            .bind(&json)
+            .execute(conn)
+            .await
+            .map_err(|e| refused(e, &json))?;
+        if written.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.inner.wake.signal();
+        Ok(true)
     }
 
     /// Starts configuring the relays of this instance, which deliver the outbox's rows through
@@ -225,30 +316,64 @@ impl Outbox {
         stats::read(self).await
     }
 
-    /// The oldest `limit` dead letters.
+    /// The oldest `limit` dead letters. A row that cannot be read back as a dead letter (edited
+    /// by hand, or written by a newer version) does not fail the listing: it is left out, logged
+    /// with its id, and listed by [`undecodable_dead_letters`](Self::undecodable_dead_letters).
     pub async fn dead_letters(&self, limit: i64) -> Result<Vec<StoredDeadLetter>, OutboxError> {
+        let mut letters = Vec::new();
+        for (id, json) in self.dead_letter_rows(limit).await? {
+            match serde_json::from_str(&json) {
+                Ok(letter) => letters.push(StoredDeadLetter { id, letter }),
+                Err(e) => tracing::warn!(
+                    id,
+                    error = %e,
+                    "audit outbox: a dead-letter row could not be read; left out of the listing"
+                ),
+            }
+        }
+        Ok(letters)
+    }
+
+    /// The dead-letter rows among the oldest `limit` that do not read back as a dead letter: their
+    /// id, the row as JSON text and why it does not read. Replay or delete them by id.
+    pub async fn undecodable_dead_letters(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<UndecodableDeadLetter>, OutboxError> {
+        Ok(self
+            .dead_letter_rows(limit)
+            .await?
+            .into_iter()
+            .filter_map(|(id, json)| {
+                let error = serde_json::from_str::<DeadLetter>(&json).err()?;
+                Some(UndecodableDeadLetter {
+                    id,
+                    row: json,
+                    error: error.to_string(),
+                })
+            })
+            .collect())
+    }
+
+    async fn dead_letter_rows(&self, limit: i64) -> Result<Vec<(i64, String)>, OutboxError> {
         let rows = sqlx::query(&self.inner.q.list_dead)
             .bind(limit.max(0))
             .fetch_all(&self.inner.pool)
             .await?;
         rows.into_iter()
-            .map(|row| {
-                let id: i64 = row.try_get(0)?;
-                let json: String = row.try_get(1)?;
-                let letter = serde_json::from_str(&json).map_err(OutboxError::Decode)?;
-                Ok(StoredDeadLetter { id, letter })
-            })
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect()
     }
 
     /// Moves every dead letter back into the outbox with its **original idempotency key**, in one
     /// transaction, and returns how many. An event that reached WorkOS before it was
     /// dead-lettered is not stored twice as long as the replay happens within the 24 hours
-    /// WorkOS remembers keys. Relays are woken at commit.
+    /// WorkOS remembers keys. This process's relays are woken at once, others at their next poll.
     pub async fn replay_dead_letters(&self) -> Result<u64, OutboxError> {
         let done = sqlx::query(&self.inner.q.replay_all)
             .execute(&self.inner.pool)
             .await?;
+        self.inner.wake.signal();
         Ok(done.rows_affected())
     }
 
@@ -259,6 +384,7 @@ impl Outbox {
             .bind(ids)
             .execute(&self.inner.pool)
             .await?;
+        self.inner.wake.signal();
         Ok(done.rows_affected())
     }
 

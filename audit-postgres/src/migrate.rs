@@ -28,11 +28,18 @@ impl Migration {
     }
 }
 
-pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "outbox",
-    sql: include_str!("../migrations/0001_outbox.sql"),
-}];
+pub(crate) static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "outbox",
+        sql: include_str!("../migrations/0001_outbox.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "no_notify_hold",
+        sql: include_str!("../migrations/0002_no_notify_hold.sql"),
+    },
+];
 
 pub(crate) async fn run(pool: &PgPool, schema: &str) -> Result<Vec<i64>, OutboxError> {
     let mut conn = pool.acquire().await?;

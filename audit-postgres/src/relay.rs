@@ -1,26 +1,29 @@
 //! Relays: the tasks of one instance that claim due rows, deliver them and record the outcome.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use audit_core::delivery::{self, Facts, Verdict as Decision};
 use audit_core::emitter::{DeadLetterError, DeadLetterReason};
-use audit_core::retry::{Decision, Disposition, GiveUp, Outcome, classify};
 use audit_core::{CreateEvent, Error, Event, OrganizationId, RetryPolicy, Sink};
-use sqlx::postgres::PgListener;
+use futures_util::{FutureExt, StreamExt};
 use sqlx::{PgConnection, Row};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::rate::{FleetRateLimit, RateLimitKey};
+use crate::wake::{FAST_POLL, FAST_WINDOW};
 use crate::{Outbox, OutboxError};
 
 /// Configures the relays of one instance. Made by [`Outbox::relay`].
 ///
-/// Defaults: 2 tasks claiming up to 64 rows each, at most 16 requests in flight, a 30 s lease,
-/// a 5 s fallback poll, backoff from 500 ms doubling to 30 s with full jitter, `Retry-After`
-/// honoured up to 10 minutes, a one-hour retry window, [`FleetRateLimit::workos`] on the bucket
-/// [`RateLimitKey::default`].
+/// Defaults: 2 tasks claiming up to 64 rows each, at most 16 requests in flight, a 30 s lease
+/// (extended while a row is worked on), a 1 s idle poll, backoff from 500 ms doubling to 30 s with
+/// full jitter, `Retry-After` honoured up to 10 minutes, a one-hour retry window,
+/// [`FleetRateLimit::workos`] on the bucket [`RateLimitKey::default`], 10 s for any database
+/// statement, connections recycled every 10 minutes, authorization probes every 30 s to 5 minutes.
 pub struct RelayBuilder {
     outbox: Outbox,
     sink: Arc<dyn Sink>,
@@ -39,6 +42,11 @@ struct Config {
     rate_limit: Option<FleetRateLimit>,
     bucket: RateLimitKey,
     instance: String,
+    db_timeout: Duration,
+    recycle: Duration,
+    probe_initial: Duration,
+    probe_max: Duration,
+    hold_alert: Duration,
 }
 
 impl std::fmt::Debug for RelayBuilder {
@@ -50,7 +58,18 @@ impl std::fmt::Debug for RelayBuilder {
     }
 }
 
+/// How long recorded outcomes wait for the other attempts of their batch before they are written
+/// (one statement for all that finished meanwhile).
+const RECORD_LINGER: Duration = Duration::from_millis(5);
+
+/// How long a 429 without `Retry-After` pauses the fleet's bucket: the row's own backoff, at least
+/// this.
+const MIN_429_PAUSE: Duration = Duration::from_secs(1);
+
 impl RelayBuilder {
+    /// Default [`auth_hold_alert`](Self::auth_hold_alert): 15 minutes, as the emitter's.
+    pub const DEFAULT_AUTH_HOLD_ALERT: Duration = Duration::from_secs(15 * 60);
+
     pub(crate) fn new(outbox: Outbox, sink: Arc<dyn Sink>) -> Self {
         Self {
             outbox,
@@ -60,7 +79,7 @@ impl RelayBuilder {
                 batch: 64,
                 in_flight: 16,
                 lease: Duration::from_secs(30),
-                poll: Duration::from_secs(5),
+                poll: Duration::from_secs(1),
                 retry: RetryPolicy::standard()
                     .with_max_retries(u32::MAX)
                     .with_max_retry_after(Duration::from_secs(600)),
@@ -68,6 +87,11 @@ impl RelayBuilder {
                 rate_limit: Some(FleetRateLimit::workos()),
                 bucket: RateLimitKey::default(),
                 instance: uuid::Uuid::new_v4().simple().to_string(),
+                db_timeout: Duration::from_secs(10),
+                recycle: Duration::from_secs(600),
+                probe_initial: Duration::from_secs(30),
+                probe_max: Duration::from_secs(300),
+                hold_alert: Self::DEFAULT_AUTH_HOLD_ALERT,
             },
         }
     }
@@ -80,8 +104,8 @@ impl RelayBuilder {
     }
 
     /// The most rows one task claims at once (default 64, at least 1; at most 10,000). A larger
-    /// batch costs the database less per event (one claim and one delete per batch); its rows
-    /// are sent [`max_in_flight`](Self::max_in_flight) at a time.
+    /// batch costs the database less per event; its rows are sent
+    /// [`max_in_flight`](Self::max_in_flight) at a time.
     pub fn batch_size(mut self, batch: usize) -> Self {
         self.config.batch = batch.clamp(1, 10_000);
         self
@@ -89,24 +113,24 @@ impl RelayBuilder {
 
     /// The most delivery requests this instance has in flight at once, all tasks together
     /// (default 16, at least 1). Rows of a claimed batch beyond it wait for a free slot; a row
-    /// still waiting when half its [lease](Self::lease) has gone by is given back unsent, so
-    /// that a slow WorkOS never lets leases expire under rows that were not even tried.
+    /// still waiting when half its [lease](Self::lease) has gone by is given back unsent.
     pub fn max_in_flight(mut self, requests: usize) -> Self {
         self.config.in_flight = requests.max(1);
         self
     }
 
-    /// How long a claim lasts (default 30 s). Rows claimed by an instance that dies are taken
-    /// over by others after it. Keep it well above the sink's request timeout: a lease that ends
-    /// while the request is still in flight lets another relay send the same event, which WorkOS
-    /// stores once thanks to the key, but at the price of a second request.
+    /// How long a claim lasts without news from its relay (default 30 s, at least 30 ms). While
+    /// a relay works on its rows it extends their leases every third of it, so a lease never ends
+    /// under a request in flight, however slow; it only ends when the relay stopped (a killed
+    /// instance, a database it cannot reach), and then other relays take the rows over.
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.config.lease = lease.max(Duration::from_millis(10));
+        self.config.lease = lease.max(Duration::from_millis(30));
         self
     }
 
-    /// The fallback poll when no notification arrives (default 5 s). New rows wake the relays
-    /// at once through `LISTEN/NOTIFY`; the poll only covers a lost listening connection.
+    /// The idle poll (default 1 s, at least 10 ms): how often a relay with nothing to do looks
+    /// for rows written by other processes. Rows written by this process wake its relays at once
+    /// (see the crate documentation, "Running several instances").
     pub fn poll_interval(mut self, poll: Duration) -> Self {
         self.config.poll = poll.max(Duration::from_millis(10));
         self
@@ -133,7 +157,8 @@ impl RelayBuilder {
 
     /// How long one row is retried from its first attempt (default one hour, as the emitter's:
     /// far inside the 24 hours WorkOS remembers an idempotency key). Then it becomes a dead
-    /// letter with [`DeadLetterReason::RetryWindowExhausted`].
+    /// letter with [`DeadLetterReason::RetryWindowExhausted`]. Attempts refused for the key's
+    /// authorization (401/403) do not count.
     pub fn retry_window(mut self, window: Duration) -> Self {
         self.config.retry_window = window;
         self
@@ -148,8 +173,8 @@ impl RelayBuilder {
         self
     }
 
-    /// No fleet-wide token bucket (a local server, tests). A 429's `Retry-After` still pauses
-    /// every relay on the same [`rate_limit_key`](Self::rate_limit_key).
+    /// No fleet-wide token bucket (a local server, tests). A 429 and an authorization hold still
+    /// pause every relay on the same [`rate_limit_key`](Self::rate_limit_key).
     pub fn no_rate_limit(mut self) -> Self {
         self.config.rate_limit = None;
         self
@@ -170,23 +195,58 @@ impl RelayBuilder {
         self
     }
 
-    /// Starts the relay tasks and the listener on the current tokio runtime.
+    /// The longest a relay's database statement may take (default 10 s, at least 100 ms): set as
+    /// the connection's `statement_timeout` and enforced by the relay itself, so that a
+    /// half-open connection after a failover (no answer, no error) costs one timeout, after which
+    /// the connection is replaced.
+    pub fn database_timeout(mut self, timeout: Duration) -> Self {
+        self.config.db_timeout = timeout.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How long a relay keeps one database connection (default 10 minutes, at least 1 s): then
+    /// it opens a new one, so that relays follow a failover or a changed DNS name even when their
+    /// old connection still works.
+    pub fn recycle_connections(mut self, every: Duration) -> Self {
+        self.config.recycle = every.max(Duration::from_secs(1));
+        self
+    }
+
+    /// While WorkOS refuses the API key (401/403) the fleet holds: one row probes, first after
+    /// `initial`, then after as long as the hold has lasted, at most `max` (defaults 30 s and
+    /// 5 minutes, as the emitter's).
+    pub fn auth_probe_interval(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.probe_initial = initial.max(Duration::from_millis(10));
+        self.config.probe_max = max.max(self.config.probe_initial);
+        self
+    }
+
+    /// How long an authorization hold lasts before every failed probe logs
+    /// `AUDIT DELIVERY STOPPED` at error level (default
+    /// [`DEFAULT_AUTH_HOLD_ALERT`](Self::DEFAULT_AUTH_HOLD_ALERT)); shorter holds log each
+    /// probe at error level too, without the alert.
+    pub fn auth_hold_alert(mut self, limit: Duration) -> Self {
+        self.config.hold_alert = limit;
+        self
+    }
+
+    /// Starts the relay tasks on the current tokio runtime, each under a supervisor that
+    /// restarts it should it die.
     pub fn start(self) -> Result<Relay, OutboxError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| OutboxError::NoRuntime)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             outbox: self.outbox,
             sink: self.sink,
-            notify: Notify::new(),
             counters: Counters::default(),
             in_flight: Semaphore::new(self.config.in_flight),
+            paused_until: std::sync::Mutex::new(None),
+            last_delivery: std::sync::Mutex::new(None),
             config: self.config,
         });
-        let mut tasks = Vec::with_capacity(shared.config.tasks + 1);
-        tasks.push(runtime.spawn(listen(shared.clone(), stop_rx.clone())));
-        for _ in 0..shared.config.tasks {
-            tasks.push(runtime.spawn(run(shared.clone(), stop_rx.clone())));
-        }
+        let tasks = (0..shared.config.tasks)
+            .map(|_| runtime.spawn(supervise(shared.clone(), stop_rx.clone())))
+            .collect();
         Ok(Relay {
             shared,
             stop: stop_tx,
@@ -224,14 +284,21 @@ pub struct RelayStats {
     pub retried: u64,
     /// Rows moved to the dead-letter table.
     pub dead_lettered: u64,
-    /// 429 answers with a `Retry-After` that paused the fleet (counted once the pause is
-    /// recorded in the database).
+    /// 429 answers that paused the fleet (counted once the pause is recorded in the database).
     pub rate_limited: u64,
-    /// Database errors met (each followed by a backoff).
+    /// Database errors met, timeouts included (each followed by a backoff and a new connection).
     pub database_errors: u64,
-    /// Claimed rows given back unsent: no request slot (see
-    /// [`RelayBuilder::max_in_flight`]) freed up within half their lease.
+    /// Claimed rows given back unsent: no request slot freed up within half their lease, or the
+    /// batch stopped at a 429 or a refused key.
     pub released: u64,
+    /// Attempts refused for the key's authorization (401/403), the probes of a hold included.
+    pub unauthorized: u64,
+    /// Panics of the sink, caught and counted as failed attempts (retried like a timeout).
+    pub sink_panics: u64,
+    /// Relay tasks that died (a panic outside the sink) and were restarted.
+    pub restarts: u64,
+    /// Relay tasks running now.
+    pub live_tasks: u64,
 }
 
 /// What [`Relay::shutdown`] reports.
@@ -240,8 +307,11 @@ pub struct RelayStats {
 pub struct ShutdownReport {
     /// The instance's totals.
     pub stats: RelayStats,
-    /// Whether every task finished before the deadline (otherwise they were aborted and their
-    /// claimed rows wait for their lease to end).
+    /// Tasks still running at the deadline, then aborted (their claimed rows wait for their
+    /// lease to end).
+    pub aborted: usize,
+    /// Whether every task finished before the deadline and none ever died
+    /// ([`RelayStats::restarts`] is 0): `aborted == 0 && stats.restarts == 0`.
     pub clean: bool,
 }
 
@@ -256,9 +326,9 @@ impl Relay {
         self.shared.counters.snapshot()
     }
 
-    /// Wakes the idle relay tasks to look for due rows now.
+    /// Wakes the idle relay tasks to look for due rows now (and keep looking for a moment).
     pub fn wake(&self) {
-        self.shared.notify.notify_waiters();
+        self.shared.outbox.wake().signal();
     }
 
     /// Stops claiming, lets the batches in flight finish within `timeout`, then stops.
@@ -266,14 +336,19 @@ impl Relay {
         let _ = self.stop.send(true);
         let tasks = std::mem::take(&mut self.tasks);
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
-        let all = futures_util::future::join_all(tasks);
-        let clean = tokio::time::timeout(timeout, all).await.is_ok();
-        if !clean {
-            aborts.iter().for_each(tokio::task::AbortHandle::abort);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut aborted = 0;
+        for (task, abort) in tasks.into_iter().zip(&aborts) {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+                aborted += 1;
+            }
         }
+        let stats = self.stats();
         ShutdownReport {
-            stats: self.stats(),
-            clean,
+            stats,
+            aborted,
+            clean: aborted == 0 && stats.restarts == 0,
         }
     }
 }
@@ -290,10 +365,14 @@ struct Shared {
     outbox: Outbox,
     sink: Arc<dyn Sink>,
     config: Config,
-    notify: Notify,
     counters: Counters,
     /// One permit per delivery request in flight.
     in_flight: Semaphore,
+    /// Until when this instance sends nothing after a 429 (its batches in flight stop at once;
+    /// other instances stop at their next claim, through the bucket's pause).
+    paused_until: std::sync::Mutex<Option<Instant>>,
+    /// When this instance last had an event accepted.
+    last_delivery: std::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -305,6 +384,10 @@ struct Counters {
     rate_limited: AtomicU64,
     database_errors: AtomicU64,
     released: AtomicU64,
+    unauthorized: AtomicU64,
+    sink_panics: AtomicU64,
+    restarts: AtomicU64,
+    live_tasks: AtomicU64,
 }
 
 impl Counters {
@@ -318,6 +401,10 @@ impl Counters {
             rate_limited: get(&self.rate_limited),
             database_errors: get(&self.database_errors),
             released: get(&self.released),
+            unauthorized: get(&self.unauthorized),
+            sink_panics: get(&self.sink_panics),
+            restarts: get(&self.restarts),
+            live_tasks: get(&self.live_tasks),
         }
     }
 }
@@ -336,83 +423,159 @@ async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     }
 }
 
-/// The `LISTEN` side: wakes the tasks on every notification, and once after each (re)connection
-/// so that rows written while it was away are not left to the poll.
-async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let channel = shared.outbox.channel();
-    let mut failures = 0u32;
+/// Aborts the task when dropped: a supervisor aborted at shutdown takes its task with it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Counts a task as live while it exists (unwinding included).
+struct Live(Arc<Shared>);
+
+impl Live {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.counters.live_tasks.fetch_add(1, Ordering::Relaxed);
+        Self(shared)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.counters.live_tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs one relay task, restarting it after a panic (after a short pause, longer after each
+/// restart in a row), until told to stop.
+async fn supervise(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut deaths = 0u32;
     loop {
-        let connected = async {
-            let mut listener = PgListener::connect_with(shared.outbox.pool()).await?;
-            listener.listen(&channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = tokio::select! {
-            l = connected => l,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        match &mut listener {
-            Ok(listener) => {
-                failures = 0;
-                shared.notify.notify_waiters();
-                loop {
-                    tokio::select! {
-                        n = listener.recv() => match n {
-                            Ok(_) => shared.notify.notify_waiters(),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "audit outbox: lost the LISTEN connection; reconnecting");
-                                break;
-                            }
-                        },
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
+        let mut task = AbortOnDrop(tokio::spawn(run(shared.clone(), stop.clone())));
+        let started = Instant::now();
+        match (&mut task.0).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                add(&shared.counters.restarts, 1, "audit_outbox_relay_restarts_total");
+                deaths = if started.elapsed() > Duration::from_secs(60) {
+                    1
+                } else {
+                    deaths.saturating_add(1)
+                };
+                let wait = Duration::from_millis(100 * 2u64.pow(deaths.min(6)));
+                tracing::error!(
+                    panic = %panic_message(e.into_panic().as_ref()),
+                    restart_in = ?wait,
+                    "audit outbox relay task panicked; restarting it (its claimed rows are retaken when their lease ends)"
+                );
+                if !pause(&mut stop, wait).await {
+                    return;
                 }
             }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                tracing::warn!(error = %e, "audit outbox: could not LISTEN for new rows; relays poll meanwhile");
-            }
+            Err(_) => return,
         }
-        let wait = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-        if !pause(&mut stop, wait).await {
-            return;
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned())
+}
+
+/// `$fut` (a database statement) within the relay's database timeout, as a [`DbError`]. A
+/// macro, not a generic async function: the compiler cannot prove the latter `Send` for the
+/// statements' borrowed connections.
+macro_rules! db {
+    ($shared:expr, $fut:expr $(,)?) => {{
+        // Boxed: an erased future keeps the compiler's `Send` check of the tasks simple.
+        let fut: futures_util::future::BoxFuture<'_, Result<_, sqlx::Error>> = Box::pin($fut);
+        match tokio::time::timeout($shared.config.db_timeout, fut).await {
+            Ok(r) => r.map_err(DbError::from),
+            Err(_) => Err(DbError::Timeout($shared.config.db_timeout)),
         }
+    }};
+}
+
+/// A failed database step.
+#[derive(Debug)]
+enum DbError {
+    Sql(sqlx::Error),
+    /// No answer within the database timeout.
+    Timeout(Duration),
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sql(e) => e.fmt(f),
+            Self::Timeout(d) => write!(f, "no answer from PostgreSQL within {d:?} (database_timeout)"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Sql(e)
     }
 }
 
 enum Step {
     /// Delivered a batch: look again at once.
     Worked,
-    /// Nothing due: wait for a notification, at most this long.
+    /// Nothing due: wait for a local write, at most this long.
     Idle(Duration),
-    /// Rate limited or paused by a 429: wait this long (notifications do not help).
+    /// Rate limited, paused by a 429 or held: wait this long (local writes do not help).
     Throttled(Duration),
 }
 
+/// A task's connection and when it was opened.
+struct Conn {
+    conn: PgConnection,
+    opened: Instant,
+}
+
 async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let _live = Live::new(shared.clone());
+    let wake = shared.outbox.inner_wake();
     let mut failures = 0u32;
     let mut bucket_ready = false;
-    let mut conn: Option<PgConnection> = None;
+    let mut conn: Option<Conn> = None;
+    let mut fast_until: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             return;
         }
-        let notified = shared.notify.notified();
+        let waiter = wake.waiter();
+        let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        if conn
+            .as_ref()
+            .is_some_and(|c| c.opened.elapsed() >= shared.config.recycle)
+        {
+            conn = None;
+        }
         // A batch in flight is not interrupted by a stop: shutdown waits for it (up to its
         // deadline), so its outcomes are recorded instead of waiting for the lease to end.
-        let step = async {
-            let conn = match &mut conn {
-                Some(conn) => conn,
-                None => conn.insert(shared.connect().await?),
+        let step: futures_util::future::BoxFuture<'_, Result<Step, DbError>> = Box::pin(async {
+            let c = match &mut conn {
+                Some(c) => c,
+                None => conn.insert(Conn {
+                    conn: shared.connect().await?,
+                    opened: Instant::now(),
+                }),
             };
             if !bucket_ready {
-                shared.ensure_bucket(conn).await?;
+                db!(shared, shared.ensure_bucket(&mut c.conn))?;
                 bucket_ready = true;
             }
-            shared.step(conn).await
-        };
+            shared.step(&mut c.conn).await
+        });
         let step = step.await;
         if step.is_err() {
             // A broken connection is replaced; a working one is reopened at little cost.
@@ -422,9 +585,10 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             Ok(Step::Worked) => failures = 0,
             Ok(Step::Idle(wait)) => {
                 failures = 0;
-                let wait = wait.min(shared.config.poll);
+                let fast = fast_until.is_some_and(|until| Instant::now() < until);
+                let wait = wait.min(if fast { FAST_POLL } else { shared.config.poll });
                 tokio::select! {
-                    _ = notified => {}
+                    _ = notified => fast_until = Some(Instant::now() + FAST_WINDOW),
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
@@ -442,13 +606,15 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     "audit_outbox_database_errors_total",
                 );
                 failures = failures.saturating_add(1);
-                let wait = Duration::from_millis(50 * 2u64.pow(failures.min(7))).min(shared.config.poll);
+                let wait = Duration::from_millis(50 * 2u64.pow(failures.min(7)))
+                    .min(shared.config.poll.max(Duration::from_secs(1)));
                 tracing::warn!(error = %e, retry_in = ?wait, "audit outbox relay: database error");
                 if !pause(&mut stop, wait).await {
                     return;
                 }
             }
         }
+        drop(waiter);
     }
 }
 
@@ -458,7 +624,7 @@ struct Claimed {
     claims: i64,
     key: String,
     attempts: i32,
-    /// Seconds since the row's first attempt (this one included).
+    /// Seconds since the row's first attempt (0 before its first).
     age: f64,
     body: Result<CreateEvent, String>,
 }
@@ -474,9 +640,20 @@ enum Verdict {
         reason: DeadLetterReason,
         error: DeadLetterError,
     },
-    /// Not sent: half the lease went by while the row waited for a request slot. It is given
-    /// back (due now) rather than sent late, when another relay may take it over.
+    /// Refused for the key's authorization: the row waits for the hold to end.
+    Unauthorized {
+        error: String,
+    },
+    /// Not sent: half the lease went by while the row waited for a request slot, or the batch
+    /// stopped (a 429, a refused key). It is given back, due now.
     Released,
+}
+
+/// A verdict and when its attempt started.
+struct Outcome2 {
+    index: usize,
+    verdict: Verdict,
+    started: Instant,
 }
 
 impl Shared {
@@ -488,12 +665,25 @@ impl Shared {
     /// with `synchronous_commit` off: the relay's statements (claims, deletes, backoffs) then
     /// commit without waiting for the WAL flush. A crash can lose the last few of them, which
     /// only means a row is sent again with its key, and WorkOS stores it once; rows written by
-    /// the application are not affected.
-    async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
-        let mut conn = self.outbox.pool().acquire().await?.detach();
-        sqlx::query("SET synchronous_commit = off")
+    /// the application are not affected. Its `statement_timeout` is the database timeout, and
+    /// TCP keepalives let the server notice a relay that vanished.
+    async fn connect(&self) -> Result<PgConnection, DbError> {
+        let mut conn = db!(self, self.outbox.pool().acquire())?.detach();
+        let timeout_ms = self.config.db_timeout.as_millis().to_string();
+        db!(
+            self,
+            sqlx::query(
+                "SELECT set_config('synchronous_commit', 'off', false), \
+                        set_config('statement_timeout', $1, false), \
+                        set_config('idle_in_transaction_session_timeout', $1, false), \
+                        set_config('tcp_keepalives_idle', '10', false), \
+                        set_config('tcp_keepalives_interval', '5', false), \
+                        set_config('tcp_keepalives_count', '3', false), \
+                        set_config('application_name', 'audit-outbox-relay', false)"
+            )
+            .bind(&timeout_ms)
             .execute(&mut conn)
-            .await?;
+        )?;
         Ok(conn)
     }
 
@@ -507,81 +697,98 @@ impl Shared {
         Ok(())
     }
 
-    /// How many rows this task may send now, or how long to wait.
+    /// The rate and burst bound to the bucket statements: the limit's, or figures no claim
+    /// reaches when there is none (the statement still honours pauses and holds).
+    fn limit(&self) -> (f64, f64) {
+        self.config
+            .rate_limit
+            .map_or((1e12, 1e12), |l| (l.rate(), f64::from(l.max_burst())))
+    }
+
+    /// How many rows this task may send now (and whether the key is held, so that this claim is
+    /// the probe), or how long to wait.
     async fn tokens(
         &self,
         conn: &mut PgConnection,
         want: usize,
-    ) -> Result<Result<usize, Duration>, sqlx::Error> {
+    ) -> Result<Result<(usize, bool), Duration>, DbError> {
         let q = self.outbox.queries();
-        match self.config.rate_limit {
-            // The claim itself takes nothing while the bucket is paused.
-            None => Ok(Ok(want)),
-            Some(limit) => {
-                let row = sqlx::query(&q.take_tokens)
-                    .bind(self.bucket())
-                    .bind(want as i64)
-                    .bind(limit.rate())
-                    .bind(f64::from(limit.max_burst()))
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                let Some(row) = row else {
-                    // The bucket row was deleted under us: recreate it.
-                    self.ensure_bucket(conn).await?;
-                    return Ok(Err(Duration::ZERO));
-                };
-                let granted: i64 = row.try_get(0)?;
-                let tokens: f64 = row.try_get(1)?;
-                let paused: f64 = row.try_get(2)?;
-                if granted > 0 {
-                    Ok(Ok(granted as usize))
-                } else if paused > 0.0 {
-                    Ok(Err(secs(paused)))
-                } else {
-                    Ok(Err(secs((1.0 - tokens).max(0.001) / limit.rate())))
-                }
-            }
+        let (rate, burst) = self.limit();
+        let row = db!(
+            self,
+            sqlx::query(&q.take_tokens)
+                .bind(self.bucket())
+                .bind(want as i64)
+                .bind(rate)
+                .bind(burst)
+                .bind(self.config.probe_initial.as_secs_f64())
+                .fetch_optional(&mut *conn),
+        )?;
+        let Some(row) = row else {
+            // The bucket row was deleted under us: recreate it.
+            db!(self, self.ensure_bucket(conn))?;
+            return Ok(Err(Duration::ZERO));
+        };
+        let granted: i64 = row.try_get(0).map_err(DbError::Sql)?;
+        let tokens: f64 = row.try_get(1).map_err(DbError::Sql)?;
+        let paused: f64 = row.try_get(2).map_err(DbError::Sql)?;
+        let held: f64 = row.try_get(3).map_err(DbError::Sql)?;
+        if granted > 0 {
+            Ok(Ok((usize::try_from(granted).unwrap_or(0), held >= 0.0)))
+        } else if paused > 0.0 {
+            Ok(Err(secs(paused)))
+        } else {
+            Ok(Err(secs((1.0 - tokens).max(0.001) / rate)))
         }
     }
 
     /// Gives `tokens` taken but not used back to the fleet's bucket (nothing without a limit).
-    async fn refund(&self, conn: &mut PgConnection, tokens: usize) -> Result<(), sqlx::Error> {
+    async fn refund(&self, conn: &mut PgConnection, tokens: usize) -> Result<(), DbError> {
         if let Some(limit) = self.config.rate_limit
             && tokens > 0
         {
-            sqlx::query(&self.outbox.queries().refund_tokens)
-                .bind(self.bucket())
-                .bind(tokens as f64)
-                .bind(f64::from(limit.max_burst()))
-                .execute(conn)
-                .await?;
+            db!(
+                self,
+                sqlx::query(&self.outbox.queries().refund_tokens)
+                    .bind(self.bucket())
+                    .bind(tokens as f64)
+                    .bind(f64::from(limit.max_burst()))
+                    .execute(conn),
+            )?;
         }
         Ok(())
     }
 
-    async fn step(&self, conn: &mut PgConnection) -> Result<Step, sqlx::Error> {
+    async fn step(&self, conn: &mut PgConnection) -> Result<Step, DbError> {
         let q = self.outbox.queries();
-        let granted = match self.tokens(conn, self.config.batch).await? {
+        let (granted, probing) = match self.tokens(conn, self.config.batch).await? {
             Ok(n) => n,
             Err(wait) => return Ok(Step::Throttled(wait)),
         };
-        let rows = sqlx::query(&q.claim)
-            .bind(&self.config.instance)
-            .bind(self.config.lease.as_secs_f64())
-            .bind(granted as i64)
-            .bind(self.bucket())
-            .fetch_all(&mut *conn)
-            .await?;
-        self.refund(conn, granted - rows.len()).await?;
+        let rows = db!(
+            self,
+            sqlx::query(&q.claim)
+                .bind(&self.config.instance)
+                .bind(self.config.lease.as_secs_f64())
+                .bind(granted as i64)
+                // A probe took the hold's slot, which paused the bucket: it claims anyway.
+                .bind((!probing).then(|| self.bucket()))
+                .fetch_all(&mut *conn),
+        )?;
+        self.refund(conn, granted.saturating_sub(rows.len())).await?;
         if rows.is_empty() {
-            let paused: Option<f64> = sqlx::query_scalar(&q.pause_left)
-                .bind(self.bucket())
-                .fetch_optional(&mut *conn)
-                .await?;
-            if let Some(left) = paused.filter(|left| *left > 0.0) {
+            let paused: Option<f64> = db!(
+                self,
+                sqlx::query_scalar(&q.pause_left)
+                    .bind(self.bucket())
+                    .fetch_optional(&mut *conn),
+            )?;
+            if let Some(left) = paused.filter(|left| *left > 0.0)
+                && !probing
+            {
                 return Ok(Step::Throttled(secs(left)));
             }
-            let next: Option<f64> = sqlx::query_scalar(&q.next_due).fetch_one(&mut *conn).await?;
+            let next: Option<f64> = db!(self, sqlx::query_scalar(&q.next_due).fetch_one(&mut *conn))?;
             // A due row that could not be claimed is locked by someone else's transaction:
             // look again shortly, not in a busy loop.
             let wait = next.map_or(self.config.poll, |s| secs(s.max(0.02)));
@@ -589,8 +796,8 @@ impl Shared {
         }
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
-            let org: String = row.try_get(2)?;
-            let event: String = row.try_get(4)?;
+            let org: String = row.try_get(2).map_err(DbError::Sql)?;
+            let event: String = row.try_get(4).map_err(DbError::Sql)?;
             let body = OrganizationId::new(org)
                 .map_err(|e| e.to_string())
                 .and_then(|org| {
@@ -599,11 +806,14 @@ impl Shared {
                         .map_err(|e| e.to_string())
                 });
             claimed.push(Claimed {
-                id: row.try_get(0)?,
-                claims: row.try_get(1)?,
-                key: row.try_get(3)?,
-                attempts: row.try_get(5)?,
-                age: row.try_get::<Option<f64>, _>(6)?.unwrap_or(0.0),
+                id: row.try_get(0).map_err(DbError::Sql)?,
+                claims: row.try_get(1).map_err(DbError::Sql)?,
+                key: row.try_get(3).map_err(DbError::Sql)?,
+                attempts: row.try_get(5).map_err(DbError::Sql)?,
+                age: row
+                    .try_get::<Option<f64>, _>(6)
+                    .map_err(DbError::Sql)?
+                    .unwrap_or(0.0),
                 body,
             });
         }
@@ -612,16 +822,106 @@ impl Shared {
             claimed.len(),
             "audit_outbox_claimed_total",
         );
-        let send_by = std::time::Instant::now() + self.config.lease / 2;
-        let verdicts =
-            futures_util::future::join_all(claimed.iter().map(|row| self.attempt(row, send_by))).await;
-        self.record(conn, &claimed, verdicts).await?;
+        // Boxed: an erased, `Send` future keeps the compiler's lifetime check of the spawned
+        // task simple.
+        let delivered: futures_util::future::BoxFuture<'_, Result<(), DbError>> =
+            Box::pin(self.deliver(conn, &claimed, probing));
+        delivered.await?;
         Ok(Step::Worked)
     }
 
-    /// Sends one row once, unless no request slot frees up before `send_by`, and decides what
-    /// happens to it.
-    async fn attempt(&self, row: &Claimed, send_by: std::time::Instant) -> Verdict {
+    /// Sends the claimed rows concurrently and records each outcome as its attempt returns
+    /// (outcomes that return together share a statement), extending the leases of the rows still
+    /// in flight every third of the lease.
+    async fn deliver(&self, conn: &mut PgConnection, rows: &[Claimed], probing: bool) -> Result<(), DbError> {
+        let send_by = Instant::now() + self.config.lease / 2;
+        let stopped = AtomicBool::new(false);
+        // Boxed: the attempts borrow the batch, which the compiler cannot prove `Send` for every
+        // lifetime otherwise.
+        let pending =
+            futures_util::stream::FuturesUnordered::<futures_util::future::BoxFuture<'_, Outcome2>>::new();
+        for (index, row) in rows.iter().enumerate() {
+            pending.push(Box::pin(
+                self.timed_attempt(index, row, send_by, &stopped, probing),
+            ));
+        }
+        let mut pending = pending;
+        let mut open: Vec<bool> = vec![true; rows.len()];
+        let every = self.config.lease / 3;
+        let mut extend_at = tokio::time::Instant::now() + every;
+        let mut done = Vec::new();
+        let mut result = Ok(());
+        while !pending.is_empty() {
+            tokio::select! {
+                Some(first) = pending.next() => {
+                    done.push(first);
+                    // The others of the batch that finish within the linger go with it.
+                    let linger = tokio::time::sleep(RECORD_LINGER);
+                    tokio::pin!(linger);
+                    loop {
+                        tokio::select! {
+                            Some(next) = pending.next() => done.push(next),
+                            _ = &mut linger => break,
+                            else => break,
+                        }
+                    }
+                    while let Some(Some(next)) = pending.next().now_or_never() {
+                        done.push(next);
+                    }
+                    for o in &done {
+                        open[o.index] = false;
+                    }
+                    if result.is_ok() {
+                        result = self.record(conn, rows, std::mem::take(&mut done)).await;
+                    } else {
+                        done.clear();
+                    }
+                }
+                _ = tokio::time::sleep_until(extend_at), if result.is_ok() => {
+                    extend_at = tokio::time::Instant::now() + every;
+                    let (ids, claims): (Vec<i64>, Vec<i64>) = rows
+                        .iter()
+                        .zip(&open)
+                        .filter(|(_, open)| **open)
+                        .map(|(r, _)| (r.id, r.claims))
+                        .unzip();
+                    if !ids.is_empty() {
+                        result = db!(self,
+                                sqlx::query(&self.outbox.queries().extend)
+                                    .bind(&ids)
+                                    .bind(&claims)
+                                    .bind(self.config.lease.as_secs_f64())
+                                    .execute(&mut *conn),
+                            )
+                            .map(drop);
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// [`attempt`](Self::attempt), and when it started.
+    async fn timed_attempt(
+        &self,
+        index: usize,
+        row: &Claimed,
+        send_by: Instant,
+        stopped: &AtomicBool,
+        probing: bool,
+    ) -> Outcome2 {
+        let started = Instant::now();
+        let verdict = self.attempt(row, send_by, stopped, probing).await;
+        Outcome2 {
+            index,
+            verdict,
+            started,
+        }
+    }
+
+    /// Sends one row once, unless no request slot frees up before `send_by` or the batch was
+    /// stopped, and decides what happens to it.
+    async fn attempt(&self, row: &Claimed, send_by: Instant, stopped: &AtomicBool, probing: bool) -> Verdict {
         let body = match &row.body {
             Ok(body) => body,
             Err(e) => {
@@ -633,94 +933,179 @@ impl Shared {
         };
         // Never closed: an error cannot happen, and would only mean sending without a permit.
         let permit = self.in_flight.acquire().await.ok();
-        if std::time::Instant::now() > send_by {
+        if Instant::now() > send_by || stopped.load(Ordering::Acquire) || self.locally_paused() {
             return Verdict::Released;
         }
-        let sent = self.sink.send(body, &row.key).await;
+        let started = Instant::now();
+        // The call and its future both: a sink may panic in either.
+        let sent = AssertUnwindSafe(async { self.sink.send(body, &row.key).await })
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                add(&self.counters.sink_panics, 1, "audit_outbox_sink_panics_total");
+                let message = panic_message(panic.as_ref());
+                tracing::error!(panic = %message, "audit outbox relay: the sink panicked; the row is retried");
+                Err(Error::Panicked {
+                    what: "the sink",
+                    message,
+                })
+            });
         drop(permit);
         let error = match sent {
-            Ok(()) => return Verdict::Delivered,
+            Ok(()) => {
+                *audit_core::sync::lock(&self.last_delivery) = Some(Instant::now());
+                if probing {
+                    self.end_hold().await;
+                }
+                return Verdict::Delivered;
+            }
             Err(e) => e,
         };
-        let attempt = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
-        let random: f64 = rand::random();
-        let decision = match classify(&error) {
-            Disposition::Accepted => return Verdict::Delivered,
-            Disposition::Retry(outcome) => {
-                if let Outcome::Status {
-                    status: 429,
-                    retry_after: Some(after),
-                } = outcome
-                {
-                    self.pause_fleet(after.min(self.config.retry.max_retry_after))
-                        .await;
+        // The one decision the emitter's senders apply too: the relay only carries it out.
+        let facts = Facts::new(
+            u32::try_from(row.attempts).unwrap_or(0).saturating_add(1),
+            secs(row.age),
+            self.config.retry_window,
+        )
+        .with_others_accepted(self.accepted_since(secs(row.age) + started.elapsed()));
+        match delivery::decide(Err(&error), &facts, &self.config.retry, rand::random::<f64>) {
+            Decision::Delivered => Verdict::Delivered,
+            Decision::Retry { after, slow_down } => {
+                if slow_down {
+                    // WorkOS asked to slow down: the whole fleet waits, and this batch (and the
+                    // instance's others) sends nothing more.
+                    stopped.store(true, Ordering::Release);
+                    let wait = after.max(MIN_429_PAUSE);
+                    *audit_core::sync::lock(&self.paused_until) = Some(Instant::now() + wait);
+                    self.pause_fleet(wait).await;
                 }
-                self.config.retry.decide(outcome, attempt, random)
-            }
-            // A refused key is the application's to fix; the rows wait (backing off) meanwhile
-            // instead of being dead-lettered by the thousand.
-            Disposition::Unauthorized => Decision::Retry {
-                after: self
-                    .config
-                    .retry
-                    .jittered_backoff(attempt.saturating_sub(1), random),
-            },
-            Disposition::Permanent(reason) => {
-                return Verdict::Dead {
-                    reason,
-                    error: (&error).into(),
-                };
-            }
-        };
-        match decision {
-            Decision::Retry { after }
-                if row.age + after.as_secs_f64() < self.config.retry_window.as_secs_f64() =>
-            {
                 Verdict::Retry {
                     after,
                     error: error.to_string(),
                 }
             }
-            Decision::GiveUp(GiveUp::Permanent) => Verdict::Dead {
-                reason: DeadLetterReason::Rejected,
-                error: (&error).into(),
-            },
-            _ => Verdict::Dead {
-                reason: DeadLetterReason::RetryWindowExhausted,
+            // A refused key is the application's to fix: the fleet holds and one row probes,
+            // instead of every row being retried and dead-lettered by the thousand.
+            Decision::HoldForAuthorization => {
+                stopped.store(true, Ordering::Release);
+                add(&self.counters.unauthorized, 1, "audit_outbox_unauthorized_total");
+                self.hold(&error).await;
+                Verdict::Unauthorized {
+                    error: error.to_string(),
+                }
+            }
+            Decision::DeadLetter(reason) => Verdict::Dead {
+                reason,
                 error: (&error).into(),
             },
         }
     }
 
+    /// Whether this instance delivered an event within the last `within`: a 403 then concerns
+    /// the event's organization, not the key.
+    fn accepted_since(&self, within: Duration) -> bool {
+        audit_core::sync::lock(&self.last_delivery).is_some_and(|at| at.elapsed() <= within)
+    }
+
+    /// Whether a 429 met by this instance still pauses it.
+    fn locally_paused(&self) -> bool {
+        audit_core::sync::lock(&self.paused_until).is_some_and(|until| Instant::now() < until)
+    }
+
     async fn pause_fleet(&self, after: Duration) {
-        let paused = sqlx::query(&self.outbox.queries().pause)
-            .bind(self.bucket())
-            .bind(after.as_secs_f64())
-            .execute(self.outbox.pool())
-            .await;
+        let paused = db!(
+            self,
+            sqlx::query(&self.outbox.queries().pause)
+                .bind(self.bucket())
+                .bind(after.as_secs_f64())
+                .execute(self.outbox.pool()),
+        );
         match paused {
             Ok(_) => add(&self.counters.rate_limited, 1, "audit_outbox_rate_limited_total"),
             Err(e) => {
-                tracing::warn!(error = %e, "audit outbox relay: could not record a Retry-After pause for the fleet");
+                tracing::warn!(error = %e, "audit outbox relay: could not record a 429 pause for the fleet");
             }
         }
     }
 
-    /// Records every verdict of a batch: one statement per kind.
+    /// Starts or continues the fleet's authorization hold, and says so loudly.
+    async fn hold(&self, error: &Error) {
+        let held = db!(
+            self,
+            sqlx::query_scalar::<_, f64>(&self.outbox.queries().hold)
+                .bind(self.bucket())
+                .bind(self.config.probe_initial.as_secs_f64())
+                .bind(self.config.probe_max.as_secs_f64())
+                .fetch_optional(self.outbox.pool()),
+        );
+        match held {
+            Ok(held) => {
+                let held_for = secs(held.unwrap_or(0.0));
+                if held_for > self.config.hold_alert {
+                    tracing::error!(
+                        status = error.status(),
+                        error = %error,
+                        held_for_s = held_for.as_secs(),
+                        limit_s = self.config.hold_alert.as_secs(),
+                        "AUDIT DELIVERY STOPPED: WorkOS has refused the API key for longer than the hold limit; \
+                         events are kept in the outbox but none is delivered: fix WORKOS_API_KEY"
+                    );
+                } else {
+                    tracing::error!(
+                        status = error.status(),
+                        error = %error,
+                        held_for_s = held_for.as_secs(),
+                        "WorkOS refuses the API key: audit outbox delivery is held (one probe at a time)"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit outbox relay: could not record the authorization hold");
+            }
+        }
+    }
+
+    /// A probe went through: the fleet sends again.
+    async fn end_hold(&self) {
+        let ended = db!(
+            self,
+            sqlx::query(&self.outbox.queries().unhold)
+                .bind(self.bucket())
+                .execute(self.outbox.pool()),
+        );
+        match ended {
+            Ok(done) if done.rows_affected() > 0 => {
+                tracing::warn!("WorkOS accepts the API key again: audit outbox delivery resumed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit outbox relay: could not end the authorization hold"),
+        }
+    }
+
+    /// Records the outcomes of attempts that returned: one statement per kind.
     async fn record(
         &self,
         conn: &mut PgConnection,
         rows: &[Claimed],
-        verdicts: Vec<Verdict>,
-    ) -> Result<(), sqlx::Error> {
+        outcomes: Vec<Outcome2>,
+    ) -> Result<(), DbError> {
         let q = self.outbox.queries();
         let mut delivered = Vec::new();
-        let (mut retry_ids, mut retry_claims, mut retry_delays, mut retry_errors) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut dead_ids, mut dead_claims, mut dead_reasons, mut dead_errors) =
+        let (mut retry_ids, mut retry_claims, mut retry_delays, mut retry_errors, mut retry_ago) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut dead_ids, mut dead_claims, mut dead_reasons, mut dead_errors, mut dead_ago) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut held_ids, mut held_claims, mut held_errors, mut held_ago) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut released_ids, mut released_claims) = (Vec::new(), Vec::new());
-        for (row, verdict) in rows.iter().zip(verdicts) {
+        for Outcome2 {
+            index,
+            verdict,
+            started,
+        } in outcomes
+        {
+            let row = &rows[index];
+            let ago = started.elapsed().as_secs_f64();
             match verdict {
                 Verdict::Delivered => delivered.push(row.id),
                 Verdict::Released => {
@@ -732,6 +1117,13 @@ impl Shared {
                     retry_claims.push(row.claims);
                     retry_delays.push(after.as_secs_f64());
                     retry_errors.push(error);
+                    retry_ago.push(ago);
+                }
+                Verdict::Unauthorized { error } => {
+                    held_ids.push(row.id);
+                    held_claims.push(row.claims);
+                    held_errors.push(error);
+                    held_ago.push(ago);
                 }
                 Verdict::Dead { reason, error } => {
                     tracing::error!(
@@ -744,14 +1136,12 @@ impl Shared {
                     dead_claims.push(row.claims);
                     dead_reasons.push(reason.as_str().to_owned());
                     dead_errors.push(serde_json::to_string(&error).unwrap_or_default());
+                    dead_ago.push(ago);
                 }
             }
         }
         if !delivered.is_empty() {
-            sqlx::query(&q.delete)
-                .bind(&delivered)
-                .execute(&mut *conn)
-                .await?;
+            db!(self, sqlx::query(&q.delete).bind(&delivered).execute(&mut *conn))?;
             add(
                 &self.counters.delivered,
                 delivered.len(),
@@ -759,27 +1149,44 @@ impl Shared {
             );
         }
         if !retry_ids.is_empty() {
-            sqlx::query(&q.retry)
-                .bind(&retry_ids)
-                .bind(&retry_claims)
-                .bind(&retry_delays)
-                .bind(&retry_errors)
-                .execute(&mut *conn)
-                .await?;
+            db!(
+                self,
+                sqlx::query(&q.retry)
+                    .bind(&retry_ids)
+                    .bind(&retry_claims)
+                    .bind(&retry_delays)
+                    .bind(&retry_errors)
+                    .bind(&retry_ago)
+                    .execute(&mut *conn),
+            )?;
             add(
                 &self.counters.retried,
                 retry_ids.len(),
                 "audit_outbox_retried_total",
             );
         }
+        if !held_ids.is_empty() {
+            db!(
+                self,
+                sqlx::query(&q.unauthorized)
+                    .bind(&held_ids)
+                    .bind(&held_claims)
+                    .bind(&held_errors)
+                    .bind(&held_ago)
+                    .execute(&mut *conn),
+            )?;
+        }
         if !dead_ids.is_empty() {
-            sqlx::query(&q.dead)
-                .bind(&dead_ids)
-                .bind(&dead_claims)
-                .bind(&dead_reasons)
-                .bind(&dead_errors)
-                .execute(&mut *conn)
-                .await?;
+            db!(
+                self,
+                sqlx::query(&q.dead)
+                    .bind(&dead_ids)
+                    .bind(&dead_claims)
+                    .bind(&dead_reasons)
+                    .bind(&dead_errors)
+                    .bind(&dead_ago)
+                    .execute(&mut *conn),
+            )?;
             add(
                 &self.counters.dead_lettered,
                 dead_ids.len(),
@@ -787,11 +1194,13 @@ impl Shared {
             );
         }
         if !released_ids.is_empty() {
-            sqlx::query(&q.release)
-                .bind(&released_ids)
-                .bind(&released_claims)
-                .execute(&mut *conn)
-                .await?;
+            db!(
+                self,
+                sqlx::query(&q.release)
+                    .bind(&released_ids)
+                    .bind(&released_claims)
+                    .execute(&mut *conn),
+            )?;
             add(
                 &self.counters.released,
                 released_ids.len(),

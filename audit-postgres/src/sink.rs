@@ -7,7 +7,8 @@ use audit_core::{CreateEvent, Error, Sink};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::Outbox;
+use crate::wake::Wake;
+use crate::{Outbox, OutboxError};
 
 /// The most rows one grouped insert writes.
 const MAX_GROUP: usize = 512;
@@ -20,7 +21,10 @@ const MAX_GROUP: usize = 512;
 /// together in the next one (one statement and one commit for all of them). An attempt succeeds
 /// once its row is committed. A database failure is reported as [`Error::Transport`], which the
 /// emitter retries with the same key; should a commit succeed without its answer arriving, the
-/// retry writes a second row with the same key, which WorkOS stores once.
+/// retry writes a second row with the same key, which WorkOS stores once. An event PostgreSQL
+/// refuses (a U+0000 in a string, which `jsonb` cannot store) fails alone, its neighbours in the
+/// group are written: it is [`Error::InvalidParameter`] naming the field at fault, which the
+/// emitter dead-letters at once. Each committed group wakes this process's relays.
 #[derive(Clone)]
 pub struct OutboxSink {
     inner: Arc<Inner>,
@@ -29,6 +33,7 @@ pub struct OutboxSink {
 struct Inner {
     pool: PgPool,
     insert: String,
+    wake: Arc<Wake>,
     writer: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
 }
 
@@ -36,7 +41,7 @@ struct Pending {
     organization: String,
     key: String,
     event: String,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), Failed>>,
 }
 
 impl std::fmt::Debug for OutboxSink {
@@ -51,6 +56,7 @@ impl OutboxSink {
             inner: Arc::new(Inner {
                 pool: outbox.pool().clone(),
                 insert: outbox.queries().insert_many.clone(),
+                wake: Arc::clone(&outbox.inner_wake()),
                 writer: Mutex::new(None),
             }),
         }
@@ -74,6 +80,7 @@ impl OutboxSink {
         runtime.spawn(write_groups(
             self.inner.pool.clone(),
             self.inner.insert.clone(),
+            self.inner.wake.clone(),
             rx,
         ));
         let sent = tx.send(pending).map_err(|e| e.0);
@@ -82,31 +89,73 @@ impl OutboxSink {
     }
 }
 
+/// Why a row was not written.
+#[derive(Clone)]
+enum Failed {
+    /// The database failed the statement (unreachable, timed out, …): retried by the emitter.
+    Database(String),
+    /// PostgreSQL refused a value of this event: retrying cannot help.
+    Refused(String),
+}
+
 /// The writer task: one multi-row insert per group of waiting events.
-async fn write_groups(pool: PgPool, insert: String, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn write_groups(
+    pool: PgPool,
+    insert: String,
+    wake: Arc<Wake>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
     let mut group = Vec::new();
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let (mut orgs, mut keys, mut events) = (
-            Vec::with_capacity(group.len()),
-            Vec::with_capacity(group.len()),
-            Vec::with_capacity(group.len()),
-        );
-        for p in &mut group {
-            orgs.push(std::mem::take(&mut p.organization));
-            keys.push(std::mem::take(&mut p.key));
-            events.push(std::mem::take(&mut p.event));
+        let result = insert_rows(&pool, &insert, &group).await;
+        let written = match result {
+            Ok(()) => {
+                for p in group.drain(..) {
+                    let _ = p.done.send(Ok(()));
+                }
+                true
+            }
+            // A value PostgreSQL refuses fails the whole statement: each row is tried alone, so
+            // that the one at fault fails and its neighbours are written.
+            Err(Failed::Refused(_)) if group.len() > 1 => {
+                let mut any = false;
+                for p in group.drain(..) {
+                    let alone = insert_rows(&pool, &insert, std::slice::from_ref(&p)).await;
+                    any |= alone.is_ok();
+                    let _ = p.done.send(alone);
+                }
+                any
+            }
+            Err(failed) => {
+                for p in group.drain(..) {
+                    let _ = p.done.send(Err(failed.clone()));
+                }
+                false
+            }
+        };
+        if written {
+            wake.signal();
         }
-        let result = sqlx::query(&insert)
-            .bind(&orgs)
-            .bind(&keys)
-            .bind(&events)
-            .execute(&pool)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string());
-        for p in group.drain(..) {
-            let _ = p.done.send(result.clone());
-        }
+    }
+}
+
+/// One statement (and commit) for `rows`.
+async fn insert_rows(pool: &PgPool, insert: &str, rows: &[Pending]) -> Result<(), Failed> {
+    let orgs: Vec<&str> = rows.iter().map(|p| p.organization.as_str()).collect();
+    let keys: Vec<&str> = rows.iter().map(|p| p.key.as_str()).collect();
+    let events: Vec<&str> = rows.iter().map(|p| p.event.as_str()).collect();
+    let result = sqlx::query(insert)
+        .bind(&orgs)
+        .bind(&keys)
+        .bind(&events)
+        .execute(pool)
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => match crate::refused(e, rows.first().map_or("", |p| p.event.as_str())) {
+            refused @ OutboxError::Refused { .. } => Err(Failed::Refused(refused.to_string())),
+            other => Err(Failed::Database(other.to_string())),
+        },
     }
 }
 
@@ -141,7 +190,14 @@ impl Sink for OutboxSink {
                 return Err(outbox_error("no tokio runtime to write the outbox from".into()));
             }
             match answer.await {
-                Ok(result) => result.map_err(outbox_error),
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(Failed::Database(message))) => Err(outbox_error(message)),
+                // Refused for good: the emitter dead-letters the event (with the event itself)
+                // instead of retrying it for its whole retry window.
+                Ok(Err(Failed::Refused(message))) => Err(Error::InvalidParameter {
+                    field: "event",
+                    message,
+                }),
                 Err(_) => Err(outbox_error("the outbox writer stopped before answering".into())),
             }
         })

@@ -105,10 +105,11 @@ mod axum_app {
         business_table(&outbox).await;
         let sink = MemorySink::new();
         let emitter = Emitter::builder(sink.clone()).start();
-        let layer = AuditLayer::new(emitter.clone())
+        let layer = AuditLayer::builder(emitter.clone())
             .actor_resolver(|_| Some(Actor::new("user_01", "user")))
-            .organization_resolver(|_| Some(org()));
-        let outbox = outbox.with_request_policy(layer.current_policy().clone());
+            .organization_resolver(|_| Some(org()))
+            .build();
+        let outbox = outbox.with_request_policy(layer.settings().policy.clone());
         let app = Router::new()
             .route("/invoices/{id}/pay", post(pay_invoice))
             .with_state(outbox.clone())
@@ -159,10 +160,11 @@ mod actix_app {
         business_table(&outbox).await;
         let sink = MemorySink::new();
         let emitter = Emitter::builder(sink.clone()).start();
-        let middleware = AuditMiddleware::new(emitter.clone())
+        let middleware = AuditMiddleware::builder(emitter.clone())
             .actor_resolver(|_| Some(Actor::new("user_01", "user")))
-            .organization_resolver(|_| Some(org()));
-        let outbox = outbox.with_request_policy(middleware.current_policy().clone());
+            .organization_resolver(|_| Some(org()))
+            .build();
+        let outbox = outbox.with_request_policy(middleware.settings().policy.clone());
         let app = test::init_service(
             App::new()
                 .app_data(web::Data::new(outbox.clone()))

@@ -63,11 +63,12 @@ async fn through_tower() -> CreateEvent {
     let emitter = audit_tower::Emitter::builder(sink.clone())
         .no_rate_limit()
         .start();
-    let layer = audit_tower::AuditLayer::new(emitter.clone())
+    let layer = audit_tower::AuditLayer::builder(emitter.clone())
         .trusted_proxies(["10.0.0.0/8"])
         .unwrap()
         .request_metadata(true)
-        .outcomes(audit_tower::Outcomes::All);
+        .outcomes(audit_tower::Outcomes::All)
+        .build();
     let app = axum::Router::new()
         .route(
             "/teams/{team_id}/members/{user_id}",
@@ -93,11 +94,12 @@ async fn through_actix() -> CreateEvent {
     let emitter = audit_actix::Emitter::builder(sink.clone())
         .no_rate_limit()
         .start();
-    let audit = audit_actix::AuditMiddleware::new(emitter.clone())
+    let audit = audit_actix::AuditMiddleware::builder(emitter.clone())
         .trusted_proxies(["10.0.0.0/8"])
         .unwrap()
         .request_metadata(true)
-        .outcomes(audit_actix::Outcomes::All);
+        .outcomes(audit_actix::Outcomes::All)
+        .build();
     let app = actix_web::test::init_service(
         actix_web::App::new()
             .wrap(audit)

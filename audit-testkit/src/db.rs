@@ -113,6 +113,13 @@ impl Db {
         ));
     }
 
+    pub(crate) fn delete_export(&self, id: &str) {
+        Self::log(
+            self.conn
+                .execute("DELETE FROM exports WHERE id = ?1", params![id]),
+        );
+    }
+
     pub(crate) fn set_retention(&self, org: &str, days: Option<i64>) {
         Self::log(self.conn.execute(
             "INSERT OR REPLACE INTO retention (organization_id, days) VALUES (?1, ?2)",

@@ -63,11 +63,24 @@ impl ExportQuery {
 pub(crate) enum NoExport {
     /// No event of the organization matches (WorkOS answers 400 "No audit log events found").
     NoEvents,
+    /// The CSV would pass the configured size (the limit, in bytes).
+    TooLarge(usize),
+}
+
+impl NoExport {
+    /// The message of a refused export that was too large.
+    pub(crate) fn too_large_message(limit: usize) -> String {
+        format!(
+            "The export would be larger than audit-testkit's limit of {limit} bytes of CSV \
+             (TestKitBuilder::max_export_bytes, --max-export-bytes): narrow its date range or filters."
+        )
+    }
 }
 
 impl Shared {
     /// Creates an export of the organization's matching events (oldest first by `occurred_at`),
-    /// stores it (and writes it to the data file) and returns it.
+    /// stores it (and writes it to the data file) and returns it. When more than
+    /// `max_exports` are kept, the oldest go (with their download tokens).
     pub(crate) fn create_export(&self, org: &str, q: &ExportQuery) -> Result<ExportRec, NoExport> {
         let csv = {
             let data = lock(&self.data);
@@ -81,7 +94,8 @@ impl Shared {
                 return Err(NoExport::NoEvents);
             }
             matched.sort_by_key(|(at, _)| *at);
-            crate::csv_export::render(matched.iter().map(|(_, e)| *e))
+            crate::csv_export::render(matched.iter().map(|(_, e)| *e), self.config.max_export_bytes)
+                .map_err(|e| NoExport::TooLarge(e.0))?
         };
         let created = now();
         let rec = ExportRec {
@@ -95,7 +109,18 @@ impl Shared {
         if let Ok(text) = serde_json::to_string(&rec) {
             self.with_db(|db| db.upsert_export(&rec.id, &text));
         }
-        lock(&self.data).exports.insert(rec.id.clone(), rec.clone());
+        let mut data = lock(&self.data);
+        data.exports.insert(rec.id.clone(), rec.clone());
+        data.export_order.push_back(rec.id.clone());
+        while data.export_order.len() > self.config.max_exports.max(1) {
+            let Some(old) = data.export_order.pop_front() else {
+                break;
+            };
+            data.exports.remove(&old);
+            data.export_tokens.retain(|_, (id, _)| *id != old);
+            #[cfg(feature = "sqlite")]
+            self.with_db(|db| db.delete_export(&old));
+        }
         Ok(rec)
     }
 }

@@ -31,6 +31,12 @@ pub enum Error {
     Config(String),
 }
 
+/// How many exports a testkit keeps by default ([`TestKitBuilder::max_exports`]).
+pub const DEFAULT_MAX_EXPORTS: usize = 50;
+
+/// The largest export CSV a testkit builds by default ([`TestKitBuilder::max_export_bytes`]).
+pub const DEFAULT_MAX_EXPORT_BYTES: usize = 32 * 1024 * 1024;
+
 /// Builder of a [`TestKit`]; see [`TestKit::builder`].
 #[derive(Debug, Clone)]
 pub struct TestKitBuilder {
@@ -51,12 +57,19 @@ impl Default for TestKitBuilder {
                 rate_limit: None,
                 log_stream: None,
                 max_body_bytes: 1024 * 1024,
+                max_event_request_bytes: crate::validate::DEFAULT_MAX_EVENT_REQUEST_BYTES,
+                configuration_state: None,
+                failing_exports: false,
                 max_recorded_requests: 10_000,
                 max_recorded_bytes: 64 * 1024 * 1024,
                 #[cfg(feature = "sqlite")]
                 data_path: None,
                 streams: Vec::new(),
                 stream_settings: StreamSettings::default(),
+                allowed_hosts: Vec::new(),
+                control_token: None,
+                max_exports: DEFAULT_MAX_EXPORTS,
+                max_export_bytes: DEFAULT_MAX_EXPORT_BYTES,
             },
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -162,6 +175,29 @@ impl TestKitBuilder {
         self
     }
 
+    /// Largest accepted create-event body (default 100 KiB, the budget audit-core applies by
+    /// default); larger ones get WorkOS's 413. WorkOS publishes no figure: set the one your
+    /// application's emitter uses.
+    pub fn max_event_request_bytes(mut self, n: usize) -> Self {
+        self.config.max_event_request_bytes = n;
+        self
+    }
+
+    /// The `state` the configuration endpoint reports for every organization (default
+    /// `active`; WorkOS also answers `inactive` and `disabled`), for testing how an
+    /// application reacts to audit logs being switched off.
+    pub fn configuration_state(mut self, state: impl Into<String>) -> Self {
+        self.config.configuration_state = Some(state.into());
+        self
+    }
+
+    /// Every export ends in state `error` (without a URL) once its delay has passed, instead of
+    /// `ready`, for testing how an application handles a failed export.
+    pub fn failing_exports(mut self, yes: bool) -> Self {
+        self.config.failing_exports = yes;
+        self
+    }
+
     /// How many received requests to keep for [`TestKit::requests`] (default 10,000; oldest
     /// dropped first; 0 keeps none).
     pub fn max_recorded_requests(mut self, n: usize) -> Self {
@@ -174,6 +210,48 @@ impl TestKitBuilder {
     /// exceeds it is kept with its body cut to fit.
     pub fn max_recorded_bytes(mut self, n: usize) -> Self {
         self.config.max_recorded_bytes = n;
+        self
+    }
+
+    /// Also answer requests whose `Host` is `host` (repeatable): `name` (any port) or `name:port`,
+    /// say `testkit:8787` for another container of a compose file, or `host.docker.internal`.
+    ///
+    /// # Security
+    ///
+    /// Requests are answered only when their `Host` is the bound address, a loopback address,
+    /// `localhost` (or `*.localhost`) or one of these, so that a web page cannot reach the
+    /// testkit by rebinding its own domain name to 127.0.0.1 (DNS rebinding); others get a 403
+    /// that names this setting. Allow only names that you control.
+    pub fn allowed_host(mut self, host: impl Into<String>) -> Self {
+        self.config.allowed_hosts.push(host.into());
+        self
+    }
+
+    /// Require this token on `/_testkit/*` (but `/_testkit/health` and export downloads) and
+    /// on the viewer's pages: `Authorization: Bearer <token>`, or HTTP Basic with the token as
+    /// the password (a browser asks for it once). The [`TestKit`] methods need no token.
+    ///
+    /// # Security
+    ///
+    /// Meant for a testkit reachable beyond loopback (`addr` `0.0.0.0:...` in a container). The
+    /// token travels in clear over plain HTTP: use it on networks you trust. The WorkOS
+    /// endpoints keep their own check ([`api_key`](TestKitBuilder::api_key)).
+    pub fn control_token(mut self, token: impl Into<String>) -> Self {
+        self.config.control_token = Some(crate::security::Secret(token.into()));
+        self
+    }
+
+    /// How many exports to keep (default [`DEFAULT_MAX_EXPORTS`], at least 1); creating one
+    /// more drops the oldest (its download URL then answers 404).
+    pub fn max_exports(mut self, n: usize) -> Self {
+        self.config.max_exports = n.max(1);
+        self
+    }
+
+    /// The largest CSV one export may have, in bytes (default [`DEFAULT_MAX_EXPORT_BYTES`]); an
+    /// export that would be larger is refused with a 400 that names the limit.
+    pub fn max_export_bytes(mut self, n: usize) -> Self {
+        self.config.max_export_bytes = n;
         self
     }
 
@@ -204,7 +282,12 @@ impl TestKitBuilder {
         };
         let base_url = format!("http://{host}:{}", addr.port());
         let validators = Validators::load().map_err(Error::Config)?;
-        let shared = Arc::new(Shared::new(self.config, base_url, validators).map_err(Error::Config)?);
+        let any_key = self.config.api_keys.is_empty();
+        let shared = Arc::new(Shared::new(self.config, addr, base_url, validators).map_err(Error::Config)?);
+        let exposure = shared.guard.exposure_warning(any_key);
+        if let Some(w) = &exposure {
+            tracing::warn!(target: "audit_testkit::exposure", "{w}");
+        }
         let router = crate::api::router(shared.clone());
 
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -226,6 +309,7 @@ impl TestKitBuilder {
             })
             .map_err(|e| Error::Start(e.to_string()))?;
         let kit = TestKit {
+            exposure,
             shared,
             router,
             addr,
@@ -249,6 +333,7 @@ struct Listening {
 /// Every method is synchronous and safe to call from any thread or runtime (tokio with a paused
 /// clock, a current-thread runtime, actix-rt): the server has its own thread and runtime.
 pub struct TestKit {
+    exposure: Option<String>,
     shared: Arc<Shared>,
     router: axum::Router,
     addr: SocketAddr,
@@ -316,6 +401,19 @@ impl TestKit {
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A warning naming what is exposed, when the testkit listens beyond loopback (it is also
+    /// logged at WARN, target `audit_testkit::exposure`, when the testkit starts); `None` on a
+    /// loopback address.
+    ///
+    /// # Security
+    ///
+    /// Beyond loopback, whoever reaches the address reads the stored events and, without a
+    /// [`control_token`](TestKitBuilder::control_token), can change the testkit's state and
+    /// point log streams anywhere.
+    pub fn exposure_warning(&self) -> Option<&str> {
+        self.exposure.as_deref()
     }
 
     /// The first registered (or the generated) organization.

@@ -11,6 +11,7 @@ pub mod fault;
 mod kit;
 mod model;
 mod redact;
+mod security;
 mod server;
 #[cfg(feature = "stand-ins")]
 pub mod stand_ins;
@@ -21,7 +22,7 @@ mod validate;
 mod viewer;
 
 pub use fault::{FaultAction, FaultRule, FaultWhen};
-pub use kit::{Error, TestKit, TestKitBuilder};
+pub use kit::{DEFAULT_MAX_EXPORT_BYTES, DEFAULT_MAX_EXPORTS, Error, TestKit, TestKitBuilder};
 pub use model::{RecordedRequest, StoredEvent};
 pub use streams::{Destination, StreamState, StreamStatus};
 

@@ -73,6 +73,26 @@ struct Args {
     /// Largest accepted request body in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Also answer requests addressed to this host (repeatable): `NAME` (any port) or
+    /// `NAME:PORT`, e.g. `testkit:8787` or `host.docker.internal`. By default only the bound
+    /// address, loopback addresses and `localhost` are answered (a guard against DNS rebinding).
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// Require this token on `/_testkit/*` and the viewer (`Authorization: Bearer TOKEN`; the
+    /// browser asks for it as a password). For a testkit reachable beyond loopback.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "AUDIT_TESTKIT_CONTROL_TOKEN",
+        hide_env_values = true
+    )]
+    control_token: Option<String>,
+    /// How many exports to keep; creating one more drops the oldest.
+    #[arg(long, value_name = "N", default_value_t = audit_testkit::DEFAULT_MAX_EXPORTS)]
+    max_exports: usize,
+    /// The largest CSV of one export in bytes; a larger export is refused.
+    #[arg(long, value_name = "BYTES", default_value_t = audit_testkit::DEFAULT_MAX_EXPORT_BYTES)]
+    max_export_bytes: usize,
 }
 
 fn parse_delay(s: &str) -> Result<Duration, String> {
@@ -137,7 +157,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+                // The exposure warning is printed below, whatever the filter.
+                .add_directive("audit_testkit::exposure=off".parse().expect("a valid directive")),
         )
         .try_init();
     let mut b = TestKit::builder()
@@ -146,6 +168,8 @@ fn main() {
         .require_schemas(args.require_schemas)
         .export_delay(args.export_delay)
         .max_body_bytes(args.max_body_bytes)
+        .max_exports(args.max_exports)
+        .max_export_bytes(args.max_export_bytes)
         .stream_retries(
             args.stream_attempts,
             Duration::from_millis(args.stream_backoff_ms),
@@ -164,6 +188,12 @@ fn main() {
     }
     if let Some(d) = &args.data {
         b = b.data_path(d);
+    }
+    for h in &args.allowed_hosts {
+        b = b.allowed_host(h);
+    }
+    if let Some(t) = &args.control_token {
+        b = b.control_token(t);
     }
     let kit = match b.start_blocking() {
         Ok(k) => k,
@@ -197,6 +227,9 @@ fn main() {
     );
     let _ = out.flush();
     drop(out);
+    if let Some(w) = kit.exposure_warning() {
+        eprintln!("audit-testkit: {w}");
+    }
 
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -145,6 +145,13 @@ async fn handle(
     let rid = request_id();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
+    if let Err(res) =
+        shared
+            .guard
+            .check_head(&path, &parts.headers, parts.uri.authority().map(|a| a.as_str()))
+    {
+        return Ok(with_request_id(res, &rid));
+    }
     let internal = is_internal(&path);
     let _handling = (!internal).then(|| Handling::new(&shared));
     let bytes = match Limited::new(body, shared.config.max_body_bytes).collect().await {
@@ -152,6 +159,13 @@ async fn handle(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => None,
         Err(_) => return Err(DropConnection),
     };
+    if let Some(b) = &bytes
+        && let Err(res) = shared
+            .guard
+            .check_change(&parts.method, &path, &parts.headers, b.len())
+    {
+        return Ok(with_request_id(res, &rid));
+    }
     let record = !internal && shared.config.max_recorded_requests > 0;
     let seq = record.then(|| {
         shared.record_request(RecordedRequest {
@@ -218,11 +232,16 @@ async fn handle(
             Applied::Drop => return Err(DropConnection),
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&rid) {
-        res.headers_mut().insert("x-request-id", v);
-    }
+    let res = with_request_id(res, &rid);
     if let Some(seq) = seq {
         shared.set_request_status(seq, res.status().as_u16());
     }
     Ok(res)
+}
+
+fn with_request_id(mut res: Response<Body>, rid: &str) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
 }

@@ -4,6 +4,7 @@
 use crate::db::Db;
 use crate::fault::ActiveFault;
 use crate::model::{RecordedRequest, StoredEvent};
+use crate::security::{Guard, Secret};
 use crate::streams::{Destination, StreamSettings, Streams};
 use crate::util::{format_ts, now, parse_ts};
 use crate::validate::{CompiledSchema, Validators};
@@ -31,6 +32,12 @@ pub(crate) struct Config {
     pub(crate) rate_limit: Option<(u64, Duration)>,
     pub(crate) log_stream: Option<(String, String)>,
     pub(crate) max_body_bytes: usize,
+    /// The largest create-event body; larger ones get 413.
+    pub(crate) max_event_request_bytes: usize,
+    /// The `state` the configuration endpoint reports (default `active`).
+    pub(crate) configuration_state: Option<String>,
+    /// Exports end in state `error` instead of `ready`.
+    pub(crate) failing_exports: bool,
     pub(crate) max_recorded_requests: usize,
     pub(crate) max_recorded_bytes: usize,
     #[cfg(feature = "sqlite")]
@@ -38,6 +45,14 @@ pub(crate) struct Config {
     /// Log streams configured at start: (organization, destination).
     pub(crate) streams: Vec<(String, Destination)>,
     pub(crate) stream_settings: StreamSettings,
+    /// `Host` names answered besides the bound address and loopback names.
+    pub(crate) allowed_hosts: Vec<String>,
+    /// The token `/_testkit/*` and the viewer require, if any.
+    pub(crate) control_token: Option<Secret>,
+    /// Most exports kept; past it the oldest go.
+    pub(crate) max_exports: usize,
+    /// Largest CSV of one export, in bytes.
+    pub(crate) max_export_bytes: usize,
 }
 
 pub(crate) struct IdemRecord {
@@ -118,6 +133,8 @@ pub(crate) struct Data {
     pub(crate) actions: Vec<ActionRec>,
     pub(crate) action_index: HashMap<String, usize>,
     pub(crate) exports: HashMap<String, ExportRec>,
+    /// Export ids, oldest first (pruning order).
+    pub(crate) export_order: VecDeque<String>,
     /// token -> (export id, expires)
     pub(crate) export_tokens: HashMap<String, (String, OffsetDateTime)>,
     pub(crate) retention: HashMap<String, Option<i64>>,
@@ -194,10 +211,16 @@ pub(crate) struct Shared {
     #[cfg(feature = "sqlite")]
     pub(crate) db: Option<Mutex<Db>>,
     pub(crate) streams: Streams,
+    /// The Host check, cross-site check and control token.
+    pub(crate) guard: Guard,
+    /// The per-process token the viewer's forms carry (see `viewer`).
+    pub(crate) form_token: String,
 }
 
-// Locks a mutex, also when poisoned (a panicking test thread must not wedge the server).
-pub(crate) use audit_core::sync::lock;
+/// Locks a mutex, also when poisoned (a panicking test thread must not wedge the server).
+pub(crate) fn lock<T: ?Sized>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The outcome of an idempotency lookup.
 pub(crate) enum Idem {
@@ -210,7 +233,17 @@ pub(crate) enum Idem {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, base_url: String, validators: Validators) -> Result<Shared, String> {
+    pub(crate) fn new(
+        config: Config,
+        bound: std::net::SocketAddr,
+        base_url: String,
+        validators: Validators,
+    ) -> Result<Shared, String> {
+        let guard = Guard::new(
+            bound,
+            &config.allowed_hosts,
+            config.control_token.as_ref().map(|t| t.0.clone()),
+        )?;
         let orgs: HashSet<String> = config.orgs.iter().cloned().collect();
         #[cfg_attr(not(feature = "sqlite"), allow(unused_mut))]
         let mut data = Data::default();
@@ -231,6 +264,8 @@ impl Shared {
         }
         Ok(Shared {
             streams,
+            guard,
+            form_token: crate::util::token(),
             config,
             orgs,
             validators,
@@ -493,10 +528,15 @@ fn load_into(data: &mut Data, loaded: crate::db::Loaded) {
             compiled: Arc::new(compiled),
         });
     }
-    for rec in loaded.exports {
-        if let Ok(e) = serde_json::from_str::<ExportRec>(&rec) {
-            data.exports.insert(e.id.clone(), e);
-        }
+    let mut exports: Vec<ExportRec> = loaded
+        .exports
+        .iter()
+        .filter_map(|rec| serde_json::from_str::<ExportRec>(rec).ok())
+        .collect();
+    exports.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    for e in exports {
+        data.export_order.push_back(e.id.clone());
+        data.exports.insert(e.id.clone(), e);
     }
     for (org, days) in loaded.retention {
         data.retention.insert(org, days);
@@ -538,14 +578,22 @@ mod tests {
             rate_limit: Some((1, Duration::from_secs(3600))),
             log_stream: None,
             max_body_bytes: 1024,
+            max_event_request_bytes: 1024,
+            configuration_state: None,
+            failing_exports: false,
             max_recorded_requests: 0,
             max_recorded_bytes: 0,
             #[cfg(feature = "sqlite")]
             data_path: None,
             streams: vec![],
             stream_settings: StreamSettings::default(),
+            allowed_hosts: vec![],
+            control_token: None,
+            max_exports: 1,
+            max_export_bytes: 1024,
         };
-        let shared = Shared::new(config, String::new(), Validators::load().unwrap()).unwrap();
+        let bound = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let shared = Shared::new(config, bound, String::new(), Validators::load().unwrap()).unwrap();
         assert!(shared.rate_check("sk_first").is_ok());
         assert!(shared.rate_check("sk_first").is_err(), "the window binds");
         for i in 0..MAX_RATE_WINDOWS + 5 {

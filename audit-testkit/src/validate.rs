@@ -13,6 +13,15 @@ pub(crate) const MAX_METADATA_KEYS: usize = 50;
 pub(crate) const MAX_METADATA_KEY_LEN: usize = 40;
 /// Maximum metadata string value length (characters).
 pub(crate) const MAX_METADATA_STRING_LEN: usize = 500;
+/// Maximum number of targets of one event: WorkOS rejects more with a 400 invalid audit-log
+/// event (`maxItems: 20` in the embedded OpenAPI copy; the public spec omits it, production
+/// shows it, dust-tt/dust#27021).
+pub(crate) const MAX_TARGETS: usize = 20;
+/// The default largest create-event request body, in bytes; a larger one is answered 413.
+/// WorkOS answers oversized requests with 413 "request entity too large" but publishes no
+/// figure (UNCONFIRMED); 100 KiB is the default JSON limit of the Node.js body parser whose
+/// error text that is. Configurable with `TestKitBuilder::max_event_request_bytes`.
+pub(crate) const DEFAULT_MAX_EVENT_REQUEST_BYTES: usize = 100 * 1024;
 
 /// Validators compiled once from the embedded OpenAPI extract.
 pub(crate) struct Validators {
@@ -80,10 +89,22 @@ impl Validators {
     /// Validates a create-event body: structure (422), metadata rules and `occurred_at` (400).
     pub(crate) fn check_event_body(&self, body: &Value) -> Result<(), Problem> {
         let mut structural = Vec::new();
+        let mut invalid = Vec::new();
         if !self.ingestion.is_valid(body) {
             for err in self.ingestion.iter_errors(body) {
                 let segs = segments(err.instance_path.as_str());
                 if in_metadata(&segs) {
+                    continue;
+                }
+                if segs == ["event", "targets"] && keyword(&err) == "maxItems" {
+                    // WorkOS answers this one as an invalid event (400), not as a 422.
+                    invalid.push(json!({
+                        "instancePath": "/targets",
+                        "schemaPath": "#/properties/targets/maxItems",
+                        "keyword": "maxItems",
+                        "params": {"limit": MAX_TARGETS},
+                        "message": format!("must NOT have more than {MAX_TARGETS} items"),
+                    }));
                     continue;
                 }
                 structural.push(structural_error(&segs, &err));
@@ -93,8 +114,8 @@ impl Validators {
             structural.dedup();
             return Err(Problem::Structural(structural));
         }
-        let mut invalid = Vec::new();
         if let Some(event) = body.get("event") {
+            check_nul(event, &mut String::new(), &mut invalid);
             if let Some(m) = event.get("metadata") {
                 check_metadata(m, "/metadata", &mut invalid);
             }
@@ -257,6 +278,48 @@ pub(crate) fn check_metadata(m: &Value, base: &str, errs: &mut Vec<Value>) {
     }
 }
 
+/// Refuses U+0000 in any string of the event (keys included), at the string's pointer.
+///
+/// What WorkOS does with one is not documented (UNCONFIRMED): the testkit refuses it as an
+/// invalid event, because PostgreSQL's `jsonb`, the usual store of JSON events, cannot hold
+/// `\u0000` (SQLSTATE 22P05), so a client that lets one through would lose the event.
+fn check_nul(v: &Value, path: &mut String, errs: &mut Vec<Value>) {
+    match v {
+        Value::String(s) if s.contains('\0') => errs.push(json!({
+            "instancePath": path.clone(),
+            "keyword": "pattern",
+            "params": {"pattern": "^[^\\u0000]*$"},
+            "message": "must not contain U+0000 (NUL)",
+        })),
+        Value::Object(map) => {
+            for (k, v) in map {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&escape_ptr(k));
+                if k.contains('\0') {
+                    errs.push(json!({
+                        "instancePath": path.clone(),
+                        "keyword": "propertyNames",
+                        "message": "property names must not contain U+0000 (NUL)",
+                    }));
+                }
+                check_nul(v, path, errs);
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&i.to_string());
+                check_nul(v, path, errs);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The compiled form of one registered schema version.
 pub(crate) struct CompiledSchema {
     actor: Option<Validator>,
@@ -394,6 +457,44 @@ mod tests {
         match v.check_event_body(&body) {
             Err(Problem::Structural(e)) => {
                 assert_eq!(e, vec![("required".to_owned(), "event.action".to_owned())])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn event_with_targets(n: usize) -> Value {
+        let targets: Vec<Value> = (0..n)
+            .map(|i| json!({"id": format!("t{i}"), "type": "team"}))
+            .collect();
+        json!({"organization_id": "org_1", "event": {
+            "action": "a.b", "occurred_at": "2024-01-02T03:04:05.678Z",
+            "actor": {"id": "u", "type": "user"}, "targets": targets, "context": {"location": "x"}}})
+    }
+
+    #[test]
+    fn more_than_twenty_targets_is_an_invalid_event_naming_targets() {
+        let v = Validators::load().expect("load");
+        assert!(v.check_event_body(&event_with_targets(MAX_TARGETS)).is_ok());
+        match v.check_event_body(&event_with_targets(MAX_TARGETS + 1)) {
+            Err(Problem::Invalid(e)) => {
+                assert_eq!(e.len(), 1);
+                assert_eq!(e[0]["instancePath"], "/targets");
+                assert_eq!(e[0]["keyword"], "maxItems");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_at_its_pointer() {
+        let v = Validators::load().expect("load");
+        let mut body = event_with_targets(2);
+        body["event"]["targets"][1]["id"] = json!("t\u{0}");
+        body["event"]["actor"]["name"] = json!("\u{0}");
+        match v.check_event_body(&body) {
+            Err(Problem::Invalid(e)) => {
+                let p: Vec<&str> = e.iter().filter_map(|e| e["instancePath"].as_str()).collect();
+                assert_eq!(p, ["/actor/name", "/targets/1/id"]);
             }
             other => panic!("{other:?}"),
         }

@@ -201,3 +201,41 @@ async fn stream_flags_deliver_to_a_collector() {
     assert_eq!(cfg["log_stream"]["type"], "GenericHttps");
     let _ = bin.terminate();
 }
+
+#[tokio::test]
+async fn beyond_loopback_it_warns_and_takes_the_control_token_from_the_environment() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audit-testkit"))
+        .args(["--addr", "0.0.0.0:0", "--allowed-host", "testkit"])
+        .env("AUDIT_TESTKIT_CONTROL_TOKEN", "env-ctl-token-1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut first).expect("first line");
+    let mut warning = String::new();
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    err.read_line(&mut warning).expect("warning line");
+    assert!(
+        warning.contains("WARNING") && warning.contains("0.0.0.0:"),
+        "{warning}"
+    );
+    assert!(warning.contains("every stored event"), "{warning}");
+    assert!(!warning.contains("env-ctl-token-1"), "the token is not printed");
+    let first: Value = serde_json::from_str(&first).expect("json first line");
+    let url = first["url"].as_str().unwrap().to_owned();
+    let c = client();
+    let res = c.get(format!("{url}/_testkit/events")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = c
+        .get(format!("{url}/_testkit/events"))
+        .bearer_auth("env-ctl-token-1")
+        .header("host", "testkit:1234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the token and the allowed host");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -449,6 +449,9 @@ async fn retention_both_forms_and_configuration() {
     for bad in [
         json!({"retention_period_in_days": 30, "retention_period": "1_MONTH"}),
         json!({"retention_period_in_days": 31}),
+        // The OpenAPI enum: 30 or 365 only; other periods go through `retention_period`.
+        json!({"retention_period_in_days": 60}),
+        json!({"retention_period_in_days": 730}),
         json!({"retention_period_in_days": "30"}),
         json!({"retention_period": "13_MONTHS"}),
         json!({"retention_period": "1_MONTHS"}),
@@ -786,7 +789,7 @@ async fn data_file_survives_restart() {
                 &c,
                 &url,
                 "/organizations/org_A/audit_logs_retention",
-                &json!({"retention_period_in_days": 60})
+                &json!({"retention_period": "2_MONTHS"})
             )
             .await
             .status(),

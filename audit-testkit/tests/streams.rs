@@ -323,7 +323,9 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
     let c = client();
     let url = kit.url();
     let page_url = format!("{url}/viewer/log-streams?org=org_V");
+    let token = form_token(&c, &page_url).await;
     let form = [
+        ("form_token", token.as_str()),
         ("org", "org_V"),
         ("do", "set"),
         ("type", "http"),
@@ -352,6 +354,15 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
         .await
         .unwrap();
     assert_eq!(res.status(), 403, "a browser saying cross-site is refused");
+    assert!(kit.stream_status("org_V").is_none());
+    let res = no_redirects
+        .post(format!("{url}/viewer/log-streams"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&form[1..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "a form without the page's token is refused");
     assert!(kit.stream_status("org_V").is_none());
     let res = no_redirects
         .post(format!("{url}/viewer/log-streams"))
@@ -384,7 +395,7 @@ async fn the_viewer_shows_deliveries_and_refuses_cross_site_changes() {
     // Pause from the page.
     let res = no_redirects
         .post(format!("{url}/viewer/log-streams"))
-        .form(&[("org", "org_V"), ("do", "pause")])
+        .form(&[("form_token", token.as_str()), ("org", "org_V"), ("do", "pause")])
         .send()
         .await
         .unwrap();

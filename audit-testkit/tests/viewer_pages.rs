@@ -102,12 +102,26 @@ async fn every_viewer_page_sends_the_csp_and_only_get_is_allowed() {
         assert!(!csp.contains("script-src"), "{path}");
         assert_eq!(res.headers()["x-content-type-options"], "nosniff");
     }
-    for path in ["/", "/viewer/events", "/viewer/events/0", "/viewer/export"] {
+    for path in ["/", "/viewer/events", "/viewer/events/0"] {
         let res = c.post(format!("{}{path}", kit.url())).send().await.unwrap();
         assert_eq!(res.status(), 405, "POST {path}");
         let res = c.delete(format!("{}{path}", kit.url())).send().await.unwrap();
         assert_eq!(res.status(), 405, "DELETE {path}");
     }
+    // The export creates a record: a POST of the page's form, never a GET.
+    let export = format!("{}/viewer/export?org={org}", kit.url());
+    assert_eq!(
+        c.get(&export).send().await.unwrap().status(),
+        405,
+        "GET /viewer/export"
+    );
+    let res = c
+        .post(format!("{}/viewer/export", kit.url()))
+        .form(&[("org", org.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "an export post without the form token");
     assert_eq!(kit.events(&org).len(), 1);
 }
 
@@ -283,11 +297,8 @@ async fn filters_match_the_export_filters() {
     assert!(actions(&page).is_empty());
 
     // The export of the same filters holds the same events.
-    let res = c
-        .get(format!("{}/viewer/export?org={org}&actor_name=Grace", kit.url()))
-        .send()
-        .await
-        .unwrap();
+    let export = format!("{}/viewer/export", kit.url());
+    let res = viewer_post(&c, &base, &export, &[("org", &org), ("actor_name", "Grace")]).await;
     assert_eq!(res.status(), 200);
     assert!(
         res.headers()["content-disposition"]
@@ -308,7 +319,8 @@ async fn filters_match_the_export_filters() {
     assert!(lines[1].starts_with("user.signed_in,2026-01-02T10:00:00.000Z,user_2"));
     assert!(lines[2].starts_with("invoice.viewed,2026-01-04T10:00:00.000Z,user_2"));
     // Nothing matches: a page that says so.
-    let (st, page) = html(&c, &format!("{}/viewer/export?org={org}&action=none", kit.url())).await;
+    let res = viewer_post(&c, &base, &export, &[("org", &org), ("action", "none")]).await;
+    let (st, page) = (res.status().as_u16(), res.text().await.unwrap());
     assert_eq!(st, 404);
     assert!(page.contains("No audit log events found"));
     // Exports do not change the events.
@@ -422,15 +434,16 @@ async fn log_stream_page_without_a_stream_and_unknown_orgs() {
     assert_eq!(st, 200);
     assert!(page.contains("id=\"stream-none\""));
     assert!(page.contains("Log streams are configured in WorkOS"));
-    for path in [
-        "/viewer/events?org=org_nope",
-        "/viewer/log-streams?org=org_nope",
-        "/viewer/export?org=org_nope",
-    ] {
+    for path in ["/viewer/events?org=org_nope", "/viewer/log-streams?org=org_nope"] {
         let (st, page) = html(&c, &format!("{}{path}", kit.url())).await;
         assert_eq!(st, 404, "{path}");
         assert!(page.contains("Organization not found"));
     }
+    let page_url = format!("{}/viewer/log-streams?org=org_Q", kit.url());
+    let export = format!("{}/viewer/export", kit.url());
+    let res = viewer_post(&c, &page_url, &export, &[("org", "org_nope")]).await;
+    assert_eq!(res.status(), 404, "export of an unknown organization");
+    assert!(res.text().await.unwrap().contains("Organization not found"));
     // Without an organization the list goes back to the organizations.
     let res = no_redirects()
         .get(format!("{}/viewer/events", kit.url()))

@@ -14,7 +14,7 @@ mod service;
 mod extract;
 
 pub use future::ResponseFuture;
-pub use layer::{ActorResolver, AuditLayer, OrganizationResolver};
+pub use layer::{ActorResolver, AuditLayer, AuditLayerBuilder, OrganizationResolver};
 pub use service::{AuditService, PeerAddr};
 
 #[cfg(feature = "axum")]

@@ -20,10 +20,11 @@ use tokio::sync::Notify;
 use tower::{ServiceBuilder, ServiceExt};
 
 fn layer(emitter: &Emitter, cancelled: CancelledRequests) -> AuditLayer {
-    AuditLayer::new(emitter.clone())
+    AuditLayer::builder(emitter.clone())
         .missing_actor(MissingActor::Use(Actor::new("user_1", "user")))
         .default_organization(OrganizationId::new("org_1").unwrap())
         .cancelled_requests(cancelled)
+        .build()
 }
 
 #[action("report.generated")]

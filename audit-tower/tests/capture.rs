@@ -51,7 +51,7 @@ async fn auth(State(parties): State<Parties>, mut req: Request, next: Next) -> R
 }
 
 fn layer(case: &Case, emitter: Emitter) -> AuditLayer {
-    let mut layer = AuditLayer::new(emitter).request_metadata(case.request_metadata);
+    let mut layer = AuditLayer::builder(emitter).request_metadata(case.request_metadata);
     if let Some(len) = case.max_user_agent_len {
         layer = layer.max_user_agent_len(len);
     }
@@ -59,6 +59,7 @@ fn layer(case: &Case, emitter: Emitter) -> AuditLayer {
     layer
         .actor_resolver(move |_| actor(resolved))
         .organization_resolver(move |_| organization(resolved))
+        .build()
 }
 
 #[tokio::test]

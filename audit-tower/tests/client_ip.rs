@@ -43,7 +43,9 @@ async fn the_shared_table_through_the_layer() {
     let sink = MemorySink::new();
     let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
     for (i, case) in CASES.iter().enumerate() {
-        let layer = AuditLayer::new(emitter.clone()).client_ip(case.config().unwrap());
+        let layer = AuditLayer::builder(emitter.clone())
+            .client_ip(case.config().unwrap())
+            .build();
         let app = app(layer, case.peer_addr().unwrap());
         let mut request = Request::builder().method("POST").uri("/audited");
         for (name, value) in case.headers {
@@ -66,9 +68,10 @@ async fn the_shared_table_through_the_layer() {
 async fn trusted_proxies_builder_reads_x_forwarded_for_from_the_right() {
     let sink = MemorySink::new();
     let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
-    let layer = AuditLayer::new(emitter.clone())
+    let layer = AuditLayer::builder(emitter.clone())
         .trusted_proxies(["10.0.0.0/8"])
-        .unwrap();
+        .unwrap()
+        .build();
     let app = app(layer, "10.1.2.3:443".parse().unwrap());
     let request = Request::builder()
         .uri("/location")
@@ -85,7 +88,11 @@ async fn trusted_proxies_builder_reads_x_forwarded_for_from_the_right() {
         .unwrap()
         .to_bytes();
     assert_eq!(&body[..], b"198.51.100.23");
-    assert!(AuditLayer::new(emitter).trusted_proxies(["10.0.0/8"]).is_err());
+    assert!(
+        AuditLayer::builder(emitter)
+            .trusted_proxies(["10.0.0/8"])
+            .is_err()
+    );
 }
 
 fn header_value() -> impl Strategy<Value = Vec<u8>> {
@@ -122,7 +129,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let location = rt.block_on(async {
             let emitter = Emitter::builder(MemorySink::new()).no_rate_limit().start();
-            let app = app(AuditLayer::new(emitter).client_ip(rules), peer);
+            let app = app(AuditLayer::builder(emitter).client_ip(rules).build(), peer);
             let mut request = Request::builder().uri("/location").body(Body::empty()).unwrap();
             for (name, value) in &headers {
                 if let Ok(v) = HeaderValue::from_bytes(value) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use audit_core::emitter::{Emitter, MemorySink};
 use audit_core::request::SkipCounters;
 use audit_core::{Actor, CreateEvent, MetadataValue, OrganizationId, Target};
-use audit_tower::{AuditCtx, AuditLayer, MissingActor, Outcomes, SkipReason, action};
+use audit_tower::{AuditCtx, AuditLayer, AuditLayerBuilder, MissingActor, Outcomes, SkipReason, action};
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
@@ -86,10 +86,10 @@ struct Harness {
 }
 
 impl Harness {
-    fn layer(configure: impl FnOnce(AuditLayer) -> AuditLayer) -> (AuditLayer, Self) {
+    fn layer(configure: impl FnOnce(AuditLayerBuilder) -> AuditLayerBuilder) -> (AuditLayer, Self) {
         let sink = MemorySink::new();
         let emitter = Emitter::builder(sink.clone()).no_rate_limit().start();
-        let layer = configure(AuditLayer::new(emitter.clone()));
+        let layer = configure(AuditLayer::builder(emitter.clone())).build();
         let counters = layer.skip_counters();
         (
             layer,

@@ -73,6 +73,9 @@ struct ReadmeDoctests;
 
 mod api;
 mod env;
+#[cfg(feature = "local")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local")))]
+pub mod local;
 mod plan;
 mod report;
 pub mod schemas;

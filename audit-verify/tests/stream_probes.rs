@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use audit_testkit::stand_ins::{DatadogKey, StandIn};
-use audit_verify::streams::{DatadogSite, WORKOS_EGRESS_IPS};
+use audit_testkit::streams::DatadogSite as KitSite;
+use audit_verify::streams::{DatadogSite, MAX_ANSWER_BYTES, WORKOS_EGRESS_IPS};
 use audit_verify::{CheckId, CheckResult, Report, Status, StreamProbe, Verifier, VerifyOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -160,8 +161,8 @@ async fn splunk_probe_maps_hec_answers() {
 #[tokio::test]
 async fn datadog_probe_finds_wrong_regions_and_keys_without_logs_write() {
     let dd = StandIn::datadog(vec![
-        DatadogKey::new(DatadogSite::Eu1, "dd-eu-key"),
-        DatadogKey::new(DatadogSite::Us3, "dd-readonly-key").without_logs_write(),
+        DatadogKey::new(KitSite::Eu1, "dd-eu-key"),
+        DatadogKey::new(KitSite::Us3, "dd-readonly-key").without_logs_write(),
     ]);
     let r = probe(StreamProbe::datadog(DatadogSite::Eu1, "dd-eu-key").datadog_url(dd.url())).await;
     assert_eq!(r.status, Status::Pass, "{}", text(&r));
@@ -268,6 +269,57 @@ async fn probes_run_only_when_given_and_are_skipped_when_named_without_one() {
     .await;
     assert!(CheckId::PROBES.iter().all(|id| report.get(*id).is_none()));
     assert_eq!("stream-http".parse::<CheckId>(), Ok(CheckId::StreamHttp));
+}
+
+/// A server on 127.0.0.1 answering every request with `head` and then an endless chunked body;
+/// returns its URL.
+async fn endless_answer(head: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = tcp.read(&mut buf).await;
+                if tcp.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, "x".repeat(16 * 1024));
+                while tcp.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_cut_and_the_finding_says_so() {
+    let url = endless_answer(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n",
+    )
+    .await;
+    // Read whole, the body would never end: the probe would report a timeout instead.
+    let r = probe(StreamProbe::http(format!("{url}/in"))).await;
+    assert_fail(&r, "answered 500", "endpoint's logs");
+    assert!(
+        r.finding.contains(&format!("cut after {MAX_ANSWER_BYTES} bytes")),
+        "{}",
+        r.finding
+    );
+    assert!(r.finding.contains("answer: xxxx"), "{}", r.finding);
+
+    let r = probe(StreamProbe::splunk(url.clone(), "hec-token")).await;
+    assert_fail(&r, "HEC health check answered 500", "unhealthy");
+    assert!(r.finding.contains("cut after"), "{}", r.finding);
+
+    let r = probe(StreamProbe::datadog(DatadogSite::Eu1, "dd-key").datadog_url(url)).await;
+    assert_fail(&r, "answered 500", "status.datadoghq.com");
+    assert!(r.finding.contains("cut after"), "{}", r.finding);
+
+    // A 2xx with an endless body still passes: the answer's status is what counts.
+    let ok = endless_answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
+    let r = probe(StreamProbe::http(format!("{ok}/in"))).await;
+    assert_eq!(r.status, Status::Pass, "{}", text(&r));
 }
 
 // ---- TLS ----------------------------------------------------------------------------------

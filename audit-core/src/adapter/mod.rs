@@ -1,6 +1,7 @@
 //! The one path of an audited request, shared by the web framework adapters (`audit-tower`,
-//! `audit-actix`). Applications do not need this module: they configure an adapter with
-//! [`AuditPolicy`] settings and touch their request through
+//! `audit-actix`). Applications need only its [`Builder`], the settings both adapters are built
+//! with (`AuditLayer::builder(emitter)`, `AuditMiddleware::builder(emitter)`: the fields of
+//! [`AuditPolicy`] and the resolvers), and touch their request through
 //! [`AuditHandle`](crate::request::AuditHandle) (the adapters' `AuditCtx`).
 //!
 //! Whatever the framework, a request goes through the same steps, and an adapter is only the glue
@@ -24,7 +25,7 @@
 //! existed: the client went away, an HTTP/2 stream was reset, a timeout layer fired) is a
 //! cancelled request; its `Drop` is the one place where such requests are seen. An annotated one
 //! is counted ([`SkipCounters::cancelled`](crate::request::SkipCounters::cancelled)) and, under
-//! the default [`CancelledRequests::Emit`](crate::request::CancelledRequests::Emit), emitted with
+//! the default [`CancelledRequests::Emit`], emitted with
 //! `outcome: "cancelled"`: the handler may already have made its change.
 //!
 //! ```
@@ -100,10 +101,10 @@ pub use record::{
     TRUNCATION_MARKER, bounded_lossy, carriable,
 };
 
-use crate::client_ip::{ClientIp, UNKNOWN_LOCATION};
+use crate::client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, InvalidTrustedProxy, UNKNOWN_LOCATION};
 use crate::emitter::Emitter;
 use crate::event::{Actor, OrganizationId};
-use crate::request::AuditPolicy;
+use crate::request::{AuditPolicy, CancelledRequests, MissingActor, Outcomes, TargetOverflow};
 
 /// What capture reads of a framework's request head. An adapter implements it for a thin
 /// wrapper around its framework's request.
@@ -179,8 +180,7 @@ impl<R: ?Sized> fmt::Debug for Settings<R> {
 
 /// Everything an adapter's middleware needs, shared by every request: its [`Settings`], the
 /// [`HandOff`] (emitter and counters) and the unknown-peer warning. Clones share the hand-off and
-/// the warning; an adapter keeps one behind an `Arc` and edits it with [`Middleware::edit`] while
-/// it is being configured.
+/// the warning; an adapter keeps one behind an `Arc`, made by a [`Builder`].
 pub struct Middleware<R: ?Sized> {
     settings: Settings<R>,
     hand_off: Arc<HandOff>,
@@ -215,21 +215,24 @@ const UNKNOWN_PEER_WARNING: &str = "audit: a request has no known socket peer, s
 impl<R: ?Sized> Middleware<R> {
     /// A middleware handing events to `emitter` under `policy`, without resolvers.
     pub fn new(emitter: Emitter, policy: AuditPolicy) -> Self {
-        Self {
-            settings: Settings {
+        Self::with_settings(
+            emitter,
+            Settings {
                 policy,
                 actor_resolver: None,
                 organization_resolver: None,
             },
+        )
+    }
+
+    /// A middleware handing events to `emitter` under `settings` (what [`Builder::build`]
+    /// makes).
+    pub fn with_settings(emitter: Emitter, settings: Settings<R>) -> Self {
+        Self {
+            settings,
             hand_off: Arc::new(HandOff::new(emitter, Arc::default())),
             unknown_peer_warned: Arc::default(),
         }
-    }
-
-    /// The settings, to change while the adapter is being configured (copied first when another
-    /// handle shares them; the hand-off and counters stay shared).
-    pub fn edit(this: &mut Arc<Self>) -> &mut Settings<R> {
-        &mut Arc::make_mut(this).settings
     }
 
     /// The settings in force.
@@ -294,7 +297,7 @@ impl<R: ?Sized> Middleware<R> {
 
 /// A captured request whose response is not there yet. [`finish`](Self::finish) it with the
 /// response's status; dropped unfinished (the response future was dropped: the client went away),
-/// it is a cancelled request (see [`CancelledRequests`](crate::request::CancelledRequests)).
+/// it is a cancelled request (see [`CancelledRequests`]).
 #[must_use = "an unfinished request counts as cancelled"]
 pub struct InFlight<R: ?Sized> {
     audit: Option<RequestAudit>,
@@ -349,176 +352,199 @@ pub fn handler_record(
     Some(record.clone())
 }
 
-/// Defines an adapter's builder methods over an `Arc<Middleware<R>>` field, so that both adapters
-/// have the same settings, defaults and docs from one definition:
-/// `adapter_builder!(AuditLayer, middleware, http::request::Parts);` adds `new`, `with_policy`,
-/// `policy`, `current_policy`, `trusted_proxies`, `client_ip`, `forwarded_header`, `outcomes`,
-/// `missing_actor`, `default_organization`, `request_metadata`, `max_user_agent_len`,
-/// `actor_resolver`, `organization_resolver`, `skip_counters` and `emitter` to the type, whose
-/// only field is `middleware`.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! adapter_builder {
-    ($ty:ident, $field:ident, $input:ty) => {
-        impl $ty {
-            /// Hands events to `emitter`, with the default
-            /// [`AuditPolicy`](audit_core::request::AuditPolicy): only 2xx and 3xx responses of
-            /// annotated routes emit, requests without actor or organization are skipped (and
-            /// counted), the socket peer is the client's location, no request metadata.
-            pub fn new(emitter: $crate::emitter::Emitter) -> Self {
-                Self::with_policy(emitter, $crate::request::AuditPolicy::default())
-            }
+/// A framework adapter built around a configured [`Middleware`]: audit-tower's `AuditLayer`,
+/// audit-actix's `AuditMiddleware`. Both are built by one [`Builder`], so that they have the same
+/// settings, defaults and docs from one definition.
+pub trait Adapter: Sized {
+    /// The framework's request type the resolvers see (`http::request::Parts`, actix-web's
+    /// `HttpRequest`).
+    type Request: ?Sized;
 
-            /// Hands events to `emitter` under `policy`.
-            pub fn with_policy(
-                emitter: $crate::emitter::Emitter,
-                policy: $crate::request::AuditPolicy,
-            ) -> Self {
-                Self {
-                    $field: ::std::sync::Arc::new($crate::adapter::Middleware::new(emitter, policy)),
-                }
-            }
+    /// The adapter around `middleware`.
+    fn from_middleware(middleware: Arc<Middleware<Self::Request>>) -> Self;
+}
 
-            /// Replaces the whole [`AuditPolicy`](audit_core::request::AuditPolicy).
-            pub fn policy(mut self, policy: $crate::request::AuditPolicy) -> Self {
-                $crate::adapter::Middleware::edit(&mut self.$field).policy = policy;
-                self
-            }
+/// The settings of an adapter `A` (`AuditLayer::builder(emitter)`,
+/// `AuditMiddleware::builder(emitter)`): every field of [`AuditPolicy`] and the resolvers, with
+/// the defaults of [`AuditPolicy::default`]; [`build`](Self::build) makes the adapter.
+///
+/// ```
+/// use audit_core::adapter::{Adapter, Builder, Middleware};
+/// use audit_core::emitter::{Emitter, MemorySink};
+/// use audit_core::request::Outcomes;
+/// use std::sync::Arc;
+///
+/// struct MyAdapter(Arc<Middleware<str>>);
+///
+/// impl Adapter for MyAdapter {
+///     type Request = str;
+///     fn from_middleware(middleware: Arc<Middleware<str>>) -> Self {
+///         MyAdapter(middleware)
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let emitter = Emitter::builder(MemorySink::new()).start();
+/// let adapter: MyAdapter = Builder::new(emitter)
+///     .trusted_proxies(["10.0.0.0/8"])?
+///     .outcomes(Outcomes::All)
+///     .build();
+/// assert_eq!(adapter.0.settings().policy.outcomes, Outcomes::All);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+#[must_use = "a builder does nothing until `build` makes the adapter"]
+pub struct Builder<A: Adapter> {
+    emitter: Emitter,
+    settings: Settings<A::Request>,
+}
 
-            /// The policy in force.
-            pub fn current_policy(&self) -> &$crate::request::AuditPolicy {
-                &self.$field.settings().policy
-            }
+impl<A: Adapter> fmt::Debug for Builder<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
 
-            /// Believe `X-Forwarded-For` when the socket peer is inside one of `ranges` (CIDR
-            /// ranges or addresses): [`AuditPolicy::trusted_proxies`](audit_core::request::AuditPolicy::trusted_proxies).
-            /// Use [`forwarded_header`](Self::forwarded_header) or
-            /// [`client_ip`](Self::client_ip) to read another header.
-            ///
-            /// # Errors
-            /// [`InvalidTrustedProxy`](audit_core::client_ip::InvalidTrustedProxy) naming the
-            /// first value that is not a range or an address.
-            ///
-            /// # Security
-            /// Only list proxies you operate: a client that can connect from a trusted range can
-            /// write any location into the audit log. The default (no trusted proxies) ignores
-            /// every forwarding header.
-            pub fn trusted_proxies<I, S>(
-                self,
-                ranges: I,
-            ) -> Result<Self, $crate::client_ip::InvalidTrustedProxy>
-            where
-                I: IntoIterator<Item = S>,
-                S: AsRef<str>,
-            {
-                let policy = self.current_policy().clone().trusted_proxies(ranges)?;
-                Ok(self.policy(policy))
-            }
-
-            /// Sets the client-IP rules, trusted proxies and the header they write
-            /// ([`AuditPolicy::client_ip`](audit_core::request::AuditPolicy::client_ip)).
-            ///
-            /// # Security
-            /// Trust forwarding headers only from proxies you run; see
-            /// [`ClientIpConfig`](audit_core::client_ip::ClientIpConfig).
-            pub fn client_ip(self, rules: $crate::client_ip::ClientIpConfig) -> Self {
-                let policy = self.current_policy().clone().client_ip(rules);
-                self.policy(policy)
-            }
-
-            /// The header read from trusted proxies (default `X-Forwarded-For`).
-            pub fn forwarded_header(self, header: $crate::client_ip::ForwardedHeader) -> Self {
-                let policy = self.current_policy().clone().forwarded_header(header);
-                self.policy(policy)
-            }
-
-            /// Which responses emit (default
-            /// [`Outcomes::SuccessOnly`](audit_core::request::Outcomes::SuccessOnly);
-            /// [`Outcomes::All`](audit_core::request::Outcomes::All) adds the metadata `outcome`
-            /// and `http_status` to every event).
-            pub fn outcomes(self, outcomes: $crate::request::Outcomes) -> Self {
-                let policy = self.current_policy().clone().outcomes(outcomes);
-                self.policy(policy)
-            }
-
-            /// What to do with an annotated request without an actor (default: skip and count,
-            /// [`MissingActor::Skip`](audit_core::request::MissingActor::Skip)).
-            pub fn missing_actor(self, missing: $crate::request::MissingActor) -> Self {
-                let policy = self.current_policy().clone().missing_actor(missing);
-                self.policy(policy)
-            }
-
-            /// The organization of requests that set none (default: none, such requests are
-            /// skipped).
-            pub fn default_organization(self, organization: $crate::event::OrganizationId) -> Self {
-                let policy = self
-                    .current_policy()
-                    .clone()
-                    .default_organization(organization);
-                self.policy(policy)
-            }
-
-            /// Add `request_id` (from `x-request-id`), `http_method`, `http_route` (the matched
-            /// route pattern) and `http_status` to each event's metadata (default off).
-            pub fn request_metadata(self, on: bool) -> Self {
-                let policy = self.current_policy().clone().request_metadata(on);
-                self.policy(policy)
-            }
-
-            /// What an annotated request whose response future is dropped before the response
-            /// (the client went away, a timeout layer fired) emits (default
-            /// [`CancelledRequests::Emit`](audit_core::request::CancelledRequests::Emit): the
-            /// event with `outcome: "cancelled"`). Counted either way in
-            /// [`SkipCounters::cancelled`](audit_core::request::SkipCounters::cancelled).
-            pub fn cancelled_requests(self, cancelled: $crate::request::CancelledRequests) -> Self {
-                let policy = self.current_policy().clone().cancelled(cancelled);
-                self.policy(policy)
-            }
-
-            /// The longest user agent kept, in bytes (default
-            /// [`DEFAULT_MAX_USER_AGENT_LEN`](audit_core::request::DEFAULT_MAX_USER_AGENT_LEN)).
-            pub fn max_user_agent_len(self, len: usize) -> Self {
-                let policy = self.current_policy().clone().max_user_agent_len(len);
-                self.policy(policy)
-            }
-
-            /// Finds the actor from the request head when no outer layer put an
-            /// [`Actor`](audit_core::Actor) into the request extensions. Runs before the inner
-            /// service, once per request; a handler's `AuditCtx::actor` still wins.
-            pub fn actor_resolver<F>(mut self, resolve: F) -> Self
-            where
-                F: Fn(&$input) -> Option<$crate::event::Actor> + Send + Sync + 'static,
-            {
-                $crate::adapter::Middleware::edit(&mut self.$field).actor_resolver =
-                    Some(::std::sync::Arc::new(resolve));
-                self
-            }
-
-            /// Finds the organization from the request head when no outer layer put an
-            /// [`OrganizationId`](audit_core::OrganizationId) into the request extensions. Runs
-            /// before the inner service; a handler's `AuditCtx::organization` still wins.
-            pub fn organization_resolver<F>(mut self, resolve: F) -> Self
-            where
-                F: Fn(&$input) -> Option<$crate::event::OrganizationId> + Send + Sync + 'static,
-            {
-                $crate::adapter::Middleware::edit(&mut self.$field).organization_resolver =
-                    Some(::std::sync::Arc::new(resolve));
-                self
-            }
-
-            /// Counters of requests that emitted nothing, by
-            /// [`SkipReason`](audit_core::request::SkipReason), and of events the emitter
-            /// refused. Shared by every clone.
-            pub fn skip_counters(&self) -> ::std::sync::Arc<$crate::request::SkipCounters> {
-                ::std::sync::Arc::clone(self.$field.hand_off().counters())
-            }
-
-            /// The emitter events are handed to.
-            pub fn emitter(&self) -> &$crate::emitter::Emitter {
-                self.$field.hand_off().emitter()
-            }
+impl<A: Adapter> Builder<A> {
+    /// Settings for an adapter handing events to `emitter`, with the default
+    /// [`AuditPolicy`]: only 2xx and 3xx responses of annotated routes emit, requests without
+    /// actor or organization are skipped (and counted), the socket peer is the client's location,
+    /// no request metadata, cancelled requests emit.
+    pub fn new(emitter: Emitter) -> Self {
+        Self {
+            emitter,
+            settings: Settings {
+                policy: AuditPolicy::default(),
+                actor_resolver: None,
+                organization_resolver: None,
+            },
         }
-    };
+    }
+
+    /// The adapter.
+    pub fn build(self) -> A {
+        A::from_middleware(Arc::new(Middleware::with_settings(self.emitter, self.settings)))
+    }
+
+    /// The policy so far.
+    pub fn current_policy(&self) -> &AuditPolicy {
+        &self.settings.policy
+    }
+
+    fn map_policy(mut self, f: impl FnOnce(AuditPolicy) -> AuditPolicy) -> Self {
+        self.settings.policy = f(std::mem::take(&mut self.settings.policy));
+        self
+    }
+
+    /// Replaces the whole [`AuditPolicy`] (every setting below but the resolvers).
+    pub fn policy(mut self, policy: AuditPolicy) -> Self {
+        self.settings.policy = policy;
+        self
+    }
+
+    /// Believe `X-Forwarded-For` when the socket peer is inside one of `ranges` (CIDR ranges or
+    /// addresses): [`AuditPolicy::trusted_proxies`]. Use
+    /// [`forwarded_header`](Self::forwarded_header) or [`client_ip`](Self::client_ip) to read
+    /// another header.
+    ///
+    /// # Errors
+    /// [`InvalidTrustedProxy`] naming the first value that is not a range or an address.
+    ///
+    /// # Security
+    /// Only list proxies you operate: a client that can connect from a trusted range can write
+    /// any location into the audit log. The default (no trusted proxies) ignores every
+    /// forwarding header.
+    pub fn trusted_proxies<I, S>(mut self, ranges: I) -> Result<Self, InvalidTrustedProxy>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let policy = std::mem::take(&mut self.settings.policy);
+        self.settings.policy = policy.trusted_proxies(ranges)?;
+        Ok(self)
+    }
+
+    /// Sets the client-IP rules, trusted proxies and the header they write
+    /// ([`AuditPolicy::client_ip`]).
+    ///
+    /// # Security
+    /// Trust forwarding headers only from proxies you run; see [`ClientIpConfig`].
+    pub fn client_ip(self, rules: ClientIpConfig) -> Self {
+        self.map_policy(|p| p.client_ip(rules))
+    }
+
+    /// The header read from trusted proxies (default `X-Forwarded-For`).
+    pub fn forwarded_header(self, header: ForwardedHeader) -> Self {
+        self.map_policy(|p| p.forwarded_header(header))
+    }
+
+    /// Which responses emit (default [`Outcomes::SuccessOnly`]; [`Outcomes::All`] adds the
+    /// metadata `outcome` and `http_status` to every event).
+    pub fn outcomes(self, outcomes: Outcomes) -> Self {
+        self.map_policy(|p| p.outcomes(outcomes))
+    }
+
+    /// What to do with an annotated request without an actor (default: skip and count,
+    /// [`MissingActor::Skip`]).
+    pub fn missing_actor(self, missing: MissingActor) -> Self {
+        self.map_policy(|p| p.missing_actor(missing))
+    }
+
+    /// The organization of requests that set none (default: none, such requests are skipped).
+    pub fn default_organization(self, organization: OrganizationId) -> Self {
+        self.map_policy(|p| p.default_organization(organization))
+    }
+
+    /// Add `request_id` (from `x-request-id`), `http_method`, `http_route` (the matched route
+    /// pattern) and `http_status` to each event's metadata (default off).
+    pub fn request_metadata(self, on: bool) -> Self {
+        self.map_policy(|p| p.request_metadata(on))
+    }
+
+    /// What an annotated request whose response future is dropped before the response (the
+    /// client went away, a timeout layer fired) emits (default [`CancelledRequests::Emit`]: the
+    /// event with `outcome: "cancelled"`). Counted either way in
+    /// [`SkipCounters::cancelled`](crate::request::SkipCounters::cancelled).
+    pub fn cancelled_requests(self, cancelled: CancelledRequests) -> Self {
+        self.map_policy(|p| p.cancelled(cancelled))
+    }
+
+    /// What a request with more than [`Event::MAX_TARGETS`](crate::Event::MAX_TARGETS) targets
+    /// emits (default [`TargetOverflow::Split`]: several events of at most 20 targets each).
+    /// Counted either way in
+    /// [`SkipCounters::target_overflows`](crate::request::SkipCounters::target_overflows).
+    pub fn target_overflow(self, overflow: TargetOverflow) -> Self {
+        self.map_policy(|p| p.target_overflow(overflow))
+    }
+
+    /// The longest user agent kept, in bytes (default
+    /// [`DEFAULT_MAX_USER_AGENT_LEN`](crate::request::DEFAULT_MAX_USER_AGENT_LEN)).
+    pub fn max_user_agent_len(self, len: usize) -> Self {
+        self.map_policy(|p| p.max_user_agent_len(len))
+    }
+
+    /// Finds the actor from the request head when no outer layer put an [`Actor`] into the
+    /// request extensions. Runs before the inner service, once per request; a handler's
+    /// `AuditCtx::actor` still wins.
+    pub fn actor_resolver<F>(mut self, resolve: F) -> Self
+    where
+        F: Fn(&A::Request) -> Option<Actor> + Send + Sync + 'static,
+    {
+        self.settings.actor_resolver = Some(Arc::new(resolve));
+        self
+    }
+
+    /// Finds the organization from the request head when no outer layer put an
+    /// [`OrganizationId`] into the request extensions. Runs before the inner service; a
+    /// handler's `AuditCtx::organization` still wins.
+    pub fn organization_resolver<F>(mut self, resolve: F) -> Self
+    where
+        F: Fn(&A::Request) -> Option<OrganizationId> + Send + Sync + 'static,
+    {
+        self.settings.organization_resolver = Some(Arc::new(resolve));
+        self
+    }
 }
 
 /// Defines an adapter's handler-side types from one definition: the `AuditCtx` extractor type (a
@@ -583,4 +609,91 @@ macro_rules! adapter_extractor_types {
 
         impl ::std::error::Error for $missing {}
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emitter::MemorySink;
+
+    struct Probe(Arc<Middleware<()>>);
+
+    impl Adapter for Probe {
+        type Request = ();
+        fn from_middleware(middleware: Arc<Middleware<()>>) -> Self {
+            Probe(middleware)
+        }
+    }
+
+    /// Every setting has a builder method, and the built adapter holds it. The destructuring of
+    /// `Settings` and `AuditPolicy` names every field (no `..`): a new setting stops this test
+    /// from compiling until the builder sets it and the test checks it.
+    #[tokio::test]
+    async fn the_builder_sets_every_setting() {
+        let emitter = Emitter::builder(MemorySink::new()).start();
+        let org = OrganizationId::new("org_1").unwrap();
+        let built = Builder::<Probe>::new(emitter)
+            .outcomes(Outcomes::All)
+            .missing_actor(MissingActor::Use(Actor::new("anonymous", "anonymous")))
+            .default_organization(org.clone())
+            .request_metadata(true)
+            .trusted_proxies(["10.0.0.0/8"])
+            .unwrap()
+            .forwarded_header(ForwardedHeader::Single("x-real-ip"))
+            .max_user_agent_len(7)
+            .cancelled_requests(CancelledRequests::Skip)
+            .target_overflow(TargetOverflow::KeepFirst)
+            .actor_resolver(|_| Some(Actor::new("user_1", "user")))
+            .organization_resolver(|_| OrganizationId::new("org_2").ok())
+            .build();
+        let Settings {
+            policy,
+            actor_resolver,
+            organization_resolver,
+        } = built.0.settings();
+        let AuditPolicy {
+            outcomes,
+            missing_actor,
+            default_organization,
+            request_metadata,
+            client_ip,
+            max_user_agent_len,
+            cancelled,
+            target_overflow,
+        } = policy;
+        assert_eq!(*outcomes, Outcomes::All);
+        assert_eq!(
+            *missing_actor,
+            MissingActor::Use(Actor::new("anonymous", "anonymous"))
+        );
+        assert_eq!(default_organization.as_ref(), Some(&org));
+        assert!(*request_metadata);
+        let rules = ClientIpConfig::behind_proxies(["10.0.0.0/8"])
+            .unwrap()
+            .header(ForwardedHeader::Single("x-real-ip"));
+        assert_eq!(*client_ip, rules);
+        assert_eq!(*max_user_agent_len, Some(7));
+        assert_eq!(*cancelled, CancelledRequests::Skip);
+        assert_eq!(*target_overflow, TargetOverflow::KeepFirst);
+        assert_eq!(actor_resolver.as_ref().unwrap()(&()).unwrap().id, "user_1");
+        assert_eq!(
+            organization_resolver.as_ref().unwrap()(&()).unwrap().as_str(),
+            "org_2"
+        );
+    }
+
+    /// A whole policy replaces what the setters set before it; setters after it change it.
+    #[tokio::test]
+    async fn a_whole_policy_then_setters() {
+        let emitter = Emitter::builder(MemorySink::new()).start();
+        let built = Builder::<Probe>::new(emitter)
+            .request_metadata(true)
+            .policy(AuditPolicy::new().outcomes(Outcomes::All))
+            .max_user_agent_len(9)
+            .build();
+        let policy = &built.0.settings().policy;
+        assert!(!policy.request_metadata);
+        assert_eq!(policy.outcomes, Outcomes::All);
+        assert_eq!(policy.max_user_agent_len, Some(9));
+    }
 }

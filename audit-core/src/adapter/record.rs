@@ -327,7 +327,7 @@ pub enum Decision {
     Skip(SkipReason),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Fields {
     action: Option<Action>,
     actor: Option<Actor>,
@@ -336,6 +336,12 @@ struct Fields {
     metadata: Metadata,
     suppressed: bool,
     finished: bool,
+    /// Stored elsewhere by the handler (see [`RequestAudit::mark_written`]): the adapter emits
+    /// nothing more.
+    written: bool,
+    /// The idempotency key the event was last stored under elsewhere, kept when the mark is
+    /// cleared, so that a retried write reuses it.
+    written_key: Option<String>,
 }
 
 /// The per-request audit record: a cheap, shared handle (one `Arc` around the request
@@ -480,7 +486,7 @@ impl RequestAudit {
         let (fields, info) = match Arc::try_unwrap(self.inner) {
             Ok(inner) => {
                 let fields = crate::sync::into_inner(inner.fields);
-                if fields.finished {
+                if fields.finished || fields.written {
                     return Decision::Skip(SkipReason::Suppressed);
                 }
                 (fields, std::borrow::Cow::Owned(inner.info))
@@ -488,7 +494,8 @@ impl RequestAudit {
             Err(inner) => {
                 shared = inner;
                 let mut guard = crate::sync::lock(&shared.fields);
-                if guard.finished {
+                if guard.finished || guard.written {
+                    guard.finished = true;
                     return Decision::Skip(SkipReason::Suppressed);
                 }
                 let fields = std::mem::take(&mut *guard);
@@ -497,6 +504,48 @@ impl RequestAudit {
             }
         };
         decide(fields, info, policy, response)
+    }
+
+    /// What [`finish`](Self::finish) would decide now, without using the record up: for a
+    /// handler that stores the request's event itself (a database outbox writing it in the
+    /// handler's transaction). Once the event is stored, [`mark_written`](Self::mark_written)
+    /// tells the adapter to emit nothing more; a handler that retries its transaction previews
+    /// (and writes) the same event again. [`SkipReason::Suppressed`] once the record is finished.
+    pub fn preview(&self, policy: &AuditPolicy, response: &ResponseInfo) -> Decision {
+        let fields = {
+            let guard = self.lock();
+            if guard.finished {
+                return Decision::Skip(SkipReason::Suppressed);
+            }
+            guard.clone()
+        };
+        decide(
+            fields,
+            std::borrow::Cow::Borrowed(&self.inner.info),
+            policy,
+            response,
+        )
+    }
+
+    /// Records that the request's event was stored elsewhere under `idempotency_key`: the
+    /// adapter then emits nothing for the request ([`finish`](Self::finish) decides
+    /// [`SkipReason::Suppressed`]), while [`preview`](Self::preview) still builds the event.
+    pub fn mark_written(&self, idempotency_key: &str) {
+        let mut fields = self.lock();
+        fields.written = true;
+        fields.written_key = Some(idempotency_key.to_owned());
+    }
+
+    /// Clears [`mark_written`](Self::mark_written) after a write that failed: the adapter emits
+    /// the event after the response as usual. The key is kept for
+    /// [`written_key`](Self::written_key).
+    pub fn unmark_written(&self) {
+        self.lock().written = false;
+    }
+
+    /// The idempotency key of the last [`mark_written`](Self::mark_written), if any.
+    pub fn written_key(&self) -> Option<String> {
+        self.lock().written_key.clone()
     }
 }
 
@@ -516,6 +565,8 @@ fn decide(
         mut metadata,
         suppressed,
         finished: _,
+        written: _,
+        written_key: _,
     } = fields;
     let Some(action) = action else {
         return Decision::Skip(SkipReason::NotAnnotated);

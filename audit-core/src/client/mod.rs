@@ -54,7 +54,7 @@ use url::Url;
 
 use crate::error::{ApiError, Error};
 use crate::event::{CreateEvent, Event, OrganizationId};
-use crate::retry::{Decision, Outcome, RetryPolicy};
+use crate::retry::{Decision, Failure, RetryPolicy};
 
 pub(crate) use builder::RedactedKey;
 pub use builder::{ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
@@ -345,14 +345,8 @@ impl Client {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,
             };
-            let outcome = match &err {
-                Error::Api(api) => Outcome::Status {
-                    status: api.status,
-                    retry_after: api.retry_after,
-                },
-                Error::Transport { .. } => Outcome::Transport,
-                Error::Timeout { .. } => Outcome::Timeout,
-                _ => return Err(err),
+            let Failure::Retryable(outcome) = err.failure() else {
+                return Err(err);
             };
             match self.inner.retry.decide(outcome, number, rand::random::<f64>()) {
                 Decision::Retry { after } => {

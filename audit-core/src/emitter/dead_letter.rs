@@ -41,58 +41,7 @@ use time::OffsetDateTime;
 use crate::event::rfc3339_millis;
 use crate::{Error, Event, OrganizationId};
 
-/// Why an event was dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum DeadLetterReason {
-    /// WorkOS refused the event itself (400, 404, 409, 422 or another status that retrying cannot
-    /// cure); sending it again unchanged would fail the same way.
-    Rejected,
-    /// Every attempt within the retry window failed with a retryable error.
-    RetryWindowExhausted,
-    /// [`Emitter::shutdown`](super::Emitter::shutdown) reached its deadline before the event was
-    /// delivered. It may have reached WorkOS (an attempt was in flight): replay it with its key.
-    ShutdownDeadline,
-    /// The runtime running the emitter ended (or its tasks were dropped) before the event was
-    /// delivered, without [`Emitter::shutdown`](super::Emitter::shutdown).
-    Abandoned,
-    /// The destination refused the request locally before sending it (a configuration problem or
-    /// a parameter the client would not send).
-    Refused,
-    /// The event waited longer than WorkOS's 24-hour idempotency window (a spool configured with
-    /// `StaleEvents::DeadLetter`): sending it could store it twice. Replay it if it is not at WorkOS.
-    Stale,
-    /// The destination answered a success status but not WorkOS's `{"success":true}`: it is not
-    /// the WorkOS API (check `WORKOS_BASE_URL`), and nothing says the event was stored. Replay it
-    /// once the base URL is fixed.
-    NotWorkOs,
-    /// The queue was full under [`Overflow::DropOldest`](super::Overflow::DropOldest): the event
-    /// was evicted to make room for a newer one. It was never attempted; replay it.
-    Overflow,
-}
-
-impl DeadLetterReason {
-    /// The reason as written in the JSON-lines file (`rejected`, `retry_window_exhausted`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rejected => "rejected",
-            Self::RetryWindowExhausted => "retry_window_exhausted",
-            Self::ShutdownDeadline => "shutdown_deadline",
-            Self::Abandoned => "abandoned",
-            Self::Refused => "refused",
-            Self::Stale => "stale",
-            Self::NotWorkOs => "not_workos",
-            Self::Overflow => "overflow",
-        }
-    }
-}
-
-impl fmt::Display for DeadLetterReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::delivery::DeadLetterReason;
 
 /// The last error of a dead-lettered event, in a form that can be written and read back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -392,6 +392,8 @@ impl Emitter {
             },
             rates: Default::default(),
             backlog_warning: Throttle::new(config.warn_interval),
+            deadline: Default::default(),
+            failing: Default::default(),
             config,
         });
         sender::spawn_senders(&shared, runtime);
@@ -631,8 +633,9 @@ impl Emitter {
     /// Calling it again (from any clone) reports again without waiting.
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let shared = self.shared();
-        shared.close();
         let deadline = Instant::now() + timeout;
+        crate::sync::lock(&shared.deadline).get_or_insert(deadline);
+        shared.close();
         // Closed: nothing is accepted after `last_seq`, so this waits until nothing is outstanding.
         let drained = self.wait_until(shared.store.last_seq(), deadline).await;
         let tasks = std::mem::take(&mut *crate::sync::lock(&shared.tasks));

@@ -52,6 +52,9 @@ pub(crate) struct Item {
     /// `false` when an attempt failed; dropped unanswered if the event leaves the emitter
     /// otherwise (evicted, dead-lettered).
     pub(crate) ack: Option<tokio::sync::oneshot::Sender<bool>>,
+    /// Released early once already (see [`release_parked`]): a later failure waits out its own
+    /// backoff.
+    pub(crate) released: bool,
 }
 
 /// A dead letter waiting to be recorded.
@@ -79,6 +82,7 @@ impl Item {
             due: None,
             dead_letter: None,
             ack: None,
+            released: false,
         }
     }
 }
@@ -90,6 +94,34 @@ pub(crate) fn wall_clock(at: Instant) -> SystemTime {
     SystemTime::now()
         .checked_sub(age)
         .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Makes every parked event that was not released before due at `now` (see
+/// [`Store::release_parked`]); the number released. The one implementation of both stores.
+pub(crate) fn release_parked(
+    parked: &mut BTreeMap<u64, Item>,
+    due: &mut BTreeSet<(Instant, u64)>,
+    now: Instant,
+) -> usize {
+    let later: Vec<(Instant, u64)> = due
+        .iter()
+        .rev()
+        .take_while(|(at, _)| *at > now)
+        .copied()
+        .collect();
+    let mut released = 0;
+    for (at, seq) in later {
+        if let Some(item) = parked.get_mut(&seq)
+            && !item.released
+        {
+            item.released = true;
+            item.due = Some(now);
+            due.remove(&(at, seq));
+            due.insert((now, seq));
+            released += 1;
+        }
+    }
+    released
 }
 
 /// What [`Store::push`] did.
@@ -144,6 +176,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn park(&self, item: Item, due: Instant);
     /// Puts a taken event back at the front of the ready queue (an attempt that was not made).
     fn unpark_front(&self, item: Item);
+    /// Delivery works again after failures: every parked event not released before becomes due
+    /// at `now` (the rate limit paces them) instead of waiting out its own backoff. Returns how
+    /// many were released.
+    fn release_parked(&self, now: Instant) -> usize;
     /// A taken event was resolved (delivered or dead-lettered).
     fn resolve(&self, seq: u64);
     /// Stops accepting events.
@@ -315,6 +351,11 @@ impl Store for MemoryStore {
         inner.ready.push_front(item);
     }
 
+    fn release_parked(&self, now: Instant) -> usize {
+        let inner = &mut *self.lock();
+        release_parked(&mut inner.parked, &mut inner.due, now)
+    }
+
     fn resolve(&self, seq: u64) {
         self.lock().untake(seq);
     }
@@ -415,6 +456,39 @@ pub(crate) mod tests {
         assert_eq!(evicted.map(|i| i.seq), Some(1));
         assert_eq!(s.depth().parked, 0);
         assert_eq!(s.oldest_outstanding(), Some(2));
+    }
+
+    #[test]
+    fn released_events_are_due_at_once_and_only_once() {
+        let s = MemoryStore::new(10);
+        for n in 1..=3 {
+            accepted(s.push(item(n), Overflow::DropNewest));
+        }
+        let now = Instant::now();
+        let later = now + std::time::Duration::from_secs(60);
+        for _ in 0..2 {
+            let Taken::Item(one, _) = s.take(&|| now) else {
+                panic!()
+            };
+            s.park(one, later);
+        }
+        assert_eq!(s.release_parked(now), 2);
+        let Taken::Item(first, more) = s.take(&|| now) else {
+            panic!()
+        };
+        assert_eq!((first.seq, more), (1, true));
+        // Failing again, it waits out its own backoff: not released a second time.
+        s.park(first, later);
+        assert_eq!(s.release_parked(now), 0);
+        let Taken::Item(second, _) = s.take(&|| now) else {
+            panic!()
+        };
+        assert_eq!(second.seq, 2);
+        let Taken::Item(third, _) = s.take(&|| now) else {
+            panic!()
+        };
+        assert_eq!(third.seq, 3);
+        assert!(matches!(s.take(&|| now), Taken::Empty { next_due: Some(at) } if at == later));
     }
 
     #[test]

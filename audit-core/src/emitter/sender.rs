@@ -19,7 +19,8 @@ use super::dead_letter::DeadLetterReason;
 use super::gate::Signal;
 use super::queue::{Item, Taken};
 use super::shared::{Shared, metric};
-use crate::retry::{Decision, Disposition, Outcome, classify};
+use crate::delivery::{self, Facts, Verdict};
+use crate::retry::Failure;
 use crate::{Error, OrganizationId};
 
 /// An event held by a sender. Dropping it unresolved (the task dropped with its runtime)
@@ -255,16 +256,24 @@ enum Wait {
     Helped { more: bool },
 }
 
-/// Sends the held event once; `None` when shutdown's deadline interrupted it.
-async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<Result<(), Error>> {
+/// How one attempt ended: the verdict of [`delivery::decide`], read once, and the error it
+/// failed with.
+struct Attempted {
+    verdict: Verdict,
+    error: Option<Error>,
+}
+
+/// Sends the held event once and decides what it means; `None` when shutdown's deadline
+/// interrupted it. `during_hold`: a probe of an authorization hold (see [`hold_for_auth`]).
+async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait, during_hold: bool) -> Option<Attempted> {
     let item = held.item();
     item.attempts += 1;
-    let now = Instant::now();
+    let started = Instant::now();
     if item.first_attempt.is_none() {
-        item.first_attempt = Some(now);
+        item.first_attempt = Some(started);
         item.delivered_before = shared.counters.delivered.load(Ordering::Relaxed);
     }
-    item.last_attempt = Some(now);
+    item.last_attempt = Some(started);
     let span = tracing::debug_span!(
         target: super::ATTEMPT_TARGET,
         "audit_emitter.attempt",
@@ -311,125 +320,141 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait) -> Option<R
         }
     };
     if shared.concurrency.adapts() && result.is_some() {
-        shared.concurrency.observe(now.elapsed());
+        shared.concurrency.observe(started.elapsed());
     }
-    let outcome = match &result {
-        None => "shutdown_deadline",
-        Some(Ok(())) => "delivered",
-        Some(Err(e)) => match classify(e) {
-            Disposition::Retry(_) => "retryable_error",
-            Disposition::Unauthorized => "unauthorized",
-            Disposition::Permanent(_) => "rejected",
-            Disposition::Accepted => "delivered",
-        },
+    let Some(result) = result else {
+        span.record("outcome", "shutdown_deadline");
+        return None;
     };
-    span.record("outcome", outcome);
-    if let Some(status) = result
-        .as_ref()
-        .and_then(|r| r.as_ref().err())
-        .and_then(Error::status)
-    {
+    let (verdict, error) = match result {
+        Ok(()) => {
+            span.record("outcome", "delivered");
+            (Verdict::Delivered, None)
+        }
+        Err(e) => {
+            // The error's one reading, for the span and the decision.
+            let failure = e.failure();
+            span.record(
+                "outcome",
+                match failure {
+                    Failure::Retryable(_) => "retryable_error",
+                    Failure::Unauthorized | Failure::Forbidden => "unauthorized",
+                    Failure::AcceptedUnreadable => "delivered",
+                    _ => "rejected",
+                },
+            );
+            let facts = facts(shared, held.item(), during_hold);
+            let jitter = shared.config.jitter;
+            let random = || if jitter { rand::random::<f64>() } else { 1.0 };
+            let verdict = delivery::decide_failure(Err(failure), &facts, &shared.config.retry, random);
+            (verdict, Some(e))
+        }
+    };
+    if let Some(status) = error.as_ref().and_then(Error::status) {
         span.record("status", status);
     }
-    result
+    Some(Attempted { verdict, error })
+}
+
+/// The facts [`delivery::decide`] weighs for `item` after an attempt that just ended.
+fn facts(shared: &Shared, item: &Item, during_hold: bool) -> Facts {
+    let now = Instant::now();
+    let age = item
+        .first_attempt
+        .map_or(Duration::ZERO, |first| now.saturating_duration_since(first));
+    // During a hold nothing is delivered: a refusal there is the hold's to weigh.
+    let others_accepted = !during_hold
+        && (shared.counters.delivered.load(Ordering::Relaxed) > item.delivered_before
+            || shared.forbidden.contains(&item.body.organization_id));
+    Facts::new(item.attempts, age, shared.config.retry_window)
+        .with_deadline(shared.deadline().map(|at| at.saturating_duration_since(now)))
+        .with_others_accepted(others_accepted)
 }
 
 async fn attempt(shared: &Shared, mut held: Held<'_>, more: bool) {
-    match send_once(shared, &mut held, Wait::Helped { more }).await {
-        None => held.dead_letter(DeadLetterReason::ShutdownDeadline, None),
-        Some(Ok(())) => held.delivered(),
-        Some(Err(e)) => {
-            shared.counters.set_last_error(&e);
-            let disposition = classify(&e);
-            if !matches!(disposition, Disposition::Accepted)
-                && let Some(ack) = held.item().ack.take()
-            {
-                // `emit_durable` answers now: the event stays accepted and is retried.
-                let _ = ack.send(false);
-            }
-            if matches!(disposition, Disposition::Unauthorized) {
-                hold_for_auth(shared, held, e).await;
-            } else {
-                after_failure(shared, held, e);
-            }
+    let Some(Attempted { verdict, error }) = send_once(shared, &mut held, Wait::Helped { more }, false).await
+    else {
+        return held.dead_letter(DeadLetterReason::ShutdownDeadline, None);
+    };
+    if let Some(e) = &error {
+        shared.counters.set_last_error(e);
+        if verdict != Verdict::Delivered
+            && let Some(ack) = held.item().ack.take()
+        {
+            // `emit_durable` answers now: the event stays accepted and is retried.
+            let _ = ack.send(false);
         }
+    }
+    match (verdict, error) {
+        (Verdict::HoldForAuthorization, Some(e)) => hold_for_auth(shared, held, e).await,
+        (verdict, error) => settle(shared, held, verdict, error),
     }
 }
 
-/// A failure other than 401/403: retry later, or dead-letter.
-fn after_failure(shared: &Shared, mut held: Held<'_>, e: Error) {
-    let outcome = match classify(&e) {
-        Disposition::Retry(outcome) => outcome,
-        Disposition::Accepted => return held.delivered(),
-        Disposition::Permanent(reason) => {
-            if reason == DeadLetterReason::NotWorkOs {
-                shared.counters.not_workos.fetch_add(1, Ordering::Relaxed);
-                if let Some(suppressed) = shared.destination_warning.ready() {
-                    tracing::error!(
-                        error = %e,
-                        suppressed,
-                        "the audit emitter's destination is not the WorkOS API: events are dead-lettered, not delivered"
-                    );
-                }
-            }
-            return held.dead_letter(reason, Some(e));
+/// Where an attempted event leaves the sender, once per verdict (a hold for authorization is
+/// [`hold_for_auth`]'s, which settles its probes here too).
+fn settle(shared: &Shared, mut held: Held<'_>, verdict: Verdict, error: Option<Error>) {
+    match verdict {
+        Verdict::Delivered => {
+            shared.recovered();
+            held.delivered()
         }
-        Disposition::Unauthorized => return held.dead_letter(DeadLetterReason::Rejected, Some(e)),
-    };
-    let item = held.item();
-    let random = if shared.config.jitter {
-        rand::random::<f64>()
-    } else {
-        1.0
-    };
-    let wait = match shared.config.retry.decide(outcome, item.attempts, random) {
-        Decision::Retry { after } => after,
-        _ => return held.dead_letter(DeadLetterReason::RetryWindowExhausted, Some(e)),
-    };
-    let now = Instant::now();
-    let due = now + wait;
-    if let Outcome::Status { status, retry_after } = outcome
-        && (retry_after.is_some() || status == 429)
-    {
-        // WorkOS asked everyone to slow down: every sender waits, not only this one.
-        shared.gate.pause_until(due);
+        Verdict::Retry { after, slow_down } => {
+            let due = Instant::now() + after;
+            if slow_down {
+                // WorkOS asked everyone to slow down: every sender waits, not only this one.
+                shared.gate.pause_until(due);
+            }
+            let item = held.item();
+            tracing::debug!(
+                action = %item.body.event.action,
+                organization = %item.body.organization_id,
+                attempt = item.attempts,
+                wait_ms = after.as_millis() as u64,
+                error = error.as_ref().map(tracing::field::display),
+                "audit event will be retried"
+            );
+            item.last_error = error.map(Box::new);
+            shared.counters.retried.fetch_add(1, Ordering::Relaxed);
+            shared.failing();
+            metric("retried");
+            held.park(due);
+        }
+        Verdict::DeadLetter(reason) => {
+            match (reason, &error) {
+                (DeadLetterReason::NotWorkOs, Some(e)) => {
+                    shared.counters.not_workos.fetch_add(1, Ordering::Relaxed);
+                    if let Some(suppressed) = shared.destination_warning.ready() {
+                        tracing::error!(
+                            error = %e,
+                            suppressed,
+                            "the audit emitter's destination is not the WorkOS API: events are dead-lettered, not delivered"
+                        );
+                    }
+                }
+                (DeadLetterReason::Rejected, Some(e)) if e.status() == Some(403) => {
+                    // The key works for other events: this refusal is about this event's
+                    // organization.
+                    shared.forbidden.insert(&held.item().body.organization_id);
+                }
+                _ => {}
+            }
+            held.dead_letter(reason, error)
+        }
+        Verdict::HoldForAuthorization => {
+            // Only a probe during a hold gets here (the hold is on): it waits first in line.
+            held.item().last_error = error.map(Box::new);
+            held.unpark_front()
+        }
     }
-    let started = item.first_attempt.unwrap_or(now);
-    if due.saturating_duration_since(started) > shared.config.retry_window {
-        return held.dead_letter(DeadLetterReason::RetryWindowExhausted, Some(e));
-    }
-    tracing::debug!(
-        action = %item.body.event.action,
-        organization = %item.body.organization_id,
-        attempt = item.attempts,
-        wait_ms = wait.as_millis() as u64,
-        error = %e,
-        "audit event will be retried"
-    );
-    item.last_error = Some(Box::new(e));
-    shared.counters.retried.fetch_add(1, Ordering::Relaxed);
-    metric("retried");
-    held.park(due);
 }
 
 /// WorkOS refused the request's authorization (401/403): hold every sender and probe, with a
-/// rotating event, until one is accepted. A 403 for an event while others were delivered since
-/// its first attempt is about that event (its organization), not the key: it is dead-lettered
-/// instead of holding everyone.
+/// rotating event, until one is accepted or fails otherwise (settled as its verdict says).
 async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
-    if e.status() == Some(403) {
-        let item = held.item();
-        let others_delivered = shared.counters.delivered.load(Ordering::Relaxed) > item.delivered_before;
-        if others_delivered || shared.forbidden.contains(&item.body.organization_id) {
-            // The key works for other events: this refusal is about this event's organization.
-            shared.forbidden.insert(&item.body.organization_id);
-            return held.dead_letter(DeadLetterReason::Rejected, Some(e));
-        }
-    }
     if !shared.gate.begin_hold() {
         // Another sender is already probing; this event waits first in line.
-        held.item().last_error = Some(Box::new(e));
-        return held.unpark_front();
+        return settle(shared, held, Verdict::HoldForAuthorization, Some(e));
     }
     shared.auth_warning.ready();
     tracing::error!(
@@ -472,60 +497,59 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
             }
             probed.push_back(failed);
         }
-        match send_once(shared, &mut held, Wait::Interruptible).await {
-            None => {
-                shared.gate.end_hold();
-                release(probed, false);
-                return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
-            }
-            Some(Ok(())) => {
-                // A 403 for other organizations while this one is accepted: their events are
-                // refused for themselves, not for the key.
-                let accepted = &held.item().body.organization_id;
-                for org in refused.iter().filter(|org| *org != accepted) {
-                    shared.forbidden.insert(org);
-                }
-                shared.gate.end_hold();
-                release(probed, true);
-                tracing::warn!("WorkOS accepts the API key again: audit delivery resumed");
-                return held.delivered();
-            }
-            Some(Err(next)) if matches!(classify(&next), Disposition::Unauthorized) => {
-                shared.counters.set_last_error(&next);
-                note_refusal(&mut refused, next.status(), held.item());
-                let held_for = started.elapsed();
-                if let Some(suppressed) = shared.auth_warning.ready() {
-                    if held_for > shared.config.auth_hold_alert {
-                        tracing::error!(
-                            status = next.status(),
-                            error = %next,
-                            suppressed,
-                            held_for_s = held_for.as_secs(),
-                            limit_s = shared.config.auth_hold_alert.as_secs(),
-                            queued = shared.store.depth().outstanding(),
-                            "AUDIT DELIVERY STOPPED: WorkOS has refused the API key for longer than the hold limit; events are kept but none is delivered: fix WORKOS_API_KEY"
-                        );
-                    } else {
-                        tracing::error!(
-                            status = next.status(),
-                            error = %next,
-                            suppressed,
-                            held_for_s = held_for.as_secs(),
-                            queued = shared.store.depth().outstanding(),
-                            "WorkOS still refuses the API key: audit delivery remains held"
-                        );
+        let Some(Attempted { verdict, error }) =
+            send_once(shared, &mut held, Wait::Interruptible, true).await
+        else {
+            shared.gate.end_hold();
+            release(probed, false);
+            return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
+        };
+        if let Some(next) = &error {
+            shared.counters.set_last_error(next);
+        }
+        let next = match (verdict, error) {
+            (Verdict::HoldForAuthorization, Some(next)) => next,
+            (verdict, error) => {
+                if verdict == Verdict::Delivered {
+                    // A 403 for other organizations while this one is accepted: their events
+                    // are refused for themselves, not for the key.
+                    let accepted = &held.item().body.organization_id;
+                    for org in refused.iter().filter(|org| *org != accepted) {
+                        shared.forbidden.insert(org);
                     }
+                    tracing::warn!("WorkOS accepts the API key again: audit delivery resumed");
                 }
-                e = Some(next);
-                wait = (wait * 2).min(shared.config.auth_probe_max);
-            }
-            Some(Err(next)) => {
-                shared.counters.set_last_error(&next);
                 shared.gate.end_hold();
                 release(probed, true);
-                return after_failure(shared, held, next);
+                return settle(shared, held, verdict, error);
+            }
+        };
+        note_refusal(&mut refused, next.status(), held.item());
+        let held_for = started.elapsed();
+        if let Some(suppressed) = shared.auth_warning.ready() {
+            if held_for > shared.config.auth_hold_alert {
+                tracing::error!(
+                    status = next.status(),
+                    error = %next,
+                    suppressed,
+                    held_for_s = held_for.as_secs(),
+                    limit_s = shared.config.auth_hold_alert.as_secs(),
+                    queued = shared.store.depth().outstanding(),
+                    "AUDIT DELIVERY STOPPED: WorkOS has refused the API key for longer than the hold limit; events are kept but none is delivered: fix WORKOS_API_KEY"
+                );
+            } else {
+                tracing::error!(
+                    status = next.status(),
+                    error = %next,
+                    suppressed,
+                    held_for_s = held_for.as_secs(),
+                    queued = shared.store.depth().outstanding(),
+                    "WorkOS still refuses the API key: audit delivery remains held"
+                );
             }
         }
+        e = Some(next);
+        wait = (wait * 2).min(shared.config.auth_probe_max);
     }
 }
 

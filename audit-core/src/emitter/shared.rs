@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     /// Accept and delivery rates.
     pub(crate) rates: Rates,
     pub(crate) backlog_warning: Throttle,
+    /// Shutdown's deadline, once shutdown began: no attempt starts after it.
+    pub(crate) deadline: Mutex<Option<tokio::time::Instant>>,
+    /// An attempt failed with a retryable error since the last success (see [`Shared::recovered`]).
+    pub(crate) failing: AtomicBool,
 }
 
 /// Organizations whose events WorkOS refuses with 403 while it accepts other organizations':
@@ -114,6 +118,36 @@ impl Shared {
         self.progress.notify(|| self.store.oldest_outstanding());
         if self.is_closed() {
             self.work.notify_waiters();
+        }
+    }
+
+    /// Shutdown's deadline, once shutdown began.
+    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
+        *crate::sync::lock(&self.deadline)
+    }
+
+    /// An attempt failed and will be retried.
+    pub(crate) fn failing(&self) {
+        if !self.failing.load(Ordering::Relaxed) {
+            self.failing.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// An attempt succeeded: when attempts were failing before it, WorkOS answers again, and the
+    /// events waiting out their backoff are released to the rate limiter at once (each event at
+    /// most once), so that a backlog drains at the rate limit instead of at the pace of the
+    /// backoffs. Costs one atomic load otherwise.
+    pub(crate) fn recovered(&self) {
+        if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::AcqRel) {
+            let released = self.store.release_parked(tokio::time::Instant::now());
+            if released > 0 {
+                tracing::debug!(
+                    released,
+                    "audit delivery works again: waiting events released to the rate limit"
+                );
+                self.work.notify_waiters();
+                self.work.notify_one();
+            }
         }
     }
 

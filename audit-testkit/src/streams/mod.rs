@@ -225,8 +225,9 @@ impl DatadogSite {
 ///
 /// # Security
 ///
-/// Tokens, keys and header values are credentials: `Debug` and [`Destination::describe`] leave
-/// them out, and no testkit endpoint or page shows them.
+/// Tokens, keys and header values are credentials, and a URL may carry one in its user info or
+/// query: `Debug` and [`Destination::describe`] leave them out, and no testkit endpoint, page,
+/// error or redirect shows them.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 #[non_exhaustive]
@@ -347,9 +348,16 @@ impl Destination {
     }
 
     /// A description without credentials, e.g. `Splunk https://splunk:8088 (token set)`.
+    ///
+    /// # Security
+    ///
+    /// The URL is shown without its user info and with secret-looking query values (a `token`,
+    /// `key`, `signature`... parameter, or a value that looks like a key) replaced by
+    /// `[redacted]`; the fragment is left out.
     pub fn describe(&self) -> String {
+        let url = crate::redact::redact_url(self.url());
         match self {
-            Destination::Http { url, .. } => {
+            Destination::Http { .. } => {
                 let names = self.header_names();
                 if names.is_empty() {
                     format!("GenericHttps {url}")
@@ -357,8 +365,8 @@ impl Destination {
                     format!("GenericHttps {url} (headers: {})", names.join(", "))
                 }
             }
-            Destination::Splunk { url, .. } => format!("Splunk {url} (token set)"),
-            Destination::Datadog { url, .. } => format!("Datadog {url} (API key set)"),
+            Destination::Splunk { .. } => format!("Splunk {url} (token set)"),
+            Destination::Datadog { .. } => format!("Datadog {url} (API key set)"),
         }
     }
 
@@ -373,7 +381,7 @@ impl Destination {
                     u.scheme()
                 ));
             }
-            Err(e) => return Err(format!("url: '{url}' is not a URL ({e})")),
+            Err(e) => return Err(format!("url: not a URL ({e})")),
         }
         match self {
             Destination::Http { headers, .. } => {

@@ -190,6 +190,11 @@ struct Pending {
 }
 
 struct Inner {
+    destination: Destination,
+    /// When the destination was (last) set.
+    created_at: OffsetDateTime,
+    /// Counts the times the destination was replaced, so that the worker sees it change.
+    generation: u64,
     active: bool,
     error: bool,
     pending: VecDeque<Pending>,
@@ -216,8 +221,6 @@ impl Inner {
 
 struct Stream {
     org: String,
-    destination: Destination,
-    created_at: OffsetDateTime,
     inner: Mutex<Inner>,
     /// Wakes the worker: an event arrived, the stream was resumed, replaced or removed.
     wake: Notify,
@@ -229,8 +232,8 @@ impl Stream {
         let g = lock(&self.inner);
         StreamStatus {
             organization_id: self.org.clone(),
-            kind: self.destination.kind(),
-            destination: self.destination.describe(),
+            kind: g.destination.kind(),
+            destination: g.destination.describe(),
             state: if !g.active {
                 StreamState::Inactive
             } else if g.error {
@@ -238,7 +241,7 @@ impl Stream {
             } else {
                 StreamState::Active
             },
-            created_at: self.created_at,
+            created_at: g.created_at,
             last_synced_at: g.last_synced_at,
             delivered: g.delivered,
             failed: g.failed,
@@ -303,7 +306,8 @@ impl Streams {
     }
 
     /// Configures (or replaces) an organization's stream. Events still waiting for the old
-    /// destination go to the new one.
+    /// destination go to the new one; an event being sent when the destination is replaced is
+    /// sent once: not again when that attempt succeeds, else to the new destination.
     pub(crate) fn set(
         &self,
         org: &str,
@@ -312,21 +316,33 @@ impl Streams {
     ) -> Result<StreamStatus, String> {
         destination.validate()?;
         let mut map = lock(&self.map);
-        let pending = match map.remove(org) {
-            Some(old) => {
-                old.stop();
-                std::mem::take(&mut lock(&old.inner).pending)
+        if let Some(stream) = map.get(org).cloned() {
+            drop(map);
+            {
+                let mut g = lock(&stream.inner);
+                g.destination = destination;
+                g.created_at = now();
+                g.generation += 1;
+                g.active = active;
+                g.error = false;
+                g.delivered = 0;
+                g.failed = 0;
+                g.last_synced_at = None;
+                g.recent.clear();
             }
-            None => VecDeque::new(),
-        };
+            stream.wake.notify_one();
+            self.changed.notify_waiters();
+            return Ok(stream.status());
+        }
         let stream = Arc::new(Stream {
             org: org.to_owned(),
-            destination,
-            created_at: now(),
             inner: Mutex::new(Inner {
+                destination,
+                created_at: now(),
+                generation: 0,
                 active,
                 error: false,
-                pending,
+                pending: VecDeque::new(),
                 delivered: 0,
                 failed: 0,
                 last_synced_at: None,
@@ -421,24 +437,55 @@ impl Streams {
     }
 }
 
-/// Sends one request; `Ok(status)` on 2xx.
-async fn send(client: &reqwest::Client, out: &Outgoing) -> Result<u16, String> {
+/// The most of a destination's answer that is read (only its start is shown; the rest of a
+/// larger answer is never read).
+pub(crate) const ANSWER_READ_LIMIT: usize = 256 * 1024;
+
+/// How many characters of a failed answer a delivery's detail shows.
+const ANSWER_SHOWN_CHARS: usize = 200;
+
+/// Reads at most `limit` bytes of an answer's body; `true` when there was more.
+async fn read_capped(res: &mut reqwest::Response, limit: usize) -> (Vec<u8>, bool) {
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = res.chunk().await {
+        let room = limit - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return (buf, true);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    (buf, false)
+}
+
+/// Sends one request; `Ok(status)` on 2xx. The error shows the status and the start of the
+/// answer (at most [`ANSWER_READ_LIMIT`] bytes are read) or the transport error, with the
+/// destination's credentials and `sk_` keys taken out.
+async fn send(client: &reqwest::Client, out: &Outgoing, secrets: &[&str]) -> Result<u16, String> {
     let mut req = client.post(&out.url).body(out.body.clone());
     for (k, v) in &out.headers {
         req = req.header(k, v);
     }
-    match req.send().await {
-        Ok(res) => {
+    let msg = match req.send().await {
+        Ok(mut res) => {
             let status = res.status().as_u16();
             if res.status().is_success() {
                 return Ok(status);
             }
-            let body = res.bytes().await.unwrap_or_default();
-            let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-            Err(format!(
-                "HTTP {status}: {}",
-                crate::redact::redact_keys(text.trim())
-            ))
+            let (body, cut) = read_capped(&mut res, ANSWER_READ_LIMIT).await;
+            let text = String::from_utf8_lossy(&body);
+            let text = text.trim();
+            let mut shown: String = text.chars().take(ANSWER_SHOWN_CHARS).collect();
+            if shown.len() < text.len() {
+                shown.push('…');
+            }
+            let mut msg = format!("HTTP {status}: {shown}");
+            if cut {
+                msg.push_str(&format!(
+                    " (answer longer than {ANSWER_READ_LIMIT} bytes: the rest was not read)"
+                ));
+            }
+            msg
         }
         Err(e) => {
             let e = e.without_url();
@@ -449,9 +496,20 @@ async fn send(client: &reqwest::Client, out: &Outgoing) -> Result<u16, String> {
                 msg.push_str(&s.to_string());
                 src = s.source();
             }
-            Err(msg)
+            msg
         }
+    };
+    Err(crate::redact::redact_secrets(&msg, secrets))
+}
+
+/// What the worker takes from the queue: the first event and where to send it.
+fn next_event(stream: &Stream) -> Option<(Pending, Destination, u64)> {
+    let g = lock(&stream.inner);
+    if !g.active {
+        return None;
     }
+    let p = g.pending.front().cloned()?;
+    Some((p, g.destination.clone(), g.generation))
 }
 
 async fn run(stream: Arc<Stream>, client: reqwest::Client, settings: StreamSettings, changed: Arc<Notify>) {
@@ -459,22 +517,15 @@ async fn run(stream: Arc<Stream>, client: reqwest::Client, settings: StreamSetti
         if stream.stopped.load(Ordering::SeqCst) {
             return;
         }
-        let next = {
-            let g = lock(&stream.inner);
-            if g.active {
-                g.pending.front().cloned()
-            } else {
-                None
-            }
-        };
-        let Some(p) = next else {
+        let Some((p, destination, generation)) = next_event(&stream) else {
             stream.wake.notified().await;
             continue;
         };
-        let out = stream.destination.outgoing(&p.event);
+        let out = destination.outgoing(&p.event);
+        let secrets = destination.credentials();
         let mut backoff = settings.first_backoff;
-        for attempt in 1..=settings.attempts {
-            let result = send(&client, &out).await;
+        'attempts: for attempt in 1..=settings.attempts {
+            let result = send(&client, &out, &secrets).await;
             if stream.stopped.load(Ordering::SeqCst) {
                 return;
             }
@@ -483,6 +534,9 @@ async fn run(stream: Arc<Stream>, client: reqwest::Client, settings: StreamSetti
                 let mut g = lock(&stream.inner);
                 // A reset may have dropped the event meanwhile: then it is not counted.
                 let current = g.pending.front().is_some_and(|f| f.id == p.id);
+                // Replaced meanwhile: a delivered event is done (sent once); a failed attempt
+                // is not counted, and the event goes to the new destination at once.
+                let replaced = g.generation != generation;
                 match &result {
                     _ if !current => {}
                     Ok(status) => {
@@ -492,6 +546,7 @@ async fn run(stream: Arc<Stream>, client: reqwest::Client, settings: StreamSetti
                         g.last_synced_at = Some(now());
                         g.note(&p, attempt, DeliveryOutcome::Delivered { status: *status });
                     }
+                    Err(_) if replaced => {}
                     Err(error) if last => {
                         g.pending.pop_front();
                         g.failed += 1;
@@ -501,7 +556,7 @@ async fn run(stream: Arc<Stream>, client: reqwest::Client, settings: StreamSetti
                     Err(error) => g.note(&p, attempt, DeliveryOutcome::Retrying { error: error.clone() }),
                 }
                 // Paused: the event stays first in line until the stream is resumed.
-                current && result.is_err() && !last && g.active
+                current && result.is_err() && !last && g.active && !replaced
             };
             changed.notify_waiters();
             if !go_on {
@@ -515,6 +570,9 @@ async fn run(stream: Arc<Stream>, client: reqwest::Client, settings: StreamSetti
                     _ = stream.wake.notified() => {
                         if stream.stopped.load(Ordering::SeqCst) {
                             return;
+                        }
+                        if lock(&stream.inner).generation != generation {
+                            break 'attempts;
                         }
                     }
                 }

@@ -7,7 +7,7 @@
 //! | `GET /portal?token=T&intent=...` | the page an Admin Portal link (`POST /portal/generate_link`) leads to: a redirect to the organization's events (`audit_logs`) or its log stream (`log_streams`); an unknown token is a 404 page |
 //! | `GET /viewer/events?org=ORG&...` | the events, newest first, 50 a page (`page=N`), filtered by `action`, `actor_id`, `actor_name`, `target` (target type), `from`, `to` |
 //! | `GET /viewer/events/{n}` | one event as stored (pretty JSON) and the idempotency key it came with |
-//! | `GET /viewer/export?org=ORG&...` | creates an export record with the list's filters (the same code as `POST /audit_logs/exports`) and answers its CSV as a download |
+//! | `POST /viewer/export` (the list's "Export CSV" form) | creates an export record with the list's filters (the same code as `POST /audit_logs/exports`) and answers its CSV as a download |
 //! | `GET /viewer/log-streams?org=ORG` | the organization's log stream: type, state, destination (without credentials), counters and the recent deliveries and failures; a form to set, pause, resume or remove it (`POST`, accepted only from the testkit's own pages) |
 //!
 //! # Security
@@ -15,13 +15,16 @@
 //! Every value from an event is untrusted: the pages are `maud` templates, which HTML-escape
 //! every value spliced into text or an attribute (only the templates' own markup is not), and carry
 //! `Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; ...` so that no script,
-//! image or other resource can load even if markup slipped through. Every route but the log-stream
-//! form is a `GET`; the form's `POST` is refused unless the browser says it comes from the same
-//! origin (`Origin`, `Sec-Fetch-Site`), so another site cannot point a stream elsewhere. None
-//! changes stored events (the export route creates an export record, as `POST
-//! /audit_logs/exports` does). Like `/_testkit/`, the viewer needs no API key: the testkit is
-//! meant for loopback use in development and tests. Viewer requests are not recorded and faults
-//! never apply to them.
+//! image or other resource can load even if markup slipped through. Every `GET` only reads; the
+//! two forms that act (the export and the log-stream form) `POST`, and a post is refused unless
+//! it carries the page's per-process form token (which another site cannot read) and the browser
+//! says it comes from the same origin (`Origin`, `Sec-Fetch-Site`), so another site can neither
+//! point a stream elsewhere nor make the testkit build exports. None changes stored events (the
+//! export creates an export record, as `POST /audit_logs/exports` does). Like `/_testkit/`, the
+//! viewer needs no API key (but the control token when one is set, see `security`), and it is
+//! served only under the testkit's own host names (DNS rebinding). Destinations are shown
+//! without user info and secret-looking query values. Viewer requests are not recorded and
+//! faults never apply to them.
 
 mod filter;
 mod html;
@@ -34,7 +37,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, Response, StatusCode, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 use filter::Filters;
 use html::{href, page, problem, secure};
 use maud::{Markup, html};
@@ -60,7 +63,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/portal", get(portal))
         .route("/viewer/events", get(events))
         .route("/viewer/events/{n}", get(event_detail))
-        .route("/viewer/export", get(export))
+        .route("/viewer/export", post(export))
         .route("/viewer/log-streams", get(log_streams).post(log_streams_post))
 }
 
@@ -300,7 +303,8 @@ async fn events(State(s): S, RawQuery(q): RawQuery) -> Res {
         div.bar {
             span id="count" { (shown) }
             span {
-                form method="get" action="/viewer/export" style="display:inline" {
+                form method="post" action="/viewer/export" style="display:inline" {
+                    input type="hidden" name=(FORM_TOKEN) value=(s.form_token);
                     @for (k, v) in f.pairs() {
                         @if !v.is_empty() { input type="hidden" name=(k) value=(v); }
                     }
@@ -369,8 +373,37 @@ async fn event_detail(State(s): S, Path(n): Path<String>) -> Res {
 
 // ---- export -------------------------------------------------------------------------------
 
-async fn export(State(s): S, RawQuery(q): RawQuery) -> Res {
-    let f = Filters::from_query(&query(q));
+/// The name of the hidden field that carries the per-process form token.
+const FORM_TOKEN: &str = "form_token";
+
+#[allow(clippy::result_large_err)] // a complete response as the error value, as in `api`
+/// Reads a viewer form post, or the 403 page when it does not come from the testkit's own pages
+/// (no form token, a wrong one, or another site's `Origin` / `Sec-Fetch-Site`).
+fn own_form(
+    s: &Shared,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, Res> {
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    let token_ok = form
+        .get(FORM_TOKEN)
+        .is_some_and(|t| crate::security::same_secret(t, &s.form_token));
+    if !token_ok || !crate::security::same_origin(headers) {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This form can only be sent from the testkit's own pages: reload the page and send it again.",
+        ));
+    }
+    Ok(form)
+}
+
+async fn export(State(s): S, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Res {
+    let form = match own_form(&s, &headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let f = Filters::from_query(&form);
     if f.org.is_empty() {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -392,6 +425,13 @@ async fn export(State(s): S, RawQuery(q): RawQuery) -> Res {
                 StatusCode::NOT_FOUND,
                 "Nothing to export",
                 &format!("{NO_EVENTS}: no event matches these filters."),
+            );
+        }
+        Err(NoExport::TooLarge(limit)) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Export too large",
+                &NoExport::too_large_message(limit),
             );
         }
     };
@@ -460,7 +500,7 @@ fn stream_section(st: &crate::StreamStatus) -> Markup {
     }
 }
 
-fn stream_form(org: &str, configured: bool, active: bool) -> Markup {
+fn stream_form(org: &str, form_token: &str, configured: bool, active: bool) -> Markup {
     let (toggle, toggle_label) = if active {
         ("pause", "Pause")
     } else {
@@ -472,6 +512,7 @@ fn stream_form(org: &str, configured: bool, active: bool) -> Markup {
         }
         @if configured {
             form method="post" action="/viewer/log-streams" style="display:inline" {
+                input type="hidden" name=(FORM_TOKEN) value=(form_token);
                 input type="hidden" name="org" value=(org);
                 button name="do" value=(toggle) id={ "stream-" (toggle) } { (toggle_label) }
                 " "
@@ -479,6 +520,7 @@ fn stream_form(org: &str, configured: bool, active: bool) -> Markup {
             }
         }
         form.filters method="post" action="/viewer/log-streams" {
+            input type="hidden" name=(FORM_TOKEN) value=(form_token);
             input type="hidden" name="org" value=(org);
             input type="hidden" name="do" value="set";
             label {
@@ -509,6 +551,7 @@ async fn log_streams(State(s): S, RawQuery(q): RawQuery) -> Res {
     let status = s.streams.status(&f.org);
     let form = stream_form(
         &f.org,
+        &s.form_token,
         status.is_some(),
         status
             .as_ref()
@@ -550,32 +593,12 @@ async fn log_streams(State(s): S, RawQuery(q): RawQuery) -> Res {
     page(StatusCode::OK, "Log stream", body)
 }
 
-/// Whether a form post comes from a viewer page, so that another site cannot point a stream
-/// elsewhere. Browsers say where a request comes from in `Sec-Fetch-Site`; the pages'
-/// `Referrer-Policy: no-referrer` makes Chromium send `Origin: null` on their own form posts, so
-/// `Origin` decides only without `Sec-Fetch-Site` (then it must be absent or this host).
-fn same_origin(headers: &axum::http::HeaderMap) -> bool {
-    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
-    if let Some(site) = get("sec-fetch-site") {
-        return site == "same-origin" || site == "none";
-    }
-    match (get("origin"), get("host")) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => origin.strip_prefix("http://").is_some_and(|o| o == host),
-        (Some(_), None) => false,
-    }
-}
-
 /// The log-stream page's form: set, pause, resume or remove the organization's stream.
 async fn log_streams_post(State(s): S, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Res {
-    if !same_origin(&headers) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "Log streams can only be changed from the testkit's own pages.",
-        );
-    }
-    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let form = match own_form(&s, &headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let get = |k: &str| form.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
     let org = get("org");
     if org.is_empty() || !org_exists(&s, &org) {

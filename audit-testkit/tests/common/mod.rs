@@ -93,3 +93,21 @@ pub async fn parts(r: Response) -> (u16, Value) {
     let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, v)
 }
+
+/// The viewer's per-process form token, read from the page at `page_url` (a page with a form).
+pub async fn form_token(c: &Client, page_url: &str) -> String {
+    let page = get_text(c, page_url).await;
+    let at = page
+        .find("name=\"form_token\" value=\"")
+        .unwrap_or_else(|| panic!("no form token on {page_url}"));
+    let rest = &page[at + "name=\"form_token\" value=\"".len()..];
+    rest[..rest.find('"').expect("closing quote")].to_owned()
+}
+
+/// A viewer form post with the form token of the page at `page_url`, as the page sends it.
+pub async fn viewer_post(c: &Client, page_url: &str, action_url: &str, form: &[(&str, &str)]) -> Response {
+    let token = form_token(c, page_url).await;
+    let mut fields: Vec<(&str, &str)> = vec![("form_token", token.as_str())];
+    fields.extend_from_slice(form);
+    c.post(action_url).form(&fields).send().await.expect("send")
+}

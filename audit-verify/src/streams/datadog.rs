@@ -1,8 +1,7 @@
 //! `stream_datadog`: the key on the site's API, then one log to the site's intake.
 
-use audit_testkit::streams::{DatadogSite, Destination, shapes};
+use super::wire::{self, DatadogSite, Destination};
 
-use super::http::excerpt;
 use super::{Probe, Sent, sample_event};
 use crate::report::{CheckId, CheckResult};
 
@@ -26,7 +25,7 @@ enum Key {
 }
 
 async fn validate(p: &Probe, site: DatadogSite, key: &str, override_url: Option<&str>) -> Key {
-    let url = shapes::datadog_validate_url(&bases(site, override_url).0);
+    let url = wire::datadog_validate_url(&bases(site, override_url).0);
     let headers = [("DD-API-KEY".to_owned(), key.to_owned())];
     match p.send(reqwest::Method::GET, &url, &headers, None).await {
         Sent::Answer { status: 200, .. } => Key::Valid,
@@ -38,7 +37,7 @@ async fn validate(p: &Probe, site: DatadogSite, key: &str, override_url: Option<
             format!(
                 "Datadog's key validation on {} answered {status} ({})",
                 site.name(),
-                excerpt(&body)
+                body.excerpt()
             ),
             "try again later; check https://status.datadoghq.com",
         )),
@@ -92,7 +91,10 @@ pub(super) async fn probe(
             );
         }
     }
-    let dest = Destination::datadog(bases(site, override_url).1, key);
+    let dest = Destination::Datadog {
+        url: bases(site, override_url).1,
+        api_key: key.to_owned(),
+    };
     let out = dest.outgoing(&sample_event());
     match p
         .send(reqwest::Method::POST, &out.url, &out.headers, Some(out.body))
@@ -116,7 +118,7 @@ pub(super) async fn probe(
             format!(
                 "the key is valid on Datadog {} but the logs intake refused it ({})",
                 site.name(),
-                excerpt(&body)
+                body.excerpt()
             ),
             "the key cannot write logs: use an API key with \"Logs Write\" permission (Organization Settings → API Keys)",
         ),
@@ -125,7 +127,7 @@ pub(super) async fn probe(
             format!(
                 "the logs intake of Datadog {} answered {status} ({})",
                 site.name(),
-                excerpt(&body)
+                body.excerpt()
             ),
             "check Datadog's status page and the intake's limits (5 MB per request, 1 MB per log)",
         ),

@@ -1,6 +1,6 @@
 //! `stream_http`: one sample event `POST`ed to a generic HTTP endpoint.
 
-use audit_testkit::streams::Destination;
+use super::wire::Destination;
 
 use super::{Probe, Sent, display_url, is_loopback, sample_event};
 use crate::report::{CheckId, CheckResult};
@@ -70,7 +70,7 @@ pub(super) async fn probe(p: &Probe, dest: &Destination) -> CheckResult {
             ID,
             format!(
                 "POST {shown} answered {status}: the endpoint failed ({})",
-                excerpt(&body)
+                body.excerpt()
             ),
             "look at the endpoint's logs for the failing request; the stream reports `error` while the endpoint keeps failing",
         ),
@@ -78,18 +78,9 @@ pub(super) async fn probe(p: &Probe, dest: &Destination) -> CheckResult {
             ID,
             format!(
                 "POST {shown} answered {status}: the endpoint refused the sample event ({})",
-                excerpt(&body)
+                body.excerpt()
             ),
             "the endpoint must accept WorkOS's JSON body (one event object with id, action, actor, targets, context, occurred_at) as application/json",
         ),
-    }
-}
-
-pub(super) fn excerpt(body: &str) -> String {
-    if body.is_empty() {
-        "empty answer".to_owned()
-    } else {
-        let s: String = body.chars().take(120).collect();
-        format!("answer: {s}")
     }
 }

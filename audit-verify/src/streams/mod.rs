@@ -9,8 +9,9 @@
 //! | `stream_datadog` | `GET /api/v1/validate` on the site's API, then one log to the site's intake | key valid, log accepted (202) | key valid on another site ("wrong region"), key valid nowhere, key without logs write, plus the transport causes |
 //! | `stream_s3` | offline: bucket name, region, role ARN and external id formats | all valid | the field at fault |
 //!
-//! The envelopes and Datadog sites are those of `audit_testkit::streams` (one definition of what
-//! WorkOS sends; its assumptions are listed in `audit_testkit::streams::shapes`).
+//! The envelopes, endpoints and Datadog sites are those of [`wire`] (what WorkOS sends, and what
+//! is assumed where nothing is documented); audit-testkit keeps its own copy, and a test checks
+//! that the two build the same requests.
 //!
 //! # Security
 //!
@@ -22,6 +23,7 @@ mod datadog;
 mod http;
 mod s3;
 mod splunk;
+pub mod wire;
 
 use std::fmt;
 use std::time::Duration;
@@ -30,10 +32,10 @@ use serde_json::{Value, json};
 
 use crate::report::{CheckId, CheckResult};
 
-use audit_testkit::streams::{Destination, StreamKind};
+use wire::{Destination, Kind};
 
-pub use audit_testkit::streams::DatadogSite;
 pub use s3::{WORKOS_AWS_ACCOUNT_PLACEHOLDER, partition_of, s3_policy, s3_trust_relationship};
+pub use wire::DatadogSite;
 
 /// The addresses WorkOS streams from (the API reference's list, which includes the guide's six).
 pub const WORKOS_EGRESS_IPS: [&str; 9] = [
@@ -48,6 +50,14 @@ pub const WORKOS_EGRESS_IPS: [&str; 9] = [
     "174.129.36.47",
 ];
 
+/// The most of an answer a probe reads, in bytes (256 KiB). A destination, or whatever answers at
+/// its URL, may send an answer of any size; the probe stops reading here, and a finding that
+/// shows the answer says where it was cut.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// The characters of an answer kept for findings.
+const KEPT_CHARS: usize = 300;
+
 /// A destination to probe: build one with [`StreamProbe::http`], [`StreamProbe::splunk`],
 /// [`StreamProbe::datadog`] or [`StreamProbe::s3`].
 ///
@@ -59,7 +69,7 @@ pub struct StreamProbe(Target);
 
 #[derive(Clone, PartialEq, Eq)]
 enum Target {
-    /// A generic HTTP endpoint or a Splunk HEC, as audit-testkit streams to it.
+    /// A generic HTTP endpoint or a Splunk HEC.
     Destination(Destination),
     Datadog {
         site: DatadogSite,
@@ -101,20 +111,29 @@ impl fmt::Debug for StreamProbe {
 impl StreamProbe {
     /// A generic HTTP endpoint without headers.
     pub fn http(url: impl Into<String>) -> Self {
-        StreamProbe(Target::Destination(Destination::http(url)))
+        StreamProbe(Target::Destination(Destination::Http {
+            url: url.into(),
+            headers: Vec::new(),
+        }))
     }
 
     /// Adds a header WorkOS will send to an HTTP endpoint (no effect on the other probes).
     pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
         match self.0 {
-            Target::Destination(d) => StreamProbe(Target::Destination(d.header(name, value))),
+            Target::Destination(Destination::Http { url, mut headers }) => {
+                headers.push((name.into(), value.into()));
+                StreamProbe(Target::Destination(Destination::Http { url, headers }))
+            }
             other => StreamProbe(other),
         }
     }
 
     /// A Splunk HEC URL (e.g. `https://splunk.example.com:8088`) and token.
     pub fn splunk(url: impl Into<String>, token: impl Into<String>) -> Self {
-        StreamProbe(Target::Destination(Destination::splunk(url, token)))
+        StreamProbe(Target::Destination(Destination::Splunk {
+            url: url.into(),
+            token: token.into(),
+        }))
     }
 
     /// A Datadog site and API key.
@@ -158,7 +177,7 @@ impl StreamProbe {
     /// The check this probe reports as.
     pub fn id(&self) -> CheckId {
         match &self.0 {
-            Target::Destination(d) if d.kind() == StreamKind::Splunk => CheckId::StreamSplunk,
+            Target::Destination(d) if d.kind() == Kind::Splunk => CheckId::StreamSplunk,
             Target::Destination(_) => CheckId::StreamHttp,
             Target::Datadog { .. } => CheckId::StreamDatadog,
             Target::S3 { .. } => CheckId::StreamS3,
@@ -201,13 +220,13 @@ impl StreamProbe {
             && let Err(e) = d.validate()
         {
             let fix = match d.kind() {
-                StreamKind::Splunk => "pass the HEC URL (https://HOST:8088) and its token",
+                Kind::Splunk => "pass the HEC URL (https://HOST:8088) and its token",
                 _ => "pass an http(s) URL and headers as 'Name: value'",
             };
             return CheckResult::fail(self.id(), format!("the destination cannot be used: {e}"), fix);
         }
         let result = match &self.0 {
-            Target::Destination(d) if d.kind() == StreamKind::Splunk => splunk::probe(&p, d).await,
+            Target::Destination(d) if d.kind() == Kind::Splunk => splunk::probe(&p, d).await,
             Target::Destination(d) => http::probe(&p, d).await,
             Target::Datadog { site, api_key, url } => {
                 datadog::probe(&p, *site, api_key, url.as_deref()).await
@@ -239,7 +258,7 @@ pub(crate) fn sample_event() -> Value {
         "metadata": {"probe": "true"},
     });
     let id = format!("audit_log_event_probe_{}", now.unix_timestamp());
-    audit_testkit::streams::shapes::streamed_event(&id, "org_verify_stream_probe", &event)
+    wire::streamed_event(&id, "org_verify_stream_probe", &event)
 }
 
 /// A URL without user info and query (they may hold credentials).
@@ -269,10 +288,63 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 pub(crate) enum Sent {
     Answer {
         status: u16,
-        body: String,
+        body: Body,
         location: Option<String>,
     },
     Failed(Transport),
+}
+
+/// The start of an answer's body, read up to [`MAX_ANSWER_BYTES`].
+pub(crate) struct Body {
+    /// The first [`KEPT_CHARS`] characters, trimmed (invalid UTF-8 replaced).
+    text: String,
+    /// Set when the answer was longer than [`MAX_ANSWER_BYTES`]: the bytes read before the cut.
+    cut_at: Option<usize>,
+}
+
+impl Body {
+    /// Reads at most [`MAX_ANSWER_BYTES`] of `res`'s body; a body that fails midway keeps what
+    /// arrived.
+    async fn read(mut res: reqwest::Response) -> Body {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut cut_at = None;
+        while let Ok(Some(chunk)) = res.chunk().await {
+            let room = MAX_ANSWER_BYTES - buf.len();
+            if chunk.len() > room {
+                buf.extend_from_slice(&chunk[..room]);
+                cut_at = Some(buf.len());
+                break;
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        let text: String = String::from_utf8_lossy(&buf).chars().take(KEPT_CHARS).collect();
+        Body {
+            text: text.trim().to_owned(),
+            cut_at,
+        }
+    }
+
+    /// The kept text (a prefix when the answer was long).
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// For a finding: `empty answer`, or `answer: <the first 120 characters>`, saying where a
+    /// long answer was cut.
+    pub(crate) fn excerpt(&self) -> String {
+        let shown = if self.text.is_empty() {
+            "empty answer".to_owned()
+        } else {
+            let s: String = self.text.chars().take(120).collect();
+            format!("answer: {s}")
+        };
+        match self.cut_at {
+            Some(n) => format!(
+                "{shown}; the answer was cut after {n} bytes, the most a probe reads (audit_verify::streams::MAX_ANSWER_BYTES)"
+            ),
+            None => shown,
+        }
+    }
 }
 
 /// Why a request got no answer.
@@ -345,11 +417,9 @@ impl Probe {
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .map(display_url_or_path);
-                let bytes = res.bytes().await.unwrap_or_default();
-                let body: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
                 Sent::Answer {
                     status,
-                    body: body.trim().to_owned(),
+                    body: Body::read(res).await,
                     location,
                 }
             }

@@ -5,31 +5,33 @@
 //! 6 invalid data format, 7 incorrect index, 8 internal error, 9 server busy, 12 event field
 //! required, 13 event field blank, 17 healthy, 18-20 unhealthy.
 
-use audit_testkit::streams::{Destination, shapes};
+use super::wire::{self, Destination};
 use serde_json::Value;
 
-use super::http::excerpt;
-use super::{Probe, Sent, display_url, sample_event};
+use super::{Body, Probe, Sent, display_url, sample_event};
 use crate::report::{CheckId, CheckResult};
 
 const ID: CheckId = CheckId::StreamSplunk;
 
 const ENABLE_HEC: &str = "; a Splunk instance listens on the HEC port (8088 by default) only when HEC is enabled: Settings → Data inputs → HTTP Event Collector → Global Settings → All Tokens: Enabled";
 
-fn code(body: &str) -> Option<i64> {
-    serde_json::from_str::<Value>(body).ok()?.get("code")?.as_i64()
+fn code(body: &Body) -> Option<i64> {
+    serde_json::from_str::<Value>(body.as_str())
+        .ok()?
+        .get("code")?
+        .as_i64()
 }
 
-fn text(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
+fn text(body: &Body) -> String {
+    serde_json::from_str::<Value>(body.as_str())
         .ok()
         .and_then(|v| v.get("text").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| excerpt(body))
+        .unwrap_or_else(|| body.excerpt())
 }
 
 pub(super) async fn probe(p: &Probe, dest: &Destination) -> CheckResult {
     let url = dest.url();
-    let health = shapes::splunk_health_url(url);
+    let health = wire::splunk_health_url(url);
     let shown = display_url(url);
     match p.send(reqwest::Method::GET, &health, &[], None).await {
         Sent::Failed(t) => return p.transport_failure(ID, &health, &t, ENABLE_HEC),

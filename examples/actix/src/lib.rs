@@ -300,7 +300,7 @@ pub use common::{
 
 /// The audit middleware of this app, with the configured client-IP rules.
 pub fn audit_middleware(emitter: Emitter, client_ip: ClientIpConfig) -> AuditMiddleware {
-    AuditMiddleware::new(emitter).client_ip(client_ip)
+    AuditMiddleware::builder(emitter).client_ip(client_ip).build()
 }
 
 /// The whole program: read [`Settings`], start the emitter, serve until SIGTERM or Ctrl-C, flush
@@ -325,9 +325,11 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     let skipped = audit.as_ref().map(AuditMiddleware::skip_counters);
     // Events written from requests fall back on the middleware's policy.
     let outbox = match (&setup.outbox, &audit) {
-        (Some(outbox), Some(audit)) => {
-            Some(outbox.clone().with_request_policy(audit.current_policy().clone()))
-        }
+        (Some(outbox), Some(audit)) => Some(
+            outbox
+                .clone()
+                .with_request_policy(audit.settings().policy.clone()),
+        ),
         _ => None,
     };
     let state = AppState::with_outbox(setup.organization.clone(), outbox);

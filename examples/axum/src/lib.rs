@@ -261,7 +261,7 @@ pub use common::{
 
 /// The audit layer of this app, with the configured client-IP rules.
 pub fn audit_layer(emitter: Emitter, client_ip: ClientIpConfig) -> AuditLayer {
-    AuditLayer::new(emitter).client_ip(client_ip)
+    AuditLayer::builder(emitter).client_ip(client_ip).build()
 }
 
 /// The whole program: read [`Settings`], start the emitter, serve until SIGTERM or Ctrl-C, flush
@@ -283,9 +283,11 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     let skipped = layer.as_ref().map(AuditLayer::skip_counters);
     // Events written from requests fall back on the layer's policy.
     let outbox = match (&setup.outbox, &layer) {
-        (Some(outbox), Some(layer)) => {
-            Some(outbox.clone().with_request_policy(layer.current_policy().clone()))
-        }
+        (Some(outbox), Some(layer)) => Some(
+            outbox
+                .clone()
+                .with_request_policy(layer.settings().policy.clone()),
+        ),
         _ => None,
     };
     let app = router(AppState::with_outbox(setup.organization.clone(), outbox), layer);

@@ -151,6 +151,22 @@ test('invalid event is BadRequestException', async () => {
   assert.equal((await tk.events()).length, 0);
 });
 
+test('21 targets is a BadRequestException like the other validation errors', async () => {
+  const targets = Array.from({ length: 21 }, (_, i) => ({ id: `user_${i}`, type: 'user' }));
+  await assert.rejects(workos.auditLogs.createEvent(tk.organizationId, event('team.members_invited', { targets })), (e) => {
+    assert.ok(e instanceof BadRequestException, e.name);
+    assert.equal(e.status, 400);
+    assert.equal(e.code, 'invalid_audit_log_event');
+    assert.equal(e.message, 'Invalid Audit Log event.');
+    assert.deepEqual(e.errors.map((x) => x.instancePath), ['/targets']);
+    return true;
+  });
+  assert.equal((await tk.events()).length, 0);
+  // Twenty are fine.
+  await workos.auditLogs.createEvent(tk.organizationId, event('team.members_invited', { targets: targets.slice(0, 20) }));
+  assert.equal((await tk.events()).length, 1);
+});
+
 test('429 with Retry-After is RateLimitExceededException after the SDK retries', async () => {
   await tk.fault({
     path: '/audit_logs/events', method: 'POST', times: 4,

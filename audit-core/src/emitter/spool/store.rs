@@ -421,6 +421,11 @@ impl Store for SpoolStore {
         inner.parked.insert(item.seq, item);
     }
 
+    fn release_parked(&self, now: Instant) -> usize {
+        let inner = &mut *self.common.lock();
+        super::super::queue::release_parked(&mut inner.parked, &mut inner.due, now)
+    }
+
     fn unpark_front(&self, item: Item) {
         let mut inner = self.common.lock();
         inner.taken.remove(&item.seq);
