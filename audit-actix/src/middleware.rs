@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::header;
 use actix_web::{Error, HttpMessage, HttpRequest};
 use audit_core::adapter::{Adapter, Builder, Middleware, RequestAudit, RequestHead, Resolver, Settings};
 use audit_core::emitter::Emitter;
@@ -190,6 +191,8 @@ where
     }
 }
 
+const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
 /// What audit-core's capture reads of an actix-web request.
 struct Head<'a>(&'a ServiceRequest);
 
@@ -209,7 +212,13 @@ impl RequestHead for Head<'_> {
     }
 
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.headers().get(name).map(|v| v.as_bytes())
+        // The names capture asks for, as constants: a lookup by string parses the name first.
+        let value = match name {
+            "user-agent" => self.0.headers().get(header::USER_AGENT),
+            "x-request-id" => self.0.headers().get(X_REQUEST_ID),
+            _ => self.0.headers().get(name),
+        };
+        value.map(|v| v.as_bytes())
     }
 
     fn method(&self) -> &str {

@@ -119,6 +119,8 @@ fn peer(parts: &http::request::Parts) -> Option<SocketAddr> {
     None
 }
 
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// What audit-core's capture reads of an `http` request head.
 struct Head<'a>(&'a http::request::Parts);
 
@@ -138,7 +140,13 @@ impl RequestHead for Head<'_> {
     }
 
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.headers.get(name).map(|v| v.as_bytes())
+        // The names capture asks for, as constants: a lookup by string parses the name first.
+        let value = match name {
+            "user-agent" => self.0.headers.get(http::header::USER_AGENT),
+            "x-request-id" => self.0.headers.get(X_REQUEST_ID),
+            _ => self.0.headers.get(name),
+        };
+        value.map(|v| v.as_bytes())
     }
 
     fn method(&self) -> &str {

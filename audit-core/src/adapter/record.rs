@@ -61,7 +61,11 @@ impl RequestInfo {
     /// Sets the user agent from raw header bytes: invalid UTF-8 is replaced, and the value made
     /// [`carriable`] within `max_len` bytes.
     pub fn user_agent_bytes(mut self, raw: &[u8], max_len: usize) -> Self {
-        let lossy = String::from_utf8_lossy(raw);
+        // Valid UTF-8 (the common case) is checked without the lossy decoder's chunking.
+        let lossy = match std::str::from_utf8(raw) {
+            Ok(valid) => Cow::Borrowed(valid),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         let changed = carriable(&lossy, max_len);
         self.changed.set(Changed::USER_AGENT, changed.is_some());
         self.user_agent = Some(changed.unwrap_or_else(|| lossy.into_owned()));
@@ -213,20 +217,21 @@ fn may_hold_control(bytes: &[u8]) -> bool {
         let x = w ^ (ONES * u64::from(b));
         x.wrapping_sub(ONES) & !x
     }
+    #[inline]
+    fn may_hold(w: u64) -> bool {
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+        (below_space | has_byte(w, 0x7f) | has_byte(w, 0xc2)) & HIGHS != 0
+    }
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
         let mut word = [0; 8];
         word.copy_from_slice(chunk);
-        let w = u64::from_ne_bytes(word);
-        let below_space = w.wrapping_sub(ONES * 0x20) & !w;
-        if (below_space | has_byte(w, 0x7f) | has_byte(w, 0xc2)) & HIGHS != 0 {
+        if may_hold(u64::from_ne_bytes(word)) {
             return true;
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == 0x7f || b == 0xc2)
+    let rest = chunks.remainder();
+    !rest.is_empty() && may_hold(crate::validate::padded_word(rest))
 }
 
 /// Which values of a request were made carriable, for [`SANITIZED_METADATA_KEY`].
@@ -636,11 +641,17 @@ fn decide(
     if changed != Changed::default() {
         metadata.insert(SANITIZED_METADATA_KEY, changed.describe());
     }
-    let mut event = Event::new(action, actor, context).occurred_at(info.received_at);
-    event.targets = targets;
-    if !metadata.is_empty() {
-        event.metadata = Some(metadata);
-    }
+    // Built whole rather than through `Event::new`, which would read the clock for a time that
+    // the arrival time replaces.
+    let event = Event {
+        action,
+        occurred_at: info.received_at,
+        version: None,
+        actor,
+        targets,
+        context,
+        metadata: (!metadata.is_empty()).then_some(metadata),
+    };
     Decision::Emit { organization, event }
 }
 

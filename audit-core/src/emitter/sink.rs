@@ -239,10 +239,21 @@ impl DiscardSink {
     }
 }
 
+/// An attempt that has already succeeded.
+struct Done;
+
+impl Future for Done {
+    type Output = Result<(), Error>;
+    fn poll(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 impl Sink for DiscardSink {
     fn send<'a>(&'a self, _body: &'a CreateEvent, _idempotency_key: &'a str) -> SinkFuture<'a> {
         self.accepted.fetch_add(1, Ordering::Relaxed);
-        Box::pin(std::future::ready(Ok(())))
+        // A zero-sized future: boxing it allocates nothing.
+        Box::pin(Done)
     }
 }
 
