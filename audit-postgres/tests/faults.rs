@@ -256,6 +256,16 @@ async fn a_refused_key_holds_the_fleet_with_one_probe_at_a_time() {
     // Nothing dead-lettered although the retry window (500 ms) went by: refusals do not count.
     let stats = outbox.stats().await.unwrap();
     assert_eq!((stats.depth, stats.dead_letters), (40, 0));
+    let started: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "t_auth_hold".audit_outbox WHERE first_attempt_at IS NOT NULL"#,
+    )
+    .fetch_one(outbox.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        started, 0,
+        "refused or unsent rows have not started their retry window"
+    );
     // The key works again: the next probe ends the hold and everything is delivered.
     kit.clear_faults();
     wait_drained(&outbox, Duration::from_secs(15)).await;
