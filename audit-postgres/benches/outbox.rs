@@ -6,6 +6,10 @@
 //!   transactions over its total time);
 //! - `delivery`: events/s from one outbox to the testkit with one relay instance and with three,
 //!   against the in-memory emitter delivering the same events in the same run;
+//! - `concurrency`: the same transactions at 1, 16 and 64 concurrent connections, with and
+//!   without the event, as a throughput ratio (alternating timed rounds);
+//! - `latency`: the delay from a commit to the start of its delivery request (testkit arrival),
+//!   at idle (one event at a time) and under load (16 connections writing meanwhile);
 //! - `faults`: three relays under the emitter bench's fault mix (500 before storing to 20 %, 502
 //!   after storing to 5 %, dropped connections after storing to 2 %): every event stored exactly
 //!   once.
@@ -15,7 +19,7 @@
 //! per delivered event, and how busy the machine's cores were. When the cores are saturated with
 //! one relay, more relays cannot deliver faster on that machine: they only add contention.
 //!
-//! `cargo bench -p audit-postgres --bench outbox -- [write|delivery|faults] [--quick]`
+//! `cargo bench -p audit-postgres --bench outbox -- [write|concurrency|latency|delivery|faults] [--quick]`
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -45,7 +49,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let all = !args
         .iter()
-        .any(|a| ["write", "delivery", "faults"].contains(&a.as_str()));
+        .any(|a| ["write", "concurrency", "latency", "delivery", "faults"].contains(&a.as_str()));
     let Ok(url) = std::env::var("DATABASE_URL") else {
         eprintln!("outbox bench: DATABASE_URL is not set; no PostgreSQL figures (see .ci/start-postgres)");
         return;
@@ -68,6 +72,12 @@ fn main() {
         outbox.migrate().await.expect("migrations");
         if all || args.iter().any(|a| a == "write") {
             write_cost(&outbox, quick).await;
+        }
+        if all || args.iter().any(|a| a == "concurrency") {
+            concurrency(&outbox, &url, quick).await;
+        }
+        if all || args.iter().any(|a| a == "latency") {
+            latency(&outbox, quick).await;
         }
         if all || args.iter().any(|a| a == "delivery") {
             delivery(&outbox, quick).await;
@@ -232,14 +242,18 @@ async fn transactions(outbox: &Outbox, org: &OrganizationId, n: usize, first_id:
     start.elapsed().as_secs_f64()
 }
 
-async fn write_cost(outbox: &Outbox, quick: bool) {
+async fn business_table(outbox: &Outbox) {
     sqlx::query(&format!(
-        "CREATE TABLE {SCHEMA}.invoices (id bigint PRIMARY KEY, customer text NOT NULL, amount_cents bigint NOT NULL, \
+        "CREATE TABLE IF NOT EXISTS {SCHEMA}.invoices (id bigint PRIMARY KEY, customer text NOT NULL, amount_cents bigint NOT NULL, \
          created_at timestamptz NOT NULL DEFAULT now())"
     ))
     .execute(outbox.pool())
     .await
     .expect("business table");
+}
+
+async fn write_cost(outbox: &Outbox, quick: bool) {
+    business_table(outbox).await;
     let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").expect("org");
     let (n, rounds) = if quick { (500, 2) } else { (2_000, 6) };
     let (mut plain, mut with, mut statement, mut row) = (0.0, 0.0, 0.0, 0.0);
@@ -280,6 +294,193 @@ async fn write_cost(outbox: &Outbox, quick: bool) {
                         any_extra_statement: SELECT 1 instead of the event (one more round trip); \
                         second_business_row: another business row instead of the event"}),
     );
+}
+
+/// Transactions per second over `secs` seconds with `connections` concurrent connections, each
+/// running `BEGIN; INSERT business row; [outbox.write]; COMMIT` in a loop. Ids are drawn from
+/// `next`, so that no two transactions collide.
+async fn concurrent_tps(
+    outbox: &Outbox,
+    pool: &sqlx::PgPool,
+    connections: usize,
+    secs: f64,
+    with_event: bool,
+    next: &std::sync::atomic::AtomicI64,
+) -> f64 {
+    let org = OrganizationId::new("org_01EHWNCE74X7JSDV0X3SZ3KJNY").expect("org");
+    let insert = format!("INSERT INTO {SCHEMA}.invoices (id, customer, amount_cents) VALUES ($1, $2, $3)");
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(pool.acquire().await.expect("connection"));
+    }
+    let stop_at = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let counts = futures_util::future::join_all(conns.into_iter().map(|mut conn| {
+        let (insert, org) = (&insert, &org);
+        async move {
+            let mut done = 0u64;
+            while Instant::now() < stop_at {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("begin");
+                sqlx::query(insert)
+                    .bind(id)
+                    .bind("customer_01HQ8Z3J6K4M2N7P9R1S5T0V3X")
+                    .bind(4_200_i64)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("business row");
+                if with_event {
+                    outbox
+                        .write(&mut tx, org, &event(id as usize))
+                        .await
+                        .expect("event row");
+                }
+                tx.commit().await.expect("commit");
+                done += 1;
+            }
+            done
+        }
+    }))
+    .await;
+    counts.iter().sum::<u64>() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The write at 1, 16 and 64 concurrent connections, with and without the event, in alternating
+/// rounds (no relay running: the figure is the writers' cost alone).
+async fn concurrency(outbox: &Outbox, url: &str, quick: bool) {
+    business_table(outbox).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(64)
+        .connect(url)
+        .await
+        .expect("DATABASE_URL reachable");
+    let (secs, rounds) = if quick { (1.0, 1) } else { (3.0, 3) };
+    let next = std::sync::atomic::AtomicI64::new(1_000_000_000);
+    for connections in [1usize, 16, 64] {
+        let (mut plain, mut with) = (0.0, 0.0);
+        for round in 0..rounds {
+            for side in [round % 2 == 1, round % 2 == 0] {
+                let tps = concurrent_tps(outbox, &pool, connections, secs, side, &next).await;
+                if side { with += tps } else { plain += tps }
+            }
+            sqlx::query(&format!("TRUNCATE {SCHEMA}.audit_outbox, {SCHEMA}.invoices"))
+                .execute(outbox.pool())
+                .await
+                .expect("truncate");
+        }
+        let (plain, with) = (plain / rounds as f64, with / rounds as f64);
+        let ratio = with / plain;
+        let target = connections > 1;
+        record(
+            &format!("outbox.write.concurrent_{connections}"),
+            with.round(),
+            "txn/s",
+            json!({"baseline": plain.round(), "ratio": round3(ratio),
+                   "target": if target { "ratio >= 0.7" } else { "none (one connection: see outbox.write.in_transaction)" },
+                   "pass": !target || ratio >= 0.7, "connections": connections, "rounds": rounds, "seconds_per_side": secs,
+                   "note": "BEGIN; INSERT business row; [outbox.write]; COMMIT per transaction, each connection in a loop"}),
+        );
+    }
+    pool.close().await;
+}
+
+/// p50 and p95 of `samples` (milliseconds).
+fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.95))
+}
+
+/// Milliseconds from each key's commit to its request's arrival at the testkit.
+fn delays(kit: &TestKit, committed: &std::collections::HashMap<String, time::OffsetDateTime>) -> Vec<f64> {
+    kit.requests()
+        .iter()
+        .filter(|r| r.path == "/audit_logs/events" && r.method == "POST")
+        .filter_map(|r| {
+            let at = committed.get(r.header("idempotency-key")?)?;
+            Some((r.received_at - *at).as_seconds_f64() * 1e3)
+        })
+        .collect()
+}
+
+/// The delay from commit to the start of delivery, with relays at their defaults (no rate
+/// limit): at idle, and while 16 connections write continuously.
+async fn latency(outbox: &Outbox, quick: bool) {
+    business_table(outbox).await;
+    let kit = TestKit::builder().start().await.expect("testkit");
+    let org = OrganizationId::new(kit.organization_id()).expect("org");
+    let relays = start_relays(outbox, &kit, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let samples = if quick { 20 } else { 60 };
+    let mut committed = std::collections::HashMap::new();
+    for i in 0..samples {
+        let mut tx = outbox.pool().begin().await.expect("begin");
+        let key = outbox.write(&mut tx, &org, &event(i)).await.expect("write");
+        tx.commit().await.expect("commit");
+        committed.insert(key, time::OffsetDateTime::now_utc());
+        // Idle in between: the relays go back to waiting.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (idle50, idle95) = percentiles(delays(&kit, &committed));
+    record(
+        "outbox.latency.commit_to_delivery_idle",
+        round3(idle50),
+        "ms p50",
+        json!({"p95_ms": round3(idle95), "samples": samples, "target": "p50 < 50 ms", "pass": idle50 < 50.0,
+               "note": "one event per transaction, 150 ms apart; commit to the request's arrival at audit-testkit"}),
+    );
+    kit.reset();
+    // Under load: 16 writers for a few seconds, every commit timed.
+    let secs = if quick { 2.0 } else { 5.0 };
+    let stop_at = Instant::now() + Duration::from_secs_f64(secs);
+    let next = std::sync::atomic::AtomicI64::new(2_000_000_000);
+    let writers = futures_util::future::join_all((0..16).map(|_| {
+        let (org, next) = (&org, &next);
+        async move {
+            let mut mine = Vec::new();
+            while Instant::now() < stop_at {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut tx = outbox.pool().begin().await.expect("begin");
+                sqlx::query(&format!(
+                    "INSERT INTO {SCHEMA}.invoices (id, customer, amount_cents) VALUES ($1, 'c', 1)"
+                ))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .expect("business row");
+                let key = outbox
+                    .write(&mut tx, org, &event(id as usize))
+                    .await
+                    .expect("write");
+                tx.commit().await.expect("commit");
+                mine.push((key, time::OffsetDateTime::now_utc()));
+            }
+            mine
+        }
+    }))
+    .await;
+    let committed: std::collections::HashMap<_, _> = writers.into_iter().flatten().collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outbox.stats().await.expect("stats").depth > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (load50, load95) = percentiles(delays(&kit, &committed));
+    record(
+        "outbox.latency.commit_to_delivery_under_load",
+        round3(load50),
+        "ms p50",
+        json!({"p95_ms": round3(load95), "events": committed.len(), "writers": 16, "seconds": secs,
+               "target": "p50 < 50 ms", "pass": load50 < 50.0,
+               "note": "16 connections writing one business row and the event per transaction while one relay instance delivers"}),
+    );
+    for r in relays {
+        r.shutdown(Duration::from_secs(5)).await;
+    }
+    sqlx::query(&format!("TRUNCATE {SCHEMA}.audit_outbox, {SCHEMA}.invoices"))
+        .execute(outbox.pool())
+        .await
+        .expect("truncate");
 }
 
 fn client(kit: &TestKit) -> Client {

@@ -134,9 +134,11 @@ const SOURCES: &[Source] = &[
         args: &["e2e"],
     },
     // The PostgreSQL outbox (needs DATABASE_URL; prints nothing without it): the event's cost in
-    // the business transaction, relay delivery against the in-memory emitter (with the CPU per
-    // event in this process and in PostgreSQL), one and three relays when each request takes
-    // 20 ms, exactly-once under the emitter bench's fault mix with three relays.
+    // the business transaction, the same at 1, 16 and 64 concurrent connections against the
+    // transactions without it, the delay from commit to delivery at idle and under load, relay
+    // delivery against the in-memory emitter (with the CPU per event in this process and in
+    // PostgreSQL), one and three relays when each request takes 20 ms, exactly-once under the
+    // emitter bench's fault mix with three relays.
     Source::JsonLines {
         package: "audit-postgres",
         bench: "outbox",
