@@ -977,16 +977,25 @@ async fn retention_is_read_and_set_in_both_forms() {
         Some(1095)
     );
 
-    // Undocumented day counts are refused locally.
+    // Day counts other than the spec's 30 and 365 are refused locally (60 and 730 are periods
+    // WorkOS takes by name only).
     let before = kit.requests().len();
-    let err = client.set_retention(&org, Retention::Days(31)).await.unwrap_err();
-    assert!(matches!(
-        err,
-        Error::InvalidParameter {
-            field: "retention_period_in_days",
-            ..
-        }
-    ));
+    for days in [31, 60, 730] {
+        let err = client
+            .set_retention(&org, Retention::Days(days))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidParameter {
+                    field: "retention_period_in_days",
+                    ..
+                }
+            ),
+            "{days}: {err}"
+        );
+    }
     assert_eq!(kit.requests().len(), before);
 
     // The PUT is retried on 503.

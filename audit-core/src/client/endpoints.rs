@@ -183,8 +183,8 @@ impl Client {
     /// or as a named period; answers the retention now in force.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] (`retention_period_in_days`) for a number of days outside the
-    /// documented set (see [`Retention`]); [`Error::Api`] 404 or 422.
+    /// [`Error::InvalidParameter`] (`retention_period_in_days`) for a number of days other than 30
+    /// or 365 (see [`Retention`]); [`Error::Api`] 404 or 422.
     pub async fn set_retention(
         &self,
         organization: &OrganizationId,
@@ -195,7 +195,10 @@ impl Client {
         {
             return Err(Error::InvalidParameter {
                 field: "retention_period_in_days",
-                message: format!("{days} is not 30 to 330 in steps of 30 or 365 to 3650 in steps of 365"),
+                message: format!(
+                    "{days} is not 30 or 365 (the only values of this form); set other periods with \
+                     Retention::Period, e.g. RetentionPeriod::SixMonths"
+                ),
             });
         }
         let url = self.url(&retention_path(organization)?, &[])?;

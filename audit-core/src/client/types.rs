@@ -452,10 +452,10 @@ impl<'de> Deserialize<'de> for RetentionPeriod {
 /// The body of `PUT /organizations/{id}/audit_logs_retention`: one of WorkOS's two forms, so that
 /// sending both at once cannot be written.
 ///
-/// `Days` is the older form. WorkOS's spec lists 30 and 365; newer docs allow 30 to 330 by 30 and
-/// 365 to 3650 by 365. The client accepts that newer set locally (the same days as the
-/// [`RetentionPeriod`]s) and refuses other numbers before sending; whether WorkOS accepts more is
-/// not documented.
+/// `Days` is the older form, and WorkOS's spec lists its values as an enum: 30 and 365 only
+/// (the API reference, section 11). The client refuses other numbers before sending; every other
+/// period is set with its name ([`Retention::Period`]), which WorkOS accepts from `1_MONTH` to
+/// `10_YEARS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Retention {
@@ -466,9 +466,12 @@ pub enum Retention {
 }
 
 impl Retention {
-    /// Whether `days` is one of the documented values (30 to 330 by 30, 365 to 3650 by 365).
+    /// The values the `retention_period_in_days` form takes (the OpenAPI spec's enum).
+    pub const DOCUMENTED_DAYS: [u32; 2] = [30, 365];
+
+    /// Whether `days` is one of [`Retention::DOCUMENTED_DAYS`] (30 or 365).
     pub fn is_documented_days(days: u32) -> bool {
-        RetentionPeriod::ALL.iter().any(|p| p.days() == days)
+        Self::DOCUMENTED_DAYS.contains(&days)
     }
 }
 
@@ -684,7 +687,8 @@ mod tests {
         );
         assert_eq!(RetentionPeriod::ALL.len(), 21);
         assert!(Retention::is_documented_days(365));
-        assert!(Retention::is_documented_days(330));
+        assert!(!Retention::is_documented_days(330));
+        assert!(!Retention::is_documented_days(60));
         assert!(!Retention::is_documented_days(31));
         assert!(!Retention::is_documented_days(0));
         for p in RetentionPeriod::ALL {
