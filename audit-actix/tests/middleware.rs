@@ -661,16 +661,22 @@ async fn user_agent_is_bounded_and_lossy() {
     let h = Harness::new();
     let app = app!(
         h.builder()
-            .policy(audit_core::request::AuditPolicy::new().max_user_agent_len(8))
+            .policy(audit_core::request::AuditPolicy::new().max_user_agent_len(40))
             .build()
     );
-    let ua = actix_web::http::header::HeaderValue::from_bytes(b"abc\xffdefghijkl").unwrap();
+    let mut raw = b"abc\xffdef".to_vec();
+    raw.extend([b'x'; 50]);
+    let ua = actix_web::http::header::HeaderValue::from_bytes(&raw).unwrap();
     let req = request("POST", "/teams")
         .insert_header(("user-agent", ua))
         .to_request();
     test::call_service(&app, req).await;
     let (_, event) = h.one_event().await;
-    assert_eq!(event.context.user_agent.as_deref(), Some("abc\u{fffd}de"));
+    // Invalid UTF-8 replaced, then cut to 40 bytes and marked with the CRC-32 of the decoded value.
+    assert_eq!(
+        event.context.user_agent.as_deref(),
+        Some("abc\u{fffd}defxx…[truncated crc32:cc193962]")
+    );
 }
 
 #[actix_rt::test]

@@ -368,21 +368,21 @@ async fn request_metadata_is_optional() {
 
 #[tokio::test]
 async fn user_agent_is_bounded_and_lossy() {
-    let (layer, h) = Harness::layer(|l| l.max_user_agent_len(8));
+    let (layer, h) = Harness::layer(|l| l.max_user_agent_len(40));
     let app = app_with_outer_auth(layer);
     let request = Request::builder()
         .method("DELETE")
         .uri("/teams/t1")
         .header(
             "user-agent",
-            http::HeaderValue::from_bytes(b"ab\xffcdefghijkl").unwrap(),
+            http::HeaderValue::from_bytes(&[&b"ab\xffcdef"[..], &[b'x'; 50]].concat()).unwrap(),
         )
         .body(Body::empty())
         .unwrap();
     send(&app, request).await;
     assert_eq!(
         h.events().await[0].event.context.user_agent.as_deref(),
-        Some("ab\u{fffd}cde")
+        Some("ab\u{fffd}cdefxx…[truncated crc32:6f25cd28]")
     );
 }
 

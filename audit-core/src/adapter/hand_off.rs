@@ -17,7 +17,9 @@ use crate::throttle::Throttle;
 pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The adapters' last step, shared by `audit-tower` and `audit-actix`: decide a finished request
-/// under the policy, hand a due event to the emitter without waiting, count every request that
+/// under the policy, hand a due event to the emitter without waiting (an event with more than
+/// [`Event::MAX_TARGETS`] targets as several events or cut, as
+/// [`AuditPolicy::target_overflow`] says; counted), count every request that
 /// emitted nothing ([`SkipCounters`], by reason, and the events the emitter refused) and log
 /// those failures at most once per [`FAILURE_LOG_INTERVAL`], with the number not logged since.
 /// Nothing here fails or blocks: audit trouble never reaches the response.
