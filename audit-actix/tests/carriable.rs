@@ -12,8 +12,8 @@ use audit_actix::{AuditCtx, AuditMiddleware, action};
 use audit_core::adapter::SANITIZED_METADATA_KEY;
 use audit_core::client::Client;
 use audit_core::emitter::Emitter;
-use audit_core::request::{SPLIT_ID_METADATA_KEY, SPLIT_PART_METADATA_KEY};
 use audit_core::{Actor, OrganizationId, Target};
+use audit_test_cases::split::assert_split_parts;
 use audit_testkit::TestKit;
 
 #[action("team.viewed", targets(team = "id"))]
@@ -119,31 +119,14 @@ async fn more_than_twenty_targets_become_several_events_with_nothing_lost() {
         .unwrap();
     assert_eq!(response.status(), 200);
     s.emitter.flush(Duration::from_secs(20)).await.unwrap();
-    let mut events = s
+    let events = s
         .kit
         .events(s.kit.organization_id())
         .into_iter()
         .map(|e| e.event)
         .collect::<Vec<_>>();
-    assert_eq!(events.len(), 3);
-    events.sort_by_key(|e| {
-        e["metadata"][SPLIT_PART_METADATA_KEY]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    });
-    let split_id = events[0]["metadata"][SPLIT_ID_METADATA_KEY].clone();
-    assert!(split_id.is_string());
-    let mut ids = Vec::new();
-    for (n, event) in events.iter().enumerate() {
-        assert_eq!(event["metadata"][SPLIT_ID_METADATA_KEY], split_id);
-        assert_eq!(event["metadata"][SPLIT_PART_METADATA_KEY], format!("{}/3", n + 1));
-        let targets = event["targets"].as_array().unwrap();
-        assert!(targets.len() <= 20);
-        ids.extend(targets.iter().map(|t| t["id"].as_str().unwrap().to_owned()));
-    }
     let expected: Vec<String> = (0..45).map(|i| format!("user_{i}")).collect();
-    assert_eq!(ids, expected, "every target, once, in order");
+    assert_split_parts(events, 3, &expected);
     assert_eq!(s.audit.skip_counters().target_overflows(), 1);
     s.server.stop(true).await;
 }

@@ -8,3 +8,4 @@ pub mod cancelled;
 pub mod capture;
 pub mod client_ip;
 pub mod logs;
+pub mod split;
