@@ -176,3 +176,77 @@ async fn slow_dead_letter_writes_of_evictions_delay_neither_try_emit_nor_a_task(
         "a ticker on the runtime was held up {longest:?} by dead-letter writes of {WRITE:?}"
     );
 }
+
+/// A JSON-lines file whose writes wait until the test opens the gate.
+struct GatedFile {
+    file: JsonlDeadLetters,
+    open: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl DeadLetterSink for GatedFile {
+    fn dead_letter(&self, letter: &DeadLetter) -> std::io::Result<()> {
+        let (open, opened) = &*self.open;
+        let mut is_open = open.lock().unwrap();
+        while !*is_open {
+            is_open = opened.wait(is_open).unwrap();
+        }
+        drop(is_open);
+        self.file.dead_letter(letter)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_dead_letter_destination_bounds_evictions_and_loses_nothing() {
+    const N: usize = 600;
+    const CAPACITY: usize = 4;
+    let kit = kit().await;
+    kit.fault(FaultRule::new(EVENTS).method("POST").hang());
+    let org = org(&kit);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dead.jsonl");
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let emitter = Emitter::builder(client(&kit))
+        .senders(1)
+        .no_rate_limit()
+        .capacity(CAPACITY)
+        .overflow(Overflow::DropOldest)
+        .dead_letters(GatedFile {
+            file: JsonlDeadLetters::new(&path).unwrap(),
+            open: Arc::clone(&gate),
+        })
+        .start();
+    let mut accepted = vec![emitter.try_emit(org.clone(), event(0)).unwrap()];
+    support::until("the first event in flight", || emitter.stats().in_flight == 1).await;
+    let mut refused = 0;
+    let mut slowest = Duration::ZERO;
+    for n in 1..N {
+        let started = Instant::now();
+        match emitter.try_emit(org.clone(), event(n)) {
+            Ok(receipt) => accepted.push(receipt),
+            Err(audit_core::emitter::EmitError::Full) => refused += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        slowest = slowest.max(started.elapsed());
+    }
+    let stats = emitter.stats();
+    // The writer is stuck: once its bounded queue is full nothing more is evicted, the new
+    // events are refused (counted), and no call waited for the destination.
+    assert!(refused > 0, "every event was accepted while the writer was stuck");
+    assert_eq!(stats.dropped.newest, refused as u64);
+    assert_eq!(stats.dropped.oldest as usize + refused, N - CAPACITY);
+    assert!(stats.dropped.oldest < N as u64 / 2, "{stats:?}");
+    assert!(slowest < Duration::from_millis(20), "try_emit took {slowest:?}");
+    {
+        let (open, opened) = &*gate;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+    }
+    let report = emitter.shutdown(Duration::from_millis(200)).await;
+    assert_eq!(report.dead_lettered, accepted.len() as u64);
+    let found: HashSet<String> = written(&path).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        found,
+        keys(&accepted),
+        "every accepted event is in the dead-letter file"
+    );
+}

@@ -103,6 +103,13 @@
 //! thread, and a spool writer thread that died is noticed), so they work on current-thread and
 //! multi-thread runtimes and inside actix-web's.
 //!
+//! Every dead letter (a sender's, a `DropOldest` eviction's, shutdown's final ones) is written by
+//! one writer: a bounded queue drained on one blocking thread at a time, so a destination's I/O
+//! (a [`JsonlDeadLetters`] fsync) never runs on a runtime thread. When the writer is behind,
+//! senders wait for room holding their event, and `DropOldest` refuses instead of evicting.
+//! Shutdown waits for the writer to finish, until its deadline or at least
+//! [`SHUTDOWN_DEAD_LETTER_GRACE`] after the drain.
+//!
 //! Dropping the last [`Emitter`] handle without `shutdown` never blocks: the senders keep
 //! delivering what is queued and end when it is empty. If the runtime ends first, what is left is
 //! dead-lettered as [`DeadLetterReason::Abandoned`] when the senders are dropped.
@@ -197,7 +204,10 @@ pub enum Overflow {
     DropNewest,
     /// Evict the oldest event still waiting (queued or waiting to retry, not one in flight) to make
     /// room; the new event is accepted. The evicted event is dead-lettered with
-    /// [`DeadLetterReason::Overflow`] (never erased).
+    /// [`DeadLetterReason::Overflow`] (never erased), by the emitter's one dead-letter writer.
+    /// When that writer is behind (its bounded queue is full: a slow or stuck destination),
+    /// nothing is evicted: the new event is refused with [`EmitError::Full`] and counted in
+    /// `dropped.newest`, so no event is lost and memory stays bounded.
     DropOldest,
     /// With a spool: keep the new event only in the spool file and load it back when memory has
     /// room, so memory stays bounded while the spool absorbs the peak (up to its own limit,
