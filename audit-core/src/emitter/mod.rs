@@ -446,7 +446,7 @@ impl Emitter {
                 if let Some(old) = evicted {
                     shared.counters.dropped_oldest.fetch_add(1, Ordering::Relaxed);
                     metric("dropped_oldest");
-                    shared.warn_dropped(false);
+                    shared.warn_dropped("drop_oldest");
                     // Evicted, not erased: its dead letter keeps it whole, written by the
                     // dead-letter writer (a destination may do I/O, the emit call never does).
                     self.handle.shared.hand_over(
@@ -462,7 +462,11 @@ impl Emitter {
             Pushed::Full(_) => {
                 shared.counters.dropped_newest.fetch_add(1, Ordering::Relaxed);
                 metric("dropped_newest");
-                shared.warn_dropped(true);
+                shared.warn_dropped(if overflow == shared.config.overflow {
+                    "drop_newest"
+                } else {
+                    "drop_oldest_refused"
+                });
                 Err(EmitError::Full)
             }
             Pushed::Closed => Err(EmitError::Closed),

@@ -311,10 +311,13 @@ impl Shared {
         );
     }
 
-    pub(crate) fn warn_dropped(&self, newest: bool) {
+    /// Warns (at a bounded rate) that an event was dropped under `policy`: `drop_newest`,
+    /// `drop_oldest`, or `drop_oldest_refused` (the dead-letter writer was behind, so the new
+    /// event was refused instead of evicting one).
+    pub(crate) fn warn_dropped(&self, policy: &'static str) {
         if let Some(suppressed) = self.drop_warning.ready() {
             tracing::warn!(
-                policy = if newest { "drop_newest" } else { "drop_oldest" },
+                policy,
                 capacity = self.config.capacity,
                 suppressed,
                 dropped_newest = self.counters.dropped_newest.load(Ordering::Relaxed),
