@@ -255,8 +255,10 @@ impl UnreadableDeadLetter {
 
 /// A destination for dead letters.
 ///
-/// Called from the emitter's background tasks, once per dead letter, synchronously: keep it
-/// short (append to a file, push to a channel). It reports whether the letter was recorded: an
+/// Called once per dead letter by the emitter's one dead-letter writer, on a blocking thread
+/// (never on a runtime thread), one letter at a time: it may do blocking I/O (an fsync), but
+/// while it runs the other dead letters wait (senders hold their events, `DropOldest` refuses
+/// new events once the writer's bounded queue is full). It reports whether the letter was recorded: an
 /// event leaves the emitter (and its spool row) only once a destination recorded it. On an
 /// error the event stays and the write is tried again later; an event that no destination could
 /// record by shutdown is written whole to the log as the last resort ([`DeadLetter::log`]). A

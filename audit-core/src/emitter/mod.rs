@@ -103,6 +103,13 @@
 //! thread, and a spool writer thread that died is noticed), so they work on current-thread and
 //! multi-thread runtimes and inside actix-web's.
 //!
+//! Every dead letter (a sender's, a `DropOldest` eviction's, shutdown's final ones) is written by
+//! one writer: a bounded queue drained on one blocking thread at a time, so a destination's I/O
+//! (a [`JsonlDeadLetters`] fsync) never runs on a runtime thread. When the writer is behind,
+//! senders wait for room holding their event, and `DropOldest` refuses instead of evicting.
+//! Shutdown waits for the writer to finish, until its deadline or at least
+//! [`SHUTDOWN_DEAD_LETTER_GRACE`] after the drain.
+//!
 //! Dropping the last [`Emitter`] handle without `shutdown` never blocks: the senders keep
 //! delivering what is queued and end when it is empty. If the runtime ends first, what is left is
 //! dead-lettered as [`DeadLetterReason::Abandoned`] when the senders are dropped.
@@ -197,7 +204,10 @@ pub enum Overflow {
     DropNewest,
     /// Evict the oldest event still waiting (queued or waiting to retry, not one in flight) to make
     /// room; the new event is accepted. The evicted event is dead-lettered with
-    /// [`DeadLetterReason::Overflow`] (never erased).
+    /// [`DeadLetterReason::Overflow`] (never erased), by the emitter's one dead-letter writer.
+    /// When that writer is behind (its bounded queue is full: a slow or stuck destination),
+    /// nothing is evicted: the new event is refused with [`EmitError::Full`] and counted in
+    /// `dropped.newest`, so no event is lost and memory stays bounded.
     DropOldest,
     /// With a spool: keep the new event only in the spool file and load it back when memory has
     /// room, so memory stays bounded while the spool absorbs the peak (up to its own limit,
@@ -294,23 +304,11 @@ pub struct ShutdownReport {
     pub rejections: Vec<Rejection>,
 }
 
-/// An event evicted by [`Overflow::DropOldest`], dead-lettered when dropped: on a blocking thread,
-/// or inline if the runtime is gone and drops the task unrun.
-struct Evicted {
-    shared: Arc<Shared>,
-    item: Option<Item>,
-}
-
-impl Drop for Evicted {
-    fn drop(&mut self) {
-        if let Some(item) = self.item.take() {
-            self.shared.dead_letter(item, DeadLetterReason::Overflow, None);
-            self.shared.evicting.fetch_sub(1, Ordering::SeqCst);
-            // Flush and shutdown wait for evicted events too.
-            self.shared.resolved();
-        }
-    }
-}
+/// How long [`Emitter::shutdown`] waits at least, once its store is drained, for the dead-letter
+/// writer to record the final dead letters when the deadline has already passed. Past it, an
+/// event whose dead letter could not be handed over is written whole to the log
+/// ([`DeadLetter::log`]).
+pub const SHUTDOWN_DEAD_LETTER_GRACE: Duration = Duration::from_secs(5);
 
 /// The emitter's handle: cheap to clone, `Send + Sync`. See the [module documentation](self).
 #[derive(Clone)]
@@ -384,7 +382,7 @@ impl Emitter {
             dead_letter_warning: Throttle::new(config.warn_interval),
             tasks: Default::default(),
             forbidden: Default::default(),
-            runtime: runtime.clone(),
+            writer: shared::Writer::start(runtime.clone()),
             evicting: Default::default(),
             concurrency: {
                 let (min, max) = config.sender_range();
@@ -432,28 +430,43 @@ impl Emitter {
     #[inline]
     fn push(&self, item: Item, key: IdempotencyKey) -> Result<EmitReceipt, EmitError> {
         let shared = self.shared();
-        match shared.store.push(item, shared.config.overflow) {
+        // An eviction's dead letter needs a place in the dead-letter writer's queue, reserved
+        // before the push: when the writer is behind, nothing is evicted and a full queue
+        // refuses the new event instead (never blocking, never losing an event).
+        let (overflow, permit) = match shared.config.overflow {
+            Overflow::DropOldest => match shared.writer.try_reserve() {
+                Some(permit) => (Overflow::DropOldest, Some(permit)),
+                None => (Overflow::DropNewest, None),
+            },
+            overflow => (overflow, None),
+        };
+        match shared.store.push(item, overflow) {
             Pushed::Accepted { evicted, wake } => {
                 self.accepted(wake);
                 if let Some(old) = evicted {
                     shared.counters.dropped_oldest.fetch_add(1, Ordering::Relaxed);
                     metric("dropped_oldest");
-                    shared.warn_dropped(false);
-                    // Evicted, not erased: its dead letter keeps it whole. Written on a blocking
-                    // thread: a dead-letter destination may do I/O, the emit call never does.
-                    shared.evicting.fetch_add(1, Ordering::SeqCst);
-                    let evicted = Evicted {
-                        shared: Arc::clone(&self.handle.shared),
-                        item: Some(old),
-                    };
-                    shared.runtime.spawn_blocking(move || drop(evicted));
+                    shared.warn_dropped("drop_oldest");
+                    // Evicted, not erased: its dead letter keeps it whole, written by the
+                    // dead-letter writer (a destination may do I/O, the emit call never does).
+                    self.handle.shared.hand_over(
+                        permit,
+                        old,
+                        DeadLetterReason::Overflow,
+                        None,
+                        shared::LetterKind::Evicted,
+                    );
                 }
                 Ok(EmitReceipt { idempotency_key: key })
             }
             Pushed::Full(_) => {
                 shared.counters.dropped_newest.fetch_add(1, Ordering::Relaxed);
                 metric("dropped_newest");
-                shared.warn_dropped(true);
+                shared.warn_dropped(if overflow == shared.config.overflow {
+                    "drop_newest"
+                } else {
+                    "drop_oldest_refused"
+                });
                 Err(EmitError::Full)
             }
             Pushed::Closed => Err(EmitError::Closed),
@@ -661,8 +674,20 @@ impl Emitter {
                 Vec::new()
             }
         };
+        // The final dead letters go through the dead-letter writer too (never written on a
+        // runtime thread); shutdown waits for it to finish them, until the deadline or at least
+        // `SHUTDOWN_DEAD_LETTER_GRACE` after the drain.
+        let until = deadline.max(Instant::now() + SHUTDOWN_DEAD_LETTER_GRACE);
         for item in left {
-            shared.dead_letter(item, DeadLetterReason::ShutdownDeadline, None);
+            self.handle
+                .shared
+                .dead_letter_by(until, item, DeadLetterReason::ShutdownDeadline)
+                .await;
+        }
+        if !shared.writer.drained(until).await {
+            tracing::error!(
+                "the audit dead-letter writer had not finished by shutdown's deadline; it goes on writing in the background"
+            );
         }
         let c = &shared.counters;
         ShutdownReport {

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::dead_letter::DeadLetterReason;
 use super::gate::Signal;
 use super::queue::{Item, Taken};
-use super::shared::{Shared, metric};
+use super::shared::{LetterKind, Shared, metric};
 use crate::delivery::{self, Facts, Verdict};
 use crate::retry::Failure;
 use crate::{Error, OrganizationId};
@@ -26,7 +26,7 @@ use crate::{Error, OrganizationId};
 /// An event held by a sender. Dropping it unresolved (the task dropped with its runtime)
 /// dead-letters it.
 struct Held<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     item: Option<Item>,
 }
 
@@ -52,32 +52,27 @@ impl<'a> Held<'a> {
         shared.delivered(&item);
     }
 
-    /// Dead-letters the event: it leaves the store only once a destination recorded it;
-    /// otherwise it waits in the store and the write is tried again.
-    fn dead_letter(self, reason: DeadLetterReason, error: Option<Error>) {
+    /// Dead-letters the event through the dead-letter writer: waits (holding the event) until
+    /// the writer has room, then hands it over; the writer records it and the event leaves the
+    /// store only once a destination recorded it (otherwise it waits in the store and the write
+    /// is tried again).
+    async fn dead_letter(self, reason: DeadLetterReason, error: Option<Error>) {
         let shared = self.shared;
+        // The event stays held while this waits: an abort here gives it up through `Drop`.
+        let permit = shared.writer.reserve().await;
         let item = self.take();
-        if matches!(
+        let kind = if matches!(
             reason,
             DeadLetterReason::ShutdownDeadline | DeadLetterReason::Abandoned
         ) {
-            return shared.give_up(item, reason, error);
-        }
-        let seq = item.seq;
-        match shared.record_dead_letter(item, reason, error) {
-            None => {
-                shared.store.resolve(seq);
-                shared.resolved();
+            match shared.store.give_back(item) {
+                Some(item) => return shared.hand_over(permit, item, reason, error, LetterKind::Gone),
+                None => return shared.resolved(),
             }
-            Some(item) => {
-                let tries = item.dead_letter.as_ref().map_or(1, |p| p.tries);
-                let wait = DEAD_LETTER_RETRY.saturating_mul(1 << tries.min(6).saturating_sub(1));
-                shared
-                    .store
-                    .park(item, Instant::now() + wait.min(DEAD_LETTER_RETRY_MAX));
-                shared.work.notify_one();
-            }
-        }
+        } else {
+            LetterKind::Taken
+        };
+        shared.hand_over(permit, item, reason, error, kind);
     }
 
     fn unpark_front(self) {
@@ -120,7 +115,27 @@ impl Drop for Held<'_> {
             } else {
                 DeadLetterReason::Abandoned
             };
-            self.shared.give_up(item, reason, None);
+            self.shared.give_up_now(item, reason);
+        }
+    }
+}
+
+/// Records the dead letter of an event a sender took (on the dead-letter writer): it leaves the
+/// store once a destination recorded it; otherwise it is parked and the write tried again later.
+pub(crate) fn record_taken(shared: &Shared, item: Item, reason: DeadLetterReason, error: Option<Error>) {
+    let seq = item.seq;
+    match shared.record_dead_letter(item, reason, error) {
+        None => {
+            shared.store.resolve(seq);
+            shared.resolved();
+        }
+        Some(item) => {
+            let tries = item.dead_letter.as_ref().map_or(1, |p| p.tries);
+            let wait = DEAD_LETTER_RETRY.saturating_mul(1 << tries.min(6).saturating_sub(1));
+            shared
+                .store
+                .park(item, Instant::now() + wait.min(DEAD_LETTER_RETRY_MAX));
+            shared.work.notify_one();
         }
     }
 }
@@ -148,18 +163,18 @@ pub(crate) async fn run_sender(shared: Arc<Shared>, index: usize) {
         if let Some(pending) = held.item.as_ref().and_then(|i| i.dead_letter.as_ref()) {
             // Given up earlier, but no destination recorded its dead letter yet: try again.
             let reason = pending.reason;
-            held.dead_letter(reason, None);
+            held.dead_letter(reason, None).await;
             continue;
         }
         if held.item.as_ref().is_some_and(|i| shared.store.is_stale(i)) {
             // Older than WorkOS's idempotency window, and the spool is set to dead-letter those.
-            held.dead_letter(DeadLetterReason::Stale, None);
+            held.dead_letter(DeadLetterReason::Stale, None).await;
             continue;
         }
         if let Some(limiter) = &shared.limiter
             && !wait_for_rate(limiter, &shared.stop).await
         {
-            held.dead_letter(DeadLetterReason::ShutdownDeadline, None);
+            held.dead_letter(DeadLetterReason::ShutdownDeadline, None).await;
             return;
         }
         if !shared.gate.is_open() {
@@ -176,7 +191,7 @@ pub(crate) async fn run_sender(shared: Arc<Shared>, index: usize) {
 }
 
 /// The next event to attempt, and whether more were ready when it was taken (see [`Wait`]).
-async fn next_item(shared: &Shared) -> Option<(Item, bool)> {
+async fn next_item(shared: &Arc<Shared>) -> Option<(Item, bool)> {
     // The common case first: an event is ready, no need to register for a wake-up.
     if let Some(item) = try_take(shared) {
         return Some(item);
@@ -221,7 +236,7 @@ async fn next_item(shared: &Shared) -> Option<(Item, bool)> {
     }
 }
 
-fn try_take(shared: &Shared) -> Option<(Item, bool)> {
+fn try_take(shared: &Arc<Shared>) -> Option<(Item, bool)> {
     match shared.store.take(&Instant::now) {
         Taken::Item(item, more) => Some((item, more)),
         Taken::Empty { .. } => None,
@@ -265,7 +280,12 @@ struct Attempted {
 
 /// Sends the held event once and decides what it means; `None` when shutdown's deadline
 /// interrupted it. `during_hold`: a probe of an authorization hold (see [`hold_for_auth`]).
-async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait, during_hold: bool) -> Option<Attempted> {
+async fn send_once(
+    shared: &Arc<Shared>,
+    held: &mut Held<'_>,
+    wait: Wait,
+    during_hold: bool,
+) -> Option<Attempted> {
     let item = held.item();
     item.attempts += 1;
     let started = Instant::now();
@@ -357,7 +377,7 @@ async fn send_once(shared: &Shared, held: &mut Held<'_>, wait: Wait, during_hold
 }
 
 /// The facts [`delivery::decide`] weighs for `item` after an attempt that just ended.
-fn facts(shared: &Shared, item: &Item, during_hold: bool) -> Facts {
+fn facts(shared: &Arc<Shared>, item: &Item, during_hold: bool) -> Facts {
     let now = Instant::now();
     let age = item
         .first_attempt
@@ -371,10 +391,10 @@ fn facts(shared: &Shared, item: &Item, during_hold: bool) -> Facts {
         .with_others_accepted(others_accepted)
 }
 
-async fn attempt(shared: &Shared, mut held: Held<'_>, more: bool) {
+async fn attempt(shared: &Arc<Shared>, mut held: Held<'_>, more: bool) {
     let Some(Attempted { verdict, error }) = send_once(shared, &mut held, Wait::Helped { more }, false).await
     else {
-        return held.dead_letter(DeadLetterReason::ShutdownDeadline, None);
+        return held.dead_letter(DeadLetterReason::ShutdownDeadline, None).await;
     };
     if let Some(e) = &error {
         shared.counters.set_last_error(e);
@@ -387,13 +407,13 @@ async fn attempt(shared: &Shared, mut held: Held<'_>, more: bool) {
     }
     match (verdict, error) {
         (Verdict::HoldForAuthorization, Some(e)) => hold_for_auth(shared, held, e).await,
-        (verdict, error) => settle(shared, held, verdict, error),
+        (verdict, error) => settle(shared, held, verdict, error).await,
     }
 }
 
 /// Where an attempted event leaves the sender, once per verdict (a hold for authorization is
 /// [`hold_for_auth`]'s, which settles its probes here too).
-fn settle(shared: &Shared, mut held: Held<'_>, verdict: Verdict, error: Option<Error>) {
+async fn settle(shared: &Arc<Shared>, mut held: Held<'_>, verdict: Verdict, error: Option<Error>) {
     match verdict {
         Verdict::Delivered => {
             shared.recovered();
@@ -439,7 +459,7 @@ fn settle(shared: &Shared, mut held: Held<'_>, verdict: Verdict, error: Option<E
                 }
                 _ => {}
             }
-            held.dead_letter(reason, error)
+            held.dead_letter(reason, error).await
         }
         Verdict::HoldForAuthorization => {
             // Only a probe during a hold gets here (the hold is on): it waits first in line.
@@ -451,10 +471,10 @@ fn settle(shared: &Shared, mut held: Held<'_>, verdict: Verdict, error: Option<E
 
 /// WorkOS refused the request's authorization (401/403): hold every sender and probe, with a
 /// rotating event, until one is accepted or fails otherwise (settled as its verdict says).
-async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
+async fn hold_for_auth(shared: &Arc<Shared>, mut held: Held<'_>, e: Error) {
     if !shared.gate.begin_hold() {
         // Another sender is already probing; this event waits first in line.
-        return settle(shared, held, Verdict::HoldForAuthorization, Some(e));
+        return settle(shared, held, Verdict::HoldForAuthorization, Some(e)).await;
     }
     shared.auth_warning.ready();
     tracing::error!(
@@ -479,8 +499,8 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
             () = sleep(wait) => {}
             () = shared.stop.wait() => {
                 shared.gate.end_hold();
-                release(probed, false);
-                return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
+                release(probed, false).await;
+                return held.dead_letter(DeadLetterReason::ShutdownDeadline, e).await;
             }
         }
         let next = match try_take(shared) {
@@ -501,8 +521,8 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
             send_once(shared, &mut held, Wait::Interruptible, true).await
         else {
             shared.gate.end_hold();
-            release(probed, false);
-            return held.dead_letter(DeadLetterReason::ShutdownDeadline, e);
+            release(probed, false).await;
+            return held.dead_letter(DeadLetterReason::ShutdownDeadline, e).await;
         };
         if let Some(next) = &error {
             shared.counters.set_last_error(next);
@@ -520,8 +540,8 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
                     tracing::warn!("WorkOS accepts the API key again: audit delivery resumed");
                 }
                 shared.gate.end_hold();
-                release(probed, true);
-                return settle(shared, held, verdict, error);
+                release(probed, true).await;
+                return settle(shared, held, verdict, error).await;
             }
         };
         note_refusal(&mut refused, next.status(), held.item());
@@ -555,12 +575,12 @@ async fn hold_for_auth(shared: &Shared, mut held: Held<'_>, e: Error) {
 
 /// Puts the events refused during a hold back first in line, oldest first (`resume`), or
 /// gives them up at shutdown's deadline.
-fn release(probed: VecDeque<Held<'_>>, resume: bool) {
+async fn release(probed: VecDeque<Held<'_>>, resume: bool) {
     for held in probed.into_iter().rev() {
         if resume {
             held.unpark_front();
         } else {
-            held.dead_letter(DeadLetterReason::ShutdownDeadline, None);
+            held.dead_letter(DeadLetterReason::ShutdownDeadline, None).await;
         }
     }
 }

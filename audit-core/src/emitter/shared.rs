@@ -44,9 +44,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Organizations WorkOS answers 403 for while it accepts others' events.
     pub(crate) forbidden: Forbidden,
-    /// The runtime the senders run on (dead letters of evicted events are written on its
-    /// blocking threads).
-    pub(crate) runtime: tokio::runtime::Handle,
+    /// The one thread that writes every dead letter (see [`Writer`]).
+    pub(crate) writer: Writer,
     /// Evicted events whose dead letter is being written.
     pub(crate) evicting: std::sync::atomic::AtomicUsize,
     /// How many senders may work at once.
@@ -312,25 +311,282 @@ impl Shared {
         );
     }
 
-    /// A taken event given up at shutdown's deadline or abandoned: a durable store (the spool)
-    /// keeps it for the next start; otherwise it is dead-lettered.
-    pub(crate) fn give_up(&self, item: Item, reason: DeadLetterReason, error: Option<Error>) {
-        match self.store.give_back(item) {
-            Some(item) => self.dead_letter(item, reason, error),
-            None => self.resolved(),
-        }
-    }
-
-    pub(crate) fn warn_dropped(&self, newest: bool) {
+    /// Warns (at a bounded rate) that an event was dropped under `policy`: `drop_newest`,
+    /// `drop_oldest`, or `drop_oldest_refused` (the dead-letter writer was behind, so the new
+    /// event was refused instead of evicting one).
+    pub(crate) fn warn_dropped(&self, policy: &'static str) {
         if let Some(suppressed) = self.drop_warning.ready() {
             tracing::warn!(
-                policy = if newest { "drop_newest" } else { "drop_oldest" },
+                policy,
                 capacity = self.config.capacity,
                 suppressed,
                 dropped_newest = self.counters.dropped_newest.load(Ordering::Relaxed),
                 dropped_oldest = self.counters.dropped_oldest.load(Ordering::Relaxed),
                 "audit emitter queue full: an event was dropped"
             );
+        }
+    }
+}
+
+/// How many dead letters may wait for the dead-letter writer. When they are this many, senders
+/// wait (holding their event) for room, and an [`Overflow::DropOldest`](super::Overflow::DropOldest)
+/// eviction is not made: the new event is refused instead ([`EmitError::Full`](super::EmitError::Full),
+/// counted in `dropped_newest`) so that no event is lost and memory stays bounded.
+pub(crate) const DEAD_LETTER_QUEUE: usize = 256;
+
+/// What the dead-letter writer is handed.
+pub(crate) enum Job {
+    /// A dead letter to record.
+    Letter(Box<LetterJob>),
+    /// Answered once every job sent before it is done.
+    Drained(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The dead-letter writer: one writer fed by a bounded channel, through which every dead letter
+/// goes (senders', `DropOldest` evictions, shutdown's). Destinations may do blocking I/O (an
+/// fsync), so jobs run on one blocking task at a time, started when the queue gets work and
+/// ending when it is empty (a blocking task also keeps a paused test clock from jumping ahead
+/// while a write is in progress). When the runtime is gone, the jobs run where the drainer is
+/// dropped (see [`LetterJob`]).
+pub(crate) struct Writer {
+    tx: tokio::sync::mpsc::Sender<Job>,
+    state: Arc<WriterState>,
+}
+
+struct WriterState {
+    rx: Mutex<tokio::sync::mpsc::Receiver<Job>>,
+    /// A drainer is started (or running).
+    running: AtomicBool,
+    runtime: tokio::runtime::Handle,
+    /// Logs (the dead letters themselves, without a destination) go where the emitter's starter
+    /// logs, also when that is a thread's own subscriber.
+    dispatch: tracing::Dispatch,
+}
+
+/// Runs the writer's jobs, in order, until its queue is empty: on a blocking thread, or inline
+/// when dropped unrun (the runtime ended).
+struct Drainer(Arc<WriterState>);
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        let state = &*self.0;
+        let _logs = tracing::dispatcher::set_default(&state.dispatch);
+        let mut rx = crate::sync::lock(&state.rx);
+        loop {
+            while let Ok(job) = rx.try_recv() {
+                run(job);
+            }
+            state.running.store(false, Ordering::SeqCst);
+            // A job sent after the last look found `running` still set: look once more.
+            match rx.try_recv() {
+                Ok(job) => {
+                    state.running.store(true, Ordering::SeqCst);
+                    run(job);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn run(job: Job) {
+    match job {
+        // Panics of destinations are caught inside; this keeps the drainer going whatever else
+        // happens.
+        Job::Letter(letter) => {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(letter)));
+        }
+        Job::Drained(done) => {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl Writer {
+    /// A writer whose jobs run on `runtime`'s blocking threads.
+    pub(crate) fn start(runtime: tokio::runtime::Handle) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Job>(DEAD_LETTER_QUEUE);
+        let state = Arc::new(WriterState {
+            rx: Mutex::new(rx),
+            running: AtomicBool::new(false),
+            runtime,
+            dispatch: tracing::dispatcher::get_default(Clone::clone),
+        });
+        Self { tx, state }
+    }
+
+    /// Starts a drainer unless one is running (after a job was sent).
+    fn wake(&self) {
+        if !self.state.running.swap(true, Ordering::SeqCst) {
+            let drainer = Drainer(Arc::clone(&self.state));
+            // On a runtime that has ended the closure is dropped unrun: the drainer runs here.
+            drop(self.state.runtime.spawn_blocking(move || drop(drainer)));
+        }
+    }
+
+    /// Waits for room in the writer's queue; `None` when the writer is gone.
+    pub(crate) async fn reserve(&self) -> Option<tokio::sync::mpsc::Permit<'_, Job>> {
+        self.tx.reserve().await.ok()
+    }
+
+    /// Room in the writer's queue now, without waiting.
+    pub(crate) fn try_reserve(&self) -> Option<tokio::sync::mpsc::Permit<'_, Job>> {
+        self.tx.try_reserve().ok()
+    }
+
+    /// Waits until every job handed over so far is done, or `until`; `false` on timeout.
+    pub(crate) async fn drained(&self, until: tokio::time::Instant) -> bool {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let sent = async {
+            match self.tx.send(Job::Drained(done)).await {
+                Ok(()) => {
+                    self.wake();
+                    finished.await.is_ok()
+                }
+                // The writer is gone: everything was run where it was dropped.
+                Err(_) => true,
+            }
+        };
+        tokio::time::timeout_at(until, sent).await.unwrap_or(false)
+    }
+}
+
+/// What happens once a dead letter is recorded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LetterKind {
+    /// A sender's event, still counted in the store: resolved once recorded, parked and tried
+    /// again otherwise.
+    Taken,
+    /// Out of the store (drained, given up): the log is the last resort.
+    Gone,
+    /// Evicted by [`Overflow::DropOldest`](super::Overflow::DropOldest): like `Gone`, and flush
+    /// and shutdown wait for it.
+    Evicted,
+}
+
+/// A dead letter handed to the [`Writer`]. The work is done when it is dropped: on the writer
+/// thread normally, or wherever it is dropped unrun (the writer gone), so it is never lost.
+pub(crate) struct LetterJob {
+    shared: Arc<Shared>,
+    item: Option<Item>,
+    reason: DeadLetterReason,
+    error: Option<Error>,
+    kind: LetterKind,
+}
+
+impl LetterJob {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        item: Item,
+        reason: DeadLetterReason,
+        error: Option<Error>,
+        kind: LetterKind,
+    ) -> Self {
+        if matches!(kind, LetterKind::Evicted) {
+            shared.evicting.fetch_add(1, Ordering::SeqCst);
+        }
+        Self {
+            shared,
+            item: Some(item),
+            reason,
+            error,
+            kind,
+        }
+    }
+
+    /// Takes the event back out (the job then does nothing).
+    fn into_item(mut self) -> Option<Item> {
+        if matches!(self.kind, LetterKind::Evicted) {
+            self.shared.evicting.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.item.take()
+    }
+}
+
+impl Drop for LetterJob {
+    fn drop(&mut self) {
+        let Some(item) = self.item.take() else {
+            return;
+        };
+        let shared = &*self.shared;
+        let error = self.error.take();
+        match self.kind {
+            LetterKind::Taken => super::sender::record_taken(shared, item, self.reason, error),
+            LetterKind::Gone => shared.dead_letter(item, self.reason, error),
+            LetterKind::Evicted => {
+                shared.dead_letter(item, self.reason, error);
+                shared.evicting.fetch_sub(1, Ordering::SeqCst);
+                // Flush and shutdown wait for evicted events too.
+                shared.resolved();
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Hands a dead letter to the writer with a reserved slot (`None`: the writer is gone, and
+    /// the job runs here).
+    pub(crate) fn hand_over(
+        self: &Arc<Self>,
+        permit: Option<tokio::sync::mpsc::Permit<'_, Job>>,
+        item: Item,
+        reason: DeadLetterReason,
+        error: Option<Error>,
+        kind: LetterKind,
+    ) {
+        let job = LetterJob::new(Arc::clone(self), item, reason, error, kind);
+        match permit {
+            Some(permit) => {
+                permit.send(Job::Letter(Box::new(job)));
+                self.writer.wake();
+            }
+            None => drop(job),
+        }
+    }
+
+    /// Gives up a taken event where nothing can wait (a sender dropped mid-attempt): a durable
+    /// store keeps it; otherwise its dead letter goes to the writer when it has room. When it
+    /// has none at shutdown, the event goes back in the store, where shutdown's final drain
+    /// (which waits for the writer) finds it; when the runtime is gone, it is written here.
+    pub(crate) fn give_up_now(self: &Arc<Self>, item: Item, reason: DeadLetterReason) {
+        let Some(item) = self.store.give_back(item) else {
+            return self.resolved();
+        };
+        let job = LetterJob::new(Arc::clone(self), item, reason, None, LetterKind::Gone);
+        match self.writer.tx.try_send(Job::Letter(Box::new(job))) {
+            Ok(()) => self.writer.wake(),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(Job::Letter(job))) if self.stop.is_set() => {
+                if let Some(item) = (*job).into_item() {
+                    self.store.unpark_front(item);
+                }
+            }
+            // The writer is gone or the runtime ends: written here.
+            Err(e) => drop(e.into_inner()),
+        }
+    }
+
+    /// Shutdown's final dead letters: each waits for room in the writer until `until`; past it,
+    /// the last resort is the whole event in the log (see [`DeadLetter::log`]).
+    pub(crate) async fn dead_letter_by(
+        self: &Arc<Self>,
+        until: tokio::time::Instant,
+        item: Item,
+        reason: DeadLetterReason,
+    ) {
+        match tokio::time::timeout_at(until, self.writer.reserve()).await {
+            Ok(permit) => self.hand_over(permit, item, reason, None, LetterKind::Gone),
+            Err(_) => {
+                let mut item = item;
+                let pending = item.dead_letter.take().map(|p| *p).unwrap_or(PendingDeadLetter {
+                    reason,
+                    error: item.last_error.take().map(|e| (&*e).into()),
+                    tries: 0,
+                });
+                let letter = letter(&item, &pending);
+                letter.log("the audit dead-letter writer did not keep up before shutdown's deadline: this event is kept whole in this log");
+                self.count_dead_letter(&letter);
+                self.resolved();
+            }
         }
     }
 }
