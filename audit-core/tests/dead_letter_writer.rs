@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 use audit_core::emitter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, EmitReceipt, Emitter, JsonlDeadLetters, Overflow,
 };
-use audit_core::{Action, Actor, Client, Context, Event};
-use audit_testkit::{FaultRule, TestKit};
-use support::{EVENTS, kit, org};
+use audit_testkit::FaultRule;
+use support::{EVENTS, client, kit, org, signed_in};
 
 /// How long the destination takes per write.
 const WRITE: Duration = Duration::from_millis(100);
@@ -31,23 +30,6 @@ impl DeadLetterSink for SlowFile {
         std::thread::sleep(WRITE);
         self.0.dead_letter(letter)
     }
-}
-
-fn client(kit: &TestKit) -> Client {
-    Client::builder()
-        .api_key("sk_test_dead_letters")
-        .base_url(kit.url())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
-fn event(n: usize) -> Event {
-    Event::new(
-        Action::new("user.signed_in").unwrap(),
-        Actor::new(format!("user_{n}"), "user"),
-        Context::new("203.0.113.7"),
-    )
 }
 
 /// A task ticking every 5 ms until `stop`; returns the longest time between two ticks.
@@ -92,7 +74,7 @@ async fn slow_dead_letter_writes_from_the_senders_delay_no_task() {
     let org = org(&kit);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dead.jsonl");
-    let emitter = Emitter::builder(client(&kit))
+    let emitter = Emitter::builder(client(&kit, Duration::from_secs(30)))
         .senders(8)
         .no_rate_limit()
         .dead_letters(SlowFile(JsonlDeadLetters::new(&path).unwrap()))
@@ -101,7 +83,7 @@ async fn slow_dead_letter_writes_from_the_senders_delay_no_task() {
     let ticks = ticker(Arc::clone(&stop));
     let mut receipts = Vec::new();
     for n in 0..N {
-        receipts.push(emitter.try_emit(org.clone(), event(n)).unwrap());
+        receipts.push(emitter.try_emit(org.clone(), signed_in(n)).unwrap());
     }
     // Every refusal is dead-lettered, one 100 ms write after the other.
     let report = emitter.shutdown(Duration::from_secs(30)).await;
@@ -133,7 +115,7 @@ async fn slow_dead_letter_writes_of_evictions_delay_neither_try_emit_nor_a_task(
     let org = org(&kit);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dead.jsonl");
-    let emitter = Emitter::builder(client(&kit))
+    let emitter = Emitter::builder(client(&kit, Duration::from_secs(30)))
         .senders(1)
         .no_rate_limit()
         .capacity(CAPACITY)
@@ -142,12 +124,12 @@ async fn slow_dead_letter_writes_of_evictions_delay_neither_try_emit_nor_a_task(
         .start();
     let stop = Arc::new(AtomicBool::new(false));
     let ticks = ticker(Arc::clone(&stop));
-    let mut receipts = vec![emitter.try_emit(org.clone(), event(0)).unwrap()];
+    let mut receipts = vec![emitter.try_emit(org.clone(), signed_in(0)).unwrap()];
     support::until("the first event in flight", || emitter.stats().in_flight == 1).await;
     let mut slowest = Duration::ZERO;
     for n in 1..N {
         let started = Instant::now();
-        receipts.push(emitter.try_emit(org.clone(), event(n)).unwrap());
+        receipts.push(emitter.try_emit(org.clone(), signed_in(n)).unwrap());
         slowest = slowest.max(started.elapsed());
     }
     let evicted = (N - CAPACITY) as u64;
@@ -205,7 +187,7 @@ async fn a_stuck_dead_letter_destination_bounds_evictions_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dead.jsonl");
     let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-    let emitter = Emitter::builder(client(&kit))
+    let emitter = Emitter::builder(client(&kit, Duration::from_secs(30)))
         .senders(1)
         .no_rate_limit()
         .capacity(CAPACITY)
@@ -215,13 +197,13 @@ async fn a_stuck_dead_letter_destination_bounds_evictions_and_loses_nothing() {
             open: Arc::clone(&gate),
         })
         .start();
-    let mut accepted = vec![emitter.try_emit(org.clone(), event(0)).unwrap()];
+    let mut accepted = vec![emitter.try_emit(org.clone(), signed_in(0)).unwrap()];
     support::until("the first event in flight", || emitter.stats().in_flight == 1).await;
     let mut refused = 0;
     let mut slowest = Duration::ZERO;
     for n in 1..N {
         let started = Instant::now();
-        match emitter.try_emit(org.clone(), event(n)) {
+        match emitter.try_emit(org.clone(), signed_in(n)) {
             Ok(receipt) => accepted.push(receipt),
             Err(audit_core::emitter::EmitError::Full) => refused += 1,
             Err(e) => panic!("unexpected {e:?}"),

@@ -9,27 +9,10 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use audit_core::OrganizationId;
 use audit_core::emitter::{EmitReceipt, Emitter, RateLimit};
-use audit_core::{Action, Actor, Client, Context, Event, OrganizationId};
 use audit_testkit::{FaultRule, TestKit};
-use support::{EVENTS, kit, org};
-
-fn client(kit: &TestKit) -> Client {
-    Client::builder()
-        .api_key("sk_test_overload")
-        .base_url(kit.url())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client")
-}
-
-fn event(n: usize) -> Event {
-    Event::new(
-        Action::new("user.signed_in").unwrap(),
-        Actor::new(format!("user_{n}"), "user"),
-        Context::new("203.0.113.7"),
-    )
-}
+use support::{EVENTS, client, kit, org, signed_in};
 
 fn assert_stored_once(kit: &TestKit, receipts: &[EmitReceipt]) {
     let stored: Vec<String> = kit
@@ -57,9 +40,11 @@ async fn kit_away(latency: Duration) -> (TestKit, OrganizationId) {
 async fn rate_at(latency: Duration) -> (f64, usize) {
     let (kit, org) = kit_away(latency).await;
     let limit = RateLimit::new(100, Duration::from_secs(1)).unwrap().burst(10);
-    let emitter = Emitter::builder(client(&kit)).rate_limit(limit).start();
+    let emitter = Emitter::builder(client(&kit, Duration::from_secs(5)))
+        .rate_limit(limit)
+        .start();
     let receipts: Vec<EmitReceipt> = (0..400)
-        .map(|n| emitter.try_emit(org.clone(), event(n)).expect("accepted"))
+        .map(|n| emitter.try_emit(org.clone(), signed_in(n)).expect("accepted"))
         .collect();
     emitter.flush(Duration::from_secs(30)).await.expect("flushed");
     assert_stored_once(&kit, &receipts);
@@ -91,7 +76,9 @@ async fn the_rate_limit_is_reached_300_ms_away() {
 async fn stats_show_a_growing_backlog_and_its_drain() {
     let (kit, org) = kit_away(Duration::from_millis(30)).await;
     let limit = RateLimit::new(50, Duration::from_secs(1)).unwrap().burst(1);
-    let emitter = Emitter::builder(client(&kit)).rate_limit(limit).start();
+    let emitter = Emitter::builder(client(&kit, Duration::from_secs(5)))
+        .rate_limit(limit)
+        .start();
     // 150 events/s for 2.5 s against a 50/s limit.
     let mut receipts = Vec::new();
     let mut every = tokio::time::interval(Duration::from_millis(20));
@@ -99,7 +86,7 @@ async fn stats_show_a_growing_backlog_and_its_drain() {
         if n % 3 == 0 {
             every.tick().await;
         }
-        receipts.push(emitter.try_emit(org.clone(), event(n)).expect("accepted"));
+        receipts.push(emitter.try_emit(org.clone(), signed_in(n)).expect("accepted"));
     }
     let growing = emitter.stats();
     assert!(growing.accept_rate > growing.delivery_rate * 1.5, "{growing:?}");
@@ -129,7 +116,7 @@ async fn a_steady_overload_with_the_spool_loses_nothing() {
     let path = dir.path().join("spool.db");
     let limit = RateLimit::new(100, Duration::from_secs(1)).unwrap().burst(1);
     // A memory queue of 50 events against 2,000 accepted at once: the rest waits on disk.
-    let emitter = Emitter::builder(client(&kit))
+    let emitter = Emitter::builder(client(&kit, Duration::from_secs(5)))
         .rate_limit(limit)
         .capacity(50)
         .spool(Spool::open(&path).unwrap())
@@ -137,7 +124,7 @@ async fn a_steady_overload_with_the_spool_loses_nothing() {
     let receipts: Vec<EmitReceipt> = (0..2_000)
         .map(|n| {
             emitter
-                .try_emit(org.clone(), event(n))
+                .try_emit(org.clone(), signed_in(n))
                 .expect("spilled, never dropped")
         })
         .collect();
@@ -156,7 +143,7 @@ async fn a_steady_overload_with_the_spool_loses_nothing() {
         "delivered {} + kept {left}",
         report.delivered
     );
-    let next = Emitter::builder(client(&kit))
+    let next = Emitter::builder(client(&kit, Duration::from_secs(5)))
         .no_rate_limit()
         .spool(spool)
         .start();

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use audit_core::OrganizationId;
 use audit_core::emitter::EmitterBuilder;
+use audit_core::{Action, Actor, Client, Context, Event, OrganizationId};
 use audit_testkit::TestKit;
 
 /// The path events are created at.
@@ -19,6 +19,25 @@ pub async fn kit() -> TestKit {
 /// The testkit's organization.
 pub fn org(kit: &TestKit) -> OrganizationId {
     OrganizationId::new(kit.organization_id()).unwrap()
+}
+
+/// A client of `kit` whose requests give up after `timeout`.
+pub fn client(kit: &TestKit, timeout: Duration) -> Client {
+    Client::builder()
+        .api_key("sk_test_support")
+        .base_url(kit.url())
+        .timeout(timeout)
+        .build()
+        .expect("client")
+}
+
+/// The `n`th of a run of `user.signed_in` events, one actor each.
+pub fn signed_in(n: usize) -> Event {
+    Event::new(
+        Action::new("user.signed_in").unwrap(),
+        Actor::new(format!("user_{n}"), "user"),
+        Context::new("203.0.113.7"),
+    )
 }
 
 /// Four senders, no rate limit, retries 20 ms to 200 ms apart for up to a minute: the emitter
